@@ -1,0 +1,126 @@
+"""Typed configs, registered with Hydra's ConfigStore; YAML presets live in ``conf/``.
+
+The CLI composes ``conf/`` with overrides, resolves everything in the driver
+(``OmegaConf.to_object``) and passes plain dataclasses on, so Ray actors never see Hydra.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class ModelConfig:
+    """Generator family, its size, and its training recipe (loss, optimiser, EMA, augmentation)."""
+
+    family: str = "cgan"  # cgan | dcgan
+    loss: str = "hinge"  # hinge | bce
+    resolution: int = 64  # 32 | 64 | 128
+    z_dim: int = 64
+    base_channels: int = 32
+    d_base_channels: int = 32
+    embed_dim: int = 64
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.0
+    beta2: float = 0.99
+    ema_decay: float = 0.999  # 0 disables the EMA generator
+    ema_start: int = 200
+    diffaugment: bool = True
+
+
+@dataclass
+class DataConfig:
+    """Training data: the built-in procedural scenes, or a user's image folder plus labels CSV."""
+
+    source: str = "procedural"  # procedural | folder
+    folder: Optional[str] = None
+    labels_csv: Optional[str] = None
+
+
+@dataclass
+class TrainConfig:
+    out_dir: str = "runs/train"
+    steps: int = 6000
+    batch_size: int = 32
+    seed: int = 0
+    threads: int = 0  # torch intra-op threads; 0 = all cores
+    log_every: int = 25
+    sample_every: int = 500
+    checkpoint_every: int = 500
+    resume: bool = True
+
+
+@dataclass
+class TrainRoot:
+    train: TrainConfig = field(default_factory=TrainConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+
+@dataclass
+class PlanConfig:
+    """How sample ids map to conditions.
+
+    * ``grid``: the cartesian product of ``factors`` (each a list of values; a missing factor
+      means all its values), every cell getting ``weights``-proportional shares (equal by default).
+    * ``mixture``: each factor drawn independently with ``probs`` ({factor: {value: p}}); a missing
+      factor is uniform.
+    * ``list``: explicit ``items`` [{conditions: {...}, weight: w}], shares proportional to weight.
+    """
+
+    kind: str = "grid"
+    factors: dict[str, Any] = field(default_factory=dict)
+    weights: Optional[list[float]] = None
+    probs: dict[str, Any] = field(default_factory=dict)
+    items: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class JobConfig:
+    name: str = "balanced"
+    num_samples: int = 1000
+    seed: int = 0
+    shard_size: int = 250
+    formats: list[str] = field(default_factory=lambda: ["parquet", "png"])
+    checkpoint: Optional[str] = None  # None = the bundled default generator
+    plan: PlanConfig = field(default_factory=PlanConfig)
+    max_samples: int = 100_000_000  # refuse larger requests (typo guard)
+
+
+@dataclass
+class ResourcesConfig:
+    actors: Optional[int] = None  # None = one per GPU, or per CPU core on CPU-only clusters
+    num_gpus: float = 0.0  # per actor
+    cpus_per_actor: Optional[float] = None  # None = share the CPUs left after the reserve
+    reserve_cpus: float = 0.5  # kept free for Ray Data's read/write tasks (avoids the 2-core deadlock)
+    batch_size: int = 64  # rows per actor call; never changes the output bytes
+    progress_timeout_s: float = 600.0  # fail (instead of hanging) if no shard completes for this long
+
+
+@dataclass
+class RayConfig:
+    address: Optional[str] = None  # None: RAY_ADDRESS if set, else a new local instance; "auto" joins a running one
+    num_cpus: Optional[int] = None  # local instance only
+
+
+@dataclass
+class GenerateRoot:
+    output_dir: str = "outputs/generate"
+    overwrite: bool = False
+    preview: bool = True
+    job: JobConfig = field(default_factory=JobConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+
+def register_configs() -> None:
+    """Register the schemas so YAML in ``conf/`` is type-checked on composition."""
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainRoot)
+    cs.store(name="generate_schema", node=GenerateRoot)
+    cs.store(group="model", name="model_schema", node=ModelConfig)
+    cs.store(group="job", name="job_schema", node=JobConfig)

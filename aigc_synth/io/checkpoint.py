@@ -1,0 +1,125 @@
+"""Checkpoints: training state and exported generators, safe to load.
+
+Both kinds hold only tensors and plain containers (dict, list, str, int, float, bool, None), are
+written atomically, and are read with ``torch.load(weights_only=True)``: a file that carries
+pickled code is refused, never executed.
+
+An **exported generator** (``format = aigc_synth.generator/v1``) holds the EMA generator weights,
+the model family and its keyword arguments, and the condition schema it was trained on. Its sha256
+is the ``model_id`` written into every generated row.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from aigc_synth.io.atomic import atomic_path, sha256_file
+from aigc_synth.models.registry import build_generator, generator_kwargs
+from aigc_synth.schema import ConditionSchema, SchemaError
+
+GENERATOR_FORMAT = "aigc_synth.generator/v1"
+TRAIN_STATE_FORMAT = "aigc_synth.train_state/v1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, unreadable, unsafe or of the wrong kind."""
+
+
+def save_checkpoint(obj: dict[str, Any], path: str | os.PathLike) -> None:
+    """Atomically ``torch.save`` a dict of tensors and plain containers."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load with ``weights_only=True``; turn every failure into a one-line :class:`CheckpointError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"refusing to load {path}: it is not a plain-tensor checkpoint ({first[:200]})") from None
+    except Exception as exc:  # truncated zip, wrong file type, ...
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}") from None
+    if not isinstance(obj, dict) or "format" not in obj:
+        raise CheckpointError(f"{path} is not an aigc_synth checkpoint (no 'format' key)")
+    return obj
+
+
+def export_generator(path: str | os.PathLike, *, family: str, model_params: dict[str, Any],
+                     schema: ConditionSchema, generator: nn.Module, meta: dict[str, Any] | None = None) -> str:
+    """Write an exported generator atomically; return its sha256 (the model id)."""
+    state = {k: v.detach().cpu().contiguous() for k, v in generator.state_dict().items()}
+    save_checkpoint(
+        {
+            "format": GENERATOR_FORMAT,
+            "family": family,
+            "model_config": generator_kwargs(family, model_params),
+            "schema": schema.to_dict(),
+            "state_dict": state,
+            "meta": meta or {},
+        },
+        path,
+    )
+    return sha256_file(path)
+
+
+@dataclass
+class LoadedGenerator:
+    """An exported generator, rebuilt and in eval mode."""
+
+    module: nn.Module
+    family: str
+    model_config: dict[str, Any]
+    schema: ConditionSchema
+    model_id: str
+    path: str
+    meta: dict[str, Any]
+
+    @property
+    def resolution(self) -> int:
+        return int(self.module.resolution)
+
+    @property
+    def z_dim(self) -> int:
+        return int(self.module.z_dim)
+
+
+def read_generator_header(path: str | os.PathLike) -> dict[str, Any]:
+    """Load and validate an exported generator's contents (no module is built)."""
+    ckpt = load_checkpoint(path)
+    if ckpt.get("format") != GENERATOR_FORMAT:
+        raise CheckpointError(f"{path} is a {ckpt.get('format')!r} checkpoint, not an exported generator ({GENERATOR_FORMAT}); "
+                              "export one with `aigc-synth export`")
+    for key in ("family", "model_config", "schema", "state_dict"):
+        if key not in ckpt:
+            raise CheckpointError(f"exported generator {path} lacks {key!r}")
+    try:
+        ConditionSchema.from_dict(ckpt["schema"])
+    except SchemaError as exc:
+        raise CheckpointError(f"exported generator {path} has an invalid schema: {exc}") from None
+    return ckpt
+
+
+def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedGenerator:
+    """Rebuild an exported generator from its checkpoint (safe load) and move it to ``device``."""
+    ckpt = read_generator_header(path)
+    schema = ConditionSchema.from_dict(ckpt["schema"])
+    try:
+        module = build_generator(ckpt["family"], schema.cardinalities, **ckpt["model_config"])
+        module.load_state_dict(ckpt["state_dict"])
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"exported generator {path} does not match its model config: {str(exc).splitlines()[0][:200]}") from None
+    module.eval().requires_grad_(False).to(device)
+    return LoadedGenerator(module=module, family=ckpt["family"], model_config=dict(ckpt["model_config"]), schema=schema,
+                           model_id=sha256_file(path), path=str(path), meta=dict(ckpt.get("meta", {})))
