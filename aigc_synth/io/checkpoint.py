@@ -123,3 +123,17 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
     module.eval().requires_grad_(False).to(device)
     return LoadedGenerator(module=module, family=ckpt["family"], model_config=dict(ckpt["model_config"]), schema=schema,
                            model_id=sha256_file(path), path=str(path), meta=dict(ckpt.get("meta", {})))
+
+
+def load_generator_from_bytes(data: bytes, source: str = "<bytes>", device: str | torch.device = "cpu") -> LoadedGenerator:
+    """Like :func:`load_generator` for checkpoint bytes shipped through Ray's object store."""
+    import hashlib
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "generator.pt"
+        path.write_bytes(data)
+        loaded = load_generator(path, device=device)
+    loaded.path = source
+    loaded.model_id = hashlib.sha256(data).hexdigest()
+    return loaded

@@ -1,0 +1,112 @@
+"""Reading a job's output back: a torch Dataset with a condition filter, and manifest verification."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from aigc_synth.io.atomic import TMP_MARKER, sha256_file
+from aigc_synth.io.shards import png_folder_sha256
+from aigc_synth.schema import ConditionSchema
+
+
+def load_manifest(output_dir: str | Path) -> dict[str, Any]:
+    path = Path(output_dir) / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no manifest.json in {output_dir}: not a finished aigc_synth job")
+    return json.loads(path.read_text())
+
+
+class GeneratedDataset(Dataset):
+    """Images of a finished job, optionally filtered by condition.
+
+    ``conditions`` is a partial ``{factor: value or [values]}`` filter, validated against the
+    job's schema. Items are ``{"image": uint8 (3, H, W), "sample_id", "seed", "conditions",
+    "codes"}``. Only the small metadata columns are read up front; image bytes are read per shard.
+    """
+
+    def __init__(self, output_dir: str | Path, conditions: Mapping[str, Any] | None = None):
+        self.root = Path(output_dir)
+        self.manifest = load_manifest(self.root)
+        self.schema = ConditionSchema.from_dict(self.manifest["schema"])
+        wanted: dict[str, set[str]] = {}
+        for factor, value in (conditions or {}).items():
+            values = [value] if isinstance(value, str) else list(value)
+            for v in values:
+                self.schema.validate({factor: v}, partial=True)
+            wanted[factor] = set(values)
+        self._index: list[tuple[int, int]] = []  # (shard position, row)
+        self._meta: list[dict[str, Any]] = []
+        self._shard_paths = [self.root / s["path"] for s in self.manifest["shards"]]
+        for pos, path in enumerate(self._shard_paths):
+            table = pq.read_table(path, columns=["sample_id", "seed", *self.schema.names])
+            cols = {name: table.column(name).to_pylist() for name in table.column_names}
+            for row in range(table.num_rows):
+                cond = {n: cols[n][row] for n in self.schema.names}
+                if all(cond[f] in vals for f, vals in wanted.items()):
+                    self._index.append((pos, row))
+                    self._meta.append({"sample_id": cols["sample_id"][row], "seed": cols["seed"][row], "conditions": cond})
+        self._cache: tuple[int, list[bytes]] | None = None
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def _shard_images(self, pos: int) -> list[bytes]:
+        if self._cache is None or self._cache[0] != pos:
+            column = pq.read_table(self._shard_paths[pos], columns=["image"]).column("image").combine_chunks()
+            self._cache = (pos, column.field("bytes").to_pylist())
+        return self._cache[1]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        pos, row = self._index[index]
+        with Image.open(io.BytesIO(self._shard_images(pos)[row])) as im:
+            image = torch.from_numpy(np.asarray(im.convert("RGB"))).permute(2, 0, 1).contiguous()
+        meta = self._meta[index]
+        return {"image": image, "sample_id": meta["sample_id"], "seed": meta["seed"], "conditions": meta["conditions"],
+                "codes": torch.tensor(self.schema.encode(meta["conditions"]))}
+
+
+def verify_output(output_dir: str | Path) -> list[str]:
+    """Check a job's output against its manifest; return a list of problems (empty = valid)."""
+    root = Path(output_dir)
+    problems: list[str] = []
+    try:
+        manifest = load_manifest(root)
+    except (FileNotFoundError, json.JSONDecodeError) as exc:
+        return [str(exc)]
+    total, expected_next = 0, 0
+    for shard in manifest["shards"]:
+        if shard["first_sample_id"] != expected_next:
+            problems.append(f"shard {shard['shard']}: starts at sample {shard['first_sample_id']}, expected {expected_next}")
+        expected_next = shard["last_sample_id"] + 1
+        total += shard["rows"]
+        if "path" in shard:
+            path = root / shard["path"]
+            if not path.is_file():
+                problems.append(f"missing shard file {shard['path']}")
+                continue
+            if sha256_file(path) != shard["sha256"]:
+                problems.append(f"{shard['path']}: sha256 mismatch")
+            meta = pq.read_metadata(path)
+            if meta.num_rows != shard["rows"]:
+                problems.append(f"{shard['path']}: {meta.num_rows} rows, manifest says {shard['rows']}")
+        if "png_dir" in shard:
+            folder = root / shard["png_dir"]
+            if not folder.is_dir():
+                problems.append(f"missing PNG folder {shard['png_dir']}")
+            elif png_folder_sha256(folder) != shard["png_sha256"]:
+                problems.append(f"{shard['png_dir']}: content checksum mismatch")
+    if total != manifest["num_samples"]:
+        problems.append(f"shards hold {total} rows, manifest says num_samples={manifest['num_samples']}")
+    leftovers = [str(p.relative_to(root)) for p in root.rglob(f"{TMP_MARKER}*")]
+    if leftovers:
+        problems.append(f"temporary files left: {leftovers[:5]}")
+    return problems

@@ -1,0 +1,129 @@
+"""Shard writers: Parquet (Hugging Face ``datasets``-compatible) and PNG folders, both atomic.
+
+Layout under the output directory::
+
+    parquet/part-00000.parquet         one Parquet file per shard
+    png/part-00000/000000000.png       one PNG folder per shard (file name = sample id)
+    manifest.json                      written last: the commit point of the whole job
+
+A PNG folder is filled under a temporary name and renamed; a Parquet file is written to a
+temporary name, fsynced and renamed. Existing committed shards are never rewritten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from aigc_synth.io.atomic import TMP_MARKER, atomic_path, sha256_file
+
+PARQUET_DIR = "parquet"
+PNG_DIR = "png"
+IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+
+
+def shard_name(shard: int) -> str:
+    return f"part-{shard:05d}"
+
+
+def parquet_relpath(shard: int) -> str:
+    return f"{PARQUET_DIR}/{shard_name(shard)}.parquet"
+
+
+def png_reldir(shard: int) -> str:
+    return f"{PNG_DIR}/{shard_name(shard)}"
+
+
+def png_filename(sample_id: int) -> str:
+    return f"{sample_id:09d}.png"
+
+
+def arrow_schema(factor_names: Sequence[str]) -> pa.Schema:
+    """Shard schema, with the Hugging Face features JSON so ``datasets`` decodes ``image`` as Image."""
+    fields = [pa.field("sample_id", pa.int64()), pa.field("seed", pa.int64())]
+    fields += [pa.field(name, pa.string()) for name in factor_names]
+    fields += [pa.field("image", IMAGE_TYPE), pa.field("width", pa.int32()), pa.field("height", pa.int32()),
+               pa.field("model_id", pa.string())]
+    features = {"sample_id": {"dtype": "int64", "_type": "Value"}, "seed": {"dtype": "int64", "_type": "Value"}}
+    features.update({name: {"dtype": "string", "_type": "Value"} for name in factor_names})
+    features.update({"image": {"_type": "Image"}, "width": {"dtype": "int32", "_type": "Value"},
+                     "height": {"dtype": "int32", "_type": "Value"}, "model_id": {"dtype": "string", "_type": "Value"}})
+    return pa.schema(fields, metadata={b"huggingface": json.dumps({"info": {"features": features}}).encode()})
+
+
+def write_shard(output_dir: str | os.PathLike, shard: int, *, sample_ids: np.ndarray, seeds: np.ndarray,
+                conditions: dict[str, Sequence[str]], png_bytes: list[bytes], width: int, height: int,
+                model_id: str, formats: Sequence[str]) -> dict[str, Any]:
+    """Write one shard atomically (PNG folder first, then Parquet) and return its manifest entry."""
+    out = Path(output_dir)
+    entry: dict[str, Any] = {"shard": shard, "rows": int(len(sample_ids)),
+                             "first_sample_id": int(sample_ids[0]), "last_sample_id": int(sample_ids[-1])}
+    names = [png_filename(int(i)) for i in sample_ids]
+    if "png" in formats:
+        final_dir = out / png_reldir(shard)
+        if not final_dir.is_dir():
+            tmp_dir = final_dir.with_name(f"{TMP_MARKER}{uuid.uuid4().hex[:12]}-{final_dir.name}")
+            tmp_dir.mkdir(parents=True)
+            try:
+                for name, data in zip(names, png_bytes):
+                    (tmp_dir / name).write_bytes(data)
+                os.rename(tmp_dir, final_dir)
+            finally:
+                if tmp_dir.exists():
+                    shutil.rmtree(tmp_dir, ignore_errors=True)
+        entry["png_dir"] = png_reldir(shard)
+        entry["png_files"] = len(names)
+        entry["png_sha256"] = png_listing_sha256(zip(names, png_bytes))
+    if "parquet" in formats:
+        paths = [f"{png_reldir(shard)}/{n}" for n in names] if "png" in formats else names
+        columns = {"sample_id": pa.array(sample_ids, pa.int64()), "seed": pa.array(seeds, pa.int64())}
+        columns.update({k: pa.array(list(v), pa.string()) for k, v in conditions.items()})
+        columns["image"] = pa.StructArray.from_arrays([pa.array(png_bytes, pa.binary()), pa.array(paths, pa.string())],
+                                                      fields=list(IMAGE_TYPE))
+        columns["width"] = pa.array(np.full(len(sample_ids), width), pa.int32())
+        columns["height"] = pa.array(np.full(len(sample_ids), height), pa.int32())
+        columns["model_id"] = pa.array([model_id] * len(sample_ids), pa.string())
+        table = pa.Table.from_pydict(columns, schema=arrow_schema(list(conditions)))
+        final = out / parquet_relpath(shard)
+        with atomic_path(final) as tmp:
+            pq.write_table(table, tmp, compression="snappy")
+        entry["path"] = parquet_relpath(shard)
+        entry["sha256"] = sha256_file(final)
+    return entry
+
+
+def png_listing_sha256(named_bytes) -> str:
+    """Checksum of a PNG folder's content: sha256 over sorted ``name\\0sha256(bytes)\\n`` lines."""
+    digest = hashlib.sha256()
+    for name, data in sorted(named_bytes):
+        digest.update(f"{name}\0{hashlib.sha256(data).hexdigest()}\n".encode())
+    return digest.hexdigest()
+
+
+def png_folder_sha256(folder: str | os.PathLike) -> str:
+    """:func:`png_listing_sha256` of the files on disk (to verify a folder against the manifest)."""
+    return png_listing_sha256((p.name, p.read_bytes()) for p in Path(folder).iterdir())
+
+
+def remove_stale_temporaries(output_dir: str | os.PathLike) -> int:
+    """Delete ``.tmp-*`` leftovers of an interrupted run; return how many were removed."""
+    removed = 0
+    root = Path(output_dir)
+    if not root.exists():
+        return 0
+    for path in list(root.rglob(f"{TMP_MARKER}*")):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed += 1
+    return removed

@@ -1,0 +1,393 @@
+"""The generation job: a Ray Data pipeline that fans shards out over an actor pool of generators.
+
+Pipeline::
+
+    from_items(shard ids)       ──►  map_batches(ShardWriter, compute=ActorPoolStrategy(size=K))  ──►  driver
+         (one row per shard)          each actor loads the generator once, then per shard:            collects the
+                                      plan → latents → images → PNG → atomic Parquet + PNG folder      manifest entries
+
+The unit of work is the shard, so every file is written exactly once by one actor and committed by
+rename; images never cross process boundaries (only ~200-byte manifest entries do). A shard's
+bytes depend only on (job seed, sample ids, model), so Ray's retries after an actor dies rewrite
+identical bytes, and skipping committed shards on a rerun is safe.
+
+Order of work in :func:`run_generation`: validate the spec → read the checkpoint safely → check the
+output directory → connect to Ray → check the cluster can host the pool (GPUs, CPUs) → only then
+create files. Any failure before the last step writes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import queue
+import shutil
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aigc_synth.config import GenerateRoot
+from aigc_synth.io.atomic import atomic_write_json, sha256_file
+from aigc_synth.io.checkpoint import CheckpointError, read_generator_header
+from aigc_synth.io.shards import remove_stale_temporaries, write_shard
+from aigc_synth.sampling.plan import ConditionPlan, PlanError
+from aigc_synth.sampling.sampler import COMPUTE_BATCH, PNG_COMPRESS_LEVEL
+from aigc_synth.schema import ConditionSchema, SchemaError
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = "aigc_synth.manifest/v1"
+SUPPORTED_FORMATS = ("parquet", "png")
+BUNDLED_CHECKPOINT = Path(__file__).resolve().parent.parent / "assets" / "default_generator.pt"
+
+
+class JobSpecError(ValueError):
+    """The job spec or the environment cannot run this job. Raised before anything is written."""
+
+
+class JobStalledError(RuntimeError):
+    """No shard finished within ``resources.progress_timeout_s``: Ray is likely waiting forever."""
+
+
+# ------------------------------------------------------------------------------------------------
+# validation (pure, no side effects)
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class ResolvedJob:
+    """Everything an actor needs, as plain data (no Hydra, no OmegaConf)."""
+
+    output_dir: str
+    num_samples: int
+    seed: int
+    shard_size: int
+    num_shards: int
+    formats: list[str]
+    plan: dict[str, Any]
+    checkpoint: str
+    model_id: str
+    schema: dict[str, list[str]]
+    family: str
+    model_config: dict[str, Any]
+    resolution: int
+    batch_size: int
+    job_spec: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_checkpoint_path(checkpoint: str | None) -> Path:
+    return BUNDLED_CHECKPOINT if checkpoint in (None, "", "default", "bundled") else Path(checkpoint).expanduser()
+
+
+def _nearest_existing_parent(path: Path) -> Path:
+    p = path.absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def validate_job(cfg: GenerateRoot) -> ResolvedJob:
+    """Check the whole spec and the checkpoint; raise :class:`JobSpecError` with one clear line."""
+    job, res = cfg.job, cfg.resources
+    if not isinstance(job.num_samples, int) or job.num_samples <= 0:
+        raise JobSpecError(f"job.num_samples must be a positive integer, got {job.num_samples}")
+    if job.num_samples > job.max_samples:
+        raise JobSpecError(f"job.num_samples={job.num_samples} exceeds job.max_samples={job.max_samples} (raise the limit if intended)")
+    if not isinstance(job.shard_size, int) or job.shard_size <= 0:
+        raise JobSpecError(f"job.shard_size must be a positive integer, got {job.shard_size}")
+    formats = list(job.formats)
+    bad = [f for f in formats if f not in SUPPORTED_FORMATS]
+    if not formats or bad:
+        raise JobSpecError(f"job.formats must be a non-empty subset of {list(SUPPORTED_FORMATS)}, got {formats}")
+    if not isinstance(res.batch_size, int) or res.batch_size <= 0:
+        raise JobSpecError(f"resources.batch_size must be a positive integer, got {res.batch_size}")
+    if res.actors is not None and (not isinstance(res.actors, int) or res.actors <= 0):
+        raise JobSpecError(f"resources.actors must be a positive integer (or null for auto), got {res.actors}")
+    if res.num_gpus is None or res.num_gpus < 0:
+        raise JobSpecError(f"resources.num_gpus must be >= 0, got {res.num_gpus}")
+    if res.cpus_per_actor is not None and res.cpus_per_actor <= 0:
+        raise JobSpecError(f"resources.cpus_per_actor must be > 0, got {res.cpus_per_actor}")
+
+    ckpt_path = resolve_checkpoint_path(job.checkpoint)
+    try:
+        header = read_generator_header(ckpt_path)
+    except CheckpointError as exc:
+        raise JobSpecError(str(exc)) from None
+    schema = ConditionSchema.from_dict(header["schema"])
+    declared = getattr(job, "schema", None)
+    if declared:
+        try:
+            schema.check_compatible(ConditionSchema.from_dict(declared))
+        except SchemaError as exc:
+            raise JobSpecError(str(exc)) from None
+    try:
+        ConditionPlan(job.plan if isinstance(job.plan, dict) else asdict(job.plan), schema, job.num_samples, job.seed)
+    except (PlanError, SchemaError) as exc:
+        raise JobSpecError(f"job.plan: {exc}") from None
+
+    out = Path(cfg.output_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise JobSpecError(f"output_dir {out} exists and is not a directory")
+    parent = _nearest_existing_parent(out)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise JobSpecError(f"output_dir {out} is not writable (no write permission on {parent})")
+    plan_dict = job.plan if isinstance(job.plan, dict) else asdict(job.plan)
+    resolved = ResolvedJob(
+        output_dir=str(out.absolute()), num_samples=job.num_samples, seed=job.seed, shard_size=job.shard_size,
+        num_shards=math.ceil(job.num_samples / job.shard_size), formats=formats, plan=plan_dict,
+        checkpoint=str(ckpt_path.absolute()), model_id=sha256_file(ckpt_path), schema=schema.to_dict(),
+        family=header["family"], model_config=dict(header["model_config"]),
+        resolution=int(header["model_config"].get("resolution", 64)), batch_size=res.batch_size,
+    )
+    resolved.job_spec = {"name": job.name, "num_samples": job.num_samples, "seed": job.seed, "shard_size": job.shard_size,
+                         "formats": formats, "plan": plan_dict, "checkpoint": resolved.checkpoint}
+    existing = out / MANIFEST
+    if existing.exists() and not cfg.overwrite:
+        raise JobSpecError(f"output_dir {out} already holds a finished job ({MANIFEST}); choose another output_dir or pass overwrite=true")
+    if out.is_dir() and any(out.iterdir()) and not cfg.overwrite and not (out / "parquet").exists() and not (out / "png").exists():
+        raise JobSpecError(f"output_dir {out} is not empty and holds no aigc_synth output; choose an empty directory or pass overwrite=true")
+    return resolved
+
+
+# ------------------------------------------------------------------------------------------------
+# Ray: connection and resource planning
+# ------------------------------------------------------------------------------------------------
+def connect_ray(address: str | None, num_cpus: int | None = None) -> float:
+    """Join ``address`` / ``RAY_ADDRESS`` / ``auto``, or start a local instance; return seconds taken."""
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    t0 = time.time()
+    if ray.is_initialized():
+        return 0.0
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise JobSpecError(f"cannot connect to Ray at {address or 'a new local instance'}: {str(exc).splitlines()[0][:300]}") from None
+    return time.time() - t0
+
+
+@dataclass
+class PoolPlan:
+    actors: int
+    cpus_per_actor: float
+    gpus_per_actor: float
+    torch_threads: int
+    cluster_cpus: float
+    cluster_gpus: float
+
+
+def plan_pool(resources, cluster_cpus: float, cluster_gpus: float) -> PoolPlan:
+    """Size the actor pool so it always leaves ``reserve_cpus`` for Ray Data's other tasks.
+
+    On 2 CPUs, two actors of 1 CPU each starve the read task and Ray waits forever; here the
+    default gives each actor (CPUs − reserve) / actors, e.g. 0.75 each, and fails fast with a
+    clear message when a request cannot fit.
+    """
+    gpus = float(resources.num_gpus or 0)
+    reserve = float(resources.reserve_cpus)
+    if gpus > 0:
+        if cluster_gpus <= 0:
+            raise JobSpecError(f"resources.num_gpus={gpus} per actor but the Ray cluster has no GPUs "
+                               f"(cluster resources: {cluster_cpus:g} CPU, 0 GPU); use resources.num_gpus=0 to run on CPUs")
+        actors = resources.actors or max(1, int(cluster_gpus // gpus))
+        if actors * gpus > cluster_gpus + 1e-9:
+            raise JobSpecError(f"{actors} actors × {gpus:g} GPU need {actors * gpus:g} GPUs but the cluster has {cluster_gpus:g}")
+    else:
+        actors = resources.actors or max(1, int(round(cluster_cpus - reserve)))
+    free = cluster_cpus - reserve
+    if resources.cpus_per_actor is not None:
+        cpus = float(resources.cpus_per_actor)
+    elif gpus > 0:
+        cpus = min(1.0, free / actors) if free > 0 else 0.0
+    else:
+        cpus = free / actors if free > 0 else 0.0
+    if cpus <= 0 or actors * cpus > free + 1e-9:
+        raise JobSpecError(f"cannot fit {actors} actor(s) × {cpus:g} CPU on {cluster_cpus:g} CPUs while keeping "
+                           f"{reserve:g} CPU free for Ray Data's read/write tasks; lower resources.actors or resources.cpus_per_actor")
+    threads = max(1, int(cpus + 0.5))
+    return PoolPlan(actors, round(cpus, 4), gpus, threads, cluster_cpus, cluster_gpus)
+
+
+# ------------------------------------------------------------------------------------------------
+# the actor
+# ------------------------------------------------------------------------------------------------
+class ShardWriter:
+    """Ray Data callable class: loads the generator once, then writes whole shards per call."""
+
+    def __init__(self, job: dict[str, Any], checkpoint_bytes: bytes, torch_threads: int, use_gpu: bool):
+        import io
+
+        import torch
+
+        from aigc_synth.io.checkpoint import load_generator_from_bytes
+
+        torch.set_num_threads(torch_threads)
+        self.job = job
+        self.device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
+        if use_gpu and self.device == "cpu":
+            raise RuntimeError("actor was given a GPU by Ray but torch.cuda.is_available() is False")
+        self.gen = load_generator_from_bytes(checkpoint_bytes, source=job["checkpoint"], device=self.device)
+        if self.gen.model_id != job["model_id"]:
+            raise RuntimeError("checkpoint bytes shipped to the actor do not match the validated model id")
+        self.schema = ConditionSchema.from_dict(job["schema"])
+        self.plan = ConditionPlan(job["plan"], self.schema, job["num_samples"], job["seed"])
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        entries = [json.dumps(self.write(int(s))) for s in batch["id"]]
+        return {"entry": np.asarray(entries, dtype=object)}
+
+    def write(self, shard: int) -> dict[str, Any]:
+        from aigc_synth.sampling.sampler import encode_png, generate_images
+
+        job = self.job
+        t0 = time.time()
+        first = shard * job["shard_size"]
+        ids = np.arange(first, min(first + job["shard_size"], job["num_samples"]), dtype=np.int64)
+        codes, seeds = self.plan.codes_for(ids), self.plan.seeds_for(ids)
+        pngs: list[bytes] = []
+        for start in range(0, len(ids), job["batch_size"]):
+            images = generate_images(self.gen, codes[start:start + job["batch_size"]], seeds[start:start + job["batch_size"]], self.device)
+            pngs.extend(encode_png(img) for img in images)
+        conditions = {name: [vals[c] for c in codes[:, f]] for f, (name, vals) in enumerate(self.schema.factors)}
+        entry = write_shard(job["output_dir"], shard, sample_ids=ids, seeds=seeds, conditions=conditions, png_bytes=pngs,
+                            width=self.gen.resolution, height=self.gen.resolution, model_id=job["model_id"], formats=job["formats"])
+        entry["seconds"] = round(time.time() - t0, 3)
+        return entry
+
+
+# ------------------------------------------------------------------------------------------------
+# the driver
+# ------------------------------------------------------------------------------------------------
+def library_versions() -> dict[str, str]:
+    import PIL
+    import pyarrow
+    import ray
+    import torch
+
+    from aigc_synth import __version__
+
+    return {"aigc_synth": __version__, "ray": ray.__version__, "torch": torch.__version__, "pyarrow": pyarrow.__version__,
+            "numpy": np.__version__, "pillow": PIL.__version__, "python": platform.python_version()}
+
+
+def _iterate_with_timeout(iterator, timeout_s: float):
+    """Yield from ``iterator`` in a thread; raise JobStalledError if nothing arrives for ``timeout_s``."""
+    q: queue.Queue = queue.Queue(maxsize=64)
+    done = object()
+
+    def pump():
+        try:
+            for item in iterator:
+                q.put(item)
+            q.put(done)
+        except BaseException as exc:  # forwarded to the driver thread
+            q.put(exc)
+
+    threading.Thread(target=pump, daemon=True, name="aigc-synth-results").start()
+    while True:
+        try:
+            item = q.get(timeout=timeout_s)
+        except queue.Empty:
+            raise JobStalledError(f"no shard finished in {timeout_s:g} s; Ray appears stuck (dead actors or no resources). "
+                                  "Raise resources.progress_timeout_s if shards are legitimately slower") from None
+        if item is done:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+def run_generation(cfg: GenerateRoot, progress: bool = True, log=print) -> dict[str, Any]:
+    """Validate, run the Ray job, write the manifest; return the manifest dict."""
+    import ray
+    from tqdm import tqdm
+
+    t_start = time.time()
+    job = validate_job(cfg)
+    ray_start_s = connect_ray(cfg.ray.address, cfg.ray.num_cpus)
+    cluster = ray.cluster_resources()
+    pool = plan_pool(cfg.resources, float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0)))
+    checkpoint_bytes = Path(job.checkpoint).read_bytes()
+    if hashlib.sha256(checkpoint_bytes).hexdigest() != job.model_id:
+        raise JobSpecError(f"checkpoint {job.checkpoint} changed while the job was starting")
+
+    out = Path(job.output_dir)
+    if cfg.overwrite and out.exists():
+        for sub in ("parquet", "png", MANIFEST, "preview.png"):
+            target = out / sub
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)
+
+    from ray.data import ActorPoolStrategy, DataContext
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.wait_for_min_actors_s = int(cfg.resources.progress_timeout_s)
+    plain_job = asdict(job)
+    # from_items puts the (tiny) shard list straight into the object store: no read task that would
+    # need a whole CPU of its own next to the actor pool (ray.data.range's read task does).
+    ds = ray.data.from_items([{"id": s} for s in range(job.num_shards)],
+                             override_num_blocks=max(1, min(job.num_shards, 10_000)))
+    ds = ds.map_batches(
+        ShardWriter,
+        batch_size=1,
+        compute=ActorPoolStrategy(size=pool.actors),
+        num_cpus=pool.cpus_per_actor,
+        num_gpus=pool.gpus_per_actor,
+        fn_constructor_kwargs={"job": plain_job, "checkpoint_bytes": checkpoint_bytes,
+                               "torch_threads": pool.torch_threads, "use_gpu": pool.gpus_per_actor > 0},
+    )
+    log(f"generating {job.num_samples} images ({job.num_shards} shards) with {pool.actors} actor(s) × "
+        f"{pool.cpus_per_actor:g} CPU / {pool.gpus_per_actor:g} GPU, {pool.torch_threads} torch thread(s) each → {out}")
+    entries: list[dict[str, Any]] = []
+    t_gen = time.time()
+    bar = tqdm(total=job.num_samples, unit="img", desc="generate", disable=not progress)
+    for row in _iterate_with_timeout(ds.iter_rows(), cfg.resources.progress_timeout_s):
+        entry = json.loads(row["entry"])
+        entries.append(entry)
+        bar.update(entry["rows"])
+    bar.close()
+    gen_s = time.time() - t_gen
+    entries.sort(key=lambda e: e["shard"])
+    if [e["shard"] for e in entries] != list(range(job.num_shards)):
+        raise RuntimeError(f"expected shards 0..{job.num_shards - 1}, got {[e['shard'] for e in entries]}")
+    for e in entries:
+        e.pop("seconds", None)
+
+    schema = ConditionSchema.from_dict(job.schema)
+    plan = ConditionPlan(job.plan, schema, job.num_samples, job.seed)
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "job": job.job_spec,
+        "schema": job.schema,
+        "model_id": job.model_id,
+        "model": {"family": job.family, "config": job.model_config, "checkpoint": job.checkpoint, "resolution": job.resolution},
+        "determinism": {"compute_batch": COMPUTE_BATCH, "png_compress_level": PNG_COMPRESS_LEVEL,
+                        "latent": "torch.randn(z_dim) from torch.Generator(cpu).manual_seed(seed)",
+                        "seed": "splitmix64(job.seed, sample_id)"},
+        "versions": library_versions(),
+        "num_samples": job.num_samples,
+        "num_shards": job.num_shards,
+        "counts_per_condition": plan.counts(),
+        "shards": entries,
+        "resources": {"actors": pool.actors, "cpus_per_actor": pool.cpus_per_actor, "gpus_per_actor": pool.gpus_per_actor,
+                      "torch_threads": pool.torch_threads, "batch_size": job.batch_size,
+                      "cluster_cpus": pool.cluster_cpus, "cluster_gpus": pool.cluster_gpus},
+        "timings": {"ray_start_s": round(ray_start_s, 3), "generate_s": round(gen_s, 3),
+                    "total_s": round(time.time() - t_start, 3), "images_per_s": round(job.num_samples / max(gen_s, 1e-9), 2)},
+    }
+    atomic_write_json(out / MANIFEST, manifest)
+    return manifest

@@ -1,0 +1,79 @@
+"""End-of-job reporting: a preview grid and a console summary table."""
+
+from __future__ import annotations
+
+import io
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+from PIL import Image
+
+from aigc_synth.io.atomic import atomic_write_with
+
+PREVIEW_PER_CONDITION = 8
+
+
+def write_preview(output_dir: Path, manifest: dict[str, Any], per_condition: int = PREVIEW_PER_CONDITION) -> Path | None:
+    """``preview.png``: one row per generated condition (schema order), up to 8 samples each."""
+    names = list(manifest["schema"])
+    found: dict[tuple, list[bytes]] = defaultdict(list)
+    wanted = len(manifest["counts_per_condition"])
+    for shard in manifest["shards"]:
+        if "path" not in shard:
+            return None
+        table = pq.read_table(Path(output_dir) / shard["path"], columns=[*names, "image"])
+        conds = list(zip(*[table.column(n).to_pylist() for n in names]))
+        images = table.column("image").combine_chunks().field("bytes").to_pylist()
+        for cond, data in zip(conds, images):
+            if len(found[cond]) < per_condition:
+                found[cond].append(data)
+        if len(found) >= wanted and all(len(v) >= per_condition for v in found.values()):
+            break
+    if not found:
+        return None
+    order = {n: {v: i for i, v in enumerate(vals)} for n, vals in manifest["schema"].items()}
+    rows = sorted(found, key=lambda c: [order[n][v] for n, v in zip(names, c)])
+    first = np.asarray(Image.open(io.BytesIO(found[rows[0]][0])).convert("RGB"))
+    h, w = first.shape[:2]
+    grid = np.zeros((len(rows) * h, per_condition * w, 3), np.uint8)
+    for r, cond in enumerate(rows):
+        for c, data in enumerate(found[cond]):
+            grid[r * h:(r + 1) * h, c * w:(c + 1) * w] = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    path = Path(output_dir) / "preview.png"
+    atomic_write_with(path, lambda tmp: Image.fromarray(grid).save(tmp, format="PNG"))
+    return path
+
+
+def format_summary(output_dir: Path, manifest: dict[str, Any]) -> str:
+    """Counts per condition as a table (rows: all factors but the last; columns: the last factor)."""
+    schema = manifest["schema"]
+    names = list(schema)
+    last = names[-1]
+    counts = manifest["counts_per_condition"]
+    row_keys: dict[str, dict[str, int]] = defaultdict(dict)
+    for key, n in counts.items():
+        parts = key.split("/")
+        row_keys["/".join(parts[:-1]) or "all"][parts[-1]] = n
+    head = "/".join(names[:-1]) or "condition"
+    width = max(len(head), *(len(k) for k in row_keys))
+    cols = schema[last]
+    lines = [f"{head:<{width}}  " + "  ".join(f"{c:>9}" for c in cols) + f"  {'total':>7}"]
+    lines.append("-" * len(lines[0]))
+    for key in sorted(row_keys, key=lambda k: [schema[n].index(v) for n, v in zip(names[:-1], k.split("/"))] if k != "all" else [0]):
+        vals = row_keys[key]
+        lines.append(f"{key:<{width}}  " + "  ".join(f"{vals.get(c, 0):>9}" for c in cols) + f"  {sum(vals.values()):>7}")
+    t = manifest["timings"]
+    lines += ["-" * len(lines[0]),
+              f"images: {manifest['num_samples']} in {manifest['num_shards']} shard(s)   "
+              f"throughput: {t['images_per_s']:.1f} img/s (generation {t['generate_s']:.1f} s; Ray start {t['ray_start_s']:.1f} s; total {t['total_s']:.1f} s)",
+              f"model: {manifest['model']['family']} {manifest['model_id'][:12]}   output: {Path(output_dir).absolute()}"]
+    if (Path(output_dir) / "preview.png").exists():
+        lines.append(f"preview: {Path(output_dir).absolute() / 'preview.png'}")
+    return "\n".join(lines)
+
+
+def print_summary(output_dir: Path, manifest: dict[str, Any]) -> None:
+    print(format_summary(output_dir, manifest))
