@@ -68,7 +68,7 @@ class GeneratedDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         pos, row = self._index[index]
         with Image.open(io.BytesIO(self._shard_images(pos)[row])) as im:
-            image = torch.from_numpy(np.asarray(im.convert("RGB"))).permute(2, 0, 1).contiguous()
+            image = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1).contiguous()
         meta = self._meta[index]
         return {"image": image, "sample_id": meta["sample_id"], "seed": meta["seed"], "conditions": meta["conditions"],
                 "codes": torch.tensor(self.schema.encode(meta["conditions"]))}
@@ -95,9 +95,10 @@ def verify_output(output_dir: str | Path) -> list[str]:
                 continue
             if sha256_file(path) != shard["sha256"]:
                 problems.append(f"{shard['path']}: sha256 mismatch")
-            meta = pq.read_metadata(path)
-            if meta.num_rows != shard["rows"]:
-                problems.append(f"{shard['path']}: {meta.num_rows} rows, manifest says {shard['rows']}")
+                continue
+            rows = pq.read_metadata(path).num_rows
+            if rows != shard["rows"]:
+                problems.append(f"{shard['path']}: {rows} rows, manifest says {shard['rows']}")
         if "png_dir" in shard:
             folder = root / shard["png_dir"]
             if not folder.is_dir():

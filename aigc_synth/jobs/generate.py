@@ -169,7 +169,8 @@ def connect_ray(address: str | None, num_cpus: int | None = None) -> float:
         if address:
             ray.init(address=address, log_to_driver=False)
         else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+            # "local" forces a fresh instance instead of silently joining a `ray start` cluster
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise JobSpecError(f"cannot connect to Ray at {address or 'a new local instance'}: {str(exc).splitlines()[0][:300]}") from None
     return time.time() - t0

@@ -9,8 +9,9 @@ Three kinds (see :class:`aigc_synth.config.PlanConfig`):
   but a pure function of (job seed, sample id).
 
 For exact plans the cells are laid out as contiguous blocks of a *virtual* order and sample ids are
-mapped into it by an affine bijection ``p = (a·id + c) mod N``, so cells interleave across shards
-without materialising any per-sample array: memory stays flat for any ``num_samples``.
+mapped into it by a seeded pseudo-random bijection on ``[0, N)`` (a Feistel network with cycle
+walking), so cells interleave across shards without materialising any per-sample array: memory
+stays flat for any ``num_samples``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,36 @@ from aigc_synth.schema import ConditionSchema, SchemaError
 PLAN_KINDS = ("grid", "mixture", "list")
 LATENT_STREAM = 0  # derive_seeds stream of the per-sample latent seed
 _PLAN_STREAM = 1  # streams ≥ 1 are plan draws
+
+
+class FeistelPermutation:
+    """A seeded bijection of ``[0, n)`` computed per element: 4 Feistel rounds on the smallest
+    even-bit power-of-two domain ≥ n, re-applied to values that land outside ``[0, n)``."""
+
+    ROUNDS = 4
+
+    def __init__(self, n: int, seed: int):
+        self.n = int(n)
+        bits = max(2, int(math.ceil(math.log2(max(self.n, 2)))))
+        self.half = (bits + 1) // 2
+        self.mask = np.uint64((1 << self.half) - 1)
+        self.keys = derive_seeds(seed, np.arange(self.ROUNDS), stream=99).astype(np.uint64)
+
+    def _once(self, x: np.ndarray) -> np.ndarray:
+        from aigc_synth.sampling.seeds import _splitmix64
+
+        left, right = x >> np.uint64(self.half), x & self.mask
+        for key in self.keys:
+            left, right = right, left ^ (_splitmix64(right ^ key) & self.mask)
+        return (left << np.uint64(self.half)) | right
+
+    def __call__(self, ids: np.ndarray) -> np.ndarray:
+        x = self._once(np.asarray(ids, dtype=np.int64).astype(np.uint64))
+        outside = x >= np.uint64(self.n)
+        while outside.any():  # cycle walking: expected < 4 extra rounds per element
+            x[outside] = self._once(x[outside])
+            outside = x >= np.uint64(self.n)
+        return x.astype(np.int64)
 
 
 class PlanError(ValueError):
@@ -71,11 +102,7 @@ class ConditionPlan:
             self.cells = np.asarray(cells, dtype=np.int64).reshape(len(cells), len(schema.names))
             self.cell_counts = _largest_remainder(weights, self.num_samples)
             self._cum = np.cumsum(self.cell_counts)
-            n = max(self.num_samples, 1)
-            a = max(1, int(n * 0.6180339887)) | 1
-            while math.gcd(a, n) != 1:
-                a += 2
-            self._a, self._c = a, self.seed % n
+            self._perm = FeistelPermutation(self.num_samples, self.seed)
 
     # -- construction ----------------------------------------------------------------------------
     def _grid_cells(self) -> tuple[list[list[int]], list[float]]:
@@ -165,11 +192,7 @@ class ConditionPlan:
                 u = uniform_from_seeds(derive_seeds(self.seed, ids, stream=_PLAN_STREAM + f))
                 cols.append(np.minimum(np.searchsorted(cdf, u, side="right"), len(cdf) - 1))
             return np.stack(cols, axis=1).astype(np.int64) if cols else np.zeros((len(ids), 0), np.int64)
-        # python ints avoid int64 overflow of a·id for very large jobs
-        if self.num_samples * self._a < 2**62:
-            position = (ids * self._a + self._c) % self.num_samples
-        else:
-            position = np.array([(int(i) * self._a + self._c) % self.num_samples for i in ids], dtype=np.int64)
+        position = self._perm(ids)
         cell = np.searchsorted(self._cum, position, side="right")
         return self.cells[cell]
 

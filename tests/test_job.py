@@ -1,0 +1,172 @@
+"""End-to-end generation jobs on the shared local Ray (2 CPUs), with a tiny 32-px checkpoint."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from aigc_synth.config import GenerateRoot
+from aigc_synth.io.atomic import TMP_MARKER
+from aigc_synth.io.reader import GeneratedDataset, verify_output
+from aigc_synth.jobs.generate import JobSpecError, plan_pool, run_generation
+from tests.conftest import compose_generate
+
+
+def _cfg(out: Path, ckpt: Path, *extra: str) -> GenerateRoot:
+    return compose_generate([f"output_dir={out}", f"job.checkpoint={ckpt}", "job.num_samples=200", "job.shard_size=50",
+                             "preview=false", *extra])
+
+
+def _images_by_id(out: Path) -> dict[int, bytes]:
+    table = pq.read_table(out / "parquet")
+    ids = table.column("sample_id").to_pylist()
+    data = table.column("image").combine_chunks().field("bytes").to_pylist()
+    return dict(zip(ids, data))
+
+
+@pytest.fixture(scope="module")
+def two_runs(ray_session, tiny_checkpoint, tmp_path_factory):
+    root = tmp_path_factory.mktemp("jobs")
+    a, b = root / "a", root / "b"
+    man_a = run_generation(_cfg(a, tiny_checkpoint, "resources.actors=1", "resources.batch_size=16"), progress=False)
+    man_b = run_generation(_cfg(b, tiny_checkpoint, "resources.actors=2", "resources.batch_size=64"), progress=False)
+    return a, man_a, b, man_b
+
+
+def test_bytes_identical_across_actor_counts_and_batch_sizes(two_runs):
+    a, man_a, b, man_b = two_runs
+    assert man_a["resources"]["actors"] == 1 and man_b["resources"]["actors"] == 2
+    img_a, img_b = _images_by_id(a), _images_by_id(b)
+    assert sorted(img_a) == list(range(200))
+    assert img_a == img_b
+    assert [s["sha256"] for s in man_a["shards"]] == [s["sha256"] for s in man_b["shards"]]
+    assert [s["png_sha256"] for s in man_a["shards"]] == [s["png_sha256"] for s in man_b["shards"]]
+
+
+def test_manifest_integrity_and_counts(two_runs):
+    a, man, _, _ = two_runs
+    assert verify_output(a) == []
+    on_disk = json.loads((a / "manifest.json").read_text())
+    assert on_disk["num_samples"] == 200 and len(on_disk["shards"]) == 4
+    assert on_disk["schema"]["weather"][3] == "fog" and len(on_disk["model_id"]) == 64
+    for key in ("ray", "torch", "pyarrow", "aigc_synth"):
+        assert key in on_disk["versions"]
+    assert {"generate_s", "ray_start_s", "total_s", "images_per_s"} <= set(on_disk["timings"])
+    table = pq.read_table(a / "parquet")
+    written = Counter("/".join(r) for r in zip(*(table.column(n).to_pylist() for n in ("weather", "time_of_day", "traffic"))))
+    assert written == Counter(on_disk["counts_per_condition"])
+    assert sum(on_disk["counts_per_condition"].values()) == 200
+    for shard in on_disk["shards"]:
+        assert (a / shard["png_dir"]).is_dir() and len(list((a / shard["png_dir"]).iterdir())) == shard["rows"]
+    assert not [p for p in a.rglob(f"{TMP_MARKER}*")]
+    assert set(table.column("model_id").to_pylist()) == {on_disk["model_id"]}
+
+
+def test_verify_detects_tampering(two_runs, tmp_path):
+    import shutil
+
+    a = two_runs[0]
+    copy = tmp_path / "copy"
+    shutil.copytree(a, copy)
+    shard = json.loads((copy / "manifest.json").read_text())["shards"][1]
+    (copy / shard["path"]).write_bytes(b"garbage")
+    problems = verify_output(copy)
+    assert any("sha256 mismatch" in p for p in problems)
+
+
+def test_png_files_equal_parquet_bytes(two_runs):
+    a = two_runs[0]
+    images = _images_by_id(a)
+    table = pq.read_table(a / "parquet", columns=["sample_id", "image"])
+    paths = table.column("image").combine_chunks().field("path").to_pylist()
+    for sid, rel in list(zip(table.column("sample_id").to_pylist(), paths))[:20]:
+        assert (a / rel).read_bytes() == images[sid]
+
+
+def test_read_back_with_ray_data_and_hf_datasets(two_runs, ray_session):
+    import ray
+
+    a = two_runs[0]
+    ds = ray.data.read_parquet(str(a / "parquet"))
+    assert ds.count() == 200
+    assert set(ds.schema().names) >= {"sample_id", "seed", "weather", "time_of_day", "traffic", "image", "width", "height", "model_id"}
+    datasets = pytest.importorskip("datasets")
+    hf = datasets.load_dataset("parquet", data_files=sorted(str(p) for p in (a / "parquet").glob("*.parquet")),
+                               split="train", cache_dir=str(a.parent / "hf_cache"))
+    assert isinstance(hf.features["image"], datasets.Image)
+    first = hf[0]["image"]
+    assert first.size == (32, 32) and first.mode == "RGB"
+
+
+def test_torch_reader_with_condition_filter(two_runs):
+    a, man, _, _ = two_runs
+    fog = GeneratedDataset(a, conditions={"weather": "fog", "time_of_day": ["night", "dusk"]})
+    expected = sum(n for k, n in man["counts_per_condition"].items() if k.startswith("fog/") and k.split("/")[1] in ("night", "dusk"))
+    assert len(fog) == expected > 0
+    item = fog[0]
+    assert item["image"].shape == (3, 32, 32) and item["conditions"]["weather"] == "fog"
+    assert len(GeneratedDataset(a)) == 200
+    with pytest.raises(ValueError, match="allowed values"):
+        GeneratedDataset(a, conditions={"weather": "hail"})
+
+
+def test_rerun_into_finished_output_is_refused(two_runs, tiny_checkpoint):
+    a = two_runs[0]
+    before = sorted(p.name for p in a.rglob("*"))
+    with pytest.raises(JobSpecError, match="already holds a finished job"):
+        run_generation(_cfg(a, tiny_checkpoint), progress=False)
+    assert sorted(p.name for p in a.rglob("*")) == before
+
+
+# ------------------------------------------------------------------ bad input: nothing written
+@pytest.mark.parametrize("overrides, match", [
+    (["job.plan.kind=grid", "+job.plan.factors.weather=[hail]"], r"unknown value 'hail' for factor 'weather'; allowed values"),
+    (["job.num_samples=0"], "num_samples must be a positive integer"),
+    (["job.num_samples=-5"], "num_samples must be a positive integer"),
+    (["job.shard_size=0"], "shard_size must be a positive integer"),
+    (["resources.batch_size=0"], "batch_size must be a positive integer"),
+    (["job.num_samples=1000", "job.max_samples=100"], "exceeds job.max_samples"),
+])
+def test_bad_job_spec_fails_before_writing(tmp_path, tiny_checkpoint, overrides, match):
+    out = tmp_path / "out"
+    cfg = _cfg(out, tiny_checkpoint, *overrides)
+    with pytest.raises(JobSpecError, match=match):
+        run_generation(cfg, progress=False)
+    assert not out.exists()
+
+
+def test_missing_checkpoint_fails_before_writing(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(JobSpecError, match="checkpoint not found"):
+        run_generation(_cfg(out, tmp_path / "nope.pt"), progress=False)
+    assert not out.exists()
+
+
+def test_gpu_request_on_cpu_cluster_fails_fast(ray_session, tmp_path, tiny_checkpoint):
+    out = tmp_path / "out"
+    t0 = time.time()
+    with pytest.raises(JobSpecError, match="has no GPUs"):
+        run_generation(_cfg(out, tiny_checkpoint, "resources.num_gpus=1"), progress=False)
+    assert time.time() - t0 < 30
+    assert not out.exists()
+
+
+def test_pool_planning_leaves_room_for_ray_data_tasks():
+    from aigc_synth.config import ResourcesConfig
+
+    plan = plan_pool(ResourcesConfig(), cluster_cpus=2, cluster_gpus=0)
+    assert plan.actors == 2 and plan.actors * plan.cpus_per_actor <= 1.5 and plan.torch_threads == 1
+    plan = plan_pool(ResourcesConfig(actors=1), cluster_cpus=2, cluster_gpus=0)
+    assert plan.cpus_per_actor == 1.5 and plan.torch_threads == 2
+    with pytest.raises(JobSpecError, match="cannot fit"):
+        plan_pool(ResourcesConfig(actors=2, cpus_per_actor=1.0), cluster_cpus=2, cluster_gpus=0)
+    gpu = plan_pool(ResourcesConfig(num_gpus=1), cluster_cpus=8, cluster_gpus=4)
+    assert gpu.actors == 4 and gpu.gpus_per_actor == 1
+    with pytest.raises(JobSpecError, match="need 3 GPUs"):
+        plan_pool(ResourcesConfig(num_gpus=1.5, actors=2), cluster_cpus=8, cluster_gpus=2)

@@ -1,0 +1,137 @@
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from aigc_synth.config import DataConfig, ModelConfig, TrainConfig
+from aigc_synth.io.checkpoint import CheckpointError, load_checkpoint, load_generator
+from aigc_synth.models.registry import build_discriminator, build_generator
+from aigc_synth.schema import DEFAULT_SCHEMA, ConditionSchema
+from aigc_synth.training.augment import diff_augment
+from aigc_synth.training.trainer import train
+
+CARD = DEFAULT_SCHEMA.cardinalities
+
+
+@pytest.mark.parametrize("family", ["cgan", "dcgan"])
+@pytest.mark.parametrize("resolution", [32, 64, 128])
+def test_generator_and_discriminator_shapes(family, resolution):
+    g = build_generator(family, CARD, resolution=resolution, z_dim=16, base_channels=4)
+    d = build_discriminator(family, CARD, resolution=resolution, d_base_channels=4)
+    codes = torch.tensor([[0, 1, 2], [4, 0, 0]])
+    x = g(torch.randn(2, 16), codes)
+    assert x.shape == (2, 3, resolution, resolution)
+    assert x.abs().max() <= 1
+    assert d(x, codes).shape == (2,)
+
+
+def test_unsupported_resolution_is_rejected():
+    with pytest.raises(ValueError, match="32, 64 or 128"):
+        build_generator("cgan", CARD, resolution=48)
+
+
+def test_cgan_uses_spectral_norm_and_projection():
+    d = build_discriminator("cgan", CARD, resolution=32, d_base_channels=4)
+    names = [n for n, _ in d.named_parameters()]
+    assert any("parametrizations.weight" in n for n in names)  # spectral norm
+    assert len(d.projections) == len(CARD)  # one projection per factor
+
+
+def test_diffaugment_refuses_colour_policy_and_keeps_shape():
+    x = torch.rand(4, 3, 32, 32)
+    y = diff_augment(x, ("translation", "cutout"), torch.Generator().manual_seed(0))
+    assert y.shape == x.shape and not torch.equal(x, y)
+    assert (y == 0).float().mean() > 0.1  # cutout zeroed a patch
+    with pytest.raises(ValueError, match="keep the labels"):
+        diff_augment(x, ("color",))
+
+
+TINY = dict(resolution=32, z_dim=16, base_channels=8, d_base_channels=8, embed_dim=16, ema_start=1)
+
+
+def _train(out, steps, **model):
+    cfg = TrainConfig(out_dir=str(out), steps=steps, batch_size=8, log_every=1, sample_every=2, checkpoint_every=2, threads=1)
+    return train(cfg, ModelConfig(**{**TINY, **model}), DataConfig(), progress=False)
+
+
+def test_train_step_logs_grid_and_checkpoints(tmp_path):
+    path = _train(tmp_path, 2)
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2]
+    assert all(np.isfinite(r["loss_d"]) and np.isfinite(r["loss_g"]) for r in log)
+    grid = tmp_path / "samples" / "step_000002.png"
+    from PIL import Image
+
+    assert Image.open(grid).size == (8 * 32, 45 * 32)  # one row per condition combination
+    gen = load_generator(path)
+    assert gen.schema == DEFAULT_SCHEMA and gen.family == "cgan" and gen.resolution == 32
+    assert load_checkpoint(tmp_path / "state.pt")["step"] == 2
+
+
+def test_resume_equals_uninterrupted_training(tmp_path):
+    straight = load_generator(_train(tmp_path / "a", 4))
+    _train(tmp_path / "b", 2)
+    resumed = load_generator(_train(tmp_path / "b", 4))
+    for (k, v), (_, w) in zip(straight.module.state_dict().items(), resumed.module.state_dict().items()):
+        assert torch.equal(v, w), k
+
+
+def test_dcgan_baseline_trains(tmp_path):
+    path = _train(tmp_path, 2, family="dcgan", loss="bce", z_dim=100, beta1=0.5, beta2=0.999, ema_decay=0.0, diffaugment=False)
+    assert load_generator(path).family == "dcgan"
+
+
+def test_export_roundtrip_gives_same_images(tiny_checkpoint):
+    from aigc_synth.sampling.sampler import generate_images
+
+    a = load_generator(tiny_checkpoint)
+    b = load_generator(tiny_checkpoint)
+    codes, seeds = np.array([[3, 2, 2]] * 3), np.array([1, 2, 3])
+    assert np.array_equal(generate_images(a, codes, seeds), generate_images(b, codes, seeds))
+    assert a.model_id == b.model_id and len(a.model_id) == 64
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))  # unpickling would create the marker file
+
+
+def test_pickled_code_checkpoint_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "PWNED"
+    bad = tmp_path / "evil.pt"
+    torch.save({"format": "aigc_synth.generator/v1", "payload": _Payload(str(marker))}, bad)
+    with pytest.raises(CheckpointError, match="refusing to load"):
+        load_generator(bad)
+    assert not marker.exists()
+    # plain pickle too (not a torch zip)
+    raw = tmp_path / "evil.pkl"
+    raw.write_bytes(pickle.dumps(_Payload(str(marker))))
+    with pytest.raises(CheckpointError):
+        load_generator(raw)
+    assert not marker.exists()
+
+
+def test_truncated_and_wrong_kind_checkpoints(tmp_path, tiny_checkpoint):
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(tiny_checkpoint.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        load_generator(cut)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_generator(tmp_path / "missing.pt")
+    state = tmp_path / "state.pt"
+    torch.save({"format": "aigc_synth.train_state/v1", "step": 1}, state)
+    with pytest.raises(CheckpointError, match="not an exported generator"):
+        load_generator(state)
+
+
+def test_checkpoint_for_another_schema_loads(tmp_path):
+    from tests.conftest import make_tiny_checkpoint
+
+    schema = ConditionSchema.from_dict({"season": ["summer", "winter"], "road": ["urban", "highway"]})
+    gen = load_generator(make_tiny_checkpoint(tmp_path / "s.pt", schema=schema))
+    assert gen.schema == schema
