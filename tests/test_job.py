@@ -170,3 +170,36 @@ def test_pool_planning_leaves_room_for_ray_data_tasks():
     assert gpu.actors == 4 and gpu.gpus_per_actor == 1
     with pytest.raises(JobSpecError, match="need 3 GPUs"):
         plan_pool(ResourcesConfig(num_gpus=1.5, actors=2), cluster_cpus=8, cluster_gpus=2)
+
+
+def test_interrupted_run_resumes_to_identical_output(two_runs, tiny_checkpoint, tmp_path, capsys):
+    import shutil
+
+    a, man_a, _, _ = two_runs
+    partial = tmp_path / "partial"
+    shutil.copytree(a, partial)
+    # simulate a driver killed after two shards: no manifest, shard 2 half-written, shard 3 missing
+    (partial / "manifest.json").unlink()
+    (partial / "parquet" / "part-00002.parquet").unlink()
+    (partial / "parquet" / ".tmp-0123456789ab-part-00002.parquet").write_bytes(b"partial")
+    shutil.rmtree(partial / "png" / "part-00003")
+    (partial / "parquet" / "part-00003.parquet").unlink()
+    cfg = _cfg(partial, tiny_checkpoint, "resources.actors=1", "resources.batch_size=16")
+    manifest = run_generation(cfg, progress=False)
+    assert "resuming: 2 of 4 shards already committed, skipped" in capsys.readouterr().out
+    assert manifest["timings"]["shards_skipped_on_resume"] == 2
+    assert manifest["shards"] == man_a["shards"]
+    assert verify_output(partial) == []
+
+
+def test_output_of_another_job_is_refused(two_runs, tiny_checkpoint, tmp_path):
+    import shutil
+
+    a = two_runs[0]
+    other = tmp_path / "other"
+    shutil.copytree(a, other)
+    (other / "manifest.json").unlink()
+    before = sorted(str(p) for p in other.rglob("*"))
+    with pytest.raises(JobSpecError, match="different job spec or model"):
+        run_generation(_cfg(other, tiny_checkpoint, "job.seed=99"), progress=False)
+    assert sorted(str(p) for p in other.rglob("*")) == before

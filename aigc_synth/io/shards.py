@@ -101,6 +101,37 @@ def write_shard(output_dir: str | os.PathLike, shard: int, *, sample_ids: np.nda
     return entry
 
 
+def committed_shard_entry(output_dir: str | os.PathLike, shard: int, sample_ids: np.ndarray,
+                          formats: Sequence[str]) -> dict[str, Any] | None:
+    """The manifest entry of a shard already committed by an earlier run, or None if incomplete.
+
+    Produces exactly what :func:`write_shard` returned for it (same keys, same order), so a resumed
+    job's manifest equals a clean run's.
+    """
+    out = Path(output_dir)
+    entry: dict[str, Any] = {"shard": shard, "rows": int(len(sample_ids)),
+                             "first_sample_id": int(sample_ids[0]), "last_sample_id": int(sample_ids[-1])}
+    if "png" in formats:
+        folder = out / png_reldir(shard)
+        if not folder.is_dir() or len(list(folder.iterdir())) != len(sample_ids):
+            return None
+        entry["png_dir"] = png_reldir(shard)
+        entry["png_files"] = len(sample_ids)
+        entry["png_sha256"] = png_folder_sha256(folder)
+    if "parquet" in formats:
+        path = out / parquet_relpath(shard)
+        if not path.is_file():
+            return None
+        try:
+            if pq.read_metadata(path).num_rows != len(sample_ids):
+                return None
+        except (OSError, pa.ArrowInvalid):
+            return None
+        entry["path"] = parquet_relpath(shard)
+        entry["sha256"] = sha256_file(path)
+    return entry
+
+
 def png_listing_sha256(named_bytes) -> str:
     """Checksum of a PNG folder's content: sha256 over sorted ``name\\0sha256(bytes)\\n`` lines."""
     digest = hashlib.sha256()

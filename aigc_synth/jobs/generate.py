@@ -34,14 +34,15 @@ from typing import Any
 import numpy as np
 
 from aigc_synth.config import GenerateRoot
-from aigc_synth.io.atomic import atomic_write_json, sha256_file
-from aigc_synth.io.checkpoint import CheckpointError, read_generator_header
-from aigc_synth.io.shards import remove_stale_temporaries, write_shard
+from aigc_synth.io.atomic import atomic_write_json
+from aigc_synth.io.checkpoint import CheckpointError, load_generator
+from aigc_synth.io.shards import committed_shard_entry, remove_stale_temporaries, write_shard
 from aigc_synth.sampling.plan import ConditionPlan, PlanError
 from aigc_synth.sampling.sampler import COMPUTE_BATCH, PNG_COMPRESS_LEVEL
 from aigc_synth.schema import ConditionSchema, SchemaError
 
 MANIFEST = "manifest.json"
+JOB_FINGERPRINT = "job.json"  # written before the first shard: lets a rerun resume, refuses a different job
 MANIFEST_FORMAT = "aigc_synth.manifest/v1"
 SUPPORTED_FORMATS = ("parquet", "png")
 BUNDLED_CHECKPOINT = Path(__file__).resolve().parent.parent / "assets" / "default_generator.pt"
@@ -114,10 +115,13 @@ def validate_job(cfg: GenerateRoot) -> ResolvedJob:
 
     ckpt_path = resolve_checkpoint_path(job.checkpoint)
     try:
-        header = read_generator_header(ckpt_path)
+        # a full load (build the module, load its weights) so a corrupt or mismatched checkpoint
+        # fails here, in the driver, and not in every actor after the output exists
+        loaded = load_generator(ckpt_path)
     except CheckpointError as exc:
         raise JobSpecError(str(exc)) from None
-    schema = ConditionSchema.from_dict(header["schema"])
+    header = {"family": loaded.family, "model_config": loaded.model_config}
+    schema = loaded.schema
     declared = getattr(job, "schema", None)
     if declared:
         try:
@@ -139,18 +143,33 @@ def validate_job(cfg: GenerateRoot) -> ResolvedJob:
     resolved = ResolvedJob(
         output_dir=str(out.absolute()), num_samples=job.num_samples, seed=job.seed, shard_size=job.shard_size,
         num_shards=math.ceil(job.num_samples / job.shard_size), formats=formats, plan=plan_dict,
-        checkpoint=str(ckpt_path.absolute()), model_id=sha256_file(ckpt_path), schema=schema.to_dict(),
+        checkpoint=str(ckpt_path.absolute()), model_id=loaded.model_id, schema=schema.to_dict(),
         family=header["family"], model_config=dict(header["model_config"]),
-        resolution=int(header["model_config"].get("resolution", 64)), batch_size=res.batch_size,
+        resolution=loaded.resolution, batch_size=res.batch_size,
     )
     resolved.job_spec = {"name": job.name, "num_samples": job.num_samples, "seed": job.seed, "shard_size": job.shard_size,
                          "formats": formats, "plan": plan_dict, "checkpoint": resolved.checkpoint}
+    fingerprint = out / JOB_FINGERPRINT
+    if fingerprint.exists() and not cfg.overwrite:
+        try:
+            previous = json.loads(fingerprint.read_text())
+        except (OSError, json.JSONDecodeError):
+            previous = None
+        if previous != job_fingerprint(resolved):
+            raise JobSpecError(f"output_dir {out} holds output of a different job spec or model; choose another output_dir "
+                               "or pass overwrite=true to replace it")
     existing = out / MANIFEST
     if existing.exists() and not cfg.overwrite:
         raise JobSpecError(f"output_dir {out} already holds a finished job ({MANIFEST}); choose another output_dir or pass overwrite=true")
-    if out.is_dir() and any(out.iterdir()) and not cfg.overwrite and not (out / "parquet").exists() and not (out / "png").exists():
+    if out.is_dir() and any(out.iterdir()) and not cfg.overwrite and not fingerprint.exists():
         raise JobSpecError(f"output_dir {out} is not empty and holds no aigc_synth output; choose an empty directory or pass overwrite=true")
     return resolved
+
+
+def job_fingerprint(job: ResolvedJob) -> dict[str, Any]:
+    """What must match for a rerun to resume into an output directory."""
+    spec = {k: v for k, v in job.job_spec.items() if k != "checkpoint"}
+    return {"job": spec, "model_id": job.model_id, "schema": job.schema}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -307,6 +326,10 @@ def _iterate_with_timeout(iterator, timeout_s: float):
         yield item
 
 
+def generated_planned(job: ResolvedJob, committed: dict[int, Any]) -> int:
+    return job.num_samples - sum(e["rows"] for e in committed.values())
+
+
 def run_generation(cfg: GenerateRoot, progress: bool = True, log=print) -> dict[str, Any]:
     """Validate, run the Ray job, write the manifest; return the manifest dict."""
     import ray
@@ -323,7 +346,7 @@ def run_generation(cfg: GenerateRoot, progress: bool = True, log=print) -> dict[
 
     out = Path(job.output_dir)
     if cfg.overwrite and out.exists():
-        for sub in ("parquet", "png", MANIFEST, "preview.png"):
+        for sub in ("parquet", "png", MANIFEST, JOB_FINGERPRINT, "preview.png"):
             target = out / sub
             if target.is_dir():
                 shutil.rmtree(target)
@@ -331,6 +354,18 @@ def run_generation(cfg: GenerateRoot, progress: bool = True, log=print) -> dict[
                 target.unlink()
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)
+    atomic_write_json(out / JOB_FINGERPRINT, job_fingerprint(job))
+    # resume: shards committed by an earlier (interrupted) run of the same job are kept as they are
+    committed: dict[int, dict[str, Any]] = {}
+    for shard in range(job.num_shards):
+        first = shard * job.shard_size
+        ids = np.arange(first, min(first + job.shard_size, job.num_samples))
+        entry = committed_shard_entry(out, shard, ids, job.formats)
+        if entry is not None:
+            committed[shard] = entry
+    todo = [s for s in range(job.num_shards) if s not in committed]
+    if committed:
+        log(f"resuming: {len(committed)} of {job.num_shards} shards already committed, skipped")
 
     from ray.data import ActorPoolStrategy, DataContext
 
@@ -340,27 +375,29 @@ def run_generation(cfg: GenerateRoot, progress: bool = True, log=print) -> dict[
     plain_job = asdict(job)
     # from_items puts the (tiny) shard list straight into the object store: no read task that would
     # need a whole CPU of its own next to the actor pool (ray.data.range's read task does).
-    ds = ray.data.from_items([{"id": s} for s in range(job.num_shards)],
-                             override_num_blocks=max(1, min(job.num_shards, 10_000)))
+    ds = ray.data.from_items([{"id": s} for s in todo] or [{"id": -1}], override_num_blocks=max(1, min(len(todo), 10_000)))
     ds = ds.map_batches(
         ShardWriter,
         batch_size=1,
-        compute=ActorPoolStrategy(size=pool.actors),
+        compute=ActorPoolStrategy(size=max(1, min(pool.actors, len(todo)))),  # no idle actors for short jobs
         num_cpus=pool.cpus_per_actor,
         num_gpus=pool.gpus_per_actor,
         fn_constructor_kwargs={"job": plain_job, "checkpoint_bytes": checkpoint_bytes,
                                "torch_threads": pool.torch_threads, "use_gpu": pool.gpus_per_actor > 0},
     )
-    log(f"generating {job.num_samples} images ({job.num_shards} shards) with {pool.actors} actor(s) × "
+    log(f"generating {generated_planned(job, committed)} images ({job.num_shards - len(committed)} shards) with {pool.actors} actor(s) × "
         f"{pool.cpus_per_actor:g} CPU / {pool.gpus_per_actor:g} GPU, {pool.torch_threads} torch thread(s) each → {out}")
-    entries: list[dict[str, Any]] = []
+    entries: list[dict[str, Any]] = list(committed.values())
     t_gen = time.time()
-    bar = tqdm(total=job.num_samples, unit="img", desc="generate", disable=not progress)
-    for row in _iterate_with_timeout(ds.iter_rows(), cfg.resources.progress_timeout_s):
-        entry = json.loads(row["entry"])
-        entries.append(entry)
-        bar.update(entry["rows"])
+    bar = tqdm(total=job.num_samples, initial=sum(e["rows"] for e in entries), unit="img", desc="generate",
+               disable=not progress)
+    if todo:
+        for row in _iterate_with_timeout(ds.iter_rows(), cfg.resources.progress_timeout_s):
+            entry = json.loads(row["entry"])
+            entries.append(entry)
+            bar.update(entry["rows"])
     bar.close()
+    generated = job.num_samples - sum(e["rows"] for e in committed.values())
     gen_s = time.time() - t_gen
     entries.sort(key=lambda e: e["shard"])
     if [e["shard"] for e in entries] != list(range(job.num_shards)):
@@ -388,7 +425,8 @@ def run_generation(cfg: GenerateRoot, progress: bool = True, log=print) -> dict[
                       "torch_threads": pool.torch_threads, "batch_size": job.batch_size,
                       "cluster_cpus": pool.cluster_cpus, "cluster_gpus": pool.cluster_gpus},
         "timings": {"ray_start_s": round(ray_start_s, 3), "generate_s": round(gen_s, 3),
-                    "total_s": round(time.time() - t_start, 3), "images_per_s": round(job.num_samples / max(gen_s, 1e-9), 2)},
+                    "total_s": round(time.time() - t_start, 3), "images_per_s": round(generated / max(gen_s, 1e-9), 2),
+                    "shards_skipped_on_resume": len(committed)},
     }
     atomic_write_json(out / MANIFEST, manifest)
     return manifest

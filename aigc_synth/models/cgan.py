@@ -84,24 +84,50 @@ class CondGenerator(nn.Module):
         chans = [base_channels * 2 ** (n_up - 1 - i) for i in range(n_up)]  # 4×4 … R/2
         self.chans = chans
         self.stem = nn.Linear(z_dim + embed_dim, 4 * 4 * chans[0])
-        self.stem_norm = ConditionalBatchNorm2d(chans[0], embed_dim)
-        self.blocks = nn.ModuleList(_GenBlock(chans[i], chans[i + 1], embed_dim) for i in range(n_up - 1))
+        # every conditional BatchNorm sees [condition embedding, z] (BigGAN's shared + hierarchical
+        # latent): z then steers every level, which counters the latent being ignored (mode collapse)
+        style_dim = embed_dim + z_dim
+        self.stem_norm = ConditionalBatchNorm2d(chans[0], style_dim)
+        self.blocks = nn.ModuleList(_GenBlock(chans[i], chans[i + 1], style_dim) for i in range(n_up - 1))
         self.to_rgb = nn.ConvTranspose2d(chans[-1], 3, 4, stride=2, padding=1)
 
     def forward(self, z: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         cond = self.embed(codes)
+        style = torch.cat([cond, z], dim=1)
         x = self.stem(torch.cat([z, cond], dim=1)).view(z.shape[0], self.chans[0], 4, 4)
-        x = F.relu(self.stem_norm(x, cond))
+        x = F.relu(self.stem_norm(x, style))
         for block in self.blocks:
-            x = block(x, cond)
+            x = block(x, style)
         return torch.tanh(self.to_rgb(x))
+
+
+class MinibatchStdDev(nn.Module):
+    """Append the mean per-group feature standard deviation as one extra channel (ProGAN).
+
+    It lets the discriminator see a batch's lack of variety, so a generator that ignores ``z``
+    (mode collapse) is penalised. Only used in training; sampling never runs the discriminator.
+    """
+
+    def __init__(self, group_size: int = 4):
+        super().__init__()
+        self.group_size = group_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        g = min(self.group_size, b)
+        while b % g:
+            g -= 1
+        y = x.view(g, -1, c, h, w)
+        y = (y.var(dim=0, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))  # (b/g,)
+        y = y.repeat(g).view(b, 1, 1, 1).expand(b, 1, h, w)
+        return torch.cat([x, y], dim=1)
 
 
 class ProjectionDiscriminator(nn.Module):
     """Spectral-norm discriminator with a projection head: (image, codes) → logit (B,).
 
-    Strided 4×4 convs (base … base*8 channels) down to 4×4, global sum pooling for φ(x), then
-    ψ(φ) plus one inner-product projection per condition factor.
+    Strided 4×4 convs (base … base*8 channels) down to 4×4, a minibatch-stddev channel, global sum
+    pooling for φ(x), then ψ(φ) plus one inner-product projection per condition factor.
     """
 
     def __init__(self, cardinalities: Sequence[int], resolution: int = 64, base_channels: int = 32):
@@ -111,7 +137,7 @@ class ProjectionDiscriminator(nn.Module):
         layers: list[nn.Module] = [spectral_norm(nn.Conv2d(3, chans[0], 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
         for i in range(n_down - 1):
             layers += [spectral_norm(nn.Conv2d(chans[i], chans[i + 1], 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
-        layers += [spectral_norm(nn.Conv2d(chans[-1], chans[-1], 3, padding=1)), nn.LeakyReLU(0.2)]
+        layers += [MinibatchStdDev(), spectral_norm(nn.Conv2d(chans[-1] + 1, chans[-1], 3, padding=1)), nn.LeakyReLU(0.2)]
         self.features = nn.Sequential(*layers)
         self.head = spectral_norm(nn.Linear(chans[-1], 1))
         self.projections = nn.ModuleList(spectral_norm(nn.Embedding(int(c), chans[-1])) for c in cardinalities)
