@@ -30,6 +30,7 @@ class ModelConfig:
     ema_decay: float = 0.999  # 0 disables the EMA generator
     ema_start: int = 200
     diffaugment: bool = True
+    mode_seeking: float = 0.0  # MSGAN weight (Mao et al. 2019): rewards distinct images for distinct z
 
 
 @dataclass

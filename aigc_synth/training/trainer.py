@@ -178,9 +178,17 @@ def train(train_cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: DataConfig,
             loss_d.backward()
             opt_d.step()
             # generator
+            if model_cfg.mode_seeking > 0:
+                # pair each sample of the first half with one of the second half that has the same
+                # condition but another z; MSGAN's term grows when their images are alike
+                half = B // 2
+                fake_codes = torch.cat([codes[:half], codes[:half], codes[2 * half:]])
             fake = G(z, fake_codes)
             fake_in = diff_augment(fake, policies, aug_gen) if policies else fake
             loss_g = g_loss_fn(model_cfg.loss, D(fake_in, fake_codes))
+            if model_cfg.mode_seeking > 0:
+                ratio = (fake[:half] - fake[half:2 * half]).abs().mean() / (z[:half] - z[half:2 * half]).abs().mean()
+                loss_g = loss_g + model_cfg.mode_seeking / (ratio + 1e-5)
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             opt_g.step()
