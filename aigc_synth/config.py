@@ -88,7 +88,8 @@ class JobConfig:
     shard_size: int = 250
     formats: list[str] = field(default_factory=lambda: ["parquet", "png"])
     checkpoint: Optional[str] = None  # None = the bundled default generator
-    schema: Optional[dict[str, Any]] = None  # optional: must equal the checkpoint's schema if given
+    schema: dict[str, Any] = field(default_factory=dict)  # optional: if non-empty, must equal the checkpoint's schema
+    resolution: Optional[int] = None  # optional: must equal the checkpoint's resolution if given
     plan: PlanConfig = field(default_factory=PlanConfig)
     max_samples: int = 100_000_000  # refuse larger requests (typo guard)
 

@@ -122,6 +122,9 @@ def validate_job(cfg: GenerateRoot) -> ResolvedJob:
         raise JobSpecError(str(exc)) from None
     header = {"family": loaded.family, "model_config": loaded.model_config}
     schema = loaded.schema
+    if job.resolution is not None and job.resolution != loaded.resolution:
+        raise JobSpecError(f"job.resolution={job.resolution} is not supported by the checkpoint, which generates "
+                           f"{loaded.resolution}x{loaded.resolution} images (train or pick a {job.resolution}-px model)")
     declared = getattr(job, "schema", None)
     if declared:
         try:
@@ -137,8 +140,10 @@ def validate_job(cfg: GenerateRoot) -> ResolvedJob:
     if out.exists() and not out.is_dir():
         raise JobSpecError(f"output_dir {out} exists and is not a directory")
     parent = _nearest_existing_parent(out)
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise JobSpecError(f"output_dir {out} is not writable (no write permission on {parent})")
+    if not parent.is_dir():
+        raise JobSpecError(f"output_dir {out} is not writable: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK) or os.statvfs(parent).f_flag & os.ST_RDONLY:
+        raise JobSpecError(f"output_dir {out} is not writable (no write permission on {parent}, or a read-only filesystem)")
     plan_dict = job.plan if isinstance(job.plan, dict) else asdict(job.plan)
     resolved = ResolvedJob(
         output_dir=str(out.absolute()), num_samples=job.num_samples, seed=job.seed, shard_size=job.shard_size,
@@ -175,6 +180,18 @@ def job_fingerprint(job: ResolvedJob) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------
 # Ray: connection and resource planning
 # ------------------------------------------------------------------------------------------------
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds on an unreachable ``host:port`` (ray.init would retry for much longer)."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s):
+            pass
+    except (OSError, ValueError) as exc:
+        raise JobSpecError(f"cannot reach the Ray cluster at {address}: {exc}") from None
+
+
 def connect_ray(address: str | None, num_cpus: int | None = None) -> float:
     """Join ``address`` / ``RAY_ADDRESS`` / ``auto``, or start a local instance; return seconds taken."""
     import ray
@@ -184,6 +201,8 @@ def connect_ray(address: str | None, num_cpus: int | None = None) -> float:
     if ray.is_initialized():
         return 0.0
     address = address or os.environ.get("RAY_ADDRESS") or None
+    if address and address != "auto" and not address.startswith(("ray://", "http://", "https://")):
+        _check_reachable(address)
     try:
         if address:
             ray.init(address=address, log_to_driver=False)

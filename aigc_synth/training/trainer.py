@@ -32,6 +32,7 @@ from aigc_synth.config import DataConfig, ModelConfig, TrainConfig
 from aigc_synth.data.datasets import FolderDataset, ProceduralDrivingDataset
 from aigc_synth.io.checkpoint import TRAIN_STATE_FORMAT, CheckpointError, export_generator, load_checkpoint, save_checkpoint
 from aigc_synth.models.registry import build_discriminator, build_generator
+from aigc_synth.sampling.sampler import to_uint8
 from aigc_synth.sampling.seeds import latents_for_seeds
 from aigc_synth.schema import DEFAULT_SCHEMA, ConditionSchema
 from aigc_synth.training.augment import diff_augment
@@ -41,11 +42,6 @@ GRID_COLUMNS = 8
 
 def _to_unit(images_uint8: torch.Tensor) -> torch.Tensor:
     return images_uint8.float().div_(127.5).sub_(1.0)
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] float (B, 3, H, W) → uint8 (B, H, W, 3), rounding half up (the one quantiser used everywhere)."""
-    return ((images.clamp(-1, 1) + 1) * 127.5 + 0.5).floor().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
 def d_loss_fn(kind: str, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
@@ -93,7 +89,7 @@ def sample_grid(generator: torch.nn.Module, schema: ConditionSchema, columns: in
     generator.eval()
     for code in combos:
         codes = torch.as_tensor(code)[None].expand(columns, -1)
-        rows.append(to_uint8(generator(z, codes)).numpy())
+        rows.append(to_uint8(generator(z, codes)))
     generator.train(was_training)
     grid = np.stack(rows)  # (rows, cols, R, R, 3)
     n_rows, n_cols, r = grid.shape[0], grid.shape[1], grid.shape[2]
