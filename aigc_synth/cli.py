@@ -145,6 +145,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: committed shards are kept; rerun the same command to continue", file=sys.stderr)
         return 130
+    except Exception as exc:  # runtime failure (e.g. Ray): one line, the traceback only on request
+        if os.environ.get("AIGC_SYNTH_DEBUG"):
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        print(f"aigc-synth {args.command}: failed: {type(exc).__name__}: {first} (set AIGC_SYNTH_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        return EXIT_FAILURE
 
 
 if __name__ == "__main__":

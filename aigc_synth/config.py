@@ -92,6 +92,7 @@ class JobConfig:
     resolution: Optional[int] = None  # optional: must equal the checkpoint's resolution if given
     plan: PlanConfig = field(default_factory=PlanConfig)
     max_samples: int = 100_000_000  # refuse larger requests (typo guard)
+    compute_batch: int = 32  # rows per network call (padded); part of the determinism contract, raise on GPUs
 
 
 @dataclass

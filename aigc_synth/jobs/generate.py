@@ -77,6 +77,7 @@ class ResolvedJob:
     model_config: dict[str, Any]
     resolution: int
     batch_size: int
+    compute_batch: int = COMPUTE_BATCH
     job_spec: dict[str, Any] = field(default_factory=dict)
 
 
@@ -104,6 +105,8 @@ def validate_job(cfg: GenerateRoot) -> ResolvedJob:
     bad = [f for f in formats if f not in SUPPORTED_FORMATS]
     if not formats or bad:
         raise JobSpecError(f"job.formats must be a non-empty subset of {list(SUPPORTED_FORMATS)}, got {formats}")
+    if not isinstance(job.compute_batch, int) or job.compute_batch <= 0:
+        raise JobSpecError(f"job.compute_batch must be a positive integer, got {job.compute_batch}")
     if not isinstance(res.batch_size, int) or res.batch_size <= 0:
         raise JobSpecError(f"resources.batch_size must be a positive integer, got {res.batch_size}")
     if res.actors is not None and (not isinstance(res.actors, int) or res.actors <= 0):
@@ -150,9 +153,10 @@ def validate_job(cfg: GenerateRoot) -> ResolvedJob:
         num_shards=math.ceil(job.num_samples / job.shard_size), formats=formats, plan=plan_dict,
         checkpoint=str(ckpt_path.absolute()), model_id=loaded.model_id, schema=schema.to_dict(),
         family=header["family"], model_config=dict(header["model_config"]),
-        resolution=loaded.resolution, batch_size=res.batch_size,
+        resolution=loaded.resolution, batch_size=res.batch_size, compute_batch=job.compute_batch,
     )
     resolved.job_spec = {"name": job.name, "num_samples": job.num_samples, "seed": job.seed, "shard_size": job.shard_size,
+                         "compute_batch": job.compute_batch,
                          "formats": formats, "plan": plan_dict, "checkpoint": resolved.checkpoint}
     fingerprint = out / JOB_FINGERPRINT
     if fingerprint.exists() and not cfg.overwrite:
@@ -294,7 +298,8 @@ class ShardWriter:
         codes, seeds = self.plan.codes_for(ids), self.plan.seeds_for(ids)
         pngs: list[bytes] = []
         for start in range(0, len(ids), job["batch_size"]):
-            images = generate_images(self.gen, codes[start:start + job["batch_size"]], seeds[start:start + job["batch_size"]], self.device)
+            stop = start + job["batch_size"]
+            images = generate_images(self.gen, codes[start:stop], seeds[start:stop], self.device, job["compute_batch"])
             pngs.extend(encode_png(img) for img in images)
         conditions = {name: [vals[c] for c in codes[:, f]] for f, (name, vals) in enumerate(self.schema.factors)}
         entry = write_shard(job["output_dir"], shard, sample_ids=ids, seeds=seeds, conditions=conditions, png_bytes=pngs,
@@ -345,10 +350,6 @@ def _iterate_with_timeout(iterator, timeout_s: float):
         yield item
 
 
-def generated_planned(job: ResolvedJob, committed: dict[int, Any]) -> int:
-    return job.num_samples - sum(e["rows"] for e in committed.values())
-
-
 def run_generation(cfg: GenerateRoot, progress: bool = True, log=print) -> dict[str, Any]:
     """Validate, run the Ray job, write the manifest; return the manifest dict."""
     import ray
@@ -391,31 +392,31 @@ def run_generation(cfg: GenerateRoot, progress: bool = True, log=print) -> dict[
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.wait_for_min_actors_s = int(cfg.resources.progress_timeout_s)
-    plain_job = asdict(job)
-    # from_items puts the (tiny) shard list straight into the object store: no read task that would
-    # need a whole CPU of its own next to the actor pool (ray.data.range's read task does).
-    ds = ray.data.from_items([{"id": s} for s in todo] or [{"id": -1}], override_num_blocks=max(1, min(len(todo), 10_000)))
-    ds = ds.map_batches(
-        ShardWriter,
-        batch_size=1,
-        compute=ActorPoolStrategy(size=max(1, min(pool.actors, len(todo)))),  # no idle actors for short jobs
-        num_cpus=pool.cpus_per_actor,
-        num_gpus=pool.gpus_per_actor,
-        fn_constructor_kwargs={"job": plain_job, "checkpoint_bytes": checkpoint_bytes,
-                               "torch_threads": pool.torch_threads, "use_gpu": pool.gpus_per_actor > 0},
-    )
-    log(f"generating {generated_planned(job, committed)} images ({job.num_shards - len(committed)} shards) with {pool.actors} actor(s) × "
-        f"{pool.cpus_per_actor:g} CPU / {pool.gpus_per_actor:g} GPU, {pool.torch_threads} torch thread(s) each → {out}")
+    pool_size = max(1, min(pool.actors, len(todo)))  # no idle actors for short jobs
     entries: list[dict[str, Any]] = list(committed.values())
     t_gen = time.time()
-    bar = tqdm(total=job.num_samples, initial=sum(e["rows"] for e in entries), unit="img", desc="generate",
-               disable=not progress)
     if todo:
+        log(f"generating {len(todo)} shard(s) with {pool_size} actor(s) × {pool.cpus_per_actor:g} CPU / "
+            f"{pool.gpus_per_actor:g} GPU, {pool.torch_threads} torch thread(s) each → {out}")
+        # from_items puts the (tiny) shard list straight into the object store: no read task that
+        # would need a whole CPU of its own next to the actor pool (ray.data.range's read task does)
+        ds = ray.data.from_items([{"id": s} for s in todo], override_num_blocks=min(len(todo), 10_000))
+        ds = ds.map_batches(
+            ShardWriter,
+            batch_size=1,
+            compute=ActorPoolStrategy(size=pool_size),
+            num_cpus=pool.cpus_per_actor,
+            num_gpus=pool.gpus_per_actor,
+            fn_constructor_kwargs={"job": asdict(job), "checkpoint_bytes": checkpoint_bytes,
+                                   "torch_threads": pool.torch_threads, "use_gpu": pool.gpus_per_actor > 0},
+        )
+        bar = tqdm(total=job.num_samples, initial=sum(e["rows"] for e in entries), unit="img", desc="generate",
+                   disable=not progress)
         for row in _iterate_with_timeout(ds.iter_rows(), cfg.resources.progress_timeout_s):
             entry = json.loads(row["entry"])
             entries.append(entry)
             bar.update(entry["rows"])
-    bar.close()
+        bar.close()
     generated = job.num_samples - sum(e["rows"] for e in committed.values())
     gen_s = time.time() - t_gen
     entries.sort(key=lambda e: e["shard"])
@@ -432,7 +433,7 @@ def run_generation(cfg: GenerateRoot, progress: bool = True, log=print) -> dict[
         "schema": job.schema,
         "model_id": job.model_id,
         "model": {"family": job.family, "config": job.model_config, "checkpoint": job.checkpoint, "resolution": job.resolution},
-        "determinism": {"compute_batch": COMPUTE_BATCH, "png_compress_level": PNG_COMPRESS_LEVEL,
+        "determinism": {"compute_batch": job.compute_batch, "png_compress_level": PNG_COMPRESS_LEVEL,
                         "latent": "torch.randn(z_dim) from torch.Generator(cpu).manual_seed(seed)",
                         "seed": "splitmix64(job.seed, sample_id)"},
         "versions": library_versions(),
@@ -440,7 +441,7 @@ def run_generation(cfg: GenerateRoot, progress: bool = True, log=print) -> dict[
         "num_shards": job.num_shards,
         "counts_per_condition": plan.counts(),
         "shards": entries,
-        "resources": {"actors": pool.actors, "cpus_per_actor": pool.cpus_per_actor, "gpus_per_actor": pool.gpus_per_actor,
+        "resources": {"actors": pool_size, "cpus_per_actor": pool.cpus_per_actor, "gpus_per_actor": pool.gpus_per_actor,
                       "torch_threads": pool.torch_threads, "batch_size": job.batch_size,
                       "cluster_cpus": pool.cluster_cpus, "cluster_gpus": pool.cluster_gpus},
         "timings": {"ray_start_s": round(ray_start_s, 3), "generate_s": round(gen_s, 3),
