@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 from aigc_synth.io.reader import verify_output
 from aigc_synth.jobs.generate import run_generation
@@ -72,4 +73,39 @@ def test_killed_actor_costs_only_time(ray_session, tiny_checkpoint, tmp_path):
     ids = pq.read_table(out / "parquet", columns=["sample_id"]).column("sample_id").to_pylist()
     assert sorted(ids) == list(range(480))  # every id exactly once
     assert [s["sha256"] for s in manifest["shards"]] == [s["sha256"] for s in clean["shards"]]
+    assert verify_output(out) == []
+
+
+@pytest.mark.slow
+def test_driver_sigkill_then_rerun_resumes(tiny_checkpoint, tmp_path):
+    """SIGKILL the CLI driver mid-job, rerun the same command: committed shards are skipped and the
+    shards equal a clean run's (slow: two CLI runs with their own Ray)."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.test_cli import run_cli
+
+    args = ["generate", f"job.checkpoint={tiny_checkpoint}", "job.num_samples=2000", "job.shard_size=50",
+            "resources.batch_size=25", "preview=false"]
+    clean = run_cli(*args, f"output_dir={tmp_path / 'clean'}", timeout=600)
+    assert clean.returncode == 0, clean.stderr[-2000:]
+    out = tmp_path / "killed"
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    proc = subprocess.Popen([sys.executable, "-m", "aigc_synth.cli", *args, f"output_dir={out}"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "parquet").exists() and len(list((out / "parquet").glob("part-*.parquet"))) >= 3:
+            os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray processes it started
+            break
+        time.sleep(0.1)
+    proc.wait(timeout=60)
+    assert not (out / "manifest.json").exists(), "the job finished before the kill; make it longer"
+    rerun = run_cli(*args, f"output_dir={out}", timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "already committed, skipped" in rerun.stdout
+    a = json.loads((tmp_path / "clean" / "manifest.json").read_text())
+    b = json.loads((out / "manifest.json").read_text())
+    assert a["shards"] == b["shards"]
     assert verify_output(out) == []

@@ -47,13 +47,17 @@ CASES = [
 
 
 @pytest.mark.parametrize("name, overrides, needle", CASES, ids=[c[0] for c in CASES])
-def test_bad_spec(tmp_path, tiny_checkpoint, name, overrides, needle):
+def test_bad_spec_through_cli(tmp_path, tiny_checkpoint, capsys, monkeypatch, name, overrides, needle):
+    """The CLI entry point in-process: exit status 2, one stderr line naming the problem, no files."""
+    from aigc_synth.cli import main
+
+    monkeypatch.chdir(tmp_path)
     out = tmp_path / "out"
-    with pytest.raises(JobSpecError) as err:
-        _validate(out, tiny_checkpoint, *overrides)
-    assert needle in str(err.value)
-    assert "\n" not in str(err.value)
-    assert not out.exists()
+    code = main(["generate", f"output_dir={out}", f"job.checkpoint={tiny_checkpoint}", "job.num_samples=100", *overrides])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("aigc-synth generate: error:") and needle in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written anywhere (cwd included)
 
 
 def test_missing_checkpoint(tmp_path):
