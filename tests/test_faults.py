@@ -28,7 +28,7 @@ def _cfg(out: Path, ckpt: Path):
 
 
 def _shard_actor_pids() -> list[int]:
-    """PIDs of live generator actors: Ray titles their processes ``ray::MapWorker(MapBatches(ShardWriter))``."""
+    """PIDs of live generator actors: Ray titles their processes ``ray::MapWorker(MapBatches(ShardGenerator))``."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -36,7 +36,7 @@ def _shard_actor_pids() -> list[int]:
                 cmdline = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if b"ShardWriter" in cmdline and b"MapWorker" in cmdline:
+            if b"ShardGenerator" in cmdline and b"MapWorker" in cmdline:
                 pids.append(int(entry.name))
     return pids
 

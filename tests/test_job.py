@@ -203,3 +203,11 @@ def test_output_of_another_job_is_refused(two_runs, tiny_checkpoint, tmp_path):
     with pytest.raises(JobSpecError, match="different job spec or model"):
         run_generation(_cfg(other, tiny_checkpoint, "job.seed=99"), progress=False)
     assert sorted(str(p) for p in other.rglob("*")) == before
+
+
+def test_separate_png_stage_writes_the_same_bytes(two_runs, tiny_checkpoint, tmp_path):
+    _, man_a, _, _ = two_runs
+    out = tmp_path / "png_stage"
+    manifest = run_generation(_cfg(out, tiny_checkpoint, "resources.png_stage=true", "resources.actors=1"), progress=False)
+    assert manifest["shards"] == man_a["shards"]
+    assert verify_output(out) == []

@@ -2,7 +2,7 @@
 
 Pipeline::
 
-    from_items(shard ids)       ──►  map_batches(ShardWriter, compute=ActorPoolStrategy(size=K))  ──►  driver
+    from_items(shard ids)       ──►  map_batches(ShardGenerator, compute=ActorPoolStrategy(size=K))  ──►  driver
          (one row per shard)          each actor loads the generator once, then per shard:            collects the
                                       plan → latents → images → PNG → atomic Parquet + PNG folder      manifest entries
 
@@ -263,49 +263,75 @@ def plan_pool(resources, cluster_cpus: float, cluster_gpus: float) -> PoolPlan:
 # ------------------------------------------------------------------------------------------------
 # the actor
 # ------------------------------------------------------------------------------------------------
-class ShardWriter:
-    """Ray Data callable class: loads the generator once, then writes whole shards per call."""
+def shard_sample_ids(job: dict[str, Any], shard: int) -> np.ndarray:
+    first = shard * job["shard_size"]
+    return np.arange(first, min(first + job["shard_size"], job["num_samples"]), dtype=np.int64)
 
-    def __init__(self, job: dict[str, Any], checkpoint_bytes: bytes, torch_threads: int, use_gpu: bool):
-        import io
 
+def commit_shard(job: dict[str, Any], shard: int, images: np.ndarray) -> dict[str, Any]:
+    """PNG-encode a shard's images and write it atomically; return its manifest entry."""
+    from aigc_synth.sampling.sampler import encode_png
+
+    schema = ConditionSchema.from_dict(job["schema"])
+    plan = ConditionPlan(job["plan"], schema, job["num_samples"], job["seed"])
+    ids = shard_sample_ids(job, shard)
+    codes = plan.codes_for(ids)
+    conditions = {name: [vals[c] for c in codes[:, f]] for f, (name, vals) in enumerate(schema.factors)}
+    return write_shard(job["output_dir"], shard, sample_ids=ids, seeds=plan.seeds_for(ids), conditions=conditions,
+                       png_bytes=[encode_png(img) for img in images], width=job["resolution"], height=job["resolution"],
+                       model_id=job["model_id"], formats=job["formats"])
+
+
+class ShardGenerator:
+    """Ray Data callable class: loads the generator once (in ``__init__``), then renders whole shards.
+
+    With ``write=True`` (the default pipeline) it also encodes and commits each shard, so images
+    never leave the actor; with ``write=False`` it returns raw pixels for a separate CPU stage
+    (:func:`encode_and_commit`), an alternative the benchmark measures side by side.
+    """
+
+    def __init__(self, job: dict[str, Any], checkpoint_bytes: bytes, torch_threads: int, use_gpu: bool, write: bool = True):
         import torch
 
         from aigc_synth.io.checkpoint import load_generator_from_bytes
 
         torch.set_num_threads(torch_threads)
-        self.job = job
+        self.job, self.write = job, write
         self.device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
         if use_gpu and self.device == "cpu":
             raise RuntimeError("actor was given a GPU by Ray but torch.cuda.is_available() is False")
         self.gen = load_generator_from_bytes(checkpoint_bytes, source=job["checkpoint"], device=self.device)
         if self.gen.model_id != job["model_id"]:
             raise RuntimeError("checkpoint bytes shipped to the actor do not match the validated model id")
-        self.schema = ConditionSchema.from_dict(job["schema"])
-        self.plan = ConditionPlan(job["plan"], self.schema, job["num_samples"], job["seed"])
+        self.plan = ConditionPlan(job["plan"], ConditionSchema.from_dict(job["schema"]), job["num_samples"], job["seed"])
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        entries = [json.dumps(self.write(int(s))) for s in batch["id"]]
-        return {"entry": np.asarray(entries, dtype=object)}
-
-    def write(self, shard: int) -> dict[str, Any]:
-        from aigc_synth.sampling.sampler import encode_png, generate_images
+    def render(self, shard: int) -> np.ndarray:
+        from aigc_synth.sampling.sampler import generate_images
 
         job = self.job
-        t0 = time.time()
-        first = shard * job["shard_size"]
-        ids = np.arange(first, min(first + job["shard_size"], job["num_samples"]), dtype=np.int64)
+        ids = shard_sample_ids(job, shard)
         codes, seeds = self.plan.codes_for(ids), self.plan.seeds_for(ids)
-        pngs: list[bytes] = []
-        for start in range(0, len(ids), job["batch_size"]):
-            stop = start + job["batch_size"]
-            images = generate_images(self.gen, codes[start:stop], seeds[start:stop], self.device, job["compute_batch"])
-            pngs.extend(encode_png(img) for img in images)
-        conditions = {name: [vals[c] for c in codes[:, f]] for f, (name, vals) in enumerate(self.schema.factors)}
-        entry = write_shard(job["output_dir"], shard, sample_ids=ids, seeds=seeds, conditions=conditions, png_bytes=pngs,
-                            width=self.gen.resolution, height=self.gen.resolution, model_id=job["model_id"], formats=job["formats"])
-        entry["seconds"] = round(time.time() - t0, 3)
-        return entry
+        parts = [generate_images(self.gen, codes[i:i + job["batch_size"]], seeds[i:i + job["batch_size"]], self.device,
+                                 job["compute_batch"]) for i in range(0, len(ids), job["batch_size"])]
+        return np.concatenate(parts)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        shards = [int(s) for s in batch["id"]]
+        if self.write:
+            return {"entry": np.asarray([json.dumps(commit_shard(self.job, s, self.render(s))) for s in shards], dtype=object)}
+        images = [self.render(s) for s in shards]
+        return {"id": np.asarray(shards), "pixels": np.asarray([im.tobytes() for im in images], dtype=object),
+                "rows": np.asarray([len(im) for im in images])}
+
+
+def encode_and_commit(batch: dict[str, np.ndarray], job: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The separate CPU stage: raw pixels → PNG → atomic shard files → manifest entry."""
+    r = job["resolution"]
+    entries = []
+    for shard, pixels, rows in zip(batch["id"], batch["pixels"], batch["rows"]):
+        images = np.frombuffer(pixels, dtype=np.uint8).reshape(int(rows), r, r, 3)
+        entries.append(json.dumps(commit_shard(job, int(shard), images)))
+    return {"entry": np.asarray(entries, dtype=object)}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -401,15 +427,19 @@ def run_generation(cfg: GenerateRoot, progress: bool = True, log=print) -> dict[
         # from_items puts the (tiny) shard list straight into the object store: no read task that
         # would need a whole CPU of its own next to the actor pool (ray.data.range's read task does)
         ds = ray.data.from_items([{"id": s} for s in todo], override_num_blocks=min(len(todo), 10_000))
+        separate_png = bool(cfg.resources.png_stage)
         ds = ds.map_batches(
-            ShardWriter,
+            ShardGenerator,
             batch_size=1,
             compute=ActorPoolStrategy(size=pool_size),
             num_cpus=pool.cpus_per_actor,
             num_gpus=pool.gpus_per_actor,
-            fn_constructor_kwargs={"job": asdict(job), "checkpoint_bytes": checkpoint_bytes,
+            fn_constructor_kwargs={"job": asdict(job), "checkpoint_bytes": checkpoint_bytes, "write": not separate_png,
                                    "torch_threads": pool.torch_threads, "use_gpu": pool.gpus_per_actor > 0},
         )
+        if separate_png:  # PNG encoding + writing as CPU tasks in the reserved share
+            ds = ds.map_batches(encode_and_commit, batch_size=1, fn_kwargs={"job": asdict(job)},
+                                num_cpus=max(0.1, min(1.0, float(cfg.resources.reserve_cpus))))
         bar = tqdm(total=job.num_samples, initial=sum(e["rows"] for e in entries), unit="img", desc="generate",
                    disable=not progress)
         for row in _iterate_with_timeout(ds.iter_rows(), cfg.resources.progress_timeout_s):
