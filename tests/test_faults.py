@@ -64,7 +64,7 @@ def test_killed_actor_costs_only_time(ray_session, tiny_checkpoint, tmp_path):
             killed = pids[0]
             os.kill(killed, signal.SIGKILL)  # a crash, not a graceful exit
             break
-        time.sleep(0.2)
+        time.sleep(0.05)
     thread.join(timeout=300)
     assert not thread.is_alive(), "job did not finish after an actor was killed"
     assert "error" not in result, result.get("error")

@@ -452,8 +452,9 @@ def run_generation(cfg: GenerateRoot, progress: bool = True, log=print) -> dict[
     entries.sort(key=lambda e: e["shard"])
     if [e["shard"] for e in entries] != list(range(job.num_shards)):
         raise RuntimeError(f"expected shards 0..{job.num_shards - 1}, got {[e['shard'] for e in entries]}")
-    for e in entries:
-        e.pop("seconds", None)
+    # a writer killed mid-shard (actor crash, then retried elsewhere) leaves its .tmp-* file behind;
+    # every shard is committed now, so nothing is still writing
+    remove_stale_temporaries(out)
 
     schema = ConditionSchema.from_dict(job.schema)
     plan = ConditionPlan(job.plan, schema, job.num_samples, job.seed)
