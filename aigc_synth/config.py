@@ -16,7 +16,7 @@ from hydra.core.config_store import ConfigStore
 class ModelConfig:
     """Generator family, its size, and its training recipe (loss, optimiser, EMA, augmentation)."""
 
-    family: str = "cgan"  # cgan | dcgan
+    family: str = "cgan"  # cgan | dcgan | cvae
     loss: str = "hinge"  # hinge | bce
     resolution: int = 64  # 32 | 64 | 128
     z_dim: int = 64
@@ -31,6 +31,7 @@ class ModelConfig:
     ema_start: int = 200
     diffaugment: bool = True
     mode_seeking: float = 0.0  # MSGAN weight (Mao et al. 2019): rewards distinct images for distinct z
+    kl_weight: float = 1.0  # cvae only: β of reconstruction + β·KL
 
 
 @dataclass

@@ -12,6 +12,7 @@ from typing import Any, Callable, Sequence
 from torch import nn
 
 from aigc_synth.models.cgan import CondGenerator, ProjectionDiscriminator
+from aigc_synth.models.cvae import CVAEDecoder, CVAEEncoder
 from aigc_synth.models.dcgan import DCGANDiscriminator, DCGANGenerator
 
 
@@ -28,6 +29,9 @@ FAMILIES: dict[str, Family] = {
                    ("resolution", "z_dim", "base_channels", "embed_dim"), ("resolution", "d_base_channels")),
     "dcgan": Family(DCGANGenerator, DCGANDiscriminator,
                     ("resolution", "z_dim", "base_channels"), ("resolution", "d_base_channels")),
+    # for the VAE the "discriminator" slot holds the encoder: the second network trained beside the generator
+    "cvae": Family(CVAEDecoder, CVAEEncoder,
+                   ("resolution", "z_dim", "base_channels"), ("resolution", "z_dim", "d_base_channels")),
 }
 
 

@@ -31,6 +31,7 @@ from tqdm import tqdm
 from aigc_synth.config import DataConfig, ModelConfig, TrainConfig
 from aigc_synth.data.datasets import FolderDataset, ProceduralDrivingDataset
 from aigc_synth.io.checkpoint import TRAIN_STATE_FORMAT, CheckpointError, export_generator, load_checkpoint, save_checkpoint
+from aigc_synth.models.cvae import cvae_loss, reparameterise
 from aigc_synth.models.registry import build_discriminator, build_generator
 from aigc_synth.sampling.sampler import to_uint8
 from aigc_synth.sampling.seeds import latents_for_seeds
@@ -96,6 +97,37 @@ def sample_grid(generator: torch.nn.Module, schema: ConditionSchema, columns: in
     return grid.transpose(0, 2, 1, 3, 4).reshape(n_rows * r, n_cols * r, 3)
 
 
+def gan_step(G, D, opt_g, opt_d, real, codes, model_cfg: ModelConfig, policies, aug_gen):
+    """One discriminator update then one generator update; returns (loss_d, loss_g, D(real), D(fake))."""
+    B = real.shape[0]
+    z = torch.randn(B, G.z_dim)
+    fake_codes = codes  # generate the same condition mix as the real batch
+    with torch.no_grad():
+        fake = G(z, fake_codes)
+    real_in = diff_augment(real, policies, aug_gen) if policies else real
+    fake_in = diff_augment(fake, policies, aug_gen) if policies else fake
+    real_logits, fake_logits = D(real_in, codes), D(fake_in, fake_codes)
+    loss_d = d_loss_fn(model_cfg.loss, real_logits, fake_logits)
+    opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    opt_d.step()
+    if model_cfg.mode_seeking > 0:
+        # pair each sample of the first half with one of the second half that has the same
+        # condition but another z; MSGAN's term grows when their images are alike
+        half = B // 2
+        fake_codes = torch.cat([codes[:half], codes[:half], codes[2 * half:]])
+    fake = G(z, fake_codes)
+    fake_in = diff_augment(fake, policies, aug_gen) if policies else fake
+    loss_g = g_loss_fn(model_cfg.loss, D(fake_in, fake_codes))
+    if model_cfg.mode_seeking > 0:
+        ratio = (fake[:half] - fake[half:2 * half]).abs().mean() / (z[:half] - z[half:2 * half]).abs().mean()
+        loss_g = loss_g + model_cfg.mode_seeking / (ratio + 1e-5)
+    opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    opt_g.step()
+    return loss_d, loss_g, real_logits, fake_logits
+
+
 def train(train_cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: DataConfig,
           schema: ConditionSchema = DEFAULT_SCHEMA, progress: bool = True) -> Path:
     """Train (or resume) and export the generator; return the exported checkpoint path."""
@@ -111,7 +143,8 @@ def train(train_cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: DataConfig,
     D = build_discriminator(model_cfg.family, schema.cardinalities, **params)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False) if model_cfg.ema_decay > 0 else None
     betas = (model_cfg.beta1, model_cfg.beta2)
-    opt_g = torch.optim.Adam(G.parameters(), lr=model_cfg.lr_g, betas=betas)
+    is_vae = model_cfg.family == "cvae"  # D is then the encoder, trained jointly with the decoder G
+    opt_g = torch.optim.Adam(list(G.parameters()) + (list(D.parameters()) if is_vae else []), lr=model_cfg.lr_g, betas=betas)
     opt_d = torch.optim.Adam(D.parameters(), lr=model_cfg.lr_d, betas=betas)
     aug_gen = torch.Generator().manual_seed(train_cfg.seed + 1)
 
@@ -161,45 +194,29 @@ def train(train_cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: DataConfig,
             t_step = time.time()
             batch = data.batch(range(step * B, (step + 1) * B))
             real, codes = _to_unit(batch["image"]), batch["codes"]
-            z = torch.randn(B, G.z_dim)
-            fake_codes = codes  # generate the same condition mix as the real batch
-            # discriminator
-            with torch.no_grad():
-                fake = G(z, fake_codes)
-            real_in = diff_augment(real, policies, aug_gen) if policies else real
-            fake_in = diff_augment(fake, policies, aug_gen) if policies else fake
-            real_logits, fake_logits = D(real_in, codes), D(fake_in, fake_codes)
-            loss_d = d_loss_fn(model_cfg.loss, real_logits, fake_logits)
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-            # generator
-            if model_cfg.mode_seeking > 0:
-                # pair each sample of the first half with one of the second half that has the same
-                # condition but another z; MSGAN's term grows when their images are alike
-                half = B // 2
-                fake_codes = torch.cat([codes[:half], codes[:half], codes[2 * half:]])
-            fake = G(z, fake_codes)
-            fake_in = diff_augment(fake, policies, aug_gen) if policies else fake
-            loss_g = g_loss_fn(model_cfg.loss, D(fake_in, fake_codes))
-            if model_cfg.mode_seeking > 0:
-                ratio = (fake[:half] - fake[half:2 * half]).abs().mean() / (z[:half] - z[half:2 * half]).abs().mean()
-                loss_g = loss_g + model_cfg.mode_seeking / (ratio + 1e-5)
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
+            if is_vae:
+                mu, logvar = D(real, codes)
+                recon = G(reparameterise(mu, logvar), codes)
+                loss_total, loss_d, loss_g = cvae_loss(real, recon, mu, logvar, model_cfg.kl_weight)  # logged as rec / kl
+                opt_g.zero_grad(set_to_none=True)
+                loss_total.backward()
+                opt_g.step()
+                real_logits = fake_logits = torch.zeros(1)
+            else:
+                loss_d, loss_g, real_logits, fake_logits = gan_step(G, D, opt_g, opt_d, real, codes, model_cfg, policies, aug_gen)
             if G_ema is not None:
                 ema_update(G_ema, G, 0.0 if step < model_cfg.ema_start else model_cfg.ema_decay)
             done = step + 1
             if not math.isfinite(loss_d.item()) or not math.isfinite(loss_g.item()):
                 raise FloatingPointError(f"non-finite loss at step {done}: loss_d={loss_d.item()} loss_g={loss_g.item()}")
             if done % train_cfg.log_every == 0 or done == train_cfg.steps:
-                rec = {"step": done, "loss_d": round(loss_d.item(), 5), "loss_g": round(loss_g.item(), 5),
+                names = ("loss_rec", "loss_kl") if is_vae else ("loss_d", "loss_g")
+                rec = {"step": done, names[0]: round(loss_d.item(), 5), names[1]: round(loss_g.item(), 5),
                        "d_real": round(real_logits.mean().item(), 4), "d_fake": round(fake_logits.mean().item(), 4),
                        "sec_per_step": round(time.time() - t_step, 4), "elapsed_s": round(time.time() - t0, 1)}
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
-                bar.set_postfix(loss_d=f"{rec['loss_d']:.3f}", loss_g=f"{rec['loss_g']:.3f}")
+                bar.set_postfix({names[0]: f"{loss_d.item():.3f}", names[1]: f"{loss_g.item():.3f}"})
             if done % train_cfg.sample_every == 0 or done == train_cfg.steps:
                 save_grid(done)
             if done % train_cfg.checkpoint_every == 0 or done == train_cfg.steps:
