@@ -21,7 +21,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from aigc_synth.schema import DEFAULT_SCHEMA, ConditionSchema
+from aigc_synth.schema import DEFAULT_SCHEMA
 
 #: Vehicle count range (inclusive) per traffic level.
 TRAFFIC_VEHICLES = {"light": (1, 2), "moderate": (3, 5), "heavy": (7, 10)}
@@ -58,14 +58,6 @@ class SceneBatch:
         return np.array([len(b) for b in self.boxes], dtype=np.int64)
 
 
-def _check_default_schema(schema: ConditionSchema) -> None:
-    if schema.to_dict() != DEFAULT_SCHEMA.to_dict():
-        raise ValueError(
-            "the procedural renderer draws the default driving schema only "
-            f"({DEFAULT_SCHEMA.to_dict()}); use a folder dataset for other schemas"
-        )
-
-
 def render_scenes(codes: np.ndarray, seeds: Sequence[int], size: int = 64) -> SceneBatch:
     """Render one scene per row of ``codes`` (B, 3: weather, time_of_day, traffic value indices).
 
@@ -95,7 +87,7 @@ def render_scenes(codes: np.ndarray, seeds: Sequence[int], size: int = 64) -> Sc
     light = np.empty(B, np.float32)
     tint = np.empty((B, 3), np.float32)
     fog_density = np.zeros(B, np.float32)
-    veh = np.zeros((B, MAX_VEHICLES, 8), np.float32)  # valid, depth, lane, colour r,g,b, oncoming, _
+    veh = np.zeros((B, MAX_VEHICLES, 6), np.float32)  # depth, lane, colour r,g,b (first len(boxes[i]) rows)
     noise_fields = np.empty((B, H, W), np.float32)
     boxes: list[np.ndarray] = []
     for i in range(B):
@@ -130,11 +122,9 @@ def render_scenes(codes: np.ndarray, seeds: Sequence[int], size: int = 64) -> Sc
         depth = np.sort(rng.uniform(0.12, 0.95, n))  # far (small) first: drawn first, occluded later
         lane = rng.integers(0, 3, n)  # 0 = oncoming lane (left), 1..2 = our direction
         colour = _CAR_COLOURS[rng.integers(0, len(_CAR_COLOURS), n)]
-        veh[i, :n, 0] = 1
-        veh[i, :n, 1] = depth
-        veh[i, :n, 2] = lane
-        veh[i, :n, 3:6] = colour
-        veh[i, :n, 6] = lane == 0
+        veh[i, :n, 0] = depth
+        veh[i, :n, 1] = lane
+        veh[i, :n, 2:5] = colour
         boxes.append(np.zeros((n, 4), np.float32))
 
     # ---- geometry shared by all layers --------------------------------------------------------
@@ -179,8 +169,8 @@ def render_scenes(codes: np.ndarray, seeds: Sequence[int], size: int = 64) -> Sc
     tail_col = np.array([1.0, 0.12, 0.08], np.float32)
     for i in range(B):
         for k in range(len(boxes[i])):
-            d = float(veh[i, k, 1])
-            lane = int(veh[i, k, 2])
+            d = float(veh[i, k, 0])
+            lane = int(veh[i, k, 1])
             yb = horizon[i] + d * (H - horizon[i])  # bottom of the car on the road
             road_half = 0.62 * W * d + 0.5
             cx = vanish_x[i] + curve[i] * (1 - d) ** 2 + lane_rel[lane] * road_half
@@ -192,7 +182,7 @@ def render_scenes(codes: np.ndarray, seeds: Sequence[int], size: int = 64) -> Sc
             iy0, iy1 = max(int(round(y0)), 0), min(max(int(round(y1)), int(round(y0)) + 1), H)
             if ix0 >= ix1 or iy0 >= iy1:
                 continue
-            colour = veh[i, k, 3:6]
+            colour = veh[i, k, 2:5]
             img[i, iy0:iy1, ix0:ix1] = colour
             hgt, wid = iy1 - iy0, ix1 - ix0
             win_y1 = iy0 + max(int(round(0.45 * hgt)), 1)

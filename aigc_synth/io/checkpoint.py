@@ -11,6 +11,7 @@ is the ``model_id`` written into every generated row.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import pickle
@@ -44,8 +45,13 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    return _safe_load(path, label=str(path))
+
+
+def _safe_load(source: Path | io.BytesIO, label: str) -> dict[str, Any]:
+    path = label
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"refusing to load {path}: it is not a plain-tensor checkpoint ({first[:200]})") from None
@@ -97,10 +103,13 @@ class LoadedGenerator:
 
 def read_generator_header(path: str | os.PathLike) -> dict[str, Any]:
     """Load and validate an exported generator's contents (no module is built)."""
-    ckpt = load_checkpoint(path)
+    return _check_generator(load_checkpoint(path), str(path))
+
+
+def _check_generator(ckpt: dict[str, Any], path: str) -> dict[str, Any]:
     if ckpt.get("format") != GENERATOR_FORMAT:
         raise CheckpointError(f"{path} is a {ckpt.get('format')!r} checkpoint, not an exported generator ({GENERATOR_FORMAT}); "
-                              "export one with `aigc-synth export`")
+                              "`aigc-synth train` writes one as generator.pt")
     for key in ("family", "model_config", "schema", "state_dict"):
         if key not in ckpt:
             raise CheckpointError(f"exported generator {path} lacks {key!r}")
@@ -113,27 +122,24 @@ def read_generator_header(path: str | os.PathLike) -> dict[str, Any]:
 
 def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedGenerator:
     """Rebuild an exported generator from its checkpoint (safe load) and move it to ``device``."""
-    ckpt = read_generator_header(path)
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    return load_generator_from_bytes(path.read_bytes(), source=str(path), device=device)
+
+
+def load_generator_from_bytes(data: bytes, source: str = "<bytes>", device: str | torch.device = "cpu") -> LoadedGenerator:
+    """Rebuild a generator from checkpoint bytes (read once: hashed for the model id, then loaded).
+
+    Used for files and for the bytes a job ships to its actors through Ray's object store.
+    """
+    ckpt = _check_generator(_safe_load(io.BytesIO(data), label=source), source)
     schema = ConditionSchema.from_dict(ckpt["schema"])
     try:
         module = build_generator(ckpt["family"], schema.cardinalities, **ckpt["model_config"])
         module.load_state_dict(ckpt["state_dict"])
     except (RuntimeError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"exported generator {path} does not match its model config: {str(exc).splitlines()[0][:200]}") from None
+        raise CheckpointError(f"exported generator {source} does not match its model config: {str(exc).splitlines()[0][:200]}") from None
     module.eval().requires_grad_(False).to(device)
     return LoadedGenerator(module=module, family=ckpt["family"], model_config=dict(ckpt["model_config"]), schema=schema,
-                           model_id=sha256_file(path), path=str(path), meta=dict(ckpt.get("meta", {})))
-
-
-def load_generator_from_bytes(data: bytes, source: str = "<bytes>", device: str | torch.device = "cpu") -> LoadedGenerator:
-    """Like :func:`load_generator` for checkpoint bytes shipped through Ray's object store."""
-    import hashlib
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "generator.pt"
-        path.write_bytes(data)
-        loaded = load_generator(path, device=device)
-    loaded.path = source
-    loaded.model_id = hashlib.sha256(data).hexdigest()
-    return loaded
+                           model_id=hashlib.sha256(data).hexdigest(), path=source, meta=dict(ckpt.get("meta", {})))

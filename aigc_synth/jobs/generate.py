@@ -268,12 +268,15 @@ def shard_sample_ids(job: dict[str, Any], shard: int) -> np.ndarray:
     return np.arange(first, min(first + job["shard_size"], job["num_samples"]), dtype=np.int64)
 
 
-def commit_shard(job: dict[str, Any], shard: int, images: np.ndarray) -> dict[str, Any]:
+def job_plan(job: dict[str, Any]) -> ConditionPlan:
+    return ConditionPlan(job["plan"], ConditionSchema.from_dict(job["schema"]), job["num_samples"], job["seed"])
+
+
+def commit_shard(job: dict[str, Any], plan: ConditionPlan, shard: int, images: np.ndarray) -> dict[str, Any]:
     """PNG-encode a shard's images and write it atomically; return its manifest entry."""
     from aigc_synth.sampling.sampler import encode_png
 
-    schema = ConditionSchema.from_dict(job["schema"])
-    plan = ConditionPlan(job["plan"], schema, job["num_samples"], job["seed"])
+    schema = plan.schema
     ids = shard_sample_ids(job, shard)
     codes = plan.codes_for(ids)
     conditions = {name: [vals[c] for c in codes[:, f]] for f, (name, vals) in enumerate(schema.factors)}
@@ -303,7 +306,7 @@ class ShardGenerator:
         self.gen = load_generator_from_bytes(checkpoint_bytes, source=job["checkpoint"], device=self.device)
         if self.gen.model_id != job["model_id"]:
             raise RuntimeError("checkpoint bytes shipped to the actor do not match the validated model id")
-        self.plan = ConditionPlan(job["plan"], ConditionSchema.from_dict(job["schema"]), job["num_samples"], job["seed"])
+        self.plan = job_plan(job)
 
     def render(self, shard: int) -> np.ndarray:
         from aigc_synth.sampling.sampler import generate_images
@@ -318,7 +321,7 @@ class ShardGenerator:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         shards = [int(s) for s in batch["id"]]
         if self.write:
-            return {"entry": np.asarray([json.dumps(commit_shard(self.job, s, self.render(s))) for s in shards], dtype=object)}
+            return {"entry": np.asarray([json.dumps(commit_shard(self.job, self.plan, s, self.render(s))) for s in shards], dtype=object)}
         images = [self.render(s) for s in shards]
         return {"id": np.asarray(shards), "pixels": np.asarray([im.tobytes() for im in images], dtype=object),
                 "rows": np.asarray([len(im) for im in images])}
@@ -326,11 +329,11 @@ class ShardGenerator:
 
 def encode_and_commit(batch: dict[str, np.ndarray], job: dict[str, Any]) -> dict[str, np.ndarray]:
     """The separate CPU stage: raw pixels → PNG → atomic shard files → manifest entry."""
-    r = job["resolution"]
+    r, plan = job["resolution"], job_plan(job)
     entries = []
     for shard, pixels, rows in zip(batch["id"], batch["pixels"], batch["rows"]):
         images = np.frombuffer(pixels, dtype=np.uint8).reshape(int(rows), r, r, 3)
-        entries.append(json.dumps(commit_shard(job, int(shard), images)))
+        entries.append(json.dumps(commit_shard(job, plan, int(shard), images)))
     return {"entry": np.asarray(entries, dtype=object)}
 
 
