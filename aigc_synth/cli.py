@@ -6,6 +6,7 @@ Subcommands take Hydra overrides (``key=value``) composed onto ``conf/``::
     aigc-synth train [overrides]       # train a generator; exports generator.pt
     aigc-synth info CHECKPOINT         # show an exported generator's schema and config
     aigc-synth verify OUTPUT_DIR       # check every shard against the manifest
+    aigc-synth serve [overrides]       # online generation endpoint (Ray Serve), until Ctrl-C
 
 Every error a user can cause ends as one line on stderr and exit status 2 (1 for runtime
 failures), with nothing written.
@@ -119,7 +120,37 @@ def cmd_verify(args: Sequence[str]) -> int:
     return 0
 
 
-COMMANDS = {"generate": cmd_generate, "train": cmd_train, "info": cmd_info, "verify": cmd_verify}
+def cmd_serve(overrides: Sequence[str]) -> int:
+    import signal
+    import time
+
+    from aigc_synth.config import ServeRoot
+    from aigc_synth.serve.server import ServeConfigError, start_server, stop_server
+
+    cfg: ServeRoot = compose("serve", overrides)
+    _quiet_ray_logs()
+    started = False
+    try:
+        server = start_server(cfg)
+        started = True
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops Serve cleanly, like Ctrl-C
+        print(f"serving model {server.model_id[:12]} ({server.checkpoint}) at {server.url}  "
+              f"[POST /generate, GET /conditions, GET /health; {'bearer token required' if server.auth else 'NO token'}]  "
+              "Ctrl-C to stop", flush=True)
+        while True:
+            time.sleep(3600)
+    except ServeConfigError as exc:
+        raise UsageError(str(exc)) from None
+    except KeyboardInterrupt:
+        print("stopping the server", file=sys.stderr)
+        return 0
+    finally:
+        if started:
+            stop_server()
+
+
+COMMANDS = {"generate": cmd_generate, "train": cmd_train, "info": cmd_info, "verify": cmd_verify,
+            "serve": cmd_serve}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -123,10 +123,38 @@ class GenerateRoot:
     ray: RayConfig = field(default_factory=RayConfig)
 
 
+@dataclass
+class ServeConfig:
+    """``aigc-synth serve``: the online generation endpoint (Ray Serve, FastAPI ingress)."""
+
+    host: str = "127.0.0.1"  # a non-loopback host needs a token (refused otherwise)
+    port: int = 8000
+    token: Optional[str] = None  # None: $AIGC_SYNTH_TOKEN; prefer the env var (overrides land in shell history)
+    checkpoint: Optional[str] = None  # None / "default" = the bundled generator
+    app_name: str = "aigc_synth"
+    num_replicas: int = 1  # generator replicas
+    num_gpus: float = 0.0  # per generator replica
+    num_cpus: float = 0.5  # per generator replica; fractional so Serve fits on a 2-CPU Ray next to a job
+    ingress_cpus: float = 0.0  # the FastAPI ingress only parses, checks and base64-encodes
+    torch_threads: Optional[int] = None  # None: the replica's CPU share rounded (at least 1)
+    max_n: int = 64  # images per request (larger: 422)
+    max_body_bytes: int = 65536  # request body limit (larger: 413)
+    max_batch_images: int = 256  # images per @serve.batch call (requests are merged up to this)
+    batch_wait_timeout_s: float = 0.01
+    compute_batch: int = 32  # rows per network call; must equal the batch job's job.compute_batch for equal bytes
+
+
+@dataclass
+class ServeRoot:
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+
 def register_configs() -> None:
     """Register the schemas so YAML in ``conf/`` is type-checked on composition."""
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainRoot)
     cs.store(name="generate_schema", node=GenerateRoot)
+    cs.store(name="serve_schema", node=ServeRoot)
     cs.store(group="model", name="model_schema", node=ModelConfig)
     cs.store(group="job", name="job_schema", node=JobConfig)

@@ -1,0 +1,178 @@
+"""The Ray Serve application behind ``aigc-synth serve``.
+
+Two deployments::
+
+    HTTP ──► Api (FastAPI ingress: token, body limit, request checks, plan → codes + seeds, base64)
+                 │  DeploymentHandle
+                 ▼
+             Generator × num_replicas (model loaded once in __init__; @serve.batch merges concurrent
+                                        requests up to max_batch_images images per model call)
+
+Batching never changes bytes: :func:`~aigc_synth.sampling.sampler.generate_images` runs fixed-size
+micro-batches, so an image depends only on its (condition, seed) and the model.
+
+Resources: Serve's controller and HTTP proxy reserve 0 CPU; the ingress asks ``ingress_cpus`` (0)
+and each generator replica ``num_cpus`` (0.5), so the app fits a 2-CPU Ray and leaves room for a
+batch job next to it.
+"""
+
+# no `from __future__ import annotations` here: FastAPI must see the real `Request` annotation of the
+# ingress methods (as strings, `request` turns into a required query parameter under @serve.ingress)
+import asyncio
+import json
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from ray import serve
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from aigc_synth.schema import ConditionSchema
+from aigc_synth.serve.protocol import (FORMATS, REQUEST_KEYS, RequestError, check_bearer, encode_image, image_record,
+                                       parse_generate_request, plan_request)
+
+app = FastAPI(title="aigc_synth", docs_url=None, redoc_url=None, openapi_url=None)
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+@app.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:  # 404, 405 as {"error": ...}
+    return _error(exc.status_code, str(exc.detail))
+
+
+def _images_in(items: list[Any]) -> int:
+    """@serve.batch size function: a batch is measured in images, not requests."""
+    return sum(len(item[1]) for item in items)
+
+
+@serve.deployment(name="Generator", max_constructor_retry_count=3)
+class Generator:
+    """Holds one loaded generator; renders (codes, seeds) into encoded images."""
+
+    def __init__(self, checkpoint_bytes: bytes, source: str, model_id: str, torch_threads: int, compute_batch: int,
+                 max_batch_images: int, batch_wait_timeout_s: float, use_gpu: bool):
+        import torch
+
+        from aigc_synth.io.checkpoint import load_generator_from_bytes
+
+        torch.set_num_threads(max(1, int(torch_threads)))
+        self.device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
+        if use_gpu and self.device == "cpu":
+            raise RuntimeError("replica was given a GPU by Ray but torch.cuda.is_available() is False")
+        self.gen = load_generator_from_bytes(checkpoint_bytes, source=source, device=self.device)
+        if self.gen.model_id != model_id:
+            raise RuntimeError("checkpoint bytes shipped to the replica do not match the validated model id")
+        self.compute_batch = int(compute_batch)
+        self.render.set_max_batch_size(int(max_batch_images))
+        self.render.set_batch_wait_timeout_s(float(batch_wait_timeout_s))
+
+    def _render_many(self, items: list[tuple[np.ndarray, np.ndarray, str]]) -> list[list[bytes]]:
+        from aigc_synth.sampling.sampler import generate_images
+
+        codes = np.concatenate([np.asarray(c, dtype=np.int64) for c, _, _ in items])
+        seeds = np.concatenate([np.asarray(s, dtype=np.int64) for _, s, _ in items])
+        images = generate_images(self.gen, codes, seeds, self.device, self.compute_batch)
+        out, pos = [], 0
+        for _, s, fmt in items:
+            out.append([encode_image(img, fmt) for img in images[pos:pos + len(s)]])
+            pos += len(s)
+        return out
+
+    @serve.batch(max_batch_size=256, batch_wait_timeout_s=0.01, batch_size_fn=_images_in)
+    async def render(self, items: list[tuple[np.ndarray, np.ndarray, str]]) -> list[list[bytes]]:
+        # the model runs in a thread so the replica's event loop keeps queueing the next batch
+        return await asyncio.to_thread(self._render_many, items)
+
+
+@serve.deployment(name="Api")
+@serve.ingress(app)
+class Api:
+    """The HTTP surface: ``GET /health``, ``GET /conditions``, ``POST /generate``."""
+
+    def __init__(self, generator: Any, info: dict[str, Any], token_digest: bytes | None, max_n: int, max_body_bytes: int):
+        self.generator = generator
+        self.info = dict(info)
+        self.schema = ConditionSchema.from_dict(info["schema"])
+        self.token_digest = token_digest
+        self.max_n, self.max_body_bytes = int(max_n), int(max_body_bytes)
+
+    def _authorized(self, request: Request) -> bool:
+        return check_bearer(request.headers.get("authorization"), self.token_digest)
+
+    async def _read_body(self, request: Request) -> bytes:
+        limit = self.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                raise RequestError(422, "invalid Content-Length header")
+            if int(declared) > limit:
+                raise RequestError(413, f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes")
+        chunks, total = [], 0
+        async for chunk in request.stream():  # also bounds bodies sent without Content-Length (chunked)
+            total += len(chunk)
+            if total > limit:
+                raise RequestError(413, f"request body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    @app.get("/health")
+    async def health(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/conditions")
+    async def conditions(self, request: Request):
+        if not self._authorized(request):
+            return _error(401, "missing or invalid bearer token (Authorization: Bearer <token>)")
+        return {"schema": self.info["schema"], "combinations": self.schema.num_combinations,
+                "model_id": self.info["model_id"], "family": self.info["family"],
+                "width": self.info["resolution"], "height": self.info["resolution"], "formats": list(FORMATS),
+                "max_n": self.max_n, "max_body_bytes": self.max_body_bytes, "request_fields": list(REQUEST_KEYS),
+                "compute_batch": self.info["compute_batch"]}
+
+    @app.post("/generate")
+    async def generate(self, request: Request):
+        if not self._authorized(request):
+            return _error(401, "missing or invalid bearer token (Authorization: Bearer <token>)")
+        try:
+            raw = await self._read_body(request)
+            try:
+                body = json.loads(raw)
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise RequestError(422, f"the request body is not valid JSON: {exc}") from None
+            req = parse_generate_request(body, self.schema, self.max_n)
+            ids, codes, seeds = plan_request(req, self.schema)
+        except RequestError as exc:
+            return _error(exc.status, str(exc))
+        try:
+            encoded = await self.generator.render.remote((codes, seeds, req.format))
+        except Exception as exc:  # replica failure: one line, no traceback to the client
+            return _error(500, f"generation failed: {type(exc).__name__}")
+        images = [image_record(i, self.schema.decode(c), s, data)
+                  for i, c, s, data in zip(ids.tolist(), codes.tolist(), seeds.tolist(), encoded)]
+        r = self.info["resolution"]
+        return {"model_id": self.info["model_id"], "seed": req.seed, "start": req.start, "n": req.n,
+                "num_samples": req.num_samples, "format": req.format, "width": r, "height": r,
+                "conditions": req.conditions, "images": images}
+
+
+def build_app(*, checkpoint_bytes: bytes, source: str, model_id: str, schema: dict[str, list[str]], family: str,
+              resolution: int, token_digest: bytes | None, num_replicas: int = 1, num_cpus: float = 0.5,
+              num_gpus: float = 0.0, ingress_cpus: float = 0.0, torch_threads: int = 1, compute_batch: int = 32,
+              max_n: int = 64, max_body_bytes: int = 65536, max_batch_images: int = 256,
+              batch_wait_timeout_s: float = 0.01):
+    """The bound application (ingress ``Api`` → ``Generator``), ready for ``serve.run``."""
+    max_batch_images = max(int(max_batch_images), int(max_n))  # one full request must always fit a batch
+    generator = Generator.options(
+        num_replicas=num_replicas, ray_actor_options={"num_cpus": num_cpus, "num_gpus": num_gpus},
+        max_ongoing_requests=max(8, 2 * max(1, max_batch_images // max(1, max_n))),
+    ).bind(checkpoint_bytes, source, model_id, torch_threads, compute_batch, max_batch_images, batch_wait_timeout_s,
+           num_gpus > 0)
+    info = {"schema": schema, "model_id": model_id, "family": family, "resolution": resolution,
+            "compute_batch": compute_batch}
+    return Api.options(ray_actor_options={"num_cpus": ingress_cpus}).bind(generator, info, token_digest, max_n,
+                                                                           max_body_bytes)

@@ -1,0 +1,170 @@
+"""The HTTP protocol of ``aigc-synth serve``, without Ray or FastAPI: request checks, the
+sample-index → (condition, seed) mapping, image encoding, token and bind checks.
+
+A request ``{conditions: [c1, ..., ck], n, seed, start=0, num_samples=start+n}`` is *the slice*
+``[start, start + n)`` of the batch job ``job.seed=seed job.num_samples=num_samples`` with the plan
+``{kind: list, items: [{conditions: c1, weight: 1}, ..., {conditions: ck, weight: 1}]}``: codes and
+seeds come from the same :class:`~aigc_synth.sampling.plan.ConditionPlan` the job uses (per-sample
+seed ``derive_seeds(seed, sample_index)``), and the images from the same
+:func:`~aigc_synth.sampling.sampler.generate_images`, so the bytes are the job's bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import io
+import ipaddress
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from aigc_synth.sampling.plan import ConditionPlan
+from aigc_synth.schema import ConditionSchema, SchemaError
+
+FORMATS = ("png", "npy")
+REQUEST_KEYS = ("conditions", "n", "seed", "format", "start", "num_samples")
+MAX_SEED = 2**63 - 1
+MAX_NUM_SAMPLES = 100_000_000  # same typo guard as the batch job's job.max_samples
+TOKEN_ENV = "AIGC_SYNTH_TOKEN"
+
+
+class RequestError(ValueError):
+    """A request the server refuses: ``status`` is the HTTP status, the message goes into ``{"error": ...}``."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class GenerateRequest:
+    conditions: list[dict[str, str]]
+    n: int
+    seed: int
+    format: str
+    start: int
+    num_samples: int
+
+    def plan(self, schema: ConditionSchema) -> ConditionPlan:
+        """The batch job's plan for this request (a ``list`` plan, one equal-weight item per condition)."""
+        spec = {"kind": "list", "items": [{"conditions": c, "weight": 1.0} for c in self.conditions]}
+        return ConditionPlan(spec, schema, self.num_samples, self.seed)
+
+    def sample_ids(self) -> np.ndarray:
+        return np.arange(self.start, self.start + self.n, dtype=np.int64)
+
+
+def _int_field(body: Mapping[str, Any], key: str, default: int | None, lo: int, hi: int) -> int:
+    value = body.get(key, default)
+    if value is None:
+        raise RequestError(422, f"{key!r} is required (an integer in [{lo}, {hi}])")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RequestError(422, f"{key!r} must be an integer in [{lo}, {hi}], got {value!r}")
+    if not lo <= value <= hi:
+        raise RequestError(422, f"{key!r} must lie in [{lo}, {hi}], got {value}")
+    return value
+
+
+def parse_generate_request(body: Any, schema: ConditionSchema, max_n: int) -> GenerateRequest:
+    """Check a decoded JSON body; raise :class:`RequestError` (422) with one clear line."""
+    if not isinstance(body, Mapping):
+        raise RequestError(422, "the request body must be a JSON object {conditions, n, seed, format}")
+    unknown = sorted(set(body) - set(REQUEST_KEYS))
+    if unknown:
+        raise RequestError(422, f"unknown field {unknown[0]!r}; allowed fields: {list(REQUEST_KEYS)}")
+    conditions = body.get("conditions")
+    if isinstance(conditions, Mapping):
+        conditions = [conditions]
+    if not isinstance(conditions, list) or not conditions:
+        raise RequestError(422, "'conditions' must be a condition {factor: value} or a non-empty list of them; "
+                                f"factors: {schema.to_dict()}")
+    if len(conditions) > max_n:
+        raise RequestError(422, f"'conditions' has {len(conditions)} entries; at most {max_n} (the per-request limit)")
+    checked = []
+    for i, cond in enumerate(conditions):
+        try:
+            checked.append(schema.validate(cond))
+        except SchemaError as exc:
+            raise RequestError(422, f"conditions[{i}]: {exc}") from None
+    n = _int_field(body, "n", 1, 1, max_n)
+    seed = _int_field(body, "seed", 0, 0, MAX_SEED)
+    start = _int_field(body, "start", 0, 0, MAX_NUM_SAMPLES - n)
+    num_samples = _int_field(body, "num_samples", start + n, start + n, MAX_NUM_SAMPLES)
+    fmt = body.get("format", "png")
+    if fmt not in FORMATS:
+        raise RequestError(422, f"'format' must be one of {list(FORMATS)}, got {fmt!r}")
+    return GenerateRequest(conditions=checked, n=n, seed=seed, format=fmt, start=start, num_samples=num_samples)
+
+
+def plan_request(req: GenerateRequest, schema: ConditionSchema) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sample ids, codes (n, F), per-sample seeds) exactly as the equivalent batch job computes them."""
+    plan = req.plan(schema)
+    ids = req.sample_ids()
+    return ids, plan.codes_for(ids), plan.seeds_for(ids)
+
+
+def encode_image(image: np.ndarray, fmt: str) -> bytes:
+    """uint8 (H, W, 3) → PNG bytes (the batch job's encoder) or ``.npy`` bytes."""
+    if fmt == "png":
+        from aigc_synth.sampling.sampler import encode_png
+
+        return encode_png(image)
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(image), allow_pickle=False)
+    return buf.getvalue()
+
+
+def decode_image(data: bytes, fmt: str) -> np.ndarray:
+    """Inverse of :func:`encode_image`: uint8 (H, W, 3)."""
+    if fmt == "png":
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data)) as im:
+            return np.asarray(im.convert("RGB"))
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def image_record(index: int, condition: dict[str, str], seed: int, data: bytes) -> dict[str, Any]:
+    return {"sample_index": int(index), "condition": condition, "seed": int(seed),
+            "sha256": hashlib.sha256(data).hexdigest(), "data": base64.b64encode(data).decode("ascii")}
+
+
+# -- tokens and binding ---------------------------------------------------------------------------
+def token_digest(token: str) -> bytes:
+    """What the ingress keeps: the sha256 of the token, so the secret itself never enters Ray's state."""
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+def check_bearer(authorization: str | None, digest: bytes | None) -> bool:
+    """Constant-time check of an ``Authorization: Bearer <token>`` header; ``digest=None`` = auth disabled."""
+    if digest is None:
+        return True
+    if not authorization:
+        return False
+    scheme, _, presented = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not presented.strip():
+        return False
+    return hmac.compare_digest(token_digest(presented.strip()), digest)
+
+
+def is_loopback(host: str) -> bool:
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # any other name may resolve to a public address
+
+
+def check_bind(host: str, token: str | None) -> str | None:
+    """Refuse (ValueError) a non-loopback bind without a token; return a warning for loopback without one."""
+    if token:
+        return None
+    if not is_loopback(host):
+        raise ValueError(f"refusing to listen on non-loopback host {host!r} without a token: set ${TOKEN_ENV} "
+                         "(or serve.token), or use serve.host=127.0.0.1")
+    return (f"warning: no token (${TOKEN_ENV} unset): any local process can call this endpoint on {host}; "
+            f"set ${TOKEN_ENV} to require 'Authorization: Bearer <token>'")

@@ -1,0 +1,125 @@
+"""Start and stop the Serve application: every check that a user can fail runs before Ray starts."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from aigc_synth.config import ServeConfig, ServeRoot
+from aigc_synth.serve.protocol import TOKEN_ENV, check_bind, token_digest
+
+
+class ServeConfigError(ValueError):
+    """The serve config cannot run (bad limits, non-loopback host without a token, busy port...)."""
+
+
+@dataclass
+class RunningServer:
+    url: str
+    app_name: str
+    model_id: str
+    checkpoint: str
+    auth: bool
+
+
+def resolve_token(cfg: ServeConfig) -> str | None:
+    """``serve.token``, else ``$AIGC_SYNTH_TOKEN``; blank counts as unset."""
+    token = cfg.token if cfg.token not in (None, "") else os.environ.get(TOKEN_ENV, "")
+    token = str(token).strip()
+    return token or None
+
+
+def validate_serve_config(cfg: ServeConfig) -> tuple[str | None, str | None]:
+    """Check the config (pure, nothing started); return (token, warning or None)."""
+    checks = [
+        (isinstance(cfg.port, int) and 0 < cfg.port < 65536, f"serve.port must be in 1..65535, got {cfg.port}"),
+        (isinstance(cfg.num_replicas, int) and cfg.num_replicas >= 1, f"serve.num_replicas must be >= 1, got {cfg.num_replicas}"),
+        (cfg.num_cpus is not None and cfg.num_cpus >= 0, f"serve.num_cpus must be >= 0, got {cfg.num_cpus}"),
+        (cfg.num_gpus is not None and cfg.num_gpus >= 0, f"serve.num_gpus must be >= 0, got {cfg.num_gpus}"),
+        (cfg.ingress_cpus is not None and cfg.ingress_cpus >= 0, f"serve.ingress_cpus must be >= 0, got {cfg.ingress_cpus}"),
+        (isinstance(cfg.max_n, int) and cfg.max_n >= 1, f"serve.max_n must be >= 1, got {cfg.max_n}"),
+        (isinstance(cfg.max_body_bytes, int) and cfg.max_body_bytes >= 256, f"serve.max_body_bytes must be >= 256, got {cfg.max_body_bytes}"),
+        (isinstance(cfg.max_batch_images, int) and cfg.max_batch_images >= 1, f"serve.max_batch_images must be >= 1, got {cfg.max_batch_images}"),
+        (cfg.batch_wait_timeout_s is not None and cfg.batch_wait_timeout_s >= 0, f"serve.batch_wait_timeout_s must be >= 0, got {cfg.batch_wait_timeout_s}"),
+        (isinstance(cfg.compute_batch, int) and cfg.compute_batch >= 1, f"serve.compute_batch must be >= 1, got {cfg.compute_batch}"),
+        (cfg.torch_threads is None or cfg.torch_threads >= 1, f"serve.torch_threads must be >= 1 (or null), got {cfg.torch_threads}"),
+        (bool(str(cfg.host).strip()), "serve.host must not be empty"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ServeConfigError(message)
+    token = resolve_token(cfg)
+    try:
+        warning = check_bind(str(cfg.host), token)
+    except ValueError as exc:
+        raise ServeConfigError(str(exc)) from None
+    return token, warning
+
+
+def _check_port_free(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise ServeConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another serve.port") from None
+
+
+def start_server(root: ServeRoot, log: Callable[[str], Any] = lambda m: print(m, file=sys.stderr)) -> RunningServer:
+    """Validate, load the checkpoint, connect Ray, deploy; return once the app answers."""
+    import ray
+
+    from aigc_synth.io.checkpoint import load_generator_from_bytes
+    from aigc_synth.jobs.generate import connect_ray, resolve_checkpoint_path
+
+    cfg = root.serve
+    token, warning = validate_serve_config(cfg)
+    path = resolve_checkpoint_path(cfg.checkpoint)
+    if not path.is_file():
+        raise ServeConfigError(f"checkpoint not found: {path}")
+    data = Path(path).read_bytes()
+    loaded = load_generator_from_bytes(data, source=str(path))  # CheckpointError: one line, exit 2, nothing started
+    local = not ray.is_initialized() and not (root.ray.address or os.environ.get("RAY_ADDRESS"))
+    if local:  # a local proxy would fail to bind later, inside Ray, with a less clear error
+        _check_port_free(str(cfg.host), cfg.port)
+    connect_ray(root.ray.address, root.ray.num_cpus)
+    cluster = ray.cluster_resources()
+    cpus, gpus = float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0))
+    if cfg.num_gpus > 0 and gpus < cfg.num_gpus * cfg.num_replicas:
+        raise ServeConfigError(f"serve.num_gpus={cfg.num_gpus:g} × {cfg.num_replicas} replica(s) but the Ray cluster has "
+                               f"{gpus:g} GPU(s); use serve.num_gpus=0 to run on CPUs")
+    need = cfg.num_cpus * cfg.num_replicas + cfg.ingress_cpus
+    if need > cpus + 1e-9:
+        raise ServeConfigError(f"the app needs {need:g} CPUs ({cfg.num_replicas} × serve.num_cpus={cfg.num_cpus:g} + "
+                               f"serve.ingress_cpus={cfg.ingress_cpus:g}) but the cluster has {cpus:g}")
+
+    from ray import serve
+
+    from aigc_synth.serve.app import build_app
+
+    threads = cfg.torch_threads or max(1, int(cfg.num_cpus + 0.5))
+    app = build_app(checkpoint_bytes=data, source=str(path), model_id=loaded.model_id, schema=loaded.schema.to_dict(),
+                    family=loaded.family, resolution=loaded.resolution,
+                    token_digest=token_digest(token) if token else None, num_replicas=cfg.num_replicas,
+                    num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, ingress_cpus=cfg.ingress_cpus, torch_threads=threads,
+                    compute_batch=cfg.compute_batch, max_n=cfg.max_n, max_body_bytes=cfg.max_body_bytes,
+                    max_batch_images=cfg.max_batch_images, batch_wait_timeout_s=cfg.batch_wait_timeout_s)
+    serve.start(http_options={"host": str(cfg.host), "port": int(cfg.port)})
+    serve.run(app, name=cfg.app_name, route_prefix="/", blocking=False)
+    if warning:
+        log(warning)
+    host = f"[{cfg.host}]" if ":" in str(cfg.host) else str(cfg.host)
+    return RunningServer(url=f"http://{host}:{cfg.port}", app_name=cfg.app_name, model_id=loaded.model_id,
+                         checkpoint=str(path), auth=token is not None)
+
+
+def stop_server() -> None:
+    """Shut Serve down (controller, proxies, replicas); the Ray instance stays."""
+    from ray import serve
+
+    serve.shutdown()
