@@ -6,6 +6,7 @@ Subcommands take Hydra overrides (``key=value``) composed onto ``conf/``::
     aigc-synth train [overrides]       # train a generator; exports generator.pt
     aigc-synth info CHECKPOINT         # show an exported generator's schema and config
     aigc-synth verify OUTPUT_DIR       # check every shard against the manifest
+    aigc-synth submit [--address URL] [--no-wait] -- [overrides]   # generate on a running cluster (job server)
     aigc-synth serve [overrides]       # online generation endpoint (Ray Serve), until Ctrl-C
 
 Every error a user can cause ends as one line on stderr and exit status 2 (1 for runtime
@@ -153,6 +154,33 @@ COMMANDS = {"generate": cmd_generate, "train": cmd_train, "info": cmd_info, "ver
             "serve": cmd_serve}
 
 
+def cmd_submit(args: Sequence[str]) -> int:
+    from aigc_synth.jobs.submit import SubmitError, parse_args, submit_generation
+
+    opts = parse_args(args)
+    try:
+        result = submit_generation(opts.overrides, opts.address, wait=not opts.no_wait,
+                                   log=lambda line: print(line, flush=True), submission_id=opts.submission_id)
+    except SubmitError as exc:
+        print(f"aigc-synth submit: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("aigc-synth submit: detached; the job keeps running (`ray job stop <submission id>` stops it)", file=sys.stderr)
+        return 130
+    if opts.no_wait:
+        print(result["submission_id"])
+        return 0
+    if result["status"] != "SUCCEEDED":
+        print(f"aigc-synth submit: job {result['submission_id']} {result['status']}: {result['message'][:300]}", file=sys.stderr)
+        return EXIT_FAILURE
+    where = "" if Path(result["manifest"]).exists() else " (on the cluster's storage)"
+    print(f"job {result['submission_id']} SUCCEEDED; manifest: {result['manifest']}{where}")
+    return 0
+
+
+COMMANDS["submit"] = cmd_submit  # own options (--address, --no-wait): main() hands it the raw argv
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="aigc-synth", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -160,7 +188,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                             "  aigc-synth train model=dcgan_baseline train.steps=200")
     parser.add_argument("command", choices=sorted(COMMANDS), nargs="?", default="generate")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides key=value (or arguments of info/verify)")
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["submit"]:  # its options are parsed by cmd_submit, not here
+        args = argparse.Namespace(command="submit", overrides=argv[1:])
+    else:
+        args = parser.parse_args(argv)
     from aigc_synth.io.checkpoint import CheckpointError
     from aigc_synth.jobs.generate import JobSpecError, JobStalledError
     from aigc_synth.schema import SchemaError
