@@ -6,6 +6,7 @@ Subcommands take Hydra overrides (``key=value``) composed onto ``conf/``::
     aigc-synth train [overrides]       # train a generator; exports generator.pt
     aigc-synth info CHECKPOINT         # show an exported generator's schema and config
     aigc-synth verify OUTPUT_DIR       # check every shard against the manifest
+    aigc-synth evaluate [overrides]    # metrics + report for a checkpoint or a job's output
     aigc-synth submit [--address URL] [--no-wait] -- [overrides]   # generate on a running cluster (job server)
     aigc-synth serve [overrides]       # online generation endpoint (Ray Serve), until Ctrl-C
 
@@ -107,6 +108,20 @@ def cmd_info(args: Sequence[str]) -> int:
     return 0
 
 
+def cmd_evaluate(overrides: Sequence[str]) -> int:
+    from aigc_synth.config import EvaluateRoot
+    from aigc_synth.evaluation import evaluate
+
+    cfg: EvaluateRoot = compose("evaluate", overrides)
+    result = evaluate(cfg)
+    o = result["overall"]
+    acc = ", ".join(f"{k} {v:.3f}" for k, v in o["condition_accuracy"].items())
+    print(f"FD {o['fd']:.2f}  KID {o['kid']:.5f} ± {o['kid_std']:.5f}  precision {o['precision']:.3f}  "
+          f"recall {o['recall']:.3f}  coverage {o['coverage']:.3f}  condition accuracy: {acc}")
+    print(f"report: {Path(cfg.out_dir) / 'report.md'}  metrics: {Path(cfg.out_dir) / 'metrics.json'}")
+    return 0
+
+
 def cmd_verify(args: Sequence[str]) -> int:
     from aigc_synth.io.reader import verify_output
 
@@ -150,7 +165,7 @@ def cmd_serve(overrides: Sequence[str]) -> int:
             stop_server()
 
 
-COMMANDS = {"generate": cmd_generate, "train": cmd_train, "info": cmd_info, "verify": cmd_verify,
+COMMANDS = {"generate": cmd_generate, "train": cmd_train, "info": cmd_info, "verify": cmd_verify, "evaluate": cmd_evaluate,
             "serve": cmd_serve}
 
 
@@ -194,12 +209,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         args = parser.parse_args(argv)
     from aigc_synth.io.checkpoint import CheckpointError
+    from aigc_synth.evaluation import EvaluationError
     from aigc_synth.jobs.generate import JobSpecError, JobStalledError
     from aigc_synth.schema import SchemaError
 
     try:
         return COMMANDS[args.command](args.overrides)
-    except (UsageError, JobSpecError, CheckpointError, SchemaError, FileNotFoundError) as exc:
+    except (UsageError, JobSpecError, CheckpointError, SchemaError, FileNotFoundError, EvaluationError) as exc:
         print(f"aigc-synth {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except JobStalledError as exc:

@@ -54,6 +54,10 @@ class TrainConfig:
     sample_every: int = 500
     checkpoint_every: int = 500
     resume: bool = True
+    eval_every: int = 0  # >0: log KID/FD/condition accuracy (domain classifier) every N steps; keep the best
+    eval_samples: int = 450  # real and generated images per evaluation
+    best_metric: str = "kid"  # kid | fd | accuracy_mean: selects best_generator.pt
+    classifier: Optional[str] = None  # None = the bundled domain classifier
 
 
 @dataclass
@@ -82,6 +86,18 @@ class PlanConfig:
 
 
 @dataclass
+class GateConfig:
+    """Condition-fidelity gate: the domain classifier scores every sample; one whose predicted
+    condition differs from the request (or whose confidence is below ``min_confidence``) is
+    regenerated from the next derived seed, up to ``max_tries`` attempts in all."""
+
+    enabled: bool = False
+    max_tries: int = 4
+    min_confidence: float = 0.0  # probability of the requested condition (product over factors)
+    classifier: Optional[str] = None  # None / "default" = the bundled domain classifier
+
+
+@dataclass
 class JobConfig:
     name: str = "balanced"
     num_samples: int = 1000
@@ -94,6 +110,7 @@ class JobConfig:
     plan: PlanConfig = field(default_factory=PlanConfig)
     max_samples: int = 100_000_000  # refuse larger requests (typo guard)
     compute_batch: int = 32  # rows per network call (padded); part of the determinism contract, raise on GPUs
+    gate: GateConfig = field(default_factory=GateConfig)
 
 
 @dataclass
@@ -150,11 +167,33 @@ class ServeRoot:
     ray: RayConfig = field(default_factory=RayConfig)
 
 
+@dataclass
+class EvaluateRoot:
+    """``aigc-synth evaluate``: metrics of a generator (checkpoint) or of a job's output against a
+    reference set, in the domain classifier's feature space (Inception's too, given local weights)."""
+
+    source: str = "default"  # a checkpoint path, "default" (the bundled generator) or a job output_dir
+    out_dir: str = "outputs/eval"
+    overwrite: bool = False
+    n_per_condition: int = 100  # checkpoint source: images sampled per condition (all combinations)
+    max_samples: int = 10_000  # job source: rows read at most (first shards first)
+    seed: int = 0  # checkpoint source: job seed of the sampled images
+    reference: str = "procedural"  # "procedural" or a folder of real images (with reference_labels)
+    reference_labels: Optional[str] = None  # labels CSV for a folder reference
+    classifier: Optional[str] = None  # None / "default" = the bundled domain classifier
+    inception_weights: Optional[str] = None  # local torch-fidelity Inception weights: adds Inception FID/KID/IS
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
+    grid_per_condition: int = 4  # real and generated examples per condition in the report grid
+    threads: int = 0  # torch threads for sampling; 0 = all cores
+
+
 def register_configs() -> None:
     """Register the schemas so YAML in ``conf/`` is type-checked on composition."""
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainRoot)
     cs.store(name="generate_schema", node=GenerateRoot)
     cs.store(name="serve_schema", node=ServeRoot)
+    cs.store(name="evaluate_schema", node=EvaluateRoot)
     cs.store(group="model", name="model_schema", node=ModelConfig)
     cs.store(group="job", name="job_schema", node=JobConfig)

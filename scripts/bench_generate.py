@@ -83,10 +83,11 @@ def ray_job(checkpoint: str, n: int, out: Path, actors: int | None, batch_size: 
     if actors:
         overrides.append(f"resources.actors={actors}")
     t0 = time.perf_counter()
-    manifest = run_generation(compose("generate", overrides), progress=False, log=lambda *_: None)
+    run_generation(compose("generate", overrides), progress=False, log=lambda *_: None)
     wall = time.perf_counter() - t0
-    return {"with_start_img_per_s": n / wall, "without_start_img_per_s": manifest["timings"]["images_per_s"],
-            "ray_start_s": manifest["timings"]["ray_start_s"], "wall_s": wall, "resources": manifest["resources"]}
+    run = json.loads((Path(out) / "run.json").read_text())  # this run's timings and resources
+    return {"with_start_img_per_s": n / wall, "without_start_img_per_s": run["timings"]["images_per_s"],
+            "ray_start_s": run["timings"]["ray_start_s"], "wall_s": wall, "resources": run["resources"]}
 
 
 def main() -> None:

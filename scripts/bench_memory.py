@@ -31,7 +31,8 @@ from aigc_synth.cli import compose
 from aigc_synth.jobs.generate import run_generation
 import ray
 cfg = compose("generate", {overrides!r})
-m = run_generation(cfg, progress=False, log=lambda *a: None)
+run_generation(cfg, progress=False, log=lambda *a: None)
+m = json.load(open(cfg.output_dir + "/run.json"))  # this run's timings (the manifest holds none)
 spilled = 0.0
 try:
     from ray._private.internal_api import memory_summary

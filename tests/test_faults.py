@@ -1,8 +1,11 @@
-"""Faults: a generator actor killed mid-job costs only time.
+"""Faults: a killed actor, a removed node or a killed driver costs only time.
 
 The job must finish, every planned sample id must appear exactly once, shard checksums must equal
-a clean run's, and no temporary files may remain. (Node removal and driver-kill tests belong to the
-robustness issue and are not here yet.)
+a clean run's, and no temporary files may remain. Where Ray would wait forever (a lost node and
+no room to restart its actor), the job fails with a clear message instead.
+
+The actor-kill test is in the default suite; node removal (a real multi-node cluster started in a
+child process) and driver kill + rerun are ``slow``: ``pytest -m slow tests/test_faults.py``.
 """
 
 from __future__ import annotations
@@ -74,6 +77,57 @@ def test_killed_actor_costs_only_time(ray_session, tiny_checkpoint, tmp_path):
     assert sorted(ids) == list(range(480))  # every id exactly once
     assert [s["sha256"] for s in manifest["shards"]] == [s["sha256"] for s in clean["shards"]]
     assert verify_output(out) == []
+    assert not [p for p in out.rglob("*") if p.name.startswith(".tmp-")], "temporary files left behind"
+
+
+def _run_cluster_child(ckpt: Path, out: Path, workers: int, timeout_s: int) -> dict:
+    import json
+    import subprocess
+    import sys
+
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ADDRESS": ""}
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("cluster_fault_child.py")), str(ckpt), str(out),
+                             str(workers), str(timeout_s)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env=env, start_new_session=True)
+    try:
+        stdout, _ = proc.communicate(timeout=600)
+    finally:
+        try:  # the child's cluster (head, raylets, workers) lives in its process group
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    lines = [ln for ln in stdout.splitlines() if ln.startswith("RESULT ")]
+    assert lines, f"child produced no result: {stdout[-2000:]}"
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+@pytest.mark.slow
+def test_removed_worker_node_costs_only_time(tiny_checkpoint, tmp_path):
+    """3 one-CPU worker nodes, 2 actors; the node of one actor is removed after two shards: the actor
+    restarts on the spare node and the output equals a clean run's."""
+    clean = tmp_path / "clean"
+    result_clean = _run_cluster_child(tiny_checkpoint, clean, workers=3, timeout_s=0)
+    assert result_clean["status"] == "ok", result_clean
+    out = tmp_path / "node_removed"
+    result = _run_cluster_child(tiny_checkpoint, out, workers=3, timeout_s=240)
+    assert result["removed_node"], "the job finished before a node could be removed; make it longer"
+    assert result["status"] == "ok", result
+    ids = pq.read_table(out / "parquet", columns=["sample_id"]).column("sample_id").to_pylist()
+    assert sorted(ids) == list(range(480))
+    assert (out / "manifest.json").read_bytes() == (clean / "manifest.json").read_bytes()
+    assert verify_output(out) == []
+    assert not [p for p in out.rglob("*") if p.name.startswith(".tmp-")]
+
+
+@pytest.mark.slow
+def test_lost_node_without_spare_capacity_fails_fast_instead_of_hanging(tiny_checkpoint, tmp_path):
+    """2 worker nodes, 2 actors, one node removed: the lost actor cannot be placed anywhere, Ray would
+    wait forever; the progress watchdog ends the job with a clear error."""
+    result = _run_cluster_child(tiny_checkpoint, tmp_path / "stalled", workers=2, timeout_s=45)
+    assert result["removed_node"], result
+    assert result["status"] == "JobStalledError", result
+    assert "no shard finished in 45 s" in result["message"]
+    assert result["elapsed_s"] < 45 + 120
 
 
 @pytest.mark.slow
@@ -105,7 +159,6 @@ def test_driver_sigkill_then_rerun_resumes(tiny_checkpoint, tmp_path):
     rerun = run_cli(*args, f"output_dir={out}", timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert "already committed, skipped" in rerun.stdout
-    a = json.loads((tmp_path / "clean" / "manifest.json").read_text())
-    b = json.loads((out / "manifest.json").read_text())
-    assert a["shards"] == b["shards"]
+    assert (out / "manifest.json").read_bytes() == (tmp_path / "clean" / "manifest.json").read_bytes()
     assert verify_output(out) == []
+    assert not [p for p in out.rglob("*") if p.name.startswith(".tmp-")]

@@ -40,7 +40,10 @@ def two_runs(ray_session, tiny_checkpoint, tmp_path_factory):
 
 def test_bytes_identical_across_actor_counts_and_batch_sizes(two_runs):
     a, man_a, b, man_b = two_runs
-    assert man_a["resources"]["actors"] == 1 and man_b["resources"]["actors"] == 2
+    run_a, run_b = (json.loads((d / "run.json").read_text()) for d in (a, b))
+    assert run_a["resources"]["actors"] == 1 and run_b["resources"]["actors"] == 2
+    # the manifest is a pure function of the job: same bytes whatever the actor count or batch size
+    assert (a / "manifest.json").read_bytes() == (b / "manifest.json").read_bytes()
     img_a, img_b = _images_by_id(a), _images_by_id(b)
     assert sorted(img_a) == list(range(200))
     assert img_a == img_b
@@ -56,7 +59,9 @@ def test_manifest_integrity_and_counts(two_runs):
     assert on_disk["schema"]["weather"][3] == "fog" and len(on_disk["model_id"]) == 64
     for key in ("ray", "torch", "pyarrow", "aigc_synth"):
         assert key in on_disk["versions"]
-    assert {"generate_s", "ray_start_s", "total_s", "images_per_s"} <= set(on_disk["timings"])
+    assert "timings" not in on_disk and "resources" not in on_disk
+    run = json.loads((a / "run.json").read_text())
+    assert {"generate_s", "ray_start_s", "total_s", "images_per_s"} <= set(run["timings"])
     table = pq.read_table(a / "parquet")
     written = Counter("/".join(r) for r in zip(*(table.column(n).to_pylist() for n in ("weather", "time_of_day", "traffic"))))
     assert written == Counter(on_disk["counts_per_condition"])
@@ -186,8 +191,10 @@ def test_interrupted_run_resumes_to_identical_output(two_runs, tiny_checkpoint, 
     cfg = _cfg(partial, tiny_checkpoint, "resources.actors=1", "resources.batch_size=16")
     manifest = run_generation(cfg, progress=False)
     assert "resuming: 2 of 4 shards already committed, skipped" in capsys.readouterr().out
-    assert manifest["timings"]["shards_skipped_on_resume"] == 2
+    assert json.loads((partial / "run.json").read_text())["shards_skipped_on_resume"] == 2
     assert manifest["shards"] == man_a["shards"]
+    # resumed run → manifest byte-identical to the clean run's
+    assert (partial / "manifest.json").read_bytes() == (a / "manifest.json").read_bytes()
     assert verify_output(partial) == []
 
 

@@ -47,7 +47,12 @@ def png_filename(sample_id: int) -> str:
     return f"{sample_id:09d}.png"
 
 
-def arrow_schema(factor_names: Sequence[str]) -> pa.Schema:
+#: Extra per-row columns of a job run with the condition-fidelity gate: (arrow type, HF dtype).
+GATE_COLUMNS = {"gate_confidence": (pa.float32(), "float32"), "gate_attempts": (pa.int32(), "int32"),
+                "gate_passed": (pa.bool_(), "bool")}
+
+
+def arrow_schema(factor_names: Sequence[str], gate: bool = False) -> pa.Schema:
     """Shard schema, with the Hugging Face features JSON so ``datasets`` decodes ``image`` as Image."""
     fields = [pa.field("sample_id", pa.int64()), pa.field("seed", pa.int64())]
     fields += [pa.field(name, pa.string()) for name in factor_names]
@@ -57,13 +62,19 @@ def arrow_schema(factor_names: Sequence[str]) -> pa.Schema:
     features.update({name: {"dtype": "string", "_type": "Value"} for name in factor_names})
     features.update({"image": {"_type": "Image"}, "width": {"dtype": "int32", "_type": "Value"},
                      "height": {"dtype": "int32", "_type": "Value"}, "model_id": {"dtype": "string", "_type": "Value"}})
+    if gate:
+        fields += [pa.field(name, typ) for name, (typ, _) in GATE_COLUMNS.items()]
+        features.update({name: {"dtype": hf, "_type": "Value"} for name, (_, hf) in GATE_COLUMNS.items()})
     return pa.schema(fields, metadata={b"huggingface": json.dumps({"info": {"features": features}}).encode()})
 
 
 def write_shard(output_dir: str | os.PathLike, shard: int, *, sample_ids: np.ndarray, seeds: np.ndarray,
                 conditions: dict[str, Sequence[str]], png_bytes: list[bytes], width: int, height: int,
-                model_id: str, formats: Sequence[str]) -> dict[str, Any]:
-    """Write one shard atomically (PNG folder first, then Parquet) and return its manifest entry."""
+                model_id: str, formats: Sequence[str], gate: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """Write one shard atomically (PNG folder first, then Parquet) and return its manifest entry.
+
+    ``gate`` (jobs with the condition-fidelity gate) holds the per-row :data:`GATE_COLUMNS`.
+    """
     out = Path(output_dir)
     entry: dict[str, Any] = {"shard": shard, "rows": int(len(sample_ids)),
                              "first_sample_id": int(sample_ids[0]), "last_sample_id": int(sample_ids[-1])}
@@ -92,7 +103,9 @@ def write_shard(output_dir: str | os.PathLike, shard: int, *, sample_ids: np.nda
         columns["width"] = pa.array(np.full(len(sample_ids), width), pa.int32())
         columns["height"] = pa.array(np.full(len(sample_ids), height), pa.int32())
         columns["model_id"] = pa.array([model_id] * len(sample_ids), pa.string())
-        table = pa.Table.from_pydict(columns, schema=arrow_schema(list(conditions)))
+        if gate is not None:
+            columns.update({name: pa.array(gate[name], typ) for name, (typ, _) in GATE_COLUMNS.items()})
+        table = pa.Table.from_pydict(columns, schema=arrow_schema(list(conditions), gate=gate is not None))
         final = out / parquet_relpath(shard)
         with atomic_path(final) as tmp:
             pq.write_table(table, tmp, compression="snappy")

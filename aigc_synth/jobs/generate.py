@@ -29,7 +29,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -39,11 +39,17 @@ from aigc_synth.io.checkpoint import CheckpointError, load_generator
 from aigc_synth.io.shards import committed_shard_entry, remove_stale_temporaries, write_shard
 from aigc_synth.sampling.plan import ConditionPlan, PlanError
 from aigc_synth.sampling.sampler import COMPUTE_BATCH, PNG_COMPRESS_LEVEL
+from aigc_synth.sampling.seeds import derive_seeds
 from aigc_synth.schema import ConditionSchema, SchemaError
 
 MANIFEST = "manifest.json"
 JOB_FINGERPRINT = "job.json"  # written before the first shard: lets a rerun resume, refuses a different job
 MANIFEST_FORMAT = "aigc_synth.manifest/v1"
+#: How this particular run went (resources, timings, shards skipped). Kept out of the manifest so
+#: that the manifest is a pure function of the job spec and model: a resumed run writes the same bytes.
+RUN_INFO = "run.json"
+#: derive_seeds stream of gate attempt t (t ≥ 1); far from the latent (0) and plan (1..F) streams.
+GATE_STREAM = 1 << 20
 SUPPORTED_FORMATS = ("parquet", "png")
 BUNDLED_CHECKPOINT = Path(__file__).resolve().parent.parent / "assets" / "default_generator.pt"
 
@@ -78,6 +84,7 @@ class ResolvedJob:
     resolution: int
     batch_size: int
     compute_batch: int = COMPUTE_BATCH
+    gate: dict[str, Any] | None = None  # the condition-fidelity gate, resolved (None: off)
     job_spec: dict[str, Any] = field(default_factory=dict)
 
 
@@ -138,6 +145,9 @@ def validate_job(cfg: GenerateRoot) -> ResolvedJob:
         ConditionPlan(job.plan if isinstance(job.plan, dict) else asdict(job.plan), schema, job.num_samples, job.seed)
     except (PlanError, SchemaError) as exc:
         raise JobSpecError(f"job.plan: {exc}") from None
+    gate = validate_gate(job.gate, schema, formats)
+    if gate is not None and res.png_stage:
+        raise JobSpecError("job.gate cannot run with resources.png_stage=true (the gate scores images inside the actor)")
 
     out = Path(cfg.output_dir).expanduser()
     if out.exists() and not out.is_dir():
@@ -153,11 +163,13 @@ def validate_job(cfg: GenerateRoot) -> ResolvedJob:
         num_shards=math.ceil(job.num_samples / job.shard_size), formats=formats, plan=plan_dict,
         checkpoint=str(ckpt_path.absolute()), model_id=loaded.model_id, schema=schema.to_dict(),
         family=header["family"], model_config=dict(header["model_config"]),
-        resolution=loaded.resolution, batch_size=res.batch_size, compute_batch=job.compute_batch,
+        resolution=loaded.resolution, batch_size=res.batch_size, compute_batch=job.compute_batch, gate=gate,
     )
     resolved.job_spec = {"name": job.name, "num_samples": job.num_samples, "seed": job.seed, "shard_size": job.shard_size,
                          "compute_batch": job.compute_batch,
                          "formats": formats, "plan": plan_dict, "checkpoint": resolved.checkpoint}
+    if gate is not None:  # only when on, so ungated jobs keep their fingerprints
+        resolved.job_spec["gate"] = {k: gate[k] for k in ("max_tries", "min_confidence", "classifier_id")}
     fingerprint = out / JOB_FINGERPRINT
     if fingerprint.exists() and not cfg.overwrite:
         try:
@@ -173,6 +185,30 @@ def validate_job(cfg: GenerateRoot) -> ResolvedJob:
     if out.is_dir() and any(out.iterdir()) and not cfg.overwrite and not fingerprint.exists():
         raise JobSpecError(f"output_dir {out} is not empty and holds no aigc_synth output; choose an empty directory or pass overwrite=true")
     return resolved
+
+
+def validate_gate(gate_cfg, schema: ConditionSchema, formats: list[str]) -> dict[str, Any] | None:
+    """Check the gate settings and load its classifier once; None when the gate is off."""
+    if gate_cfg is None or not gate_cfg.enabled:
+        return None
+    from aigc_synth.metrics.domain import load_domain_classifier, resolve_classifier_path
+
+    if not isinstance(gate_cfg.max_tries, int) or gate_cfg.max_tries < 1:
+        raise JobSpecError(f"job.gate.max_tries must be a positive integer, got {gate_cfg.max_tries}")
+    if not 0.0 <= float(gate_cfg.min_confidence) < 1.0:
+        raise JobSpecError(f"job.gate.min_confidence must lie in [0, 1), got {gate_cfg.min_confidence}")
+    if "parquet" not in formats:
+        raise JobSpecError("job.gate needs 'parquet' in job.formats: per-row gate confidence is stored there")
+    path = resolve_classifier_path(gate_cfg.classifier)
+    try:
+        judge = load_domain_classifier(path)
+    except CheckpointError as exc:
+        raise JobSpecError(f"job.gate.classifier: {exc}") from None
+    if judge.schema.to_dict() != schema.to_dict():
+        raise JobSpecError(f"job.gate.classifier {path} was trained on schema {judge.schema.to_dict()}, "
+                           f"the checkpoint generates {schema.to_dict()}")
+    return {"max_tries": int(gate_cfg.max_tries), "min_confidence": float(gate_cfg.min_confidence),
+            "classifier": str(path.absolute()), "classifier_id": judge.classifier_id}
 
 
 def job_fingerprint(job: ResolvedJob) -> dict[str, Any]:
@@ -272,17 +308,60 @@ def job_plan(job: dict[str, Any]) -> ConditionPlan:
     return ConditionPlan(job["plan"], ConditionSchema.from_dict(job["schema"]), job["num_samples"], job["seed"])
 
 
-def commit_shard(job: dict[str, Any], plan: ConditionPlan, shard: int, images: np.ndarray) -> dict[str, Any]:
-    """PNG-encode a shard's images and write it atomically; return its manifest entry."""
+def commit_shard(job: dict[str, Any], plan: ConditionPlan, shard: int, images: np.ndarray,
+                 gate: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """PNG-encode a shard's images and write it atomically; return its manifest entry.
+
+    ``gate`` (gated jobs): the seeds actually used plus the per-row gate columns.
+    """
     from aigc_synth.sampling.sampler import encode_png
 
     schema = plan.schema
     ids = shard_sample_ids(job, shard)
     codes = plan.codes_for(ids)
     conditions = {name: [vals[c] for c in codes[:, f]] for f, (name, vals) in enumerate(schema.factors)}
-    return write_shard(job["output_dir"], shard, sample_ids=ids, seeds=plan.seeds_for(ids), conditions=conditions,
+    seeds = gate["seed"] if gate is not None else plan.seeds_for(ids)
+    return write_shard(job["output_dir"], shard, sample_ids=ids, seeds=seeds, conditions=conditions,
                        png_bytes=[encode_png(img) for img in images], width=job["resolution"], height=job["resolution"],
-                       model_id=job["model_id"], formats=job["formats"])
+                       model_id=job["model_id"], formats=job["formats"], gate=gate)
+
+
+def gated_images(render: Callable[[np.ndarray, np.ndarray], np.ndarray], judge, job: dict[str, Any],
+                 ids: np.ndarray, codes: np.ndarray, first_seeds: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The condition-fidelity gate: render, let the classifier judge, re-render rejects.
+
+    Attempt ``t`` of sample ``i`` uses ``first_seeds`` for ``t = 0`` and
+    ``derive_seeds(job.seed, i, stream=GATE_STREAM + t)`` after, so the output is a pure function
+    of (job, sample id): the same whatever the actor count or batch size. A sample passes when
+    the predicted condition equals the request and its confidence reaches ``min_confidence``;
+    one that never passes keeps its most confident attempt and ``gate_passed = False``.
+    """
+    gate = job["gate"]
+
+    def judge_batch(images: np.ndarray, want: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        scores = judge.score(images)
+        conf = scores.confidence(want)
+        ok = (scores.predicted_codes() == want).all(axis=1) & (conf >= gate["min_confidence"])
+        return conf, ok
+
+    images = render(codes, first_seeds)
+    conf, passed = judge_batch(images, codes)
+    seeds, attempts = first_seeds.copy(), np.ones(len(ids), np.int32)
+    for t in range(1, gate["max_tries"]):
+        todo = np.flatnonzero(~passed)
+        if not len(todo):
+            break
+        retry_seeds = derive_seeds(job["seed"], ids[todo], stream=GATE_STREAM + t)
+        retry = render(codes[todo], retry_seeds)
+        c, ok = judge_batch(retry, codes[todo])
+        attempts[todo] = t + 1
+        better = ok | (c > conf[todo])
+        take = todo[better]
+        images[take], seeds[take], conf[take] = retry[better], retry_seeds[better], c[better]
+        passed[todo[ok]] = True
+    # rounded so the stored value never depends on the last float bit
+    return images, {"seed": seeds, "gate_confidence": np.round(conf, 4).astype(np.float32),
+                    "gate_attempts": attempts, "gate_passed": passed}
 
 
 class ShardGenerator:
@@ -293,10 +372,12 @@ class ShardGenerator:
     (:func:`encode_and_commit`), an alternative the benchmark measures side by side.
     """
 
-    def __init__(self, job: dict[str, Any], checkpoint_bytes: bytes, torch_threads: int, use_gpu: bool, write: bool = True):
+    def __init__(self, job: dict[str, Any], checkpoint_bytes: bytes, torch_threads: int, use_gpu: bool, write: bool = True,
+                 classifier_bytes: bytes | None = None):
         import torch
 
         from aigc_synth.io.checkpoint import load_generator_from_bytes
+        from aigc_synth.metrics.domain import load_domain_classifier_from_bytes
 
         torch.set_num_threads(torch_threads)
         self.job, self.write = job, write
@@ -307,22 +388,35 @@ class ShardGenerator:
         if self.gen.model_id != job["model_id"]:
             raise RuntimeError("checkpoint bytes shipped to the actor do not match the validated model id")
         self.plan = job_plan(job)
+        self.judge = None
+        if job.get("gate"):
+            self.judge = load_domain_classifier_from_bytes(classifier_bytes, source=job["gate"]["classifier"])
+            if self.judge.classifier_id != job["gate"]["classifier_id"]:
+                raise RuntimeError("classifier bytes shipped to the actor do not match the validated classifier id")
 
-    def render(self, shard: int) -> np.ndarray:
+    def _images(self, codes: np.ndarray, seeds: np.ndarray) -> np.ndarray:
         from aigc_synth.sampling.sampler import generate_images
 
-        job = self.job
-        ids = shard_sample_ids(job, shard)
+        step = self.job["batch_size"]
+        parts = [generate_images(self.gen, codes[i:i + step], seeds[i:i + step], self.device, self.job["compute_batch"])
+                 for i in range(0, len(codes), step)]
+        return np.concatenate(parts) if parts else np.zeros((0, self.gen.resolution, self.gen.resolution, 3), np.uint8)
+
+    def render(self, shard: int) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
+        ids = shard_sample_ids(self.job, shard)
         codes, seeds = self.plan.codes_for(ids), self.plan.seeds_for(ids)
-        parts = [generate_images(self.gen, codes[i:i + job["batch_size"]], seeds[i:i + job["batch_size"]], self.device,
-                                 job["compute_batch"]) for i in range(0, len(ids), job["batch_size"])]
-        return np.concatenate(parts)
+        if self.judge is None:
+            return self._images(codes, seeds), None
+        return gated_images(self._images, self.judge, self.job, ids, codes, seeds)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         shards = [int(s) for s in batch["id"]]
         if self.write:
-            return {"entry": np.asarray([json.dumps(commit_shard(self.job, self.plan, s, self.render(s))) for s in shards], dtype=object)}
-        images = [self.render(s) for s in shards]
+            return {"entry": np.asarray([json.dumps(commit_shard(self.job, self.plan, s, *self.render(s))) for s in shards],
+                                        dtype=object)}
+        if self.judge is not None:
+            raise RuntimeError("the separate PNG stage does not carry gate columns; use resources.png_stage=false with job.gate")
+        images = [self.render(s)[0] for s in shards]
         return {"id": np.asarray(shards), "pixels": np.asarray([im.tobytes() for im in images], dtype=object),
                 "rows": np.asarray([len(im) for im in images])}
 
@@ -340,6 +434,30 @@ def encode_and_commit(batch: dict[str, np.ndarray], job: dict[str, Any]) -> dict
 # ------------------------------------------------------------------------------------------------
 # the driver
 # ------------------------------------------------------------------------------------------------
+def gate_summary(out: Path, entries: list[dict[str, Any]], schema: ConditionSchema, gate: dict[str, Any]) -> dict[str, Any]:
+    """Accept rates per condition from the committed shards' gate columns (read shard by shard,
+    so a resumed job reports exactly what a clean run would)."""
+    import pyarrow.parquet as pq
+
+    stats: dict[str, list[int]] = {}  # key → [rows, passed first try, passed at all, attempts]
+    for entry in entries:
+        t = pq.read_table(out / entry["path"], columns=[*schema.names, "gate_attempts", "gate_passed"])
+        cols = [t.column(n).to_pylist() for n in schema.names]
+        for *cond, attempts, passed in zip(*cols, t.column("gate_attempts").to_pylist(), t.column("gate_passed").to_pylist()):
+            s = stats.setdefault("/".join(cond), [0, 0, 0, 0])
+            s[0] += 1
+            s[1] += int(passed and attempts == 1)
+            s[2] += int(passed)
+            s[3] += attempts
+    order = ["/".join(c.values()) for c in schema.combinations()]
+    per = {k: {"rows": v[0], "accept_rate_first_try": round(v[1] / v[0], 4), "pass_rate": round(v[2] / v[0], 4),
+               "mean_attempts": round(v[3] / v[0], 4)} for k, v in sorted(stats.items(), key=lambda kv: order.index(kv[0]))}
+    tot = [sum(v[i] for v in stats.values()) for i in range(4)]
+    return {"classifier_id": gate["classifier_id"], "max_tries": gate["max_tries"], "min_confidence": gate["min_confidence"],
+            "accept_rate_first_try": round(tot[1] / tot[0], 4), "pass_rate": round(tot[2] / tot[0], 4),
+            "mean_attempts": round(tot[3] / tot[0], 4), "per_condition": per}
+
+
 def library_versions() -> dict[str, str]:
     import PIL
     import pyarrow
@@ -392,10 +510,11 @@ def run_generation(cfg: GenerateRoot, progress: bool = True, log=print) -> dict[
     checkpoint_bytes = Path(job.checkpoint).read_bytes()
     if hashlib.sha256(checkpoint_bytes).hexdigest() != job.model_id:
         raise JobSpecError(f"checkpoint {job.checkpoint} changed while the job was starting")
+    classifier_bytes = Path(job.gate["classifier"]).read_bytes() if job.gate else None
 
     out = Path(job.output_dir)
     if cfg.overwrite and out.exists():
-        for sub in ("parquet", "png", MANIFEST, JOB_FINGERPRINT, "preview.png"):
+        for sub in ("parquet", "png", MANIFEST, JOB_FINGERPRINT, RUN_INFO, "preview.png"):
             target = out / sub
             if target.is_dir():
                 shutil.rmtree(target)
@@ -438,6 +557,7 @@ def run_generation(cfg: GenerateRoot, progress: bool = True, log=print) -> dict[
             num_cpus=pool.cpus_per_actor,
             num_gpus=pool.gpus_per_actor,
             fn_constructor_kwargs={"job": asdict(job), "checkpoint_bytes": checkpoint_bytes, "write": not separate_png,
+                                   "classifier_bytes": classifier_bytes,
                                    "torch_threads": pool.torch_threads, "use_gpu": pool.gpus_per_actor > 0},
         )
         if separate_png:  # PNG encoding + writing as CPU tasks in the reserved share
@@ -475,12 +595,18 @@ def run_generation(cfg: GenerateRoot, progress: bool = True, log=print) -> dict[
         "num_shards": job.num_shards,
         "counts_per_condition": plan.counts(),
         "shards": entries,
+    }
+    if job.gate:
+        manifest["gate"] = gate_summary(out, entries, schema, job.gate)
+    run_info = {
         "resources": {"actors": pool_size, "cpus_per_actor": pool.cpus_per_actor, "gpus_per_actor": pool.gpus_per_actor,
                       "torch_threads": pool.torch_threads, "batch_size": job.batch_size,
                       "cluster_cpus": pool.cluster_cpus, "cluster_gpus": pool.cluster_gpus},
         "timings": {"ray_start_s": round(ray_start_s, 3), "generate_s": round(gen_s, 3),
-                    "total_s": round(time.time() - t_start, 3), "images_per_s": round(generated / max(gen_s, 1e-9), 2),
-                    "shards_skipped_on_resume": len(committed)},
+                    "total_s": round(time.time() - t_start, 3), "images_per_s": round(generated / max(gen_s, 1e-9), 2)},
+        "shards_skipped_on_resume": len(committed),
+        "images_generated": generated,
     }
+    atomic_write_json(out / RUN_INFO, run_info)
     atomic_write_json(out / MANIFEST, manifest)
     return manifest

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import io
 from collections import defaultdict
 from pathlib import Path
@@ -65,10 +67,15 @@ def format_summary(output_dir: Path, manifest: dict[str, Any]) -> str:
     for key in sorted(row_keys, key=lambda k: [schema[n].index(v) for n, v in zip(names[:-1], k.split("/"))] if k != "all" else [0]):
         vals = row_keys[key]
         lines.append(f"{key:<{width}}  " + "  ".join(f"{vals.get(c, 0):>9}" for c in cols) + f"  {sum(vals.values()):>7}")
-    t = manifest["timings"]
+    run_file = Path(output_dir) / "run.json"  # this run's timings (kept out of the deterministic manifest)
+    if run_file.exists():
+        t = json.loads(run_file.read_text())["timings"]
+        speed = (f"throughput: {t['images_per_s']:.1f} img/s (generation {t['generate_s']:.1f} s; "
+                 f"Ray start {t['ray_start_s']:.1f} s; total {t['total_s']:.1f} s)")
+    else:
+        speed = ""
     lines += ["-" * len(lines[0]),
-              f"images: {manifest['num_samples']} in {manifest['num_shards']} shard(s)   "
-              f"throughput: {t['images_per_s']:.1f} img/s (generation {t['generate_s']:.1f} s; Ray start {t['ray_start_s']:.1f} s; total {t['total_s']:.1f} s)",
+              f"images: {manifest['num_samples']} in {manifest['num_shards']} shard(s)   {speed}",
               f"model: {manifest['model']['family']} {manifest['model_id'][:12]}   output: {Path(output_dir).absolute()}"]
     if (Path(output_dir) / "preview.png").exists():
         lines.append(f"preview: {Path(output_dir).absolute() / 'preview.png'}")

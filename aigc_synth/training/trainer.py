@@ -20,6 +20,7 @@ import os
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -148,6 +149,15 @@ def train(train_cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: DataConfig,
     aug_gen = torch.Generator().manual_seed(train_cfg.seed + 1)
 
     state_path, export_path, log_path = out / "state.pt", out / "generator.pt", out / "log.jsonl"
+    best_path = out / "best_generator.pt"
+    evaluator = None
+    if train_cfg.eval_every > 0:
+        from aigc_synth.training.periodic_eval import BEST_METRICS, PeriodicEvaluator
+
+        if train_cfg.best_metric not in BEST_METRICS:
+            raise ValueError(f"train.best_metric must be one of {sorted(BEST_METRICS)}, got {train_cfg.best_metric!r}")
+        evaluator = PeriodicEvaluator(data, schema, train_cfg.eval_samples, train_cfg.classifier)
+    best: dict[str, Any] = {}  # {"value", "step"} of the best evaluation so far
     start = 0
     if train_cfg.resume and state_path.exists():
         state = load_checkpoint(state_path)
@@ -162,6 +172,7 @@ def train(train_cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: DataConfig,
         aug_gen.set_state(state["aug_rng"])
         torch.set_rng_state(state["torch_rng"])
         start = int(state["step"])
+        best = dict(state.get("best", {}))
         print(f"resuming from {state_path} at step {start}")
 
     def save_all(step: int, elapsed: float) -> None:
@@ -169,7 +180,7 @@ def train(train_cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: DataConfig,
             "format": TRAIN_STATE_FORMAT, "step": step, "model_config": params, "schema": schema.to_dict(),
             "G": G.state_dict(), "D": D.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
             "G_ema": G_ema.state_dict() if G_ema is not None else {}, "aug_rng": aug_gen.get_state(),
-            "torch_rng": torch.get_rng_state(), "train_config": asdict(train_cfg),
+            "torch_rng": torch.get_rng_state(), "train_config": asdict(train_cfg), "best": best,
         }, state_path)
         export_generator(export_path, family=model_cfg.family, model_params=params, schema=schema,
                          generator=G_ema if G_ema is not None else G,
@@ -216,6 +227,18 @@ def train(train_cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: DataConfig,
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
                 bar.set_postfix({names[0]: f"{loss_d.item():.3f}", names[1]: f"{loss_g.item():.3f}"})
+            if evaluator is not None and (done % train_cfg.eval_every == 0 or done == train_cfg.steps):
+                metrics = evaluator(G_ema if G_ema is not None else G)
+                log.write(json.dumps({"step": done, **metrics}) + "\n")
+                log.flush()
+                value = metrics[f"eval_{train_cfg.best_metric}"]
+                higher = BEST_METRICS[train_cfg.best_metric]
+                if not best or (value > best["value"] if higher else value < best["value"]):
+                    best = {"value": value, "step": done, "metric": train_cfg.best_metric}
+                    export_generator(best_path, family=model_cfg.family, model_params=params, schema=schema,
+                                     generator=G_ema if G_ema is not None else G,
+                                     meta={"step": done, "best": best, "eval": metrics, "train_config": asdict(train_cfg),
+                                           "recipe": params, "data": asdict(data_cfg)})
             if done % train_cfg.sample_every == 0 or done == train_cfg.steps:
                 save_grid(done)
             if done % train_cfg.checkpoint_every == 0 or done == train_cfg.steps:

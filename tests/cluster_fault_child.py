@@ -1,0 +1,89 @@
+"""Child process for the node-removal tests: a 1-head + N-worker Ray cluster on this machine.
+
+Run by tests/test_faults.py in its own process (the test session already holds a Ray instance):
+
+    python tests/cluster_fault_child.py CHECKPOINT OUTPUT_DIR WORKERS [TIMEOUT_S]
+
+The head has 0 CPUs, so every generator actor lives on a worker node. Once two shards are
+committed, the worker node hosting an actor is removed (its raylet and workers die, like a
+preempted VM). Prints one ``RESULT {json}`` line: ``ok`` or the error type and message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import ray  # noqa: E402
+from ray.cluster_utils import Cluster  # noqa: E402
+
+from aigc_synth.jobs.generate import run_generation  # noqa: E402
+from tests.conftest import compose_generate  # noqa: E402
+from tests.test_faults import _shard_actor_pids  # noqa: E402
+
+
+def _ppid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _raylet_pid(node) -> int:
+    return node.all_processes["raylet"][0].process.pid
+
+
+def main() -> None:
+    ckpt, out, workers = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+    timeout_s = int(sys.argv[4]) if len(sys.argv) > 4 else 120
+    remove = timeout_s > 0  # 0: a clean run (no node removed) with the default watchdog
+    timeout_s = timeout_s or 300
+    # detect a dead node in ~2 s instead of Ray's default ~30 s, so the test spends its time on the job
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 0, "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 3,
+                                          "health_check_initial_delay_ms": 0}})
+    nodes = [cluster.add_node(num_cpus=1) for _ in range(workers)]
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False)
+    # 2 actors × 0.75 CPU: one actor per 1-CPU worker node, and a spare node (if any) to move to
+    cfg = compose_generate([f"output_dir={out}", f"job.checkpoint={ckpt}", "job.num_samples=480", "job.shard_size=20",
+                            "resources.actors=2", "resources.cpus_per_actor=0.75", "resources.batch_size=20",
+                            f"resources.progress_timeout_s={timeout_s}", "preview=false"])
+    result: dict = {}
+
+    def target():
+        try:
+            run_generation(cfg, progress=False, log=lambda *a: None)
+            result["status"] = "ok"
+        except BaseException as exc:
+            result["status"], result["message"] = type(exc).__name__, str(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    t0 = time.time()
+    thread.start()
+    removed = None
+    while remove and thread.is_alive() and time.time() - t0 < 180 and removed is None:
+        done = len(list((out / "parquet").glob("part-*.parquet"))) if (out / "parquet").exists() else 0
+        if done >= 2:
+            hosts = {_ppid(pid) for pid in _shard_actor_pids()}
+            for node in nodes:
+                if _raylet_pid(node) in hosts:
+                    cluster.remove_node(node, allow_graceful=False)
+                    removed = node
+                    break
+        time.sleep(0.05)
+    thread.join(timeout=timeout_s + 240)
+    result.setdefault("status", "still running")
+    result["removed_node"] = removed is not None
+    result["elapsed_s"] = round(time.time() - t0, 1)
+    print("RESULT " + json.dumps(result), flush=True)
+    os._exit(0)  # skip Ray's slow atexit teardown; the parent kills the process group
+
+
+if __name__ == "__main__":
+    main()
