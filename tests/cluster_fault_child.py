@@ -2,11 +2,12 @@
 
 Run by tests/test_faults.py in its own process (the test session already holds a Ray instance):
 
-    python tests/cluster_fault_child.py CHECKPOINT OUTPUT_DIR WORKERS [TIMEOUT_S]
+    python tests/cluster_fault_child.py CHECKPOINT OUTPUT_DIR WORKERS [TIMEOUT_S [one|all]]
 
 The head has 0 CPUs, so every generator actor lives on a worker node. Once two shards are
-committed, the worker node hosting an actor is removed (its raylet and workers die, like a
-preempted VM). Prints one ``RESULT {json}`` line: ``ok`` or the error type and message.
+committed, the worker node hosting an actor is removed (``one``; its raylet and workers die, like
+a preempted VM) or every worker node is (``all``: no CPU left anywhere, so Ray would wait forever).
+``TIMEOUT_S`` 0 means a clean run. Prints one ``RESULT {json}`` line: ``ok`` or the error type and message.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def main() -> None:
     ckpt, out, workers = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
     timeout_s = int(sys.argv[4]) if len(sys.argv) > 4 else 120
     remove = timeout_s > 0  # 0: a clean run (no node removed) with the default watchdog
+    remove_all = len(sys.argv) > 5 and sys.argv[5] == "all"
     timeout_s = timeout_s or 300
     # detect a dead node in ~2 s instead of Ray's default ~30 s, so the test spends its time on the job
     cluster = Cluster(initialize_head=True, head_node_args={
@@ -71,7 +73,11 @@ def main() -> None:
         done = len(list((out / "parquet").glob("part-*.parquet"))) if (out / "parquet").exists() else 0
         if done >= 2:
             hosts = {_ppid(pid) for pid in _shard_actor_pids()}
-            for node in nodes:
+            if remove_all:
+                for node in nodes:
+                    cluster.remove_node(node, allow_graceful=False)
+                removed = nodes
+            for node in [] if remove_all else nodes:
                 if _raylet_pid(node) in hosts:
                     cluster.remove_node(node, allow_graceful=False)
                     removed = node

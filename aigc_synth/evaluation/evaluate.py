@@ -172,8 +172,10 @@ def compute_metrics(gen_codes: np.ndarray, gen_scores, ref_codes: np.ndarray, re
                                "diversity": mean_pairwise_distance(gen_scores.features[gm]),
                                "diversity_reference": mean_pairwise_distance(ref_scores.features[rm]) if rm.sum() >= 2 else None}
         if gm.sum() >= 2 and rm.sum() >= 2:
+            # subsets of half the smaller set, so the std reflects sampling noise (whole-set subsets would all be equal)
+            size = min(kid_subset_size, max(2, min(int(gm.sum()), int(rm.sum())) // 2))
             kid, kid_std = kernel_inception_distance(ref_scores.features[rm], gen_scores.features[gm],
-                                                     subsets=min(kid_subsets, 50), subset_size=kid_subset_size)
+                                                     subsets=min(kid_subsets, 50), subset_size=size)
             row.update(kid=kid, kid_std=kid_std, fd=frechet_distance(ref_scores.features[rm], gen_scores.features[gm]))
         per_condition[key] = row
     kids = [r["kid"] for r in per_condition.values() if "kid" in r]

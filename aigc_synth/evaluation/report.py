@@ -102,14 +102,16 @@ def _fmt(v: Any, digits: int = 4) -> str:
 def markdown(result: dict[str, Any]) -> str:
     o, src, fe = result["overall"], result["source"], result["feature_extractor"]
     lines = [f"# Evaluation: {src['family']} `{src['model_id'][:12]}` ({src['kind']}, {src['n']} images)", "",
+             "KID and FD are in the domain classifier's feature space: compare them between models evaluated with the same "
+             "feature extractor id, not with published Inception figures.", "",
              f"Reference: {result['reference']['kind']} ({result['reference']['n']} images). "
              f"Feature extractor: `{fe['id']}` (held-out accuracy {fe.get('heldout')}).", "",
              "## Overall (domain-classifier feature space)", "",
-             "| FD | KID ×1e3 (± std) | precision | recall | density | coverage | diversity gen / real | sampling img/s |",
+             "| FD | KID (± std) | precision | recall | density | coverage | diversity gen / real | sampling img/s |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|",
-             f"| {_fmt(o['fd'], 2)} | {o['kid'] * 1e3:.2f} ± {o['kid_std'] * 1e3:.2f} | {_fmt(o['precision'], 3)} | "
+             f"| {_fmt(o['fd'], 2)} | {o['kid']:.4f} ± {o['kid_std']:.4f} | {_fmt(o['precision'], 3)} | "
              f"{_fmt(o['recall'], 3)} | {_fmt(o['density'], 3)} | {_fmt(o['coverage'], 3)} | "
-             f"{_fmt(o['diversity'], 2)} / {_fmt(o['diversity_reference'], 2)} | {_fmt(result.get('sampling_img_per_s'))} |", "",
+             f"{_fmt(o['diversity'], 2)} / {_fmt(o['diversity_reference'], 2)} | {_fmt(result.get('sampling_img_per_s'), 1)} |", "",
              "## Conditions", "",
              "| factor | accuracy (generated) | accuracy (reference) | IS analogue gen / real | KL(requested ‖ seen) |",
              "|---|---:|---:|---:|---:|"]
@@ -120,9 +122,9 @@ def markdown(result: dict[str, Any]) -> str:
               "![per-condition KID and accuracy](per_condition.png)", "", "![confusion matrices](confusion.png)", "",
               "## Per condition", "",
               "Small N per condition: read intra-KID first (unbiased); intra-FD is biased upward at small N.", "",
-              "| condition | n | KID ×1e3 | FD | accuracy | diversity gen / real |", "|---|---:|---:|---:|---:|---:|"]
+              "| condition | n | KID (± std) | FD | accuracy | diversity gen / real |", "|---|---:|---:|---:|---:|---:|"]
     for key, r in result["per_condition"].items():
-        kid = "–" if r.get("kid") is None else f"{r['kid'] * 1e3:.2f} ± {r['kid_std'] * 1e3:.2f}"
+        kid = "–" if r.get("kid") is None else f"{r['kid']:.4f} ± {r['kid_std']:.4f}"
         lines.append(f"| {key} | {r['n_generated']} | {kid} | {_fmt(r.get('fd'), 2)} | {_fmt(r.get('accuracy'), 3)} | "
                      f"{_fmt(r.get('diversity'), 2)} / {_fmt(r.get('diversity_reference'), 2)} |")
     if "inception" in result:
