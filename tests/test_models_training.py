@@ -158,3 +158,21 @@ def test_cvae_trains_exports_and_serves_like_a_generator(tmp_path):
     assert gen.family == "cvae"
     images = generate_images(gen, np.array([[3, 2, 2], [0, 0, 0]]), np.array([1, 2]))
     assert images.shape == (2, 32, 32, 3)
+
+
+def test_training_logs_kid_and_accuracy_and_keeps_the_best_generator(tmp_path):
+    from aigc_synth.io.checkpoint import read_generator_header
+
+    cfg = TrainConfig(out_dir=str(tmp_path), steps=4, batch_size=8, log_every=1, sample_every=4, checkpoint_every=4,
+                      threads=1, eval_every=2, eval_samples=60, best_metric="kid")
+    train(cfg, ModelConfig(**TINY), DataConfig(), progress=False)
+    evals = [r for r in map(json.loads, (tmp_path / "log.jsonl").read_text().splitlines()) if "eval_kid" in r]
+    assert [r["step"] for r in evals] == [2, 4]
+    for r in evals:
+        assert np.isfinite(r["eval_kid"]) and np.isfinite(r["eval_fd"]) and 0 <= r["eval_accuracy_weather"] <= 1
+    best = min(evals, key=lambda r: r["eval_kid"])
+    meta = read_generator_header(tmp_path / "best_generator.pt")["meta"]
+    assert meta["best"] == {"value": best["eval_kid"], "step": best["step"], "metric": "kid"}
+    with pytest.raises(ValueError, match="best_metric"):
+        train(TrainConfig(out_dir=str(tmp_path / "x"), steps=1, eval_every=1, best_metric="loss"), ModelConfig(**TINY),
+              DataConfig(), progress=False)
