@@ -1,4 +1,7 @@
-"""Reading a job's output back: a torch Dataset with a condition filter, and manifest verification."""
+"""Reading a job's output back: a torch Dataset with a condition filter, and manifest verification.
+
+Every entry point takes a local directory or a ``pyarrow.fs`` URI (``s3://bucket/prefix``, ...).
+"""
 
 from __future__ import annotations
 
@@ -8,21 +11,20 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from aigc_synth.io.atomic import TMP_MARKER, sha256_file
+from aigc_synth.io.atomic import TMP_MARKER, LocalStore, Store, StorageError, open_store
 from aigc_synth.io.shards import png_folder_sha256
 from aigc_synth.schema import ConditionSchema
 
 
-def load_manifest(output_dir: str | Path) -> dict[str, Any]:
-    path = Path(output_dir) / "manifest.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"no manifest.json in {output_dir}: not a finished aigc_synth job")
-    return json.loads(path.read_text())
+def load_manifest(output_dir: str | Path | Store) -> dict[str, Any]:
+    store = open_store(output_dir)
+    if not store.is_file("manifest.json"):
+        raise FileNotFoundError(f"no manifest.json in {store.display}: not a finished aigc_synth job")
+    return json.loads(store.read_bytes("manifest.json"))
 
 
 class GeneratedDataset(Dataset):
@@ -34,8 +36,10 @@ class GeneratedDataset(Dataset):
     """
 
     def __init__(self, output_dir: str | Path, conditions: Mapping[str, Any] | None = None):
-        self.root = Path(output_dir)
-        self.manifest = load_manifest(self.root)
+        self.store = open_store(output_dir)
+        #: the local directory, or the URI string of an object-store output
+        self.root = self.store.root if isinstance(self.store, LocalStore) else self.store.uri
+        self.manifest = load_manifest(self.store)
         self.schema = ConditionSchema.from_dict(self.manifest["schema"])
         wanted: dict[str, set[str]] = {}
         for factor, value in (conditions or {}).items():
@@ -45,9 +49,9 @@ class GeneratedDataset(Dataset):
             wanted[factor] = set(values)
         self._index: list[tuple[int, int]] = []  # (shard position, row)
         self._meta: list[dict[str, Any]] = []
-        self._shard_paths = [self.root / s["path"] for s in self.manifest["shards"]]
+        self._shard_paths = [s["path"] for s in self.manifest["shards"]]
         for pos, path in enumerate(self._shard_paths):
-            table = pq.read_table(path, columns=["sample_id", "seed", *self.schema.names])
+            table = self.store.read_table(path, columns=["sample_id", "seed", *self.schema.names])
             cols = {name: table.column(name).to_pylist() for name in table.column_names}
             for row in range(table.num_rows):
                 cond = {n: cols[n][row] for n in self.schema.names}
@@ -61,7 +65,7 @@ class GeneratedDataset(Dataset):
 
     def _shard_images(self, pos: int) -> list[bytes]:
         if self._cache is None or self._cache[0] != pos:
-            column = pq.read_table(self._shard_paths[pos], columns=["image"]).column("image").combine_chunks()
+            column = self.store.read_table(self._shard_paths[pos], columns=["image"]).column("image").combine_chunks()
             self._cache = (pos, column.field("bytes").to_pylist())
         return self._cache[1]
 
@@ -74,14 +78,14 @@ class GeneratedDataset(Dataset):
                 "codes": torch.tensor(self.schema.encode(meta["conditions"]))}
 
 
-def verify_output(output_dir: str | Path) -> list[str]:
+def verify_output(output_dir: str | Path | Store) -> list[str]:
     """Check a job's output against its manifest; return a list of problems (empty = valid)."""
-    root = Path(output_dir)
     problems: list[str] = []
     try:
+        root = open_store(output_dir)
         manifest = load_manifest(root)
-    except (FileNotFoundError, json.JSONDecodeError) as exc:
-        return [str(exc)]
+    except (FileNotFoundError, json.JSONDecodeError, StorageError, OSError) as exc:
+        return [str(exc).splitlines()[0] if str(exc) else type(exc).__name__]
     total, expected_next = 0, 0
     for shard in manifest["shards"]:
         if shard["first_sample_id"] != expected_next:
@@ -89,25 +93,23 @@ def verify_output(output_dir: str | Path) -> list[str]:
         expected_next = shard["last_sample_id"] + 1
         total += shard["rows"]
         if "path" in shard:
-            path = root / shard["path"]
-            if not path.is_file():
+            if not root.is_file(shard["path"]):
                 problems.append(f"missing shard file {shard['path']}")
                 continue
-            if sha256_file(path) != shard["sha256"]:
+            if root.sha256(shard["path"]) != shard["sha256"]:
                 problems.append(f"{shard['path']}: sha256 mismatch")
                 continue
-            rows = pq.read_metadata(path).num_rows
+            rows = root.read_metadata(shard["path"]).num_rows
             if rows != shard["rows"]:
                 problems.append(f"{shard['path']}: {rows} rows, manifest says {shard['rows']}")
         if "png_dir" in shard:
-            folder = root / shard["png_dir"]
-            if not folder.is_dir():
+            if not root.is_dir(shard["png_dir"]):
                 problems.append(f"missing PNG folder {shard['png_dir']}")
-            elif png_folder_sha256(folder) != shard["png_sha256"]:
+            elif png_folder_sha256(root, shard["png_dir"]) != shard["png_sha256"]:
                 problems.append(f"{shard['png_dir']}: content checksum mismatch")
     if total != manifest["num_samples"]:
         problems.append(f"shards hold {total} rows, manifest says num_samples={manifest['num_samples']}")
-    leftovers = [str(p.relative_to(root)) for p in root.rglob(f"{TMP_MARKER}*")]
+    leftovers = [rel for rel in root.walk() if rel.rpartition("/")[2].startswith(TMP_MARKER)]
     if leftovers:
         problems.append(f"temporary files left: {leftovers[:5]}")
     return problems

@@ -8,6 +8,13 @@ Layout under the output directory::
 
 A PNG folder is filled under a temporary name and renamed; a Parquet file is written to a
 temporary name, fsynced and renamed. Existing committed shards are never rewritten.
+
+On an object store (``output_dir`` a ``pyarrow.fs`` URI such as ``s3://bucket/prefix``) there is
+no rename: each object (every PNG, then the Parquet file) is written under a ``.tmp-<uuid>-`` key
+in its folder and moved onto its final key, so a final key only ever holds complete bytes. A
+shard's PNG "folder" is complete when it holds exactly the objects named after its sample ids
+(names and bytes depend only on the job, so nothing else can make that set whole); Parquet is
+written after the PNGs, and the job's ``manifest.json`` is written last, after every shard.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from aigc_synth.io.atomic import TMP_MARKER, atomic_path, sha256_file
+from aigc_synth.io.atomic import TMP_MARKER, Store, atomic_path, open_store, sha256_file
 
 PARQUET_DIR = "parquet"
 PNG_DIR = "png"
@@ -68,18 +75,22 @@ def arrow_schema(factor_names: Sequence[str], gate: bool = False) -> pa.Schema:
     return pa.schema(fields, metadata={b"huggingface": json.dumps({"info": {"features": features}}).encode()})
 
 
-def write_shard(output_dir: str | os.PathLike, shard: int, *, sample_ids: np.ndarray, seeds: np.ndarray,
+def write_shard(output_dir: str | os.PathLike | Store, shard: int, *, sample_ids: np.ndarray, seeds: np.ndarray,
                 conditions: dict[str, Sequence[str]], png_bytes: list[bytes], width: int, height: int,
                 model_id: str, formats: Sequence[str], gate: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
     """Write one shard atomically (PNG folder first, then Parquet) and return its manifest entry.
 
+    ``output_dir``: a local directory, a ``pyarrow.fs`` URI or an open :class:`Store`.
     ``gate`` (jobs with the condition-fidelity gate) holds the per-row :data:`GATE_COLUMNS`.
     """
-    out = Path(output_dir)
+    store = open_store(output_dir)
+    out = Path(store.uri) if not store.remote else None
     entry: dict[str, Any] = {"shard": shard, "rows": int(len(sample_ids)),
                              "first_sample_id": int(sample_ids[0]), "last_sample_id": int(sample_ids[-1])}
     names = [png_filename(int(i)) for i in sample_ids]
-    if "png" in formats:
+    if "png" in formats and store.remote:
+        store.write_many({f"{png_reldir(shard)}/{name}": data for name, data in zip(names, png_bytes)})
+    elif "png" in formats:
         final_dir = out / png_reldir(shard)
         if not final_dir.is_dir():
             tmp_dir = final_dir.with_name(f"{TMP_MARKER}{uuid.uuid4().hex[:12]}-{final_dir.name}")
@@ -91,6 +102,7 @@ def write_shard(output_dir: str | os.PathLike, shard: int, *, sample_ids: np.nda
             finally:
                 if tmp_dir.exists():
                     shutil.rmtree(tmp_dir, ignore_errors=True)
+    if "png" in formats:
         entry["png_dir"] = png_reldir(shard)
         entry["png_files"] = len(names)
         entry["png_sha256"] = png_listing_sha256(zip(names, png_bytes))
@@ -106,22 +118,33 @@ def write_shard(output_dir: str | os.PathLike, shard: int, *, sample_ids: np.nda
         if gate is not None:
             columns.update({name: pa.array(gate[name], typ) for name, (typ, _) in GATE_COLUMNS.items()})
         table = pa.Table.from_pydict(columns, schema=arrow_schema(list(conditions), gate=gate is not None))
-        final = out / parquet_relpath(shard)
-        with atomic_path(final) as tmp:
-            pq.write_table(table, tmp, compression="snappy")
+        if store.remote:
+            sink = pa.BufferOutputStream()
+            pq.write_table(table, sink, compression="snappy")
+            data = sink.getvalue().to_pybytes()
+            store.write_bytes(parquet_relpath(shard), data)
+            digest = hashlib.sha256(data).hexdigest()
+        else:
+            final = out / parquet_relpath(shard)
+            with atomic_path(final) as tmp:
+                pq.write_table(table, tmp, compression="snappy")
+            digest = sha256_file(final)
         entry["path"] = parquet_relpath(shard)
-        entry["sha256"] = sha256_file(final)
+        entry["sha256"] = digest
     return entry
 
 
-def committed_shard_entry(output_dir: str | os.PathLike, shard: int, sample_ids: np.ndarray,
+def committed_shard_entry(output_dir: str | os.PathLike | Store, shard: int, sample_ids: np.ndarray,
                           formats: Sequence[str]) -> dict[str, Any] | None:
     """The manifest entry of a shard already committed by an earlier run, or None if incomplete.
 
     Produces exactly what :func:`write_shard` returned for it (same keys, same order), so a resumed
-    job's manifest equals a clean run's.
+    job's manifest equals a clean run's. Run it after :func:`remove_stale_temporaries`.
     """
-    out = Path(output_dir)
+    store = open_store(output_dir)
+    if store.remote:
+        return _committed_shard_entry_remote(store, shard, sample_ids, formats)
+    out = Path(store.uri)
     entry: dict[str, Any] = {"shard": shard, "rows": int(len(sample_ids)),
                              "first_sample_id": int(sample_ids[0]), "last_sample_id": int(sample_ids[-1])}
     if "png" in formats:
@@ -145,6 +168,32 @@ def committed_shard_entry(output_dir: str | os.PathLike, shard: int, sample_ids:
     return entry
 
 
+def _committed_shard_entry_remote(store: Store, shard: int, sample_ids: np.ndarray,
+                                  formats: Sequence[str]) -> dict[str, Any] | None:
+    """Object stores: every object was moved onto its final key whole, so a PNG folder is complete
+    exactly when it holds the objects named after the shard's sample ids, and a Parquet shard is
+    complete when it exists (with the expected row count)."""
+    entry: dict[str, Any] = {"shard": shard, "rows": int(len(sample_ids)),
+                             "first_sample_id": int(sample_ids[0]), "last_sample_id": int(sample_ids[-1])}
+    if "png" in formats:
+        names = sorted(store.listdir(png_reldir(shard)))
+        if names != sorted(png_filename(int(i)) for i in sample_ids):
+            return None
+        entry["png_dir"] = png_reldir(shard)
+        entry["png_files"] = len(sample_ids)
+        entry["png_sha256"] = png_folder_sha256(store, png_reldir(shard))
+    if "parquet" in formats:
+        rel = parquet_relpath(shard)
+        try:
+            if not store.is_file(rel) or store.read_metadata(rel).num_rows != len(sample_ids):
+                return None
+        except (OSError, pa.ArrowInvalid):
+            return None
+        entry["path"] = rel
+        entry["sha256"] = store.sha256(rel)
+    return entry
+
+
 def png_listing_sha256(named_bytes) -> str:
     """Checksum of a PNG folder's content: sha256 over sorted ``name\\0sha256(bytes)\\n`` lines."""
     digest = hashlib.sha256()
@@ -153,15 +202,34 @@ def png_listing_sha256(named_bytes) -> str:
     return digest.hexdigest()
 
 
-def png_folder_sha256(folder: str | os.PathLike) -> str:
-    """:func:`png_listing_sha256` of the files on disk (to verify a folder against the manifest)."""
-    return png_listing_sha256((p.name, p.read_bytes()) for p in Path(folder).iterdir())
+def png_folder_sha256(folder: str | os.PathLike | Store, rel: str | None = None) -> str:
+    """:func:`png_listing_sha256` of the stored files (to verify a folder against the manifest).
+
+    ``png_folder_sha256(path)`` for a local folder, ``png_folder_sha256(store, "png/part-00000")``
+    for a folder of a :class:`Store` (local or object store).
+    """
+    if rel is None:
+        return png_listing_sha256((p.name, p.read_bytes()) for p in Path(folder).iterdir())
+    store = open_store(folder)
+    if not store.remote:
+        return png_folder_sha256(store.path(rel))
+    names = store.listdir(rel)
+    return png_listing_sha256(zip(names, store.read_many([f"{rel}/{n}" for n in names])))
 
 
-def remove_stale_temporaries(output_dir: str | os.PathLike) -> int:
+def remove_stale_temporaries(output_dir: str | os.PathLike | Store) -> int:
     """Delete ``.tmp-*`` leftovers of an interrupted run; return how many were removed."""
+    store = open_store(output_dir)
+    if store.remote:
+        removed = 0
+        for rel in sorted(store.walk()):  # parents sort before their children
+            parts = rel.split("/")
+            if parts[-1].startswith(TMP_MARKER) and not any(p.startswith(TMP_MARKER) for p in parts[:-1]):
+                store.delete(rel)
+                removed += 1
+        return removed
     removed = 0
-    root = Path(output_dir)
+    root = Path(store.uri)
     if not root.exists():
         return 0
     for path in list(root.rglob(f"{TMP_MARKER}*")):

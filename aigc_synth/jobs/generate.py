@@ -14,6 +14,11 @@ identical bytes, and skipping committed shards on a rerun is safe.
 Order of work in :func:`run_generation`: validate the spec → read the checkpoint safely → check the
 output directory → connect to Ray → check the cluster can host the pool (GPUs, CPUs) → only then
 create files. Any failure before the last step writes nothing.
+
+``output_dir`` is a local directory or a ``pyarrow.fs`` URI (``s3://bucket/prefix?region=...``):
+the driver resolves it once to validate it (parse, scheme, bucket reachable) and hands the plain
+URI string to the actors, which resolve it again with the driver's storage credentials
+(:func:`aigc_synth.io.atomic.storage_env`). See :mod:`aigc_synth.io.shards` for the commit protocol.
 """
 
 from __future__ import annotations
@@ -24,7 +29,6 @@ import math
 import os
 import platform
 import queue
-import shutil
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -34,7 +38,7 @@ from typing import Any, Callable
 import numpy as np
 
 from aigc_synth.config import GenerateRoot
-from aigc_synth.io.atomic import atomic_write_json
+from aigc_synth.io.atomic import Store, StorageError, open_store, storage_env
 from aigc_synth.io.checkpoint import CheckpointError, load_generator
 from aigc_synth.io.shards import committed_shard_entry, remove_stale_temporaries, write_shard
 from aigc_synth.sampling.plan import ConditionPlan, PlanError
@@ -149,17 +153,27 @@ def validate_job(cfg: GenerateRoot) -> ResolvedJob:
     if gate is not None and res.png_stage:
         raise JobSpecError("job.gate cannot run with resources.png_stage=true (the gate scores images inside the actor)")
 
-    out = Path(cfg.output_dir).expanduser()
-    if out.exists() and not out.is_dir():
-        raise JobSpecError(f"output_dir {out} exists and is not a directory")
-    parent = _nearest_existing_parent(out)
-    if not parent.is_dir():
-        raise JobSpecError(f"output_dir {out} is not writable: {parent} is a file, not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK) or os.statvfs(parent).f_flag & os.ST_RDONLY:
-        raise JobSpecError(f"output_dir {out} is not writable (no write permission on {parent}, or a read-only filesystem)")
+    try:
+        store = open_store(cfg.output_dir)
+        if store.remote:
+            store.check_reachable()
+    except StorageError as exc:
+        raise JobSpecError(str(exc)) from None
+    if store.remote:
+        output_dir, out = store.uri, store.display
+    else:
+        out = store.root
+        if out.exists() and not out.is_dir():
+            raise JobSpecError(f"output_dir {out} exists and is not a directory")
+        parent = _nearest_existing_parent(out)
+        if not parent.is_dir():
+            raise JobSpecError(f"output_dir {out} is not writable: {parent} is a file, not a directory")
+        if not os.access(parent, os.W_OK | os.X_OK) or os.statvfs(parent).f_flag & os.ST_RDONLY:
+            raise JobSpecError(f"output_dir {out} is not writable (no write permission on {parent}, or a read-only filesystem)")
+        output_dir = str(out.absolute())
     plan_dict = job.plan if isinstance(job.plan, dict) else asdict(job.plan)
     resolved = ResolvedJob(
-        output_dir=str(out.absolute()), num_samples=job.num_samples, seed=job.seed, shard_size=job.shard_size,
+        output_dir=output_dir, num_samples=job.num_samples, seed=job.seed, shard_size=job.shard_size,
         num_shards=math.ceil(job.num_samples / job.shard_size), formats=formats, plan=plan_dict,
         checkpoint=str(ckpt_path.absolute()), model_id=loaded.model_id, schema=schema.to_dict(),
         family=header["family"], model_config=dict(header["model_config"]),
@@ -170,21 +184,28 @@ def validate_job(cfg: GenerateRoot) -> ResolvedJob:
                          "formats": formats, "plan": plan_dict, "checkpoint": resolved.checkpoint}
     if gate is not None:  # only when on, so ungated jobs keep their fingerprints
         resolved.job_spec["gate"] = {k: gate[k] for k in ("max_tries", "min_confidence", "classifier_id")}
-    fingerprint = out / JOB_FINGERPRINT
-    if fingerprint.exists() and not cfg.overwrite:
+    try:
+        _check_existing_output(store, out, resolved, cfg.overwrite)
+    except OSError as exc:  # an object store refusing to list or read (permissions, network)
+        raise JobSpecError(f"cannot read output_dir {out}: {(str(exc).strip().splitlines() or [''])[0][:300]}") from None
+    return resolved
+
+
+def _check_existing_output(store: Store, out, resolved: ResolvedJob, overwrite: bool) -> None:
+    """Refuse another job's output, a finished job, or a foreign non-empty directory (no overwrite)."""
+    has_fingerprint = store.exists(JOB_FINGERPRINT)
+    if has_fingerprint and not overwrite:
         try:
-            previous = json.loads(fingerprint.read_text())
+            previous = json.loads(store.read_bytes(JOB_FINGERPRINT))
         except (OSError, json.JSONDecodeError):
             previous = None
         if previous != job_fingerprint(resolved):
             raise JobSpecError(f"output_dir {out} holds output of a different job spec or model; choose another output_dir "
                                "or pass overwrite=true to replace it")
-    existing = out / MANIFEST
-    if existing.exists() and not cfg.overwrite:
+    if store.exists(MANIFEST) and not overwrite:
         raise JobSpecError(f"output_dir {out} already holds a finished job ({MANIFEST}); choose another output_dir or pass overwrite=true")
-    if out.is_dir() and any(out.iterdir()) and not cfg.overwrite and not fingerprint.exists():
+    if store.is_dir() and not store.is_empty() and not overwrite and not has_fingerprint:
         raise JobSpecError(f"output_dir {out} is not empty and holds no aigc_synth output; choose an empty directory or pass overwrite=true")
-    return resolved
 
 
 def validate_gate(gate_cfg, schema: ConditionSchema, formats: list[str]) -> dict[str, Any] | None:
@@ -309,10 +330,11 @@ def job_plan(job: dict[str, Any]) -> ConditionPlan:
 
 
 def commit_shard(job: dict[str, Any], plan: ConditionPlan, shard: int, images: np.ndarray,
-                 gate: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+                 gate: dict[str, np.ndarray] | None = None, store: Store | None = None) -> dict[str, Any]:
     """PNG-encode a shard's images and write it atomically; return its manifest entry.
 
-    ``gate`` (gated jobs): the seeds actually used plus the per-row gate columns.
+    ``gate`` (gated jobs): the seeds actually used plus the per-row gate columns. ``store``: the
+    output, already resolved by this process (default: resolve ``job["output_dir"]``).
     """
     from aigc_synth.sampling.sampler import encode_png
 
@@ -321,7 +343,7 @@ def commit_shard(job: dict[str, Any], plan: ConditionPlan, shard: int, images: n
     codes = plan.codes_for(ids)
     conditions = {name: [vals[c] for c in codes[:, f]] for f, (name, vals) in enumerate(schema.factors)}
     seeds = gate["seed"] if gate is not None else plan.seeds_for(ids)
-    return write_shard(job["output_dir"], shard, sample_ids=ids, seeds=seeds, conditions=conditions,
+    return write_shard(store or job["output_dir"], shard, sample_ids=ids, seeds=seeds, conditions=conditions,
                        png_bytes=[encode_png(img) for img in images], width=job["resolution"], height=job["resolution"],
                        model_id=job["model_id"], formats=job["formats"], gate=gate)
 
@@ -373,7 +395,7 @@ class ShardGenerator:
     """
 
     def __init__(self, job: dict[str, Any], checkpoint_bytes: bytes, torch_threads: int, use_gpu: bool, write: bool = True,
-                 classifier_bytes: bytes | None = None):
+                 classifier_bytes: bytes | None = None, storage_env: dict[str, str] | None = None):
         import torch
 
         from aigc_synth.io.checkpoint import load_generator_from_bytes
@@ -381,6 +403,10 @@ class ShardGenerator:
 
         torch.set_num_threads(torch_threads)
         self.job, self.write = job, write
+        # object-store output: the driver's credentials/endpoint (this process may predate them),
+        # then one filesystem client for the actor's lifetime
+        os.environ.update(storage_env or {})
+        self.store = open_store(job["output_dir"]) if write else None
         self.device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
         if use_gpu and self.device == "cpu":
             raise RuntimeError("actor was given a GPU by Ray but torch.cuda.is_available() is False")
@@ -412,8 +438,8 @@ class ShardGenerator:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         shards = [int(s) for s in batch["id"]]
         if self.write:
-            return {"entry": np.asarray([json.dumps(commit_shard(self.job, self.plan, s, *self.render(s))) for s in shards],
-                                        dtype=object)}
+            return {"entry": np.asarray([json.dumps(commit_shard(self.job, self.plan, s, *self.render(s), store=self.store))
+                                         for s in shards], dtype=object)}
         if self.judge is not None:
             raise RuntimeError("the separate PNG stage does not carry gate columns; use resources.png_stage=false with job.gate")
         images = [self.render(s)[0] for s in shards]
@@ -421,8 +447,10 @@ class ShardGenerator:
                 "rows": np.asarray([len(im) for im in images])}
 
 
-def encode_and_commit(batch: dict[str, np.ndarray], job: dict[str, Any]) -> dict[str, np.ndarray]:
+def encode_and_commit(batch: dict[str, np.ndarray], job: dict[str, Any],
+                      storage_env: dict[str, str] | None = None) -> dict[str, np.ndarray]:
     """The separate CPU stage: raw pixels → PNG → atomic shard files → manifest entry."""
+    os.environ.update(storage_env or {})
     r, plan = job["resolution"], job_plan(job)
     entries = []
     for shard, pixels, rows in zip(batch["id"], batch["pixels"], batch["rows"]):
@@ -434,14 +462,14 @@ def encode_and_commit(batch: dict[str, np.ndarray], job: dict[str, Any]) -> dict
 # ------------------------------------------------------------------------------------------------
 # the driver
 # ------------------------------------------------------------------------------------------------
-def gate_summary(out: Path, entries: list[dict[str, Any]], schema: ConditionSchema, gate: dict[str, Any]) -> dict[str, Any]:
+def gate_summary(out: Path | str | Store, entries: list[dict[str, Any]], schema: ConditionSchema,
+                 gate: dict[str, Any]) -> dict[str, Any]:
     """Accept rates per condition from the committed shards' gate columns (read shard by shard,
     so a resumed job reports exactly what a clean run would)."""
-    import pyarrow.parquet as pq
-
+    store = open_store(out)
     stats: dict[str, list[int]] = {}  # key → [rows, passed first try, passed at all, attempts]
     for entry in entries:
-        t = pq.read_table(out / entry["path"], columns=[*schema.names, "gate_attempts", "gate_passed"])
+        t = store.read_table(entry["path"], columns=[*schema.names, "gate_attempts", "gate_passed"])
         cols = [t.column(n).to_pylist() for n in schema.names]
         for *cond, attempts, passed in zip(*cols, t.column("gate_attempts").to_pylist(), t.column("gate_passed").to_pylist()):
             s = stats.setdefault("/".join(cond), [0, 0, 0, 0])
@@ -512,23 +540,26 @@ def run_generation(cfg: GenerateRoot, progress: bool = True, log=print) -> dict[
         raise JobSpecError(f"checkpoint {job.checkpoint} changed while the job was starting")
     classifier_bytes = Path(job.gate["classifier"]).read_bytes() if job.gate else None
 
-    out = Path(job.output_dir)
-    if cfg.overwrite and out.exists():
-        for sub in ("parquet", "png", MANIFEST, JOB_FINGERPRINT, RUN_INFO, "preview.png"):
-            target = out / sub
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out)
-    atomic_write_json(out / JOB_FINGERPRINT, job_fingerprint(job))
+    store = open_store(job.output_dir)
+    out = store.display
+    try:
+        if cfg.overwrite and store.exists():
+            for sub in ("parquet", "png", MANIFEST, JOB_FINGERPRINT, RUN_INFO, "preview.png"):
+                store.delete(sub)
+        store.makedirs()
+        remove_stale_temporaries(store)
+        store.write_json(JOB_FINGERPRINT, job_fingerprint(job))
+    except OSError as exc:
+        if not store.remote:
+            raise
+        # the first write of the job: a store that refuses it (permissions) fails here, before any shard
+        raise JobSpecError(f"cannot write to output_dir {out}: {(str(exc).strip().splitlines() or [''])[0][:300]}") from None
     # resume: shards committed by an earlier (interrupted) run of the same job are kept as they are
     committed: dict[int, dict[str, Any]] = {}
     for shard in range(job.num_shards):
         first = shard * job.shard_size
         ids = np.arange(first, min(first + job.shard_size, job.num_samples))
-        entry = committed_shard_entry(out, shard, ids, job.formats)
+        entry = committed_shard_entry(store, shard, ids, job.formats)
         if entry is not None:
             committed[shard] = entry
     todo = [s for s in range(job.num_shards) if s not in committed]
@@ -550,6 +581,7 @@ def run_generation(cfg: GenerateRoot, progress: bool = True, log=print) -> dict[
         # would need a whole CPU of its own next to the actor pool (ray.data.range's read task does)
         ds = ray.data.from_items([{"id": s} for s in todo], override_num_blocks=min(len(todo), 10_000))
         separate_png = bool(cfg.resources.png_stage)
+        env = storage_env() if store.remote else {}  # constructor arguments, unlike runtime_env not shown by the dashboard
         ds = ds.map_batches(
             ShardGenerator,
             batch_size=1,
@@ -557,11 +589,11 @@ def run_generation(cfg: GenerateRoot, progress: bool = True, log=print) -> dict[
             num_cpus=pool.cpus_per_actor,
             num_gpus=pool.gpus_per_actor,
             fn_constructor_kwargs={"job": asdict(job), "checkpoint_bytes": checkpoint_bytes, "write": not separate_png,
-                                   "classifier_bytes": classifier_bytes,
+                                   "classifier_bytes": classifier_bytes, "storage_env": env,
                                    "torch_threads": pool.torch_threads, "use_gpu": pool.gpus_per_actor > 0},
         )
         if separate_png:  # PNG encoding + writing as CPU tasks in the reserved share
-            ds = ds.map_batches(encode_and_commit, batch_size=1, fn_kwargs={"job": asdict(job)},
+            ds = ds.map_batches(encode_and_commit, batch_size=1, fn_kwargs={"job": asdict(job), "storage_env": env},
                                 num_cpus=max(0.1, min(1.0, float(cfg.resources.reserve_cpus))))
         bar = tqdm(total=job.num_samples, initial=sum(e["rows"] for e in entries), unit="img", desc="generate",
                    disable=not progress)
@@ -577,7 +609,7 @@ def run_generation(cfg: GenerateRoot, progress: bool = True, log=print) -> dict[
         raise RuntimeError(f"expected shards 0..{job.num_shards - 1}, got {[e['shard'] for e in entries]}")
     # a writer killed mid-shard (actor crash, then retried elsewhere) leaves its .tmp-* file behind;
     # every shard is committed now, so nothing is still writing
-    remove_stale_temporaries(out)
+    remove_stale_temporaries(store)
 
     schema = ConditionSchema.from_dict(job.schema)
     plan = ConditionPlan(job.plan, schema, job.num_samples, job.seed)
@@ -597,7 +629,7 @@ def run_generation(cfg: GenerateRoot, progress: bool = True, log=print) -> dict[
         "shards": entries,
     }
     if job.gate:
-        manifest["gate"] = gate_summary(out, entries, schema, job.gate)
+        manifest["gate"] = gate_summary(store, entries, schema, job.gate)
     run_info = {
         "resources": {"actors": pool_size, "cpus_per_actor": pool.cpus_per_actor, "gpus_per_actor": pool.gpus_per_actor,
                       "torch_threads": pool.torch_threads, "batch_size": job.batch_size,
@@ -607,6 +639,6 @@ def run_generation(cfg: GenerateRoot, progress: bool = True, log=print) -> dict[
         "shards_skipped_on_resume": len(committed),
         "images_generated": generated,
     }
-    atomic_write_json(out / RUN_INFO, run_info)
-    atomic_write_json(out / MANIFEST, manifest)
+    store.write_json(RUN_INFO, run_info)
+    store.write_json(MANIFEST, manifest)  # the commit point of the whole job
     return manifest

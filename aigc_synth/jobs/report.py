@@ -1,4 +1,8 @@
-"""End-of-job reporting: a preview grid and a console summary table."""
+"""End-of-job reporting: a preview grid and a console summary table.
+
+``output_dir`` is a local directory or a ``pyarrow.fs`` URI; the preview is written through the
+same store (atomically: temporary key, then move).
+"""
 
 from __future__ import annotations
 
@@ -10,23 +14,27 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 from PIL import Image
 
-from aigc_synth.io.atomic import atomic_write_with
+from aigc_synth.io.atomic import Store, atomic_write_with, open_store
 
 PREVIEW_PER_CONDITION = 8
 
 
-def write_preview(output_dir: Path, manifest: dict[str, Any], per_condition: int = PREVIEW_PER_CONDITION) -> Path | None:
-    """``preview.png``: one row per generated condition (schema order), up to 8 samples each."""
+def write_preview(output_dir: Path | str | Store, manifest: dict[str, Any],
+                  per_condition: int = PREVIEW_PER_CONDITION) -> Path | str | None:
+    """``preview.png``: one row per generated condition (schema order), up to 8 samples each.
+
+    Returns its local path, or ``scheme://bucket/prefix/preview.png`` for an object-store output.
+    """
+    store = open_store(output_dir)
     names = list(manifest["schema"])
     found: dict[tuple, list[bytes]] = defaultdict(list)
     wanted = len(manifest["counts_per_condition"])
     for shard in manifest["shards"]:
         if "path" not in shard:
             return None
-        table = pq.read_table(Path(output_dir) / shard["path"], columns=[*names, "image"])
+        table = store.read_table(shard["path"], columns=[*names, "image"])
         conds = list(zip(*[table.column(n).to_pylist() for n in names]))
         images = table.column("image").combine_chunks().field("bytes").to_pylist()
         for cond, data in zip(conds, images):
@@ -44,13 +52,19 @@ def write_preview(output_dir: Path, manifest: dict[str, Any], per_condition: int
     for r, cond in enumerate(rows):
         for c, data in enumerate(found[cond]):
             grid[r * h:(r + 1) * h, c * w:(c + 1) * w] = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-    path = Path(output_dir) / "preview.png"
+    if store.remote:
+        buf = io.BytesIO()
+        Image.fromarray(grid).save(buf, format="PNG")
+        store.write_bytes("preview.png", buf.getvalue())
+        return store.describe("preview.png")
+    path = store.path("preview.png")
     atomic_write_with(path, lambda tmp: Image.fromarray(grid).save(tmp, format="PNG"))
     return path
 
 
-def format_summary(output_dir: Path, manifest: dict[str, Any]) -> str:
+def format_summary(output_dir: Path | str | Store, manifest: dict[str, Any]) -> str:
     """Counts per condition as a table (rows: all factors but the last; columns: the last factor)."""
+    store = open_store(output_dir)
     schema = manifest["schema"]
     names = list(schema)
     last = names[-1]
@@ -67,20 +81,20 @@ def format_summary(output_dir: Path, manifest: dict[str, Any]) -> str:
     for key in sorted(row_keys, key=lambda k: [schema[n].index(v) for n, v in zip(names[:-1], k.split("/"))] if k != "all" else [0]):
         vals = row_keys[key]
         lines.append(f"{key:<{width}}  " + "  ".join(f"{vals.get(c, 0):>9}" for c in cols) + f"  {sum(vals.values()):>7}")
-    run_file = Path(output_dir) / "run.json"  # this run's timings (kept out of the deterministic manifest)
-    if run_file.exists():
-        t = json.loads(run_file.read_text())["timings"]
+    if store.is_file("run.json"):  # this run's timings (kept out of the deterministic manifest)
+        t = json.loads(store.read_bytes("run.json"))["timings"]
         speed = (f"throughput: {t['images_per_s']:.1f} img/s (generation {t['generate_s']:.1f} s; "
                  f"Ray start {t['ray_start_s']:.1f} s; total {t['total_s']:.1f} s)")
     else:
         speed = ""
     lines += ["-" * len(lines[0]),
               f"images: {manifest['num_samples']} in {manifest['num_shards']} shard(s)   {speed}",
-              f"model: {manifest['model']['family']} {manifest['model_id'][:12]}   output: {Path(output_dir).absolute()}"]
-    if (Path(output_dir) / "preview.png").exists():
-        lines.append(f"preview: {Path(output_dir).absolute() / 'preview.png'}")
+              f"model: {manifest['model']['family']} {manifest['model_id'][:12]}   "
+              f"output: {store.display if store.remote else store.root.absolute()}"]
+    if store.exists("preview.png"):
+        lines.append(f"preview: {store.describe('preview.png')}")
     return "\n".join(lines)
 
 
-def print_summary(output_dir: Path, manifest: dict[str, Any]) -> None:
+def print_summary(output_dir: Path | str | Store, manifest: dict[str, Any]) -> None:
     print(format_summary(output_dir, manifest))
