@@ -75,7 +75,7 @@ def cmd_generate(overrides: Sequence[str]) -> int:
     cfg: GenerateRoot = compose("generate", overrides)
     _quiet_ray_logs()
     manifest = run_generation(cfg, progress=True)
-    out = Path(cfg.output_dir)
+    out = cfg.output_dir  # a string: may be an object-store URI (Path would mangle s3://)
     if cfg.preview:
         write_preview(out, manifest)
     print_summary(out, manifest)

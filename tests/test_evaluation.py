@@ -158,6 +158,16 @@ def test_evaluate_a_job_output_through_the_cli(ray_session, tiny_checkpoint, tmp
     result = json.loads((out / "metrics.json").read_text())
     assert result["source"]["kind"] == "job_output" and result["source"]["n"] == 60
     _check_report(out, result, 60)
+    # the same output with standard Inception metrics from a local (here random) weights file
+    from aigc_synth.metrics.inception import save_random_inception_weights
+
+    weights = save_random_inception_weights(tmp_path / "inception.pth")
+    out2 = tmp_path / "eval_inception"
+    assert main(["evaluate", f"source={job}", f"out_dir={out2}", "kid_subsets=5", "kid_subset_size=4", "max_samples=6",
+                 f"inception_weights={weights}"]) == 0
+    inc = json.loads((out2 / "metrics.json").read_text())["inception"]
+    assert inc["fid"] >= 0 and inc["is_mean"] >= 1 and inc["num_fake"] == 6
+    assert "## Inception (local weights)" in (out2 / "report.md").read_text()
 
 
 def test_evaluate_refuses_bad_requests_before_any_work(tmp_path, capsys):

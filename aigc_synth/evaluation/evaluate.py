@@ -267,7 +267,8 @@ def evaluate(cfg, progress: bool = True, log: Callable[..., None] = print) -> di
 
         log("computing Inception FID/KID/IS from local weights")
         result["inception"] = inception_metrics(cfg.inception_weights, ref_images, gen["images"],
-                                                kid_subsets=cfg.kid_subsets, kid_subset_size=cfg.kid_subset_size)
+                                                kid_subsets=cfg.kid_subsets, kid_subset_size=cfg.kid_subset_size,
+                                                is_splits=min(10, len(gen["images"])), progress=progress)
     result["elapsed_s"] = round(time.perf_counter() - t0, 1)
     result = _clean(result)
     out.mkdir(parents=True, exist_ok=True)

@@ -76,8 +76,8 @@ def _hydra_value(value: str) -> str:
 
 
 def _absolute(path: str) -> str | None:
-    """The absolute form of a relative local path; None when it is already absolute or ``~``-based."""
-    if not path or path.startswith("~") or os.path.isabs(path):
+    """The absolute form of a relative local path; None when it is already absolute, ``~``-based or a URI."""
+    if not path or path.startswith("~") or os.path.isabs(path) or "://" in path:
         return None
     return os.path.abspath(path)
 
