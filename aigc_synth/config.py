@@ -32,6 +32,7 @@ class ModelConfig:
     diffaugment: bool = True
     mode_seeking: float = 0.0  # MSGAN weight (Mao et al. 2019): rewards distinct images for distinct z
     kl_weight: float = 1.0  # cvae only: β of reconstruction + β·KL
+    aux_class_weight: float = 0.0  # cgan only: weight of the generator's AC-GAN term (0 = no auxiliary classifier)
 
 
 @dataclass

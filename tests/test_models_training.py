@@ -39,6 +39,17 @@ def test_cgan_uses_spectral_norm_and_projection():
     assert len(d.projections) == len(CARD)  # one projection per factor
 
 
+def test_auxiliary_classifier_heads_only_when_asked():
+    plain = build_discriminator("cgan", CARD, resolution=32, d_base_channels=4)
+    assert plain.aux_heads is None
+    with pytest.raises(ValueError, match="without aux_head"):
+        plain(torch.rand(2, 3, 32, 32), torch.zeros(2, 3, dtype=torch.long), return_aux=True)
+    d = build_discriminator("cgan", CARD, resolution=32, d_base_channels=4, aux_class_weight=0.5)
+    logit, class_logits = d(torch.rand(2, 3, 32, 32), torch.zeros(2, 3, dtype=torch.long), return_aux=True)
+    assert logit.shape == (2,)
+    assert [c.shape for c in class_logits] == [(2, n) for n in CARD]  # one head per factor
+
+
 def test_diffaugment_refuses_colour_policy_and_keeps_shape():
     x = torch.rand(4, 3, 32, 32)
     y = diff_augment(x, ("translation", "cutout"), torch.Generator().manual_seed(0))
@@ -76,6 +87,35 @@ def test_resume_equals_uninterrupted_training(tmp_path):
     resumed = load_generator(_train(tmp_path / "b", 4))
     for (k, v), (_, w) in zip(straight.module.state_dict().items(), resumed.module.state_dict().items()):
         assert torch.equal(v, w), k
+
+
+def test_auxiliary_classifier_is_trained_and_changes_the_generator(tmp_path):
+    from aigc_synth.training import trainer
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(**TINY, aux_class_weight=1.0)
+    D = build_discriminator("cgan", CARD, **vars(cfg))
+    G = build_generator("cgan", CARD, **vars(cfg))
+    before = [h.parametrizations.weight.original.detach().clone() for h in D.aux_heads]
+    opt_g, opt_d = torch.optim.Adam(G.parameters()), torch.optim.Adam(D.parameters())
+    real = torch.rand(8, 3, 32, 32) * 2 - 1
+    codes = torch.tensor([[i % c for c in CARD] for i in range(8)])
+    trainer.gan_step(G, D, opt_g, opt_d, real, codes, cfg, (), None)
+    assert all(not torch.equal(b, h.parametrizations.weight.original) for b, h in zip(before, D.aux_heads))
+    # same seed, same data, no auxiliary term: the generator ends elsewhere
+    path_ac = _train(tmp_path / "ac", 2, aux_class_weight=1.0)
+    path_plain = _train(tmp_path / "plain", 2)
+    a, b = load_generator(path_ac), load_generator(path_plain)
+    assert a.model_config == b.model_config  # the exported generator does not carry the training-only switch
+    assert any(not torch.equal(v, w) for v, w in zip(a.module.state_dict().values(), b.module.state_dict().values()))
+
+
+def test_auxiliary_classifier_is_refused_outside_cgan(tmp_path):
+    with pytest.raises(ValueError, match="aux_class_weight"):
+        _train(tmp_path, 1, family="dcgan", aux_class_weight=1.0)
+    with pytest.raises(ValueError, match="aux_class_weight"):
+        _train(tmp_path / "neg", 1, aux_class_weight=-1.0)
+    assert not (tmp_path / "log.jsonl").exists() and not (tmp_path / "neg").exists()  # nothing written
 
 
 def test_dcgan_baseline_trains(tmp_path):

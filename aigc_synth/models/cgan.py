@@ -130,7 +130,8 @@ class ProjectionDiscriminator(nn.Module):
     pooling for φ(x), then ψ(φ) plus one inner-product projection per condition factor.
     """
 
-    def __init__(self, cardinalities: Sequence[int], resolution: int = 64, base_channels: int = 32):
+    def __init__(self, cardinalities: Sequence[int], resolution: int = 64, base_channels: int = 32,
+                 aux_head: bool = False):
         super().__init__()
         n_down = _num_upsamplings(resolution)
         chans = [base_channels * 2**i for i in range(n_down)]
@@ -141,10 +142,23 @@ class ProjectionDiscriminator(nn.Module):
         self.features = nn.Sequential(*layers)
         self.head = spectral_norm(nn.Linear(chans[-1], 1))
         self.projections = nn.ModuleList(spectral_norm(nn.Embedding(int(c), chans[-1])) for c in cardinalities)
+        # optional auxiliary classifier (AC-GAN, Odena et al. 2017) on the same features: one linear
+        # head per factor, trained on real images only; the generator is rewarded when its images
+        # are classified as requested, which sharpens conditions the projection alone renders weakly
+        # (the vehicle count behind ``traffic``)
+        self.aux_heads = (nn.ModuleList(spectral_norm(nn.Linear(chans[-1], int(c))) for c in cardinalities)
+                          if aux_head else None)
 
-    def forward(self, x: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        phi = self.features(x).sum(dim=(2, 3))
+    def forward(self, x: torch.Tensor, codes: torch.Tensor, return_aux: bool = False):
+        """Logit (B,); with ``return_aux`` also a list of per-factor class logits (B, C_f)."""
+        features = self.features(x)
+        phi = features.sum(dim=(2, 3))
         out = self.head(phi).squeeze(1)
         for f, proj in enumerate(self.projections):
             out = out + (proj(codes[:, f]) * phi).sum(dim=1)
-        return out
+        if not return_aux:
+            return out
+        if self.aux_heads is None:
+            raise ValueError("this discriminator was built without aux_head")
+        pooled = features.mean(dim=(2, 3))  # mean, not sum: class logits independent of the feature-map size
+        return out, [head(pooled) for head in self.aux_heads]

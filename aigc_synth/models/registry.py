@@ -26,7 +26,8 @@ class Family:
 
 FAMILIES: dict[str, Family] = {
     "cgan": Family(CondGenerator, ProjectionDiscriminator,
-                   ("resolution", "z_dim", "base_channels", "embed_dim"), ("resolution", "d_base_channels")),
+                   ("resolution", "z_dim", "base_channels", "embed_dim"),
+                   ("resolution", "d_base_channels", "aux_class_weight")),
     "dcgan": Family(DCGANGenerator, DCGANDiscriminator,
                     ("resolution", "z_dim", "base_channels"), ("resolution", "d_base_channels")),
     # for the VAE the "discriminator" slot holds the encoder: the second network trained beside the generator
@@ -56,4 +57,6 @@ def build_discriminator(family_name: str, cardinalities: Sequence[int], **params
     kwargs = {k: params[k] for k in fam.discriminator_keys if k in params}
     if "d_base_channels" in kwargs:
         kwargs["base_channels"] = kwargs.pop("d_base_channels")
+    if "aux_class_weight" in kwargs:  # the module takes a switch, not a loss weight
+        kwargs["aux_head"] = kwargs.pop("aux_class_weight") > 0
     return fam.discriminator(list(cardinalities), **kwargs)

@@ -97,6 +97,11 @@ def sample_grid(generator: torch.nn.Module, schema: ConditionSchema, columns: in
     return grid.transpose(0, 2, 1, 3, 4).reshape(n_rows * r, n_cols * r, 3)
 
 
+def aux_class_loss(class_logits: list[torch.Tensor], codes: torch.Tensor) -> torch.Tensor:
+    """Sum over condition factors of the cross-entropy of the discriminator's class heads."""
+    return sum(F.cross_entropy(logits, codes[:, f]) for f, logits in enumerate(class_logits))
+
+
 def gan_step(G, D, opt_g, opt_d, real, codes, model_cfg: ModelConfig, policies, aug_gen):
     """One discriminator update then one generator update; returns (loss_d, loss_g, D(real), D(fake))."""
     B = real.shape[0]
@@ -106,8 +111,15 @@ def gan_step(G, D, opt_g, opt_d, real, codes, model_cfg: ModelConfig, policies, 
         fake = G(z, fake_codes)
     real_in = diff_augment(real, policies, aug_gen) if policies else real
     fake_in = diff_augment(fake, policies, aug_gen) if policies else fake
-    real_logits, fake_logits = D(real_in, codes), D(fake_in, fake_codes)
+    use_aux = model_cfg.aux_class_weight > 0
+    if use_aux:  # the auxiliary classifier learns from real images only (fakes would teach it their errors)
+        real_logits, real_class_logits = D(real_in, codes, return_aux=True)
+    else:
+        real_logits = D(real_in, codes)
+    fake_logits = D(fake_in, fake_codes)
     loss_d = d_loss_fn(model_cfg.loss, real_logits, fake_logits)
+    if use_aux:
+        loss_d = loss_d + aux_class_loss(real_class_logits, codes)
     opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
     opt_d.step()
@@ -118,7 +130,12 @@ def gan_step(G, D, opt_g, opt_d, real, codes, model_cfg: ModelConfig, policies, 
         fake_codes = torch.cat([codes[:half], codes[:half], codes[2 * half:]])
     fake = G(z, fake_codes)
     fake_in = diff_augment(fake, policies, aug_gen) if policies else fake
-    loss_g = g_loss_fn(model_cfg.loss, D(fake_in, fake_codes))
+    if use_aux:
+        fake_logits_g, fake_class_logits = D(fake_in, fake_codes, return_aux=True)
+        loss_g = (g_loss_fn(model_cfg.loss, fake_logits_g)
+                  + model_cfg.aux_class_weight * aux_class_loss(fake_class_logits, fake_codes))
+    else:
+        loss_g = g_loss_fn(model_cfg.loss, D(fake_in, fake_codes))
     if model_cfg.mode_seeking > 0:
         ratio = (fake[:half] - fake[half:2 * half]).abs().mean() / (z[:half] - z[half:2 * half]).abs().mean()
         loss_g = loss_g + model_cfg.mode_seeking / (ratio + 1e-5)
@@ -131,6 +148,9 @@ def gan_step(G, D, opt_g, opt_d, real, codes, model_cfg: ModelConfig, policies, 
 def train(train_cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: DataConfig,
           schema: ConditionSchema = DEFAULT_SCHEMA, progress: bool = True) -> Path:
     """Train (or resume) and export the generator; return the exported checkpoint path."""
+    if model_cfg.aux_class_weight < 0 or (model_cfg.aux_class_weight > 0 and model_cfg.family != "cgan"):
+        raise ValueError(f"model.aux_class_weight must be ≥ 0 and is only supported by family cgan "
+                         f"(got {model_cfg.aux_class_weight} for {model_cfg.family!r})")
     out = Path(train_cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "samples").mkdir(exist_ok=True)
