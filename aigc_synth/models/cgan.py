@@ -151,8 +151,7 @@ class ProjectionDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor, codes: torch.Tensor, return_aux: bool = False):
         """Logit (B,); with ``return_aux`` also a list of per-factor class logits (B, C_f)."""
-        features = self.features(x)
-        phi = features.sum(dim=(2, 3))
+        phi = self.features(x).sum(dim=(2, 3))
         out = self.head(phi).squeeze(1)
         for f, proj in enumerate(self.projections):
             out = out + (proj(codes[:, f]) * phi).sum(dim=1)
@@ -160,5 +159,6 @@ class ProjectionDiscriminator(nn.Module):
             return out
         if self.aux_heads is None:
             raise ValueError("this discriminator was built without aux_head")
-        pooled = features.mean(dim=(2, 3))  # mean, not sum: class logits independent of the feature-map size
-        return out, [head(pooled) for head in self.aux_heads]
+        # sum-pooled φ as in StudioGAN's ACGAN head: with spectral norm everywhere a mean-pooled φ
+        # kept the class logits too small to ever become confident (measured: CE stuck near chance)
+        return out, [head(phi) for head in self.aux_heads]
