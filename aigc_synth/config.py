@@ -59,6 +59,9 @@ class TrainConfig:
     eval_samples: int = 450  # real and generated images per evaluation
     best_metric: str = "kid"  # kid | fd | accuracy_mean: selects best_generator.pt
     classifier: Optional[str] = None  # None = the bundled domain classifier
+    # fine-tuning: start from another run's state.pt (weights, EMA, generator optimiser) instead of
+    # from scratch; discriminator heads the source lacks (e.g. the auxiliary classifier) start fresh
+    init_from: Optional[str] = None
 
 
 @dataclass

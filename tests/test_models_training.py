@@ -118,6 +118,25 @@ def test_auxiliary_classifier_is_refused_outside_cgan(tmp_path):
     assert not (tmp_path / "log.jsonl").exists() and not (tmp_path / "neg").exists()  # nothing written
 
 
+def test_fine_tune_starts_from_the_source_weights_and_adds_the_classifier(tmp_path):
+    source = load_generator(_train(tmp_path / "src", 2))
+    cfg = TrainConfig(out_dir=str(tmp_path / "ft0"), steps=0, batch_size=8, threads=1,
+                      init_from=str(tmp_path / "src" / "state.pt"))
+    start = load_generator(train(cfg, ModelConfig(**TINY, aux_class_weight=0.5), DataConfig(), progress=False))
+    for (k, v), w in zip(source.module.state_dict().items(), start.module.state_dict().values()):
+        assert torch.equal(v, w), k  # step 0 of the fine-tune is the source model
+    cfg.out_dir, cfg.steps = str(tmp_path / "ft1"), 1
+    tuned = load_generator(train(cfg, ModelConfig(**TINY, aux_class_weight=0.5), DataConfig(), progress=False))
+    assert any(not torch.equal(v, w) for v, w in zip(source.module.state_dict().values(), tuned.module.state_dict().values()))
+    cfg.out_dir = str(tmp_path / "bad")
+    with pytest.raises(CheckpointError, match="base_channels"):
+        train(cfg, ModelConfig(**{**TINY, "base_channels": 16}), DataConfig(), progress=False)
+    cfg.init_from, cfg.out_dir = str(tmp_path / "missing.pt"), str(tmp_path / "never")
+    with pytest.raises(FileNotFoundError, match="init_from"):
+        train(cfg, ModelConfig(**TINY), DataConfig(), progress=False)
+    assert not (tmp_path / "never").exists()
+
+
 def test_dcgan_baseline_trains(tmp_path):
     path = _train(tmp_path, 2, family="dcgan", loss="bce", z_dim=100, beta1=0.5, beta2=0.999, ema_decay=0.0, diffaugment=False)
     assert load_generator(path).family == "dcgan"

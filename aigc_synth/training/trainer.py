@@ -145,12 +145,41 @@ def gan_step(G, D, opt_g, opt_d, real, codes, model_cfg: ModelConfig, policies, 
     return loss_d, loss_g, real_logits, fake_logits
 
 
+def init_weights_from(path: str, model_cfg: ModelConfig, schema: ConditionSchema, G, D, G_ema, opt_g) -> None:
+    """Load another run's training state as the starting point of a fine-tune.
+
+    The generator must match exactly (same family, sizes and schema); the discriminator may lack
+    only the auxiliary-classifier heads, which then start from their initialisation. The
+    discriminator's optimiser starts afresh (its parameter list changed); the generator's continues.
+    """
+    state = load_checkpoint(path)
+    if state.get("format") != TRAIN_STATE_FORMAT:
+        raise CheckpointError(f"{path} is not a training state (use a run's state.pt)")
+    source = state["model_config"]
+    if state["schema"] != schema.to_dict():
+        raise CheckpointError(f"{path} was trained for another condition schema")
+    for key in ("family", "resolution", "z_dim", "base_channels", "d_base_channels", "embed_dim"):
+        if source.get(key) != getattr(model_cfg, key):
+            raise CheckpointError(f"{path} has model.{key}={source.get(key)!r}, this run {getattr(model_cfg, key)!r}")
+    G.load_state_dict(state["G"])
+    missing, unexpected = D.load_state_dict(state["D"], strict=False)
+    if unexpected or any(not k.startswith("aux_heads.") for k in missing):
+        raise CheckpointError(f"{path}: discriminator does not match (missing {missing}, unexpected {unexpected})")
+    if G_ema is not None and state.get("G_ema"):
+        G_ema.load_state_dict(state["G_ema"])
+    opt_g.load_state_dict(state["opt_g"])
+    for group in opt_g.param_groups:  # the moments carry over; the hyper-parameters are this run's
+        group["lr"], group["betas"] = model_cfg.lr_g, (model_cfg.beta1, model_cfg.beta2)
+
+
 def train(train_cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: DataConfig,
           schema: ConditionSchema = DEFAULT_SCHEMA, progress: bool = True) -> Path:
     """Train (or resume) and export the generator; return the exported checkpoint path."""
     if model_cfg.aux_class_weight < 0 or (model_cfg.aux_class_weight > 0 and model_cfg.family != "cgan"):
         raise ValueError(f"model.aux_class_weight must be ≥ 0 and is only supported by family cgan "
                          f"(got {model_cfg.aux_class_weight} for {model_cfg.family!r})")
+    if train_cfg.init_from and not Path(train_cfg.init_from).is_file():
+        raise FileNotFoundError(f"train.init_from: no such file {train_cfg.init_from}")
     out = Path(train_cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "samples").mkdir(exist_ok=True)
@@ -194,6 +223,9 @@ def train(train_cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: DataConfig,
         start = int(state["step"])
         best = dict(state.get("best", {}))
         print(f"resuming from {state_path} at step {start}")
+    elif train_cfg.init_from:
+        init_weights_from(train_cfg.init_from, model_cfg, schema, G, D, G_ema, opt_g)
+        print(f"fine-tuning from {train_cfg.init_from}")
 
     def save_all(step: int, elapsed: float) -> None:
         save_checkpoint({
