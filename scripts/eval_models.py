@@ -21,7 +21,17 @@ from aigc_synth.evaluation import evaluate
 from aigc_synth.io.checkpoint import read_generator_header
 from aigc_synth.jobs.generate import resolve_checkpoint_path
 
-DEFAULT_MODELS = ["cgan (bundled)=default", "dcgan baseline=runs/dcgan_baseline/generator.pt", "cvae=runs/cvae/generator.pt"]
+DEFAULT_MODELS = [
+    "cgan (bundled)=default",
+    "cgan, projection only (previous bundled)=runs/default_cgan/generator.pt",
+    "cgan + aux classifier from scratch=runs/cgan_ac/generator.pt",
+    "dcgan baseline=runs/dcgan_baseline/generator.pt",
+    "cvae=runs/cvae/generator.pt",
+]
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
 
 
 def main() -> None:
@@ -38,8 +48,11 @@ def main() -> None:
         if not ckpt.is_file():
             print(f"skip {name}: {ckpt} not found")
             continue
-        steps = read_generator_header(ckpt).get("meta", {}).get("step")
-        out = Path(a.out) / name.split()[0]
+        meta = read_generator_header(ckpt).get("meta", {})
+        steps = meta.get("step")
+        if (meta.get("train_config") or {}).get("init_from"):
+            steps = f"+{steps} (fine-tune)"
+        out = Path(a.out) / _slug(name)
         cfg = EvaluateRoot(source=str(ckpt), out_dir=str(out), overwrite=True, n_per_condition=a.n_per_condition,
                            threads=a.threads)
         print(f"== {name}: {ckpt} (step {steps})")
