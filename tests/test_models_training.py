@@ -137,6 +137,19 @@ def test_fine_tune_starts_from_the_source_weights_and_adds_the_classifier(tmp_pa
     assert not (tmp_path / "never").exists()
 
 
+def test_state_from_before_a_new_config_key_still_resumes(tmp_path):
+    from aigc_synth.io.checkpoint import save_checkpoint
+
+    _train(tmp_path, 2)
+    state = load_checkpoint(tmp_path / "state.pt")
+    del state["model_config"]["aux_class_weight"]  # as written before the key existed
+    save_checkpoint(state, tmp_path / "state.pt")
+    _train(tmp_path, 3)
+    assert load_checkpoint(tmp_path / "state.pt")["step"] == 3
+    with pytest.raises(CheckpointError, match="another model config"):
+        _train(tmp_path, 4, aux_class_weight=1.0)  # a real change is still refused
+
+
 def test_dcgan_baseline_trains(tmp_path):
     path = _train(tmp_path, 2, family="dcgan", loss="bce", z_dim=100, beta1=0.5, beta2=0.999, ema_decay=0.0, diffaugment=False)
     assert load_generator(path).family == "dcgan"

@@ -212,7 +212,9 @@ def train(train_cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: DataConfig,
         state = load_checkpoint(state_path)
         if state.get("format") != TRAIN_STATE_FORMAT:
             raise CheckpointError(f"{state_path} is not a training state")
-        if state["model_config"] != params or state["schema"] != schema.to_dict():
+        # a state saved before a config key existed was trained with that key's default
+        saved = {**asdict(ModelConfig()), **state["model_config"]}
+        if saved != params or state["schema"] != schema.to_dict():
             raise CheckpointError(f"{state_path} was trained with another model config or schema; use a new train.out_dir")
         G.load_state_dict(state["G"]); D.load_state_dict(state["D"])
         opt_g.load_state_dict(state["opt_g"]); opt_d.load_state_dict(state["opt_d"])
