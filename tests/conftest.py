@@ -53,3 +53,11 @@ def compose_generate(overrides: list[str]):
     from aigc_synth.cli import compose
 
     return compose("generate", overrides)
+
+
+@pytest.fixture(scope="session")
+def compose_config():
+    """``compose_config(name, overrides)``: the real ``conf/`` composed exactly as the CLI does."""
+    from aigc_synth.cli import compose
+
+    return compose
