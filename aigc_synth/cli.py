@@ -1,8 +1,9 @@
-"""``aigc-synth``: train generators and run generation jobs.
+"""``aigc-synth``: train generators, run generation jobs, evaluate, serve.
 
-Subcommands take Hydra overrides (``key=value``) composed onto ``conf/``::
+Verbs (argparse subcommands); the config verbs take Hydra overrides (``key=value``) composed
+onto ``conf/``::
 
-    aigc-synth generate [overrides]    # Ray job → Parquet/PNG shards + manifest
+    aigc-synth generate [overrides]    # Ray job → Parquet/PNG shards + manifest (the default verb)
     aigc-synth train [overrides]       # train a generator; exports generator.pt
     aigc-synth info CHECKPOINT         # show an exported generator's schema and config
     aigc-synth verify OUTPUT_DIR       # check every shard against the manifest
@@ -11,7 +12,8 @@ Subcommands take Hydra overrides (``key=value``) composed onto ``conf/``::
     aigc-synth serve [overrides]       # online generation endpoint (Ray Serve), until Ctrl-C
 
 Every error a user can cause ends as one line on stderr and exit status 2 (1 for runtime
-failures), with nothing written.
+failures), with nothing written: the verbs raise :class:`aigc_synth.errors.AigcSynthError`
+subclasses, which carry their exit status, and :func:`main` catches the base class once.
 """
 
 from __future__ import annotations
@@ -22,42 +24,10 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-CONF_DIR = Path(__file__).resolve().parent / "conf"
-EXIT_USAGE, EXIT_FAILURE = 2, 1
-
-
-class UsageError(Exception):
-    """A bad command line or config: reported in one line, exit status 2."""
-
-
-def compose(config_name: str, overrides: Sequence[str]) -> Any:
-    """Compose ``conf/<config_name>.yaml`` with overrides; return the resolved typed dataclass."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
-
-    from aigc_synth.config import register_configs
-
-    register_configs()
-    conf_dir = Path(os.environ.get("AIGC_SYNTH_CONF", CONF_DIR)).resolve()
-    if not conf_dir.is_dir():
-        raise UsageError(f"config directory not found: {conf_dir}")
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(conf_dir), version_base=None):
-            cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
-        OmegaConf.resolve(cfg)
-        return OmegaConf.to_object(cfg)
-    except Exception as exc:  # hydra / omegaconf errors: bad key, bad type, unknown group option
-        msg = " ".join(str(exc).split())
-        if exc.__cause__ is not None and str(exc.__cause__):
-            msg += ": " + " ".join(str(exc.__cause__).split())
-        raise UsageError(f"invalid configuration: {msg[:400]}") from None
-    finally:
-        GlobalHydra.instance().clear()
+from aigc_synth.config import compose
+from aigc_synth.errors import EXIT_FAILURE, EXIT_USAGE, AigcSynthError, UsageError, first_line
 
 
 def _quiet_ray_logs() -> None:
@@ -67,12 +37,11 @@ def _quiet_ray_logs() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def cmd_generate(overrides: Sequence[str]) -> int:
-    from aigc_synth.config import GenerateRoot
+def cmd_generate(args: argparse.Namespace) -> int:
     from aigc_synth.jobs.generate import run_generation
     from aigc_synth.jobs.report import print_summary, write_preview
 
-    cfg: GenerateRoot = compose("generate", overrides)
+    cfg = compose("generate", args.overrides)
     _quiet_ray_logs()
     manifest = run_generation(cfg, progress=True)
     out = cfg.output_dir  # a string: may be an object-store URI (Path would mangle s3://)
@@ -82,24 +51,20 @@ def cmd_generate(overrides: Sequence[str]) -> int:
     return 0
 
 
-def cmd_train(overrides: Sequence[str]) -> int:
-    from aigc_synth.config import TrainRoot
+def cmd_train(args: argparse.Namespace) -> int:
     from aigc_synth.training.trainer import train
 
-    cfg: TrainRoot = compose("train", overrides)
+    cfg = compose("train", args.overrides)
     path = train(cfg.train, cfg.model, cfg.data)
     print(f"exported generator: {path}")
     return 0
 
 
-def cmd_info(args: Sequence[str]) -> int:
+def cmd_info(args: argparse.Namespace) -> int:
     from aigc_synth.io.atomic import sha256_file
-    from aigc_synth.io.checkpoint import read_generator_header
-    from aigc_synth.jobs.generate import resolve_checkpoint_path
+    from aigc_synth.io.checkpoint import read_generator_header, resolve_checkpoint_path
 
-    if len(args) != 1:
-        raise UsageError("usage: aigc-synth info CHECKPOINT (or 'default')")
-    path = resolve_checkpoint_path(args[0])
+    path = resolve_checkpoint_path(args.checkpoint)
     header = read_generator_header(path)
     info = {"path": str(path), "model_id": sha256_file(path), "size_bytes": path.stat().st_size, "family": header["family"],
             "model_config": header["model_config"], "schema": header["schema"],
@@ -108,11 +73,10 @@ def cmd_info(args: Sequence[str]) -> int:
     return 0
 
 
-def cmd_evaluate(overrides: Sequence[str]) -> int:
-    from aigc_synth.config import EvaluateRoot
+def cmd_evaluate(args: argparse.Namespace) -> int:
     from aigc_synth.evaluation import evaluate
 
-    cfg: EvaluateRoot = compose("evaluate", overrides)
+    cfg = compose("evaluate", args.overrides)
     result = evaluate(cfg)
     o = result["overall"]
     acc = ", ".join(f"{k} {v:.3f}" for k, v in o["condition_accuracy"].items())
@@ -122,28 +86,25 @@ def cmd_evaluate(overrides: Sequence[str]) -> int:
     return 0
 
 
-def cmd_verify(args: Sequence[str]) -> int:
+def cmd_verify(args: argparse.Namespace) -> int:
     from aigc_synth.io.reader import verify_output
 
-    if len(args) != 1:
-        raise UsageError("usage: aigc-synth verify OUTPUT_DIR")
-    problems = verify_output(args[0])
+    problems = verify_output(args.output_dir)
     if problems:
         for p in problems:
             print(f"FAIL {p}", file=sys.stderr)
         return EXIT_FAILURE
-    print(f"OK {args[0]}: every shard matches the manifest")
+    print(f"OK {args.output_dir}: every shard matches the manifest")
     return 0
 
 
-def cmd_serve(overrides: Sequence[str]) -> int:
+def cmd_serve(args: argparse.Namespace) -> int:
     import signal
     import time
 
-    from aigc_synth.config import ServeRoot
-    from aigc_synth.serve.server import ServeConfigError, start_server, stop_server
+    from aigc_synth.serve.server import start_server, stop_server
 
-    cfg: ServeRoot = compose("serve", overrides)
+    cfg = compose("serve", args.overrides)
     _quiet_ray_logs()
     started = False
     try:
@@ -155,8 +116,6 @@ def cmd_serve(overrides: Sequence[str]) -> int:
               "Ctrl-C to stop", flush=True)
         while True:
             time.sleep(3600)
-    except ServeConfigError as exc:
-        raise UsageError(str(exc)) from None
     except KeyboardInterrupt:
         print("stopping the server", file=sys.stderr)
         return 0
@@ -165,24 +124,16 @@ def cmd_serve(overrides: Sequence[str]) -> int:
             stop_server()
 
 
-COMMANDS = {"generate": cmd_generate, "train": cmd_train, "info": cmd_info, "verify": cmd_verify, "evaluate": cmd_evaluate,
-            "serve": cmd_serve}
+def cmd_submit(args: argparse.Namespace) -> int:
+    from aigc_synth.jobs.submit import submit_generation
 
-
-def cmd_submit(args: Sequence[str]) -> int:
-    from aigc_synth.jobs.submit import SubmitError, parse_args, submit_generation
-
-    opts = parse_args(args)
     try:
-        result = submit_generation(opts.overrides, opts.address, wait=not opts.no_wait,
-                                   log=lambda line: print(line, flush=True), submission_id=opts.submission_id)
-    except SubmitError as exc:
-        print(f"aigc-synth submit: error: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        result = submit_generation(args.overrides, args.address, wait=not args.no_wait,
+                                   log=lambda line: print(line, flush=True), submission_id=args.submission_id)
     except KeyboardInterrupt:
         print("aigc-synth submit: detached; the job keeps running (`ray job stop <submission id>` stops it)", file=sys.stderr)
         return 130
-    if opts.no_wait:
+    if args.no_wait:
         print(result["submission_id"])
         return 0
     if result["status"] != "SUCCEEDED":
@@ -193,42 +144,67 @@ def cmd_submit(args: Sequence[str]) -> int:
     return 0
 
 
-COMMANDS["submit"] = cmd_submit  # own options (--address, --no-wait): main() hands it the raw argv
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad command line as one :class:`UsageError` line (exit 2)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _overrides(p: argparse.ArgumentParser) -> None:
+    p.add_argument("overrides", nargs="*", help="Hydra overrides key=value")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="aigc-synth", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                     epilog="Examples:\n  aigc-synth generate\n  aigc-synth generate job=rare_conditions job.num_samples=500\n"
+                            "  aigc-synth train model=dcgan_baseline train.steps=200")
+    sub = parser.add_subparsers(dest="command", metavar="VERB", parser_class=_Parser)
+    verbs: dict[str, tuple[Callable[[argparse.Namespace], int], str, Callable[[argparse.ArgumentParser], None]]] = {
+        "generate": (cmd_generate, "run a generation job (Ray) → Parquet/PNG shards + manifest", _overrides),
+        "train": (cmd_train, "train a generator; exports generator.pt", _overrides),
+        "evaluate": (cmd_evaluate, "metrics + report for a checkpoint or a job's output", _overrides),
+        "serve": (cmd_serve, "online generation endpoint (Ray Serve), until Ctrl-C", _overrides),
+        "info": (cmd_info, "show an exported generator's schema and config",
+                 lambda p: p.add_argument("checkpoint", help="checkpoint path, or 'default'")),
+        "verify": (cmd_verify, "check every shard of a job output against its manifest",
+                   lambda p: p.add_argument("output_dir", help="a job's output_dir (local path or URI)")),
+        "submit": (cmd_submit, "run a generation job on a running cluster through its job server", None),
+    }
+    for name, (fn, help_text, add_args) in verbs.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if add_args is None:
+            from aigc_synth.jobs.submit import add_submit_arguments
+
+            add_submit_arguments(p)
+        else:
+            add_args(p)
+        p.set_defaults(func=fn)
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="aigc-synth", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="Examples:\n  aigc-synth generate\n  aigc-synth generate job=rare_conditions job.num_samples=500\n"
-                                            "  aigc-synth train model=dcgan_baseline train.steps=200")
-    parser.add_argument("command", choices=sorted(COMMANDS), nargs="?", default="generate")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides key=value (or arguments of info/verify)")
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["submit"]:  # its options are parsed by cmd_submit, not here
-        args = argparse.Namespace(command="submit", overrides=argv[1:])
-    else:
-        args = parser.parse_args(argv)
-    from aigc_synth.io.checkpoint import CheckpointError
-    from aigc_synth.evaluation import EvaluationError
-    from aigc_synth.jobs.generate import JobSpecError, JobStalledError
-    from aigc_synth.schema import SchemaError
-
+    verb = argv[0] if argv else "generate"
     try:
-        return COMMANDS[args.command](args.overrides)
-    except (UsageError, JobSpecError, CheckpointError, SchemaError, FileNotFoundError, EvaluationError) as exc:
-        print(f"aigc-synth {args.command}: error: {exc}", file=sys.stderr)
+        args = build_parser().parse_args(argv or ["generate"])
+        if getattr(args, "overrides", None) and args.overrides[0] == "--":  # `submit -- overrides`
+            args.overrides = args.overrides[1:]
+        verb = args.command
+        return args.func(args)
+    except AigcSynthError as exc:
+        print(f"aigc-synth {verb}: error: {exc}", file=sys.stderr)
+        return exc.exit_status
+    except FileNotFoundError as exc:  # a path the user named
+        print(f"aigc-synth {verb}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except JobStalledError as exc:
-        print(f"aigc-synth {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
     except KeyboardInterrupt:
         print("interrupted: committed shards are kept; rerun the same command to continue", file=sys.stderr)
         return 130
     except Exception as exc:  # runtime failure (e.g. Ray): one line, the traceback only on request
         if os.environ.get("AIGC_SYNTH_DEBUG"):
             raise
-        first = (str(exc).strip().splitlines() or [""])[0][:300]
-        print(f"aigc-synth {args.command}: failed: {type(exc).__name__}: {first} (set AIGC_SYNTH_DEBUG=1 for the traceback)",
+        print(f"aigc-synth {verb}: failed: {type(exc).__name__}: {first_line(exc)} (set AIGC_SYNTH_DEBUG=1 for the traceback)",
               file=sys.stderr)
         return EXIT_FAILURE
 

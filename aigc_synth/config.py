@@ -1,38 +1,30 @@
 """Typed configs, registered with Hydra's ConfigStore; YAML presets live in ``conf/``.
 
-The CLI composes ``conf/`` with overrides, resolves everything in the driver
-(``OmegaConf.to_object``) and passes plain dataclasses on, so Ray actors never see Hydra.
+**One source of defaults**: every default value lives in a dataclass here (or, for a model
+family, in :mod:`aigc_synth.models.configs`). The YAML files in ``conf/`` only choose config-group
+options (``job: balanced``, ``model: cgan``), hold presets that differ on purpose (``job/rare_conditions``),
+and document the keys in comments; ``tests/test_config.py`` checks that composing any YAML with
+no overrides gives exactly the dataclass defaults.
+
+:func:`compose` (used by the CLI, ``submit``, the scripts and the tests) composes ``conf/`` with
+overrides, resolves everything in the driver (``OmegaConf.to_object``) and returns plain
+dataclasses, so Ray actors never see Hydra.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from pathlib import Path
+from typing import Any, Optional, Sequence
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
 
+from aigc_synth.errors import UsageError
+from aigc_synth.models.configs import CGANConfig, CVAEConfig, DCGANConfig
 
-@dataclass
-class ModelConfig:
-    """Generator family, its size, and its training recipe (loss, optimiser, EMA, augmentation)."""
-
-    family: str = "cgan"  # cgan | dcgan | cvae
-    loss: str = "hinge"  # hinge | bce
-    resolution: int = 64  # 32 | 64 | 128
-    z_dim: int = 64
-    base_channels: int = 32
-    d_base_channels: int = 32
-    embed_dim: int = 64
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    beta1: float = 0.0
-    beta2: float = 0.99
-    ema_decay: float = 0.999  # 0 disables the EMA generator
-    ema_start: int = 200
-    diffaugment: bool = True
-    mode_seeking: float = 0.0  # MSGAN weight (Mao et al. 2019): rewards distinct images for distinct z
-    kl_weight: float = 1.0  # cvae only: β of reconstruction + β·KL
-    aux_class_weight: float = 0.0  # cgan only: weight of the generator's AC-GAN term (0 = no auxiliary classifier)
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
 @dataclass
@@ -46,16 +38,16 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    out_dir: str = "runs/train"
-    steps: int = 6000
+    out_dir: str = "runs/${model.family}-${now:%Y%m%d-%H%M%S}"
+    steps: int = 5000
     batch_size: int = 32
     seed: int = 0
     threads: int = 0  # torch intra-op threads; 0 = all cores
     log_every: int = 25
-    sample_every: int = 500
-    checkpoint_every: int = 500
+    sample_every: int = 250
+    checkpoint_every: int = 250
     resume: bool = True
-    eval_every: int = 0  # >0: log KID/FD/condition accuracy (domain classifier) every N steps; keep the best
+    eval_every: int = 500  # >0: log KID/FD/condition accuracy (domain classifier) every N steps; keep the best; 0 = off
     eval_samples: int = 450  # real and generated images per evaluation
     best_metric: str = "kid"  # kid | fd | accuracy_mean: selects best_generator.pt
     classifier: Optional[str] = None  # None = the bundled domain classifier
@@ -67,7 +59,7 @@ class TrainConfig:
 @dataclass
 class TrainRoot:
     train: TrainConfig = field(default_factory=TrainConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: Any = MISSING  # a family's config (conf/model/<preset>.yaml extends <family>_schema)
     data: DataConfig = field(default_factory=DataConfig)
 
 
@@ -106,7 +98,7 @@ class JobConfig:
     name: str = "balanced"
     num_samples: int = 1000
     seed: int = 0
-    shard_size: int = 250
+    shard_size: int = 100
     formats: list[str] = field(default_factory=lambda: ["parquet", "png"])
     checkpoint: Optional[str] = None  # None = the bundled default generator
     schema: dict[str, Any] = field(default_factory=dict)  # optional: if non-empty, must equal the checkpoint's schema
@@ -136,7 +128,7 @@ class RayConfig:
 
 @dataclass
 class GenerateRoot:
-    output_dir: str = "outputs/generate"
+    output_dir: str = "outputs/${job.name}-${now:%Y%m%d-%H%M%S}"
     overwrite: bool = False
     preview: bool = True
     job: JobConfig = field(default_factory=JobConfig)
@@ -177,7 +169,7 @@ class EvaluateRoot:
     reference set, in the domain classifier's feature space (Inception's too, given local weights)."""
 
     source: str = "default"  # a checkpoint path, "default" (the bundled generator) or a job output_dir
-    out_dir: str = "outputs/eval"
+    out_dir: str = "outputs/eval-${now:%Y%m%d-%H%M%S}"
     overwrite: bool = False
     n_per_condition: int = 100  # checkpoint source: images sampled per condition (all combinations)
     max_samples: int = 10_000  # job source: rows read at most (first shards first)
@@ -199,5 +191,39 @@ def register_configs() -> None:
     cs.store(name="generate_schema", node=GenerateRoot)
     cs.store(name="serve_schema", node=ServeRoot)
     cs.store(name="evaluate_schema", node=EvaluateRoot)
-    cs.store(group="model", name="model_schema", node=ModelConfig)
+    for name, node in (("cgan_schema", CGANConfig), ("dcgan_schema", DCGANConfig), ("cvae_schema", CVAEConfig)):
+        cs.store(group="model", name=name, node=node)
     cs.store(group="job", name="job_schema", node=JobConfig)
+
+
+def conf_dir() -> Path:
+    """``$AIGC_SYNTH_CONF`` (a user's own config tree) or the package's ``conf/``."""
+    return Path(os.environ.get("AIGC_SYNTH_CONF", CONF_DIR)).resolve()
+
+
+def compose(config_name: str, overrides: Sequence[str] = ()) -> Any:
+    """Compose ``conf/<config_name>.yaml`` with ``key=value`` overrides; return the resolved typed
+    dataclass. Any Hydra/OmegaConf error (unknown key, bad type, unknown option) becomes a
+    one-line :class:`~aigc_synth.errors.UsageError`."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    register_configs()
+    directory = conf_dir()
+    if not directory.is_dir():
+        raise UsageError(f"config directory not found: {directory}")
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(directory), version_base=None):
+            cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
+        OmegaConf.resolve(cfg)
+        return OmegaConf.to_object(cfg)
+    except Exception as exc:  # hydra / omegaconf errors: bad key, bad type, unknown group option
+        msg = " ".join(str(exc).split())
+        if exc.__cause__ is not None and str(exc.__cause__):
+            msg += ": " + " ".join(str(exc.__cause__).split())
+        raise UsageError(f"invalid configuration: {msg[:400]}") from None
+    finally:
+        GlobalHydra.instance().clear()

@@ -15,9 +15,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-
-class SchemaError(ValueError):
-    """A condition or schema does not validate. The message lists what is allowed."""
+from aigc_synth.errors import SchemaError  # noqa: F401 (re-exported from its former home)
 
 
 @dataclass(frozen=True)
@@ -125,10 +123,21 @@ class ConditionSchema:
             index = index * card + codes[:, f]
         return index
 
+    #: Separator of condition keys (``fog/night/heavy``): the one spelling of manifests and reports.
+    KEY_SEP = "/"
+
     def condition_key(self, condition: Mapping[str, str]) -> str:
         """Stable human-readable key such as ``fog/night/heavy`` (used for counts in manifests)."""
         cond = self.validate(condition)
-        return "/".join(cond[n] for n in self.names)
+        return self.KEY_SEP.join(cond[n] for n in self.names)
+
+    def keys_of(self, codes: np.ndarray | Sequence[Sequence[int]]) -> list[str]:
+        """(n, F) codes → condition keys, without re-validating every row."""
+        return [self.KEY_SEP.join(vals[c] for c, (_, vals) in zip(row, self.factors)) for row in np.asarray(codes).tolist()]
+
+    def keys(self) -> list[str]:
+        """Every condition key, in :meth:`combinations` order."""
+        return [self.KEY_SEP.join(c.values()) for c in self.combinations()]
 
     def check_compatible(self, other: "ConditionSchema", what: str = "checkpoint") -> None:
         """Raise if ``other`` differs from this schema (factor names, order or values)."""

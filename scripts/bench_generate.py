@@ -31,7 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aigc_synth.io.checkpoint import load_generator  # noqa: E402
-from aigc_synth.jobs.generate import resolve_checkpoint_path  # noqa: E402
+from aigc_synth.io.checkpoint import resolve_checkpoint_path  # noqa: E402
 from aigc_synth.sampling.plan import ConditionPlan  # noqa: E402
 from aigc_synth.sampling.sampler import encode_png, generate_images  # noqa: E402
 from aigc_synth.schema import DEFAULT_SCHEMA  # noqa: E402
@@ -75,7 +75,7 @@ def plain_loop(gen, n: int, out: Path, batch: int = 64) -> float:
 
 
 def ray_job(checkpoint: str, n: int, out: Path, actors: int | None, batch_size: int, png_stage: bool = False) -> dict:
-    from aigc_synth.cli import compose
+    from aigc_synth.config import compose
     from aigc_synth.jobs.generate import run_generation
 
     overrides = [f"output_dir={out}", f"job.checkpoint={checkpoint}", f"job.num_samples={n}", "job.shard_size=250",

@@ -27,7 +27,7 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 CHILD = r"""
 import json, sys
 sys.path.insert(0, {root!r})
-from aigc_synth.cli import compose
+from aigc_synth.config import compose
 from aigc_synth.jobs.generate import run_generation
 import ray
 cfg = compose("generate", {overrides!r})

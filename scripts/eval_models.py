@@ -19,7 +19,7 @@ from pathlib import Path
 from aigc_synth.config import EvaluateRoot
 from aigc_synth.evaluation import evaluate
 from aigc_synth.io.checkpoint import read_generator_header
-from aigc_synth.jobs.generate import resolve_checkpoint_path
+from aigc_synth.io.checkpoint import resolve_checkpoint_path
 
 DEFAULT_MODELS = [
     "cgan (bundled)=default",

@@ -27,8 +27,8 @@ import ray  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
 from aigc_synth.jobs.generate import run_generation  # noqa: E402
-from tests.conftest import compose_generate  # noqa: E402
-from tests.test_faults import _shard_actor_pids  # noqa: E402
+from tests.helpers import compose_generate  # noqa: E402
+from tests.helpers import shard_actor_pids  # noqa: E402
 
 
 def _ppid(pid: int) -> int:
@@ -72,7 +72,7 @@ def main() -> None:
     while remove and thread.is_alive() and time.time() - t0 < 180 and removed is None:
         done = len(list((out / "parquet").glob("part-*.parquet"))) if (out / "parquet").exists() else 0
         if done >= 2:
-            hosts = {_ppid(pid) for pid in _shard_actor_pids()}
+            hosts = {_ppid(pid) for pid in shard_actor_pids()}
             if remove_all:
                 for node in nodes:
                     cluster.remove_node(node, allow_graceful=False)

@@ -10,17 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from aigc_synth.cli import UsageError, compose
+from aigc_synth.config import compose
+from aigc_synth.errors import UsageError
 from aigc_synth.sampling.plan import ConditionPlan
 from aigc_synth.schema import DEFAULT_SCHEMA
 
-CLI = [sys.executable, "-m", "aigc_synth.cli"]
-
-
-def run_cli(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    env.pop("RAY_ADDRESS", None)
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=cwd, timeout=timeout, env=env)
+from tests.helpers import run_cli  # noqa: E402  (used below)
 
 
 @pytest.mark.parametrize("job", ["balanced", "rare_conditions", "mixture_example"])

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aigc_synth.cli import COMMANDS, compose
+from aigc_synth.cli import build_parser
+from aigc_synth.config import compose
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTERS = ROOT / "clusters"
@@ -29,7 +30,8 @@ def _yaml(name: str) -> dict:
 
 def check_entrypoint(entrypoint: str) -> None:
     argv = shlex.split(entrypoint)
-    assert argv[0] == "aigc-synth" and argv[1] in COMMANDS, entrypoint
+    assert argv[0] == "aigc-synth", entrypoint
+    build_parser().parse_args(argv[1:])  # an unknown verb raises UsageError
     config = {"generate": "generate", "train": "train"}[argv[1]]
     compose(config, argv[2:])  # raises UsageError on a misspelled key or a bad value
 
@@ -70,7 +72,7 @@ def test_launcher_yaml():
 
 
 def test_entrypoint_check_catches_typos():
-    from aigc_synth.cli import UsageError
+    from aigc_synth.errors import UsageError
 
     with pytest.raises(UsageError):
         check_entrypoint("aigc-synth generate job.num_sampels=10")

@@ -15,7 +15,7 @@ from aigc_synth.metrics.distribution import density_coverage, frechet_distance, 
 from aigc_synth.metrics.domain import ClassifierScores, load_domain_classifier
 from aigc_synth.schema import DEFAULT_SCHEMA
 from aigc_synth.io.reader import verify_output
-from tests.conftest import compose_generate
+from tests.helpers import compose_generate
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +109,7 @@ def test_diversity_and_coverage_drop_when_samples_collapse_to_one_mode():
 
 # -- aigc-synth evaluate ---------------------------------------------------------------------------
 def _eval_cfg(source, out, *extra):
-    from aigc_synth.cli import compose
+    from aigc_synth.config import compose
 
     return compose("evaluate", [f"source={source}", f"out_dir={out}", "kid_subsets=10", "kid_subset_size=50", *extra])
 
@@ -200,9 +200,10 @@ class _BrightnessJudge:
 
 def test_gate_retries_rejects_from_the_next_derived_seeds(tiny_checkpoint):
     from aigc_synth.io.checkpoint import load_generator
-    from aigc_synth.jobs.generate import GATE_STREAM, gated_images
+    from aigc_synth.jobs.gate import DomainJudge, gated_sample
+    from aigc_synth.sampling.base import SampleBatch
     from aigc_synth.sampling.sampler import generate_images
-    from aigc_synth.sampling.seeds import derive_seeds
+    from aigc_synth.sampling.seeds import GATE_STREAM, attempt_seeds, derive_seeds
 
     gen = load_generator(tiny_checkpoint)
     ids = np.arange(100, 164)
@@ -211,9 +212,17 @@ def test_gate_retries_rejects_from_the_next_derived_seeds(tiny_checkpoint):
     render = lambda c, s: generate_images(gen, c, s)  # noqa: E731
     plain = render(codes, first)
     threshold = float(np.median(plain.reshape(64, -1).mean(1)))  # about half pass the first try
-    judge = _BrightnessJudge(codes, threshold)
-    job = {"seed": 7, "gate": {"max_tries": 4, "min_confidence": 0.5}}
-    images, cols = gated_images(render, judge, job, ids, codes, first)
+    judge = DomainJudge(_BrightnessJudge(codes, threshold), min_confidence=0.5)
+
+    def sample(sample_ids, attempt):  # a sampler of one condition, seeded like a job's
+        seeds, c = attempt_seeds(7, sample_ids, attempt), np.zeros((len(sample_ids), 3), np.int64)
+        return SampleBatch(sample_ids=np.asarray(sample_ids), columns={"seed": seeds}, images=render(c, seeds), codes=c)
+
+    def gated():
+        batch = gated_sample(sample, judge, ids, max_tries=4)
+        return batch.images, batch.columns
+
+    images, cols = gated()
     first_ok = plain.reshape(64, -1).mean(1) > threshold
     assert 0 < first_ok.sum() < 64
     # first-try passes are untouched; every other row was retried
@@ -228,7 +237,7 @@ def test_gate_retries_rejects_from_the_next_derived_seeds(tiny_checkpoint):
         assert (render(codes[i:i + 1], cols["seed"][i:i + 1])[0] == images[i]).all()
     assert (cols["gate_confidence"][cols["gate_passed"]] == np.float32(0.9 ** 3)).all()
     # pure function of (job, ids): the same call gives the same bits
-    again, cols2 = gated_images(render, judge, job, ids, codes, first)
+    again, cols2 = gated()
     assert (again == images).all() and all((cols[k] == cols2[k]).all() for k in cols)
 
 
@@ -271,7 +280,8 @@ def test_gated_output_is_identical_across_actor_counts(gated_runs):
 
 
 def test_gate_needs_parquet_and_a_matching_classifier(tiny_checkpoint, tmp_path):
-    from aigc_synth.jobs.generate import JobSpecError, validate_job
+    from aigc_synth.errors import JobSpecError
+from aigc_synth.jobs.spec import validate_job
 
     with pytest.raises(JobSpecError, match="needs 'parquet'"):
         validate_job(_gate_cfg(tmp_path / "o", tiny_checkpoint, "job.formats=[png]"))

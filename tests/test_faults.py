@@ -21,27 +21,13 @@ import pytest
 
 from aigc_synth.io.reader import verify_output
 from aigc_synth.jobs.generate import run_generation
-from tests.conftest import compose_generate
+from tests.helpers import compose_generate, shard_actor_pids
 
 
 def _cfg(out: Path, ckpt: Path):
     return compose_generate([f"output_dir={out}", f"job.checkpoint={ckpt}", "job.num_samples=480", "job.shard_size=20",
                              "resources.actors=2", "resources.batch_size=20", "resources.progress_timeout_s=180",
                              "preview=false"])
-
-
-def _shard_actor_pids() -> list[int]:
-    """PIDs of live generator actors: Ray titles their processes ``ray::MapWorker(MapBatches(ShardGenerator))``."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"ShardGenerator" in cmdline and b"MapWorker" in cmdline:
-                pids.append(int(entry.name))
-    return pids
 
 
 def test_killed_actor_costs_only_time(ray_session, tiny_checkpoint, tmp_path):
@@ -62,7 +48,7 @@ def test_killed_actor_costs_only_time(ray_session, tiny_checkpoint, tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and thread.is_alive():
         done = len(list((out / "parquet").glob("part-*.parquet"))) if (out / "parquet").exists() else 0
-        pids = _shard_actor_pids()
+        pids = shard_actor_pids()
         if done >= 2 and pids:
             killed = pids[0]
             os.kill(killed, signal.SIGKILL)  # a crash, not a graceful exit
@@ -139,7 +125,7 @@ def test_driver_sigkill_then_rerun_resumes(tiny_checkpoint, tmp_path):
     import subprocess
     import sys
 
-    from tests.test_cli import run_cli
+    from tests.helpers import run_cli
 
     args = ["generate", f"job.checkpoint={tiny_checkpoint}", "job.num_samples=2000", "job.shard_size=50",
             "resources.batch_size=25", "preview=false"]

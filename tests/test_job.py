@@ -13,8 +13,10 @@ import pytest
 from aigc_synth.config import GenerateRoot
 from aigc_synth.io.atomic import TMP_MARKER
 from aigc_synth.io.reader import GeneratedDataset, verify_output
-from aigc_synth.jobs.generate import JobSpecError, plan_pool, run_generation
-from tests.conftest import compose_generate
+from aigc_synth.errors import JobSpecError
+from aigc_synth.jobs.cluster import plan_pool
+from aigc_synth.jobs.generate import run_generation
+from tests.helpers import compose_generate
 
 
 def _cfg(out: Path, ckpt: Path, *extra: str) -> GenerateRoot:

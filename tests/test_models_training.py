@@ -5,7 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from aigc_synth.config import DataConfig, ModelConfig, TrainConfig
+from dataclasses import fields
+
+from aigc_synth.config import DataConfig, TrainConfig
+from aigc_synth.config import compose
+from aigc_synth.errors import UsageError
+from aigc_synth.models.configs import CGANConfig
+from aigc_synth.models.registry import config_for
 from aigc_synth.io.checkpoint import CheckpointError, load_checkpoint, load_generator
 from aigc_synth.models.registry import build_discriminator, build_generator
 from aigc_synth.schema import DEFAULT_SCHEMA, ConditionSchema
@@ -62,9 +68,17 @@ def test_diffaugment_refuses_colour_policy_and_keeps_shape():
 TINY = dict(resolution=32, z_dim=16, base_channels=8, d_base_channels=8, embed_dim=16, ema_start=1)
 
 
-def _train(out, steps, **model):
-    cfg = TrainConfig(out_dir=str(out), steps=steps, batch_size=8, log_every=1, sample_every=2, checkpoint_every=2, threads=1)
-    return train(cfg, ModelConfig(**{**TINY, **model}), DataConfig(), progress=False)
+def _model(family="cgan", **overrides):
+    """The family's own config with the tiny sizes it understands (a DCGAN has no embed_dim)."""
+    from aigc_synth.models.registry import get_family
+
+    known = {f.name for f in fields(get_family(family).config)}
+    return config_for(family, **{k: v for k, v in {**TINY, **overrides}.items() if k in known})
+
+
+def _train(out, steps, family="cgan", **model):
+    cfg = TrainConfig(out_dir=str(out), steps=steps, batch_size=8, log_every=1, sample_every=2, checkpoint_every=2, threads=1, eval_every=0)
+    return train(cfg, _model(family, **model), DataConfig(), progress=False)
 
 
 def test_train_step_logs_grid_and_checkpoints(tmp_path):
@@ -90,17 +104,17 @@ def test_resume_equals_uninterrupted_training(tmp_path):
 
 
 def test_auxiliary_classifier_is_trained_and_changes_the_generator(tmp_path):
-    from aigc_synth.training import trainer
+    from aigc_synth.training.steps import TrainContext, gan_step
 
     torch.manual_seed(0)
-    cfg = ModelConfig(**TINY, aux_class_weight=1.0)
+    cfg = CGANConfig(**TINY, aux_class_weight=1.0, diffaugment=False)
     D = build_discriminator("cgan", CARD, **vars(cfg))
     G = build_generator("cgan", CARD, **vars(cfg))
     before = [h.parametrizations.weight.original.detach().clone() for h in D.aux_heads]
     opt_g, opt_d = torch.optim.Adam(G.parameters()), torch.optim.Adam(D.parameters())
     real = torch.rand(8, 3, 32, 32) * 2 - 1
     codes = torch.tensor([[i % c for c in CARD] for i in range(8)])
-    trainer.gan_step(G, D, opt_g, opt_d, real, codes, cfg, (), None)
+    gan_step(TrainContext(G=G, D=D, opt_g=opt_g, opt_d=opt_d, cfg=cfg, aug_gen=torch.Generator()), real, codes)
     assert all(not torch.equal(b, h.parametrizations.weight.original) for b, h in zip(before, D.aux_heads))
     # same seed, same data, no auxiliary term: the generator ends elsewhere
     path_ac = _train(tmp_path / "ac", 2, aux_class_weight=1.0)
@@ -111,8 +125,11 @@ def test_auxiliary_classifier_is_trained_and_changes_the_generator(tmp_path):
 
 
 def test_auxiliary_classifier_is_refused_outside_cgan(tmp_path):
-    with pytest.raises(ValueError, match="aux_class_weight"):
-        _train(tmp_path, 1, family="dcgan", aux_class_weight=1.0)
+    # a DCGAN's own config has no such key: Hydra refuses it as a usage error
+    with pytest.raises(UsageError, match="aux_class_weight"):
+        compose("train", ["model=dcgan_baseline", "model.aux_class_weight=1.0"])
+    with pytest.raises(TypeError, match="aux_class_weight"):
+        config_for("dcgan", aux_class_weight=1.0)
     with pytest.raises(ValueError, match="aux_class_weight"):
         _train(tmp_path / "neg", 1, aux_class_weight=-1.0)
     assert not (tmp_path / "log.jsonl").exists() and not (tmp_path / "neg").exists()  # nothing written
@@ -120,20 +137,20 @@ def test_auxiliary_classifier_is_refused_outside_cgan(tmp_path):
 
 def test_fine_tune_starts_from_the_source_weights_and_adds_the_classifier(tmp_path):
     source = load_generator(_train(tmp_path / "src", 2))
-    cfg = TrainConfig(out_dir=str(tmp_path / "ft0"), steps=0, batch_size=8, threads=1,
+    cfg = TrainConfig(out_dir=str(tmp_path / "ft0"), steps=0, batch_size=8, threads=1, eval_every=0,
                       init_from=str(tmp_path / "src" / "state.pt"))
-    start = load_generator(train(cfg, ModelConfig(**TINY, aux_class_weight=0.5), DataConfig(), progress=False))
+    start = load_generator(train(cfg, _model(aux_class_weight=0.5), DataConfig(), progress=False))
     for (k, v), w in zip(source.module.state_dict().items(), start.module.state_dict().values()):
         assert torch.equal(v, w), k  # step 0 of the fine-tune is the source model
     cfg.out_dir, cfg.steps = str(tmp_path / "ft1"), 1
-    tuned = load_generator(train(cfg, ModelConfig(**TINY, aux_class_weight=0.5), DataConfig(), progress=False))
+    tuned = load_generator(train(cfg, _model(aux_class_weight=0.5), DataConfig(), progress=False))
     assert any(not torch.equal(v, w) for v, w in zip(source.module.state_dict().values(), tuned.module.state_dict().values()))
     cfg.out_dir = str(tmp_path / "bad")
     with pytest.raises(CheckpointError, match="base_channels"):
-        train(cfg, ModelConfig(**{**TINY, "base_channels": 16}), DataConfig(), progress=False)
+        train(cfg, _model(base_channels=16), DataConfig(), progress=False)
     cfg.init_from, cfg.out_dir = str(tmp_path / "missing.pt"), str(tmp_path / "never")
     with pytest.raises(FileNotFoundError, match="init_from"):
-        train(cfg, ModelConfig(**TINY), DataConfig(), progress=False)
+        train(cfg, _model(), DataConfig(), progress=False)
     assert not (tmp_path / "never").exists()
 
 
@@ -146,12 +163,14 @@ def test_state_from_before_a_new_config_key_still_resumes(tmp_path):
     save_checkpoint(state, tmp_path / "state.pt")
     _train(tmp_path, 3)
     assert load_checkpoint(tmp_path / "state.pt")["step"] == 3
-    with pytest.raises(CheckpointError, match="another model config"):
-        _train(tmp_path, 4, aux_class_weight=1.0)  # a real change is still refused
+    _train(tmp_path, 4, lr_g=1e-4)  # a hyper-parameter may change on resume (this run's value applies)
+    assert load_checkpoint(tmp_path / "state.pt")["step"] == 4
+    with pytest.raises(CheckpointError, match="base_channels"):
+        _train(tmp_path, 5, base_channels=16)  # an architecture change is refused (one list: Family.arch_keys)
 
 
 def test_dcgan_baseline_trains(tmp_path):
-    path = _train(tmp_path, 2, family="dcgan", loss="bce", z_dim=100, beta1=0.5, beta2=0.999, ema_decay=0.0, diffaugment=False)
+    path = _train(tmp_path, 2, family="dcgan", z_dim=100)
     assert load_generator(path).family == "dcgan"
 
 
@@ -202,7 +221,7 @@ def test_truncated_and_wrong_kind_checkpoints(tmp_path, tiny_checkpoint):
 
 
 def test_checkpoint_for_another_schema_loads(tmp_path):
-    from tests.conftest import make_tiny_checkpoint
+    from tests.helpers import make_tiny_checkpoint
 
     schema = ConditionSchema.from_dict({"season": ["summer", "winter"], "road": ["urban", "highway"]})
     gen = load_generator(make_tiny_checkpoint(tmp_path / "s.pt", schema=schema))
@@ -223,7 +242,7 @@ def test_kl_to_standard_normal_matches_torch_distributions():
 def test_cvae_trains_exports_and_serves_like_a_generator(tmp_path):
     from aigc_synth.sampling.sampler import generate_images
 
-    path = _train(tmp_path, 3, family="cvae", loss="vae", lr_g=1e-3, beta1=0.9, beta2=0.999, ema_decay=0.0, diffaugment=False)
+    path = _train(tmp_path, 3, family="cvae")
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert {"loss_rec", "loss_kl"} <= set(log[-1])
     gen = load_generator(path)
@@ -237,7 +256,7 @@ def test_training_logs_kid_and_accuracy_and_keeps_the_best_generator(tmp_path):
 
     cfg = TrainConfig(out_dir=str(tmp_path), steps=4, batch_size=8, log_every=1, sample_every=4, checkpoint_every=4,
                       threads=1, eval_every=2, eval_samples=60, best_metric="kid")
-    train(cfg, ModelConfig(**TINY), DataConfig(), progress=False)
+    train(cfg, _model(), DataConfig(), progress=False)
     evals = [r for r in map(json.loads, (tmp_path / "log.jsonl").read_text().splitlines()) if "eval_kid" in r]
     assert [r["step"] for r in evals] == [2, 4]
     for r in evals:
@@ -246,5 +265,5 @@ def test_training_logs_kid_and_accuracy_and_keeps_the_best_generator(tmp_path):
     meta = read_generator_header(tmp_path / "best_generator.pt")["meta"]
     assert meta["best"] == {"value": best["eval_kid"], "step": best["step"], "metric": "kid"}
     with pytest.raises(ValueError, match="best_metric"):
-        train(TrainConfig(out_dir=str(tmp_path / "x"), steps=1, eval_every=1, best_metric="loss"), ModelConfig(**TINY),
+        train(TrainConfig(out_dir=str(tmp_path / "x"), steps=1, eval_every=1, best_metric="loss"), _model(),
               DataConfig(), progress=False)

@@ -19,9 +19,10 @@ import pytest
 from aigc_synth.io.atomic import TMP_MARKER, open_store, redact
 from aigc_synth.io.reader import GeneratedDataset, load_manifest, verify_output
 from aigc_synth.io.shards import png_listing_sha256
-from aigc_synth.jobs.generate import JobSpecError, run_generation
+from aigc_synth.errors import JobSpecError
+from aigc_synth.jobs.generate import run_generation
 from aigc_synth.jobs.report import format_summary, write_preview
-from tests.conftest import compose_generate
+from tests.helpers import compose_generate
 
 pytest.importorskip("moto.server", reason="moto[server] (dev extra) runs the local S3 server")
 

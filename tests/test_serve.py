@@ -18,10 +18,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from aigc_synth.client import GenerationClient, GenerationError
-from aigc_synth.cli import compose, main
+from aigc_synth.cli import main
+from aigc_synth.config import compose
 from aigc_synth.serve.protocol import TOKEN_ENV
 from aigc_synth.serve.server import ServeConfigError, validate_serve_config
-from tests.conftest import compose_generate
+from tests.helpers import compose_generate
 
 TOKEN = "test-token-0123456789abcdef"
 COND = {"weather": "fog", "time_of_day": "night", "traffic": "heavy"}

@@ -26,7 +26,7 @@ from aigc_synth.cli import main
 from aigc_synth.jobs import submit as submit_mod
 from aigc_synth.jobs.submit import build_job_overrides, submit_generation
 
-from tests.conftest import make_tiny_checkpoint
+from tests.helpers import make_tiny_checkpoint
 
 HEAD_START_TIMEOUT_S = 120
 JOB_TIMEOUT_S = 240

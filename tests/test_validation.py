@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from aigc_synth.jobs.generate import JobSpecError, validate_job
-from tests.conftest import compose_generate, make_tiny_checkpoint
-from tests.test_cli import run_cli
+from aigc_synth.errors import JobSpecError
+from aigc_synth.jobs.spec import validate_job
+from tests.helpers import compose_generate, make_tiny_checkpoint
+from tests.helpers import run_cli
 
 
 def _validate(out: Path, ckpt: Path, *overrides: str):

@@ -17,7 +17,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from aigc_synth.data.procedural import render_scenes
-from aigc_synth.sampling.seeds import derive_seeds, uniform_from_seeds
+from aigc_synth.sampling.seeds import LATENT_STREAM, PLAN_STREAM, derive_seeds, uniform_from_seeds
 from aigc_synth.schema import DEFAULT_SCHEMA, ConditionSchema, SchemaError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
@@ -39,9 +39,9 @@ class ProceduralDrivingDataset(Dataset):
 
     def conditions_and_seeds(self, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         idx = np.asarray(indices, dtype=np.int64)
-        seeds = derive_seeds(self.seed, idx, stream=0)
+        seeds = derive_seeds(self.seed, idx, stream=LATENT_STREAM)
         codes = np.stack(
-            [np.minimum((uniform_from_seeds(derive_seeds(self.seed, idx, stream=1 + f)) * c).astype(np.int64), c - 1)
+            [np.minimum((uniform_from_seeds(derive_seeds(self.seed, idx, stream=PLAN_STREAM + f)) * c).astype(np.int64), c - 1)
              for f, c in enumerate(self.schema.cardinalities)], axis=1)
         return codes, seeds
 

@@ -20,6 +20,7 @@ from typing import Any, Callable
 import numpy as np
 from tqdm import tqdm
 
+from aigc_synth.errors import EvaluationError  # noqa: F401 (re-exported from its former home)
 from aigc_synth.metrics.condition import (
     condition_accuracy,
     condition_keys,
@@ -37,10 +38,6 @@ REFERENCE_SEED = 424_242
 CHUNK = 256
 
 
-class EvaluationError(ValueError):
-    """A bad evaluation request (source, reference, schema mismatch)."""
-
-
 # ------------------------------------------------------------------------------------------------
 # the generated set
 # ------------------------------------------------------------------------------------------------
@@ -49,9 +46,8 @@ def sample_checkpoint(path: str, n_per_condition: int, seed: int, progress: bool
     ``derive_seeds(seed, i)``, exactly like sample id ``i`` of a generation job."""
     import torch
 
-    from aigc_synth.io.checkpoint import load_generator
-    from aigc_synth.jobs.generate import resolve_checkpoint_path
-    from aigc_synth.sampling.plan import LATENT_STREAM
+    from aigc_synth.io.checkpoint import load_generator, resolve_checkpoint_path
+    from aigc_synth.sampling.seeds import LATENT_STREAM
     from aigc_synth.sampling.sampler import generate_images
 
     gen = load_generator(resolve_checkpoint_path(path))
@@ -164,7 +160,7 @@ def compute_metrics(gen_codes: np.ndarray, gen_scores, ref_codes: np.ndarray, re
     overall["diversity_reference"] = mean_pairwise_distance(ref_scores.features)
     gen_keys, ref_keys = condition_keys(gen_codes, schema), condition_keys(ref_codes, schema)
     per_condition: dict[str, dict[str, Any]] = {}
-    for key in [k for k in ("/".join(c.values()) for c in schema.combinations()) if k in set(gen_keys)]:
+    for key in [k for k in schema.keys() if k in set(gen_keys)]:
         gm = np.array([k == key for k in gen_keys])
         rm = np.array([k == key for k in ref_keys])
         row: dict[str, Any] = {"n_generated": int(gm.sum()), "n_reference": int(rm.sum()),

@@ -73,7 +73,7 @@ def grid_real_vs_generated(gen_images: np.ndarray, gen_codes: np.ndarray, ref_im
     r = gen_images.shape[1]
     label_w, gap = 150, 8
     gen_keys, ref_keys = condition_keys(gen_codes, schema), condition_keys(ref_codes, schema)
-    keys = [k for k in ("/".join(c.values()) for c in schema.combinations()) if k in set(gen_keys)]
+    keys = [k for k in schema.keys() if k in set(gen_keys)]
     width = label_w + 2 * per_condition * r + gap
     canvas = Image.new("RGB", (width, 14 + len(keys) * r), "white")
     draw = ImageDraw.Draw(canvas)

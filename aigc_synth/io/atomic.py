@@ -19,6 +19,8 @@ import uuid
 from pathlib import Path, PurePath
 from typing import Any, Callable, Iterator, Mapping, Union
 
+from aigc_synth.errors import StorageError, first_line
+
 TMP_MARKER = ".tmp-"
 
 
@@ -79,10 +81,6 @@ _FOLDED = re.compile(r"^(s3|gs|gcs|hdfs|viewfs|abfs|abfss|file):/(?!/)")
 STORAGE_ENV_PREFIXES = ("AWS_", "GOOGLE_APPLICATION_CREDENTIALS", "STORAGE_EMULATOR_HOST", "AZURE_STORAGE_")
 
 
-class StorageError(ValueError):
-    """An output location that cannot be used: bad URI, unknown scheme, missing bucket, unreachable."""
-
-
 def is_uri(location: str | os.PathLike) -> bool:
     return bool(_URI.match(str(location)))
 
@@ -98,8 +96,14 @@ def storage_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     return {k: v for k, v in environ.items() if k.startswith(STORAGE_ENV_PREFIXES)}
 
 
-def _first_line(exc: BaseException, limit: int = 300) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:limit]
+def join_location(location: str, rel: str) -> str:
+    """``rel`` under a local path or a URI, as text: ``s3://b/p?region=x`` + ``manifest.json`` →
+    ``s3://b/p/manifest.json?region=x`` (``Path`` would fold the ``//`` and keep the query inside)."""
+    text = os.fspath(location)
+    if not is_uri(text):
+        return str(Path(text) / rel)
+    base, sep, query = text.partition("?")
+    return f"{base.rstrip('/')}/{rel}{sep}{query}"
 
 
 def _resolve_uri(uri: str):
@@ -110,13 +114,13 @@ def _resolve_uri(uri: str):
     try:
         return pafs.FileSystem.from_uri(uri)
     except (pa.ArrowInvalid, ValueError) as exc:
-        msg = _first_line(exc)
+        msg = first_line(exc)
         if "Unrecognized filesystem type" in msg:
             raise StorageError(f"output location {redact(uri)}: unknown scheme '{scheme}://' (use a local path, "
                                "file://, s3://, gs:// or another pyarrow.fs URI)") from None
         raise StorageError(f"output location {redact(uri)} is not a valid URI: {msg}") from None
     except (OSError, ImportError) as exc:  # e.g. resolving an S3 bucket's region without a network
-        raise StorageError(f"output location {redact(uri)}: {_first_line(exc)}") from None
+        raise StorageError(f"output location {redact(uri)}: {first_line(exc)}") from None
 
 
 def open_store(location: "str | os.PathLike | Store") -> "Store":
@@ -359,7 +363,7 @@ class ObjectStore:
             if self._info().type == pafs.FileType.File:
                 raise StorageError(f"output location {self.display} exists and is not a directory")
         except OSError as exc:
-            raise StorageError(f"cannot reach output location {self.display}: {_first_line(exc)}") from None
+            raise StorageError(f"cannot reach output location {self.display}: {first_line(exc)}") from None
 
 
 Store = Union[LocalStore, ObjectStore]

@@ -22,16 +22,22 @@ from typing import Any
 import torch
 from torch import nn
 
+from aigc_synth.errors import CheckpointError, first_line
 from aigc_synth.io.atomic import atomic_path, sha256_file
 from aigc_synth.models.registry import build_generator, generator_kwargs
 from aigc_synth.schema import ConditionSchema, SchemaError
 
 GENERATOR_FORMAT = "aigc_synth.generator/v1"
+#: The small default generator shipped inside the package (``job.checkpoint=null`` / ``default``).
+BUNDLED_CHECKPOINT = Path(__file__).resolve().parent.parent / "assets" / "default_generator.pt"
 TRAIN_STATE_FORMAT = "aigc_synth.train_state/v1"
 
 
-class CheckpointError(ValueError):
-    """A checkpoint is missing, unreadable, unsafe or of the wrong kind."""
+def resolve_checkpoint_path(checkpoint: str | os.PathLike | None) -> Path:
+    """``None`` / ``""`` / ``default`` / ``bundled`` → the bundled generator; anything else a path."""
+    if checkpoint in (None, "", "default", "bundled"):
+        return BUNDLED_CHECKPOINT
+    return Path(checkpoint).expanduser()
 
 
 def save_checkpoint(obj: dict[str, Any], path: str | os.PathLike) -> None:
@@ -53,10 +59,9 @@ def _safe_load(source: Path | io.BytesIO, label: str) -> dict[str, Any]:
     try:
         obj = torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"refusing to load {path}: it is not a plain-tensor checkpoint ({first[:200]})") from None
+        raise CheckpointError(f"refusing to load {path}: it is not a plain-tensor checkpoint ({first_line(exc, 200)})") from None
     except Exception as exc:  # truncated zip, wrong file type, ...
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {first_line(exc, 200)}") from None
     if not isinstance(obj, dict) or "format" not in obj:
         raise CheckpointError(f"{path} is not an aigc_synth checkpoint (no 'format' key)")
     return obj
@@ -139,7 +144,7 @@ def load_generator_from_bytes(data: bytes, source: str = "<bytes>", device: str 
         module = build_generator(ckpt["family"], schema.cardinalities, **ckpt["model_config"])
         module.load_state_dict(ckpt["state_dict"])
     except (RuntimeError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"exported generator {source} does not match its model config: {str(exc).splitlines()[0][:200]}") from None
+        raise CheckpointError(f"exported generator {source} does not match its model config: {first_line(exc, 200)}") from None
     module.eval().requires_grad_(False).to(device)
     return LoadedGenerator(module=module, family=ckpt["family"], model_config=dict(ckpt["model_config"]), schema=schema,
                            model_id=hashlib.sha256(data).hexdigest(), path=source, meta=dict(ckpt.get("meta", {})))

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from aigc_synth.errors import first_line
 from aigc_synth.io.atomic import TMP_MARKER, LocalStore, Store, StorageError, open_store
 from aigc_synth.io.shards import png_folder_sha256
 from aigc_synth.schema import ConditionSchema
@@ -85,7 +86,7 @@ def verify_output(output_dir: str | Path | Store) -> list[str]:
         root = open_store(output_dir)
         manifest = load_manifest(root)
     except (FileNotFoundError, json.JSONDecodeError, StorageError, OSError) as exc:
-        return [str(exc).splitlines()[0] if str(exc) else type(exc).__name__]
+        return [first_line(exc, 10_000)]
     total, expected_next = 0, 0
     for shard in manifest["shards"]:
         if shard["first_sample_id"] != expected_next:

@@ -75,28 +75,28 @@ def arrow_schema(factor_names: Sequence[str], gate: bool = False) -> pa.Schema:
     return pa.schema(fields, metadata={b"huggingface": json.dumps({"info": {"features": features}}).encode()})
 
 
-def write_shard(output_dir: str | os.PathLike | Store, shard: int, *, sample_ids: np.ndarray, seeds: np.ndarray,
-                conditions: dict[str, Sequence[str]], png_bytes: list[bytes], width: int, height: int,
-                model_id: str, formats: Sequence[str], gate: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
-    """Write one shard atomically (PNG folder first, then Parquet) and return its manifest entry.
+def write_shard(output_dir: str | os.PathLike | Store, shard: int, *, sample_ids: np.ndarray, table: pa.Table | None,
+                files: Sequence[tuple[str, bytes]], formats: Sequence[str]) -> dict[str, Any]:
+    """Write one shard atomically (its file folder first, then Parquet) and return its manifest entry.
 
-    ``output_dir``: a local directory, a ``pyarrow.fs`` URI or an open :class:`Store`.
-    ``gate`` (jobs with the condition-fidelity gate) holds the per-row :data:`GATE_COLUMNS`.
+    ``output_dir``: a local directory, a ``pyarrow.fs`` URI or an open :class:`Store`. ``table``
+    (one row per sample) is written when ``"parquet"`` is in ``formats``, ``files`` (name, bytes)
+    into the shard's folder when ``"png"`` is. What the rows and files *are* is the sampler's
+    business (:mod:`aigc_synth.sampling.base`); this function only commits them.
     """
     store = open_store(output_dir)
     out = Path(store.uri) if not store.remote else None
     entry: dict[str, Any] = {"shard": shard, "rows": int(len(sample_ids)),
                              "first_sample_id": int(sample_ids[0]), "last_sample_id": int(sample_ids[-1])}
-    names = [png_filename(int(i)) for i in sample_ids]
     if "png" in formats and store.remote:
-        store.write_many({f"{png_reldir(shard)}/{name}": data for name, data in zip(names, png_bytes)})
+        store.write_many({f"{png_reldir(shard)}/{name}": data for name, data in files})
     elif "png" in formats:
         final_dir = out / png_reldir(shard)
         if not final_dir.is_dir():
             tmp_dir = final_dir.with_name(f"{TMP_MARKER}{uuid.uuid4().hex[:12]}-{final_dir.name}")
             tmp_dir.mkdir(parents=True)
             try:
-                for name, data in zip(names, png_bytes):
+                for name, data in files:
                     (tmp_dir / name).write_bytes(data)
                 os.rename(tmp_dir, final_dir)
             finally:
@@ -104,20 +104,9 @@ def write_shard(output_dir: str | os.PathLike | Store, shard: int, *, sample_ids
                     shutil.rmtree(tmp_dir, ignore_errors=True)
     if "png" in formats:
         entry["png_dir"] = png_reldir(shard)
-        entry["png_files"] = len(names)
-        entry["png_sha256"] = png_listing_sha256(zip(names, png_bytes))
+        entry["png_files"] = len(files)
+        entry["png_sha256"] = png_listing_sha256(files)
     if "parquet" in formats:
-        paths = [f"{png_reldir(shard)}/{n}" for n in names] if "png" in formats else names
-        columns = {"sample_id": pa.array(sample_ids, pa.int64()), "seed": pa.array(seeds, pa.int64())}
-        columns.update({k: pa.array(list(v), pa.string()) for k, v in conditions.items()})
-        columns["image"] = pa.StructArray.from_arrays([pa.array(png_bytes, pa.binary()), pa.array(paths, pa.string())],
-                                                      fields=list(IMAGE_TYPE))
-        columns["width"] = pa.array(np.full(len(sample_ids), width), pa.int32())
-        columns["height"] = pa.array(np.full(len(sample_ids), height), pa.int32())
-        columns["model_id"] = pa.array([model_id] * len(sample_ids), pa.string())
-        if gate is not None:
-            columns.update({name: pa.array(gate[name], typ) for name, (typ, _) in GATE_COLUMNS.items()})
-        table = pa.Table.from_pydict(columns, schema=arrow_schema(list(conditions), gate=gate is not None))
         if store.remote:
             sink = pa.BufferOutputStream()
             pq.write_table(table, sink, compression="snappy")

@@ -42,7 +42,7 @@ def condition_accuracy(requested: np.ndarray, predicted: np.ndarray, schema: Con
 
 def condition_keys(codes: np.ndarray, schema: ConditionSchema) -> list[str]:
     """(n, F) codes → ``weather/time_of_day/traffic`` keys (the manifest's spelling)."""
-    return ["/".join(values[c] for c, (_, values) in zip(row, schema.factors)) for row in np.asarray(codes).tolist()]
+    return schema.keys_of(codes)
 
 
 def inception_score_analogue(probs: np.ndarray) -> float:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from aigc_synth.errors import first_line
 from aigc_synth.io.checkpoint import CheckpointError, _safe_load
 from aigc_synth.models.classifier import DomainClassifier
 from aigc_synth.schema import ConditionSchema
@@ -115,5 +116,5 @@ def load_domain_classifier_from_bytes(data: bytes, source: str = "<bytes>") -> D
         module = DomainClassifier(schema.cardinalities, **ckpt["model_config"])
         module.load_state_dict(ckpt["state_dict"])
     except (KeyError, TypeError, RuntimeError, ValueError) as exc:
-        raise CheckpointError(f"domain classifier {source} is malformed: {str(exc).splitlines()[0][:200]}") from None
+        raise CheckpointError(f"domain classifier {source} is malformed: {first_line(exc, 200)}") from None
     return DomainFeatureExtractor(module, schema, classifier_id_for(data), dict(ckpt.get("meta", {})), source)

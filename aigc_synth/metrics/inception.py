@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from aigc_synth.errors import EvaluationError, first_line
 from aigc_synth.metrics.distribution import frechet_distance, kernel_inception_distance
 
 SUPPORTED_FILES = ("weights-inception-2015-12-05-6726825d.pth (torch-fidelity)",
@@ -54,7 +55,7 @@ NUM_LOGITS = 1008
 INPUT_SIZE = 299
 
 
-class InceptionWeightsError(ValueError):
+class InceptionWeightsError(EvaluationError):
     """The weights file is missing, unreadable, unsafe or of another network."""
 
 
@@ -95,12 +96,10 @@ def _read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], str]:
     try:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InceptionWeightsError(
-            f"refusing to load {path}: it is not a plain-tensor state dict ({first[:200]})") from None
+            f"refusing to load {path}: it is not a plain-tensor state dict ({first_line(exc, 200)})") from None
     except Exception as exc:  # truncated file, not a torch file, ...
-        msg = str(exc).splitlines()[0][:200] if str(exc) else ""
-        raise InceptionWeightsError(f"cannot read Inception weights {path}: {type(exc).__name__}: {msg}") from None
+        raise InceptionWeightsError(f"cannot read Inception weights {path}: {type(exc).__name__}: {first_line(exc, 200)}") from None
     if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
         raise InceptionWeightsError(f"{path} is not a state dict (name → tensor); expected one of {', '.join(SUPPORTED_FILES)}")
     if obj and all(k.startswith("module.") for k in obj):  # saved from a DataParallel wrapper

@@ -1,5 +1,2 @@
-"""Generator families and the registry that builds them from plain keyword arguments."""
-
-from aigc_synth.models.registry import FAMILIES, build_discriminator, build_generator
-
-__all__ = ["FAMILIES", "build_discriminator", "build_generator"]
+"""Generator families (plain ``nn.Module``s), their configs, and the registry that builds them:
+:mod:`aigc_synth.models.registry` (``FAMILIES``, ``build_generator``, ``build_discriminator``)."""

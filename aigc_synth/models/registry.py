@@ -1,62 +1,98 @@
-"""Model registry: family name → generator / discriminator constructors.
+"""Model registry: family name → config dataclass, modules, training step and key lists.
 
 Exported checkpoints store ``family`` and the generator's keyword arguments; this registry is the
-only place that turns them back into modules, so a checkpoint never needs pickled code.
+only place that turns them back into modules, so a checkpoint never needs pickled code. A new
+family registers a :class:`Family` here (see ``docs/architecture.md``); the training loop, the
+checkpoint loader and the job machinery then work for it unchanged.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from typing import Any, Callable, Sequence
 
 from torch import nn
 
 from aigc_synth.models.cgan import CondGenerator, ProjectionDiscriminator
+from aigc_synth.models.configs import CGANConfig, CVAEConfig, DCGANConfig, ImageModelConfig
 from aigc_synth.models.cvae import CVAEDecoder, CVAEEncoder
 from aigc_synth.models.dcgan import DCGANDiscriminator, DCGANGenerator
+from aigc_synth.training.steps import gan_step, vae_step
 
 
 @dataclass(frozen=True)
 class Family:
+    """Everything the project needs to know about one generator family.
+
+    * ``generator_keys``: the generator's constructor kwargs (what an exported checkpoint stores).
+    * ``critic_keys``: the second network's kwargs (``d_base_channels`` is passed as ``base_channels``).
+    * ``arch_keys``: config keys that must match for a training state to be resumed or fine-tuned
+      from; every other key (learning rates, loss weights) may change between runs.
+    * ``train_step(ctx, real, codes) → {name: scalar}``: one optimisation step.
+    * ``joint_optimizer``: True when one optimiser trains both networks (the VAE).
+    """
+
+    name: str
+    config: type
     generator: Callable[..., nn.Module]
-    discriminator: Callable[..., nn.Module] | None
+    critic: Callable[..., nn.Module]
     generator_keys: tuple[str, ...]
-    discriminator_keys: tuple[str, ...]
+    critic_keys: tuple[str, ...]
+    arch_keys: tuple[str, ...]
+    train_step: Callable[..., dict[str, Any]]
+    joint_optimizer: bool = False
 
 
 FAMILIES: dict[str, Family] = {
-    "cgan": Family(CondGenerator, ProjectionDiscriminator,
-                   ("resolution", "z_dim", "base_channels", "embed_dim"),
-                   ("resolution", "d_base_channels", "aux_class_weight")),
-    "dcgan": Family(DCGANGenerator, DCGANDiscriminator,
-                    ("resolution", "z_dim", "base_channels"), ("resolution", "d_base_channels")),
-    # for the VAE the "discriminator" slot holds the encoder: the second network trained beside the generator
-    "cvae": Family(CVAEDecoder, CVAEEncoder,
-                   ("resolution", "z_dim", "base_channels"), ("resolution", "z_dim", "d_base_channels")),
+    "cgan": Family("cgan", CGANConfig, CondGenerator, ProjectionDiscriminator,
+                   generator_keys=("resolution", "z_dim", "base_channels", "embed_dim"),
+                   critic_keys=("resolution", "d_base_channels", "aux_class_weight"),
+                   arch_keys=("resolution", "z_dim", "base_channels", "d_base_channels", "embed_dim"),
+                   train_step=gan_step),
+    "dcgan": Family("dcgan", DCGANConfig, DCGANGenerator, DCGANDiscriminator,
+                    generator_keys=("resolution", "z_dim", "base_channels"), critic_keys=("resolution", "d_base_channels"),
+                    arch_keys=("resolution", "z_dim", "base_channels", "d_base_channels"), train_step=gan_step),
+    # for the VAE the critic slot holds the encoder: the second network trained beside the generator
+    "cvae": Family("cvae", CVAEConfig, CVAEDecoder, CVAEEncoder,
+                   generator_keys=("resolution", "z_dim", "base_channels"),
+                   critic_keys=("resolution", "z_dim", "d_base_channels"),
+                   arch_keys=("resolution", "z_dim", "base_channels", "d_base_channels"),
+                   train_step=vae_step, joint_optimizer=True),
 }
 
 
-def _family(name: str) -> Family:
+def get_family(name: str) -> Family:
     if name not in FAMILIES:
         raise ValueError(f"unknown model family {name!r}; available: {sorted(FAMILIES)}")
     return FAMILIES[name]
 
 
-def generator_kwargs(family: str, params: dict[str, Any]) -> dict[str, Any]:
-    """The subset of ``params`` the family's generator takes (what an exported checkpoint stores)."""
-    return {k: params[k] for k in _family(family).generator_keys if k in params}
+def _params(params: Any) -> dict[str, Any]:
+    return asdict(params) if is_dataclass(params) else dict(params)
+
+
+def generator_kwargs(family: str, params: Any) -> dict[str, Any]:
+    """The subset of ``params`` (a config or dict) the family's generator takes."""
+    p = _params(params)
+    return {k: p[k] for k in get_family(family).generator_keys if k in p}
 
 
 def build_generator(family_name: str, cardinalities: Sequence[int], **params: Any) -> nn.Module:
     """Build a generator; ``params`` may hold extra (e.g. discriminator) keys, which are ignored."""
-    return _family(family_name).generator(list(cardinalities), **generator_kwargs(family_name, params))
+    return get_family(family_name).generator(list(cardinalities), **generator_kwargs(family_name, params))
 
 
 def build_discriminator(family_name: str, cardinalities: Sequence[int], **params: Any) -> nn.Module:
-    fam = _family(family_name)
-    kwargs = {k: params[k] for k in fam.discriminator_keys if k in params}
+    """Build the family's second network (discriminator or encoder) from config keys."""
+    fam = get_family(family_name)
+    kwargs = {k: params[k] for k in fam.critic_keys if k in params}
     if "d_base_channels" in kwargs:
         kwargs["base_channels"] = kwargs.pop("d_base_channels")
     if "aux_class_weight" in kwargs:  # the module takes a switch, not a loss weight
         kwargs["aux_head"] = kwargs.pop("aux_class_weight") > 0
-    return fam.discriminator(list(cardinalities), **kwargs)
+    return fam.critic(list(cardinalities), **kwargs)
+
+
+def config_for(family: str, **overrides: Any) -> ImageModelConfig:
+    """The family's config dataclass with ``overrides`` (unknown keys raise TypeError)."""
+    return get_family(family).config(**overrides)

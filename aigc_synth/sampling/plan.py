@@ -22,12 +22,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from aigc_synth.sampling.seeds import derive_seeds, uniform_from_seeds
+from aigc_synth.errors import PlanError  # noqa: F401 (re-exported from its former home)
+from aigc_synth.sampling.seeds import LATENT_STREAM, PERMUTATION_STREAM, PLAN_STREAM, _splitmix64, derive_seeds, uniform_from_seeds
 from aigc_synth.schema import ConditionSchema, SchemaError
 
 PLAN_KINDS = ("grid", "mixture", "list")
-LATENT_STREAM = 0  # derive_seeds stream of the per-sample latent seed
-_PLAN_STREAM = 1  # streams ≥ 1 are plan draws
 
 
 class FeistelPermutation:
@@ -41,11 +40,9 @@ class FeistelPermutation:
         bits = max(2, int(math.ceil(math.log2(max(self.n, 2)))))
         self.half = (bits + 1) // 2
         self.mask = np.uint64((1 << self.half) - 1)
-        self.keys = derive_seeds(seed, np.arange(self.ROUNDS), stream=99).astype(np.uint64)
+        self.keys = derive_seeds(seed, np.arange(self.ROUNDS), stream=PERMUTATION_STREAM).astype(np.uint64)
 
     def _once(self, x: np.ndarray) -> np.ndarray:
-        from aigc_synth.sampling.seeds import _splitmix64
-
         left, right = x >> np.uint64(self.half), x & self.mask
         for key in self.keys:
             left, right = right, left ^ (_splitmix64(right ^ key) & self.mask)
@@ -58,10 +55,6 @@ class FeistelPermutation:
             x[outside] = self._once(x[outside])
             outside = x >= np.uint64(self.n)
         return x.astype(np.int64)
-
-
-class PlanError(ValueError):
-    """The condition plan is invalid (unknown kind, factor, value, bad weights or probabilities)."""
 
 
 def _largest_remainder(weights: Sequence[float], total: int) -> list[int]:
@@ -189,7 +182,7 @@ class ConditionPlan:
         if self.kind == "mixture":
             cols = []
             for f, cdf in enumerate(self._cdfs):
-                u = uniform_from_seeds(derive_seeds(self.seed, ids, stream=_PLAN_STREAM + f))
+                u = uniform_from_seeds(derive_seeds(self.seed, ids, stream=PLAN_STREAM + f))
                 cols.append(np.minimum(np.searchsorted(cdf, u, side="right"), len(cdf) - 1))
             return np.stack(cols, axis=1).astype(np.int64) if cols else np.zeros((len(ids), 0), np.int64)
         position = self._perm(ids)
@@ -211,4 +204,5 @@ class ConditionPlan:
             for start in range(0, self.num_samples, chunk):
                 codes = self.codes_for(np.arange(start, min(start + chunk, self.num_samples)))
                 totals.update(map(tuple, codes.tolist()))
-        return {"/".join(self.schema.decode(code).values()): totals[code] for code in sorted(totals)}
+        keys = self.schema.keys_of(sorted(totals)) if totals else []
+        return {key: totals[code] for key, code in zip(keys, sorted(totals))}

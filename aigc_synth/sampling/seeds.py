@@ -13,6 +13,12 @@ import torch
 
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
+# Every derive_seeds stream in one place (a new use of per-sample randomness takes a new stream):
+LATENT_STREAM = 0  #: the per-sample latent seed (attempt 0)
+PLAN_STREAM = 1  #: 1..F: per-factor plan draws (mixture plans; the procedural dataset's conditions)
+PERMUTATION_STREAM = 99  #: the Feistel keys of exact plans (indexed by round, not by sample)
+GATE_STREAM = 1 << 20  #: + t: the seed of a sample's gate attempt t ≥ 1 (far from the streams above)
+
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore"):
@@ -32,6 +38,12 @@ def derive_seeds(job_seed: int, sample_ids: np.ndarray | list[int], stream: int 
         base = _splitmix64(np.uint64(job_seed & 0xFFFFFFFFFFFFFFFF) ^ (np.uint64(stream) * np.uint64(0xD1B54A32D192ED03)))
         mixed = _splitmix64(base ^ _splitmix64(ids))
     return (mixed >> np.uint64(1)).astype(np.int64)
+
+
+def attempt_seeds(job_seed: int, sample_ids: np.ndarray | list[int], attempt: int = 0) -> np.ndarray:
+    """The latent seeds of ``sample_ids`` for a given attempt: 0 is the sample's own seed, t ≥ 1 the
+    t-th retry of the condition-fidelity gate. A pure function of (job seed, sample id, attempt)."""
+    return derive_seeds(job_seed, sample_ids, stream=LATENT_STREAM if attempt == 0 else GATE_STREAM + attempt)
 
 
 def uniform_from_seeds(seeds: np.ndarray) -> np.ndarray:

@@ -9,12 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from aigc_synth.errors import ServeConfigError  # noqa: F401 (re-exported from its former home)
 from aigc_synth.config import ServeConfig, ServeRoot
 from aigc_synth.serve.protocol import TOKEN_ENV, check_bind, token_digest
-
-
-class ServeConfigError(ValueError):
-    """The serve config cannot run (bad limits, non-loopback host without a token, busy port...)."""
 
 
 @dataclass
@@ -75,7 +72,8 @@ def start_server(root: ServeRoot, log: Callable[[str], Any] = lambda m: print(m,
     import ray
 
     from aigc_synth.io.checkpoint import load_generator_from_bytes
-    from aigc_synth.jobs.generate import connect_ray, resolve_checkpoint_path
+    from aigc_synth.io.checkpoint import resolve_checkpoint_path
+    from aigc_synth.jobs.cluster import connect_ray
 
     cfg = root.serve
     token, warning = validate_serve_config(cfg)

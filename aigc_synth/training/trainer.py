@@ -28,38 +28,21 @@ from PIL import Image
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from aigc_synth.config import DataConfig, ModelConfig, TrainConfig
+from aigc_synth.config import DataConfig, TrainConfig
 from aigc_synth.data.datasets import FolderDataset, ProceduralDrivingDataset
 from aigc_synth.io.checkpoint import TRAIN_STATE_FORMAT, CheckpointError, export_generator, load_checkpoint, save_checkpoint
-from aigc_synth.models.cvae import cvae_loss, reparameterise
-from aigc_synth.models.registry import build_discriminator, build_generator
+from aigc_synth.models.configs import ImageModelConfig
+from aigc_synth.models.registry import Family, build_discriminator, build_generator, get_family
 from aigc_synth.sampling.sampler import to_uint8
 from aigc_synth.sampling.seeds import latents_for_seeds
 from aigc_synth.schema import DEFAULT_SCHEMA, ConditionSchema
-from aigc_synth.training.augment import diff_augment
+from aigc_synth.training.steps import TrainContext
 
 GRID_COLUMNS = 8
 
 
 def _to_unit(images_uint8: torch.Tensor) -> torch.Tensor:
     return images_uint8.float().div_(127.5).sub_(1.0)
-
-
-def d_loss_fn(kind: str, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-    if kind == "hinge":
-        return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
-    if kind == "bce":
-        return (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
-                + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
-    raise ValueError(f"unknown loss {kind!r}; use 'hinge' or 'bce'")
-
-
-def g_loss_fn(kind: str, fake_logits: torch.Tensor) -> torch.Tensor:
-    if kind == "hinge":
-        return -fake_logits.mean()
-    if kind == "bce":
-        return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
-    raise ValueError(f"unknown loss {kind!r}; use 'hinge' or 'bce'")
 
 
 @torch.no_grad()
@@ -70,7 +53,7 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
         b_ema.copy_(b)
 
 
-def make_training_data(data: DataConfig, model: ModelConfig, schema: ConditionSchema, train: TrainConfig):
+def make_training_data(data: DataConfig, model: ImageModelConfig, schema: ConditionSchema, train: TrainConfig):
     if data.source == "procedural":
         return ProceduralDrivingDataset(length=2**62, seed=train.seed, resolution=model.resolution, schema=schema)
     if data.source == "folder":
@@ -97,87 +80,58 @@ def sample_grid(generator: torch.nn.Module, schema: ConditionSchema, columns: in
     return grid.transpose(0, 2, 1, 3, 4).reshape(n_rows * r, n_cols * r, 3)
 
 
-def aux_class_loss(class_logits: list[torch.Tensor], codes: torch.Tensor) -> torch.Tensor:
-    """Sum over condition factors of the cross-entropy of the discriminator's class heads."""
-    return sum(F.cross_entropy(logits, codes[:, f]) for f, logits in enumerate(class_logits))
+def load_training_state(path: Path | str, family: Family, cfg: ImageModelConfig, schema: ConditionSchema, ctx: TrainContext,
+                        G_ema: torch.nn.Module | None, resume: bool) -> dict[str, Any]:
+    """The one way weights enter a run, for resume and fine-tune alike; returns the state dict.
 
-
-def gan_step(G, D, opt_g, opt_d, real, codes, model_cfg: ModelConfig, policies, aug_gen):
-    """One discriminator update then one generator update; returns (loss_d, loss_g, D(real), D(fake))."""
-    B = real.shape[0]
-    z = torch.randn(B, G.z_dim)
-    fake_codes = codes  # generate the same condition mix as the real batch
-    with torch.no_grad():
-        fake = G(z, fake_codes)
-    real_in = diff_augment(real, policies, aug_gen) if policies else real
-    fake_in = diff_augment(fake, policies, aug_gen) if policies else fake
-    use_aux = model_cfg.aux_class_weight > 0
-    if use_aux:  # the auxiliary classifier learns from real images only (fakes would teach it their errors)
-        real_logits, real_class_logits = D(real_in, codes, return_aux=True)
-    else:
-        real_logits = D(real_in, codes)
-    fake_logits = D(fake_in, fake_codes)
-    loss_d = d_loss_fn(model_cfg.loss, real_logits, fake_logits)
-    if use_aux:
-        loss_d = loss_d + aux_class_loss(real_class_logits, codes)
-    opt_d.zero_grad(set_to_none=True)
-    loss_d.backward()
-    opt_d.step()
-    if model_cfg.mode_seeking > 0:
-        # pair each sample of the first half with one of the second half that has the same
-        # condition but another z; MSGAN's term grows when their images are alike
-        half = B // 2
-        fake_codes = torch.cat([codes[:half], codes[:half], codes[2 * half:]])
-    fake = G(z, fake_codes)
-    fake_in = diff_augment(fake, policies, aug_gen) if policies else fake
-    if use_aux:
-        fake_logits_g, fake_class_logits = D(fake_in, fake_codes, return_aux=True)
-        loss_g = (g_loss_fn(model_cfg.loss, fake_logits_g)
-                  + model_cfg.aux_class_weight * aux_class_loss(fake_class_logits, fake_codes))
-    else:
-        loss_g = g_loss_fn(model_cfg.loss, D(fake_in, fake_codes))
-    if model_cfg.mode_seeking > 0:
-        ratio = (fake[:half] - fake[half:2 * half]).abs().mean() / (z[:half] - z[half:2 * half]).abs().mean()
-        loss_g = loss_g + model_cfg.mode_seeking / (ratio + 1e-5)
-    opt_g.zero_grad(set_to_none=True)
-    loss_g.backward()
-    opt_g.step()
-    return loss_d, loss_g, real_logits, fake_logits
-
-
-def init_weights_from(path: str, model_cfg: ModelConfig, schema: ConditionSchema, G, D, G_ema, opt_g) -> None:
-    """Load another run's training state as the starting point of a fine-tune.
-
-    The generator must match exactly (same family, sizes and schema); the discriminator may lack
-    only the auxiliary-classifier heads, which then start from their initialisation. The
-    discriminator's optimiser starts afresh (its parameter list changed); the generator's continues.
+    The source must be a training state for the same schema whose ``family.arch_keys`` equal this
+    run's (everything else, e.g. learning rates, may differ: the run's own values apply). The
+    generator, its EMA and the generator's optimiser moments always load. The critic loads too,
+    except for heads the source lacks (the auxiliary classifier), which start fresh.
+    ``resume=True`` additionally restores the critic's optimiser, the RNGs and the step counter,
+    which is what makes a resumed run equal an uninterrupted one.
     """
     state = load_checkpoint(path)
     if state.get("format") != TRAIN_STATE_FORMAT:
         raise CheckpointError(f"{path} is not a training state (use a run's state.pt)")
-    source = state["model_config"]
     if state["schema"] != schema.to_dict():
         raise CheckpointError(f"{path} was trained for another condition schema")
-    for key in ("family", "resolution", "z_dim", "base_channels", "d_base_channels", "embed_dim"):
-        if source.get(key) != getattr(model_cfg, key):
-            raise CheckpointError(f"{path} has model.{key}={source.get(key)!r}, this run {getattr(model_cfg, key)!r}")
-    G.load_state_dict(state["G"])
-    missing, unexpected = D.load_state_dict(state["D"], strict=False)
+    source = state["model_config"]
+    for key in ("family", *family.arch_keys):
+        if source.get(key) != getattr(cfg, key):
+            raise CheckpointError(f"{path} has model.{key}={source.get(key)!r}, this run {getattr(cfg, key)!r}; "
+                                  "use a new train.out_dir for another architecture")
+    ctx.G.load_state_dict(state["G"])
+    missing, unexpected = ctx.D.load_state_dict(state["D"], strict=False)
     if unexpected or any(not k.startswith("aux_heads.") for k in missing):
         raise CheckpointError(f"{path}: discriminator does not match (missing {missing}, unexpected {unexpected})")
     if G_ema is not None and state.get("G_ema"):
         G_ema.load_state_dict(state["G_ema"])
-    opt_g.load_state_dict(state["opt_g"])
-    for group in opt_g.param_groups:  # the moments carry over; the hyper-parameters are this run's
-        group["lr"], group["betas"] = model_cfg.lr_g, (model_cfg.beta1, model_cfg.beta2)
+    ctx.opt_g.load_state_dict(state["opt_g"])
+    for group in ctx.opt_g.param_groups:  # the moments carry over; the hyper-parameters are this run's
+        group["lr"], group["betas"] = cfg.lr_g, (cfg.beta1, cfg.beta2)
+    if resume:
+        if not missing:  # a critic that gained heads needs a fresh optimiser (its parameter list changed)
+            ctx.opt_d.load_state_dict(state["opt_d"])
+            for group in ctx.opt_d.param_groups:
+                group["lr"], group["betas"] = cfg.lr_d, (cfg.beta1, cfg.beta2)
+        ctx.aug_gen.set_state(state["aug_rng"])
+        torch.set_rng_state(state["torch_rng"])
+    return state
 
 
-def train(train_cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: DataConfig,
+def train(train_cfg: TrainConfig, model_cfg: ImageModelConfig, data_cfg: DataConfig,
           schema: ConditionSchema = DEFAULT_SCHEMA, progress: bool = True) -> Path:
-    """Train (or resume) and export the generator; return the exported checkpoint path."""
-    if model_cfg.aux_class_weight < 0 or (model_cfg.aux_class_weight > 0 and model_cfg.family != "cgan"):
-        raise ValueError(f"model.aux_class_weight must be ≥ 0 and is only supported by family cgan "
-                         f"(got {model_cfg.aux_class_weight} for {model_cfg.family!r})")
+    """Train (or resume, or fine-tune) and export the generator; return the exported checkpoint path.
+
+    ``model_cfg`` is the family's own config dataclass (:mod:`aigc_synth.models.configs`); the
+    loop calls ``family.train_step`` and knows nothing else about the family.
+    """
+    family = get_family(model_cfg.family)
+    if not isinstance(model_cfg, family.config):
+        raise TypeError(f"model config for family {family.name!r} must be a {family.config.__name__}, got {type(model_cfg).__name__}")
+    if getattr(model_cfg, "aux_class_weight", 0.0) < 0:
+        raise ValueError(f"model.aux_class_weight must be >= 0, got {model_cfg.aux_class_weight}")
     if train_cfg.init_from and not Path(train_cfg.init_from).is_file():
         raise FileNotFoundError(f"train.init_from: no such file {train_cfg.init_from}")
     out = Path(train_cfg.out_dir)
@@ -192,10 +146,10 @@ def train(train_cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: DataConfig,
     D = build_discriminator(model_cfg.family, schema.cardinalities, **params)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False) if model_cfg.ema_decay > 0 else None
     betas = (model_cfg.beta1, model_cfg.beta2)
-    is_vae = model_cfg.family == "cvae"  # D is then the encoder, trained jointly with the decoder G
-    opt_g = torch.optim.Adam(list(G.parameters()) + (list(D.parameters()) if is_vae else []), lr=model_cfg.lr_g, betas=betas)
-    opt_d = torch.optim.Adam(D.parameters(), lr=model_cfg.lr_d, betas=betas)
-    aug_gen = torch.Generator().manual_seed(train_cfg.seed + 1)
+    g_params = list(G.parameters()) + (list(D.parameters()) if family.joint_optimizer else [])
+    ctx = TrainContext(G=G, D=D, opt_g=torch.optim.Adam(g_params, lr=model_cfg.lr_g, betas=betas),
+                       opt_d=torch.optim.Adam(D.parameters(), lr=model_cfg.lr_d, betas=betas), cfg=model_cfg,
+                       aug_gen=torch.Generator().manual_seed(train_cfg.seed + 1))
 
     state_path, export_path, log_path = out / "state.pt", out / "generator.pt", out / "log.jsonl"
     best_path = out / "best_generator.pt"
@@ -209,25 +163,14 @@ def train(train_cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: DataConfig,
     best: dict[str, Any] = {}  # {"value", "step"} of the best evaluation so far
     start = 0
     if train_cfg.resume and state_path.exists():
-        state = load_checkpoint(state_path)
-        if state.get("format") != TRAIN_STATE_FORMAT:
-            raise CheckpointError(f"{state_path} is not a training state")
-        # a state saved before a config key existed was trained with that key's default
-        saved = {**asdict(ModelConfig()), **state["model_config"]}
-        if saved != params or state["schema"] != schema.to_dict():
-            raise CheckpointError(f"{state_path} was trained with another model config or schema; use a new train.out_dir")
-        G.load_state_dict(state["G"]); D.load_state_dict(state["D"])
-        opt_g.load_state_dict(state["opt_g"]); opt_d.load_state_dict(state["opt_d"])
-        if G_ema is not None:
-            G_ema.load_state_dict(state["G_ema"])
-        aug_gen.set_state(state["aug_rng"])
-        torch.set_rng_state(state["torch_rng"])
+        state = load_training_state(state_path, family, model_cfg, schema, ctx, G_ema, resume=True)
         start = int(state["step"])
         best = dict(state.get("best", {}))
         print(f"resuming from {state_path} at step {start}")
     elif train_cfg.init_from:
-        init_weights_from(train_cfg.init_from, model_cfg, schema, G, D, G_ema, opt_g)
+        load_training_state(train_cfg.init_from, family, model_cfg, schema, ctx, G_ema, resume=False)
         print(f"fine-tuning from {train_cfg.init_from}")
+    G, D, opt_g, opt_d, aug_gen = ctx.G, ctx.D, ctx.opt_g, ctx.opt_d, ctx.aug_gen
 
     def save_all(step: int, elapsed: float) -> None:
         save_checkpoint({
@@ -248,7 +191,6 @@ def train(train_cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: DataConfig,
         os.replace(tmp, out / "samples" / f"step_{step:06d}.png")
 
     B = train_cfg.batch_size
-    policies = ("translation", "cutout") if model_cfg.diffaugment else ()
     G.train(); D.train()
     t0 = time.time()
     bar = tqdm(range(start, train_cfg.steps), initial=start, total=train_cfg.steps, disable=not progress,
@@ -257,30 +199,19 @@ def train(train_cfg: TrainConfig, model_cfg: ModelConfig, data_cfg: DataConfig,
         for step in bar:
             t_step = time.time()
             batch = data.batch(range(step * B, (step + 1) * B))
-            real, codes = _to_unit(batch["image"]), batch["codes"]
-            if is_vae:
-                mu, logvar = D(real, codes)
-                recon = G(reparameterise(mu, logvar), codes)
-                loss_total, loss_d, loss_g = cvae_loss(real, recon, mu, logvar, model_cfg.kl_weight)  # logged as rec / kl
-                opt_g.zero_grad(set_to_none=True)
-                loss_total.backward()
-                opt_g.step()
-                real_logits = fake_logits = torch.zeros(1)
-            else:
-                loss_d, loss_g, real_logits, fake_logits = gan_step(G, D, opt_g, opt_d, real, codes, model_cfg, policies, aug_gen)
+            scalars = family.train_step(ctx, _to_unit(batch["image"]), batch["codes"])
             if G_ema is not None:
                 ema_update(G_ema, G, 0.0 if step < model_cfg.ema_start else model_cfg.ema_decay)
             done = step + 1
-            if not math.isfinite(loss_d.item()) or not math.isfinite(loss_g.item()):
-                raise FloatingPointError(f"non-finite loss at step {done}: loss_d={loss_d.item()} loss_g={loss_g.item()}")
+            values = {k: float(v.item()) for k, v in scalars.items()}
+            if not all(math.isfinite(v) for v in values.values()):
+                raise FloatingPointError(f"non-finite loss at step {done}: {values}")
             if done % train_cfg.log_every == 0 or done == train_cfg.steps:
-                names = ("loss_rec", "loss_kl") if is_vae else ("loss_d", "loss_g")
-                rec = {"step": done, names[0]: round(loss_d.item(), 5), names[1]: round(loss_g.item(), 5),
-                       "d_real": round(real_logits.mean().item(), 4), "d_fake": round(fake_logits.mean().item(), 4),
+                rec = {"step": done, **{k: round(v, 5) for k, v in values.items()},
                        "sec_per_step": round(time.time() - t_step, 4), "elapsed_s": round(time.time() - t0, 1)}
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
-                bar.set_postfix({names[0]: f"{loss_d.item():.3f}", names[1]: f"{loss_g.item():.3f}"})
+                bar.set_postfix({k: f"{v:.3f}" for k, v in values.items() if k.startswith("loss")})
             if evaluator is not None and (done % train_cfg.eval_every == 0 or done == train_cfg.steps):
                 metrics = evaluator(G_ema if G_ema is not None else G)
                 log.write(json.dumps({"step": done, **metrics}) + "\n")

@@ -1,0 +1,79 @@
+"""File names of a job's output and the builders of its two JSON records.
+
+* ``job.json`` – the job's fingerprint, written before the first shard: a rerun with the same
+  spec and model resumes; a different one is refused.
+* ``manifest.json`` – written last (the commit point of the whole job); a pure function of the
+  job spec and model, so a resumed run writes the same bytes as a clean one.
+* ``run.json`` – how this particular run went (resources, timings, shards skipped).
+"""
+
+from __future__ import annotations
+
+import platform
+from typing import Any
+
+import numpy as np
+
+MANIFEST = "manifest.json"
+JOB_FINGERPRINT = "job.json"
+RUN_INFO = "run.json"
+PREVIEW = "preview.png"
+MANIFEST_FORMAT = "aigc_synth.manifest/v1"
+#: Everything a job writes at the top of its output directory (``overwrite=true`` removes these).
+OUTPUT_ENTRIES = ("parquet", "png", MANIFEST, JOB_FINGERPRINT, RUN_INFO, PREVIEW)
+
+
+def job_fingerprint(job) -> dict[str, Any]:
+    """What must match for a rerun to resume into an output directory."""
+    spec = {k: v for k, v in job.job_spec.items() if k != "checkpoint"}
+    return {"job": spec, "model_id": job.model_id, "schema": job.schema}
+
+
+def library_versions() -> dict[str, str]:
+    import PIL
+    import pyarrow
+    import ray
+    import torch
+
+    from aigc_synth import __version__
+
+    return {"aigc_synth": __version__, "ray": ray.__version__, "torch": torch.__version__, "pyarrow": pyarrow.__version__,
+            "numpy": np.__version__, "pillow": PIL.__version__, "python": platform.python_version()}
+
+
+def build_manifest(job, counts_per_condition: dict[str, int], entries: list[dict[str, Any]],
+                   gate_summary: dict[str, Any] | None) -> dict[str, Any]:
+    """The manifest of a finished job (``entries`` sorted by shard)."""
+    from aigc_synth.sampling.sampler import PNG_COMPRESS_LEVEL
+
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "job": job.job_spec,
+        "schema": job.schema,
+        "model_id": job.model_id,
+        "model": {"family": job.family, "config": job.model_config, "checkpoint": job.checkpoint, "resolution": job.resolution},
+        "determinism": {"compute_batch": job.compute_batch, "png_compress_level": PNG_COMPRESS_LEVEL,
+                        "latent": "torch.randn(z_dim) from torch.Generator(cpu).manual_seed(seed)",
+                        "seed": "splitmix64(job.seed, sample_id)"},
+        "versions": library_versions(),
+        "num_samples": job.num_samples,
+        "num_shards": job.num_shards,
+        "counts_per_condition": counts_per_condition,
+        "shards": entries,
+    }
+    if gate_summary is not None:
+        manifest["gate"] = gate_summary
+    return manifest
+
+
+def build_run_info(pool, pool_size: int, batch_size: int, timings: dict[str, float], skipped: int,
+                   generated: int) -> dict[str, Any]:
+    """``run.json``: resources, timings and resume figures of this run."""
+    return {
+        "resources": {"actors": pool_size, "cpus_per_actor": pool.cpus_per_actor, "gpus_per_actor": pool.gpus_per_actor,
+                      "torch_threads": pool.torch_threads, "batch_size": batch_size,
+                      "cluster_cpus": pool.cluster_cpus, "cluster_gpus": pool.cluster_gpus},
+        "timings": {k: round(v, 3) if k != "images_per_s" else round(v, 2) for k, v in timings.items()},
+        "shards_skipped_on_resume": skipped,
+        "images_generated": generated,
+    }

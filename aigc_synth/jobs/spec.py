@@ -1,0 +1,165 @@
+"""Validation of a job spec, before anything is written or Ray is started.
+
+:func:`validate_job` checks the whole spec, loads the checkpoint fully (so a corrupt or
+mismatched model fails here, in the driver, not in every actor), checks the output location and
+any earlier output there, and returns a :class:`ResolvedJob`: plain data that the actors get.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aigc_synth.config import GenerateRoot
+from aigc_synth.errors import CheckpointError, JobSpecError, PlanError, SchemaError, StorageError, first_line
+from aigc_synth.io.atomic import Store, open_store
+from aigc_synth.io.checkpoint import load_generator, resolve_checkpoint_path
+from aigc_synth.jobs.gate import validate_gate
+from aigc_synth.jobs.manifest import JOB_FINGERPRINT, MANIFEST, job_fingerprint
+from aigc_synth.sampling.plan import ConditionPlan
+from aigc_synth.sampling.sampler import COMPUTE_BATCH
+from aigc_synth.schema import ConditionSchema
+
+SUPPORTED_FORMATS = ("parquet", "png")
+
+
+@dataclass
+class ResolvedJob:
+    """Everything an actor needs, as plain data (no Hydra, no OmegaConf)."""
+
+    output_dir: str
+    num_samples: int
+    seed: int
+    shard_size: int
+    num_shards: int
+    formats: list[str]
+    plan: dict[str, Any]
+    checkpoint: str
+    model_id: str
+    schema: dict[str, list[str]]
+    family: str
+    model_config: dict[str, Any]
+    resolution: int
+    batch_size: int
+    compute_batch: int = COMPUTE_BATCH
+    sampler: str = "image"  # the sampler kind the actors build (aigc_synth.sampling.registry)
+    gate: dict[str, Any] | None = None  # the condition-fidelity gate, resolved (None: off)
+    job_spec: dict[str, Any] = field(default_factory=dict)
+
+
+def _positive_int(value: Any, key: str, what: str = "a positive integer") -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise JobSpecError(f"{key} must be {what}, got {value}")
+
+
+def _check_numbers(job, res) -> list[str]:
+    _positive_int(job.num_samples, "job.num_samples")
+    if job.num_samples > job.max_samples:
+        raise JobSpecError(f"job.num_samples={job.num_samples} exceeds job.max_samples={job.max_samples} (raise the limit if intended)")
+    _positive_int(job.shard_size, "job.shard_size")
+    formats = list(job.formats)
+    if not formats or [f for f in formats if f not in SUPPORTED_FORMATS]:
+        raise JobSpecError(f"job.formats must be a non-empty subset of {list(SUPPORTED_FORMATS)}, got {formats}")
+    _positive_int(job.compute_batch, "job.compute_batch")
+    _positive_int(res.batch_size, "resources.batch_size")
+    if res.actors is not None:
+        _positive_int(res.actors, "resources.actors", "a positive integer (or null for auto)")
+    if res.num_gpus is None or res.num_gpus < 0:
+        raise JobSpecError(f"resources.num_gpus must be >= 0, got {res.num_gpus}")
+    if res.cpus_per_actor is not None and res.cpus_per_actor <= 0:
+        raise JobSpecError(f"resources.cpus_per_actor must be > 0, got {res.cpus_per_actor}")
+    return formats
+
+
+def _nearest_existing_parent(path: Path) -> Path:
+    p = path.absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _check_output_location(output_dir: str) -> tuple[Store, str, Any]:
+    """(store, the output_dir actors get, how messages name it)."""
+    try:
+        store = open_store(output_dir)
+        if store.remote:
+            store.check_reachable()
+    except StorageError as exc:
+        raise JobSpecError(str(exc)) from None
+    if store.remote:
+        return store, store.uri, store.display
+    out = store.root
+    if out.exists() and not out.is_dir():
+        raise JobSpecError(f"output_dir {out} exists and is not a directory")
+    parent = _nearest_existing_parent(out)
+    if not parent.is_dir():
+        raise JobSpecError(f"output_dir {out} is not writable: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK) or os.statvfs(parent).f_flag & os.ST_RDONLY:
+        raise JobSpecError(f"output_dir {out} is not writable (no write permission on {parent}, or a read-only filesystem)")
+    return store, str(out.absolute()), out
+
+
+def validate_job(cfg: GenerateRoot) -> ResolvedJob:
+    """Check the whole spec and the checkpoint; raise :class:`JobSpecError` with one clear line."""
+    job, res = cfg.job, cfg.resources
+    formats = _check_numbers(job, res)
+    ckpt_path = resolve_checkpoint_path(job.checkpoint)
+    try:
+        loaded = load_generator(ckpt_path)
+    except CheckpointError as exc:
+        raise JobSpecError(str(exc)) from None
+    schema = loaded.schema
+    if job.resolution is not None and job.resolution != loaded.resolution:
+        raise JobSpecError(f"job.resolution={job.resolution} is not supported by the checkpoint, which generates "
+                           f"{loaded.resolution}x{loaded.resolution} images (train or pick a {job.resolution}-px model)")
+    if job.schema:
+        try:
+            schema.check_compatible(ConditionSchema.from_dict(job.schema))
+        except SchemaError as exc:
+            raise JobSpecError(str(exc)) from None
+    plan_dict = job.plan if isinstance(job.plan, dict) else asdict(job.plan)
+    try:
+        ConditionPlan(plan_dict, schema, job.num_samples, job.seed)
+    except (PlanError, SchemaError) as exc:
+        raise JobSpecError(f"job.plan: {exc}") from None
+    gate = validate_gate(job.gate, schema, formats)
+    store, output_dir, out = _check_output_location(cfg.output_dir)
+    resolved = ResolvedJob(
+        output_dir=output_dir, num_samples=job.num_samples, seed=job.seed, shard_size=job.shard_size,
+        num_shards=math.ceil(job.num_samples / job.shard_size), formats=formats, plan=plan_dict,
+        checkpoint=str(ckpt_path.absolute()), model_id=loaded.model_id, schema=schema.to_dict(),
+        family=loaded.family, model_config=dict(loaded.model_config),
+        resolution=loaded.resolution, batch_size=res.batch_size, compute_batch=job.compute_batch, gate=gate,
+    )
+    resolved.job_spec = {"name": job.name, "num_samples": job.num_samples, "seed": job.seed, "shard_size": job.shard_size,
+                         "compute_batch": job.compute_batch,
+                         "formats": formats, "plan": plan_dict, "checkpoint": resolved.checkpoint}
+    if gate is not None:  # only when on, so ungated jobs keep their fingerprints
+        resolved.job_spec["gate"] = {k: gate[k] for k in ("max_tries", "min_confidence", "classifier_id")}
+    try:
+        check_existing_output(store, out, resolved, cfg.overwrite)
+    except OSError as exc:  # an object store refusing to list or read (permissions, network)
+        raise JobSpecError(f"cannot read output_dir {out}: {first_line(exc)}") from None
+    return resolved
+
+
+def check_existing_output(store: Store, out, resolved: ResolvedJob, overwrite: bool) -> None:
+    """Refuse another job's output, a finished job, or a foreign non-empty directory (no overwrite)."""
+    import json
+
+    has_fingerprint = store.exists(JOB_FINGERPRINT)
+    if has_fingerprint and not overwrite:
+        try:
+            previous = json.loads(store.read_bytes(JOB_FINGERPRINT))
+        except (OSError, json.JSONDecodeError):
+            previous = None
+        if previous != job_fingerprint(resolved):
+            raise JobSpecError(f"output_dir {out} holds output of a different job spec or model; choose another output_dir "
+                               "or pass overwrite=true to replace it")
+    if store.exists(MANIFEST) and not overwrite:
+        raise JobSpecError(f"output_dir {out} already holds a finished job ({MANIFEST}); choose another output_dir or pass overwrite=true")
+    if store.is_dir() and not store.is_empty() and not overwrite and not has_fingerprint:
+        raise JobSpecError(f"output_dir {out} is not empty and holds no aigc_synth output; choose an empty directory or pass overwrite=true")

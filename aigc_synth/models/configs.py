@@ -1,0 +1,69 @@
+"""Per-family model configs: each family owns one dataclass, registered with Hydra under ``model/``.
+
+The YAML presets in ``conf/model/`` extend these (``defaults: [<family>_schema]``) and add only
+comments, so the dataclass is the one source of every default. Fields shared by every image
+family sit in :class:`ImageModelConfig`; a field that only one family understands lives only in
+that family's class (``model.aux_class_weight`` on a DCGAN is an unknown key, refused by Hydra).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class ImageModelConfig:
+    """Fields of every image generator family: architecture sizes and optimiser."""
+
+    family: str = "cgan"
+    resolution: int = 64  # 32 | 64 | 128
+    z_dim: int = 64
+    base_channels: int = 32
+    d_base_channels: int = 32  # the second network: discriminator, or the VAE's encoder
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.0
+    beta2: float = 0.99
+    ema_decay: float = 0.0  # 0 disables the EMA generator
+    ema_start: int = 0
+
+
+@dataclass
+class CGANConfig(ImageModelConfig):
+    """The default conditional GAN: conditional-BN generator, spectral-norm projection
+    discriminator, hinge loss, EMA generator, DiffAugment (translation + cutout)."""
+
+    family: str = "cgan"
+    loss: str = "hinge"  # hinge | bce
+    embed_dim: int = 64
+    ema_decay: float = 0.999
+    ema_start: int = 200
+    diffaugment: bool = True
+    # MSGAN term against z-collapse (without it every column of the grid looked alike; 1.0 let z override the condition)
+    mode_seeking: float = 0.1
+    aux_class_weight: float = 0.0  # weight of the generator's AC-GAN term (0 = no auxiliary classifier)
+
+
+@dataclass
+class DCGANConfig(ImageModelConfig):
+    """The founding document's DCGAN recipe, conditional by concatenation: BCE, Adam β1 0.5, z of 100."""
+
+    family: str = "dcgan"
+    loss: str = "bce"  # bce | hinge
+    z_dim: int = 100
+    beta1: float = 0.5
+    beta2: float = 0.999
+    diffaugment: bool = False
+    mode_seeking: float = 0.0
+
+
+@dataclass
+class CVAEConfig(ImageModelConfig):
+    """Conditional VAE: reconstruction (sum of squares) + kl_weight · KL(q ‖ N(0, I))."""
+
+    family: str = "cvae"
+    lr_g: float = 1e-3
+    lr_d: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.999
+    kl_weight: float = 1.0

@@ -1,0 +1,91 @@
+"""The ``image`` sampler kind: a conditional image generator under a condition plan.
+
+Sample ``i`` of a job gets its condition from the plan and its latent from the seed
+``attempt_seeds(job.seed, i, attempt)``; the generator runs on fixed-size micro-batches
+(:func:`aigc_synth.sampling.sampler.generate_images`), so rows are bit-identical whatever the
+batch or actor. Its shard rows: ``sample_id, seed, <factors…>, image{bytes, path}, width,
+height, model_id`` (+ the gate columns on gated jobs), images PNG-encoded.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from aigc_synth.io.shards import GATE_COLUMNS, IMAGE_TYPE, arrow_schema, png_filename, png_reldir
+from aigc_synth.sampling.base import EncodedShard, SampleBatch, SamplerKind
+from aigc_synth.sampling.plan import ConditionPlan
+from aigc_synth.sampling.seeds import attempt_seeds
+from aigc_synth.schema import ConditionSchema
+
+
+def job_plan(job: dict[str, Any]) -> ConditionPlan:
+    """The resolved job's condition plan."""
+    return ConditionPlan(job["plan"], ConditionSchema.from_dict(job["schema"]), job["num_samples"], job["seed"])
+
+
+class ImageEncoder:
+    """SampleBatch of images → PNG bytes + the shard's Arrow table (no model needed)."""
+
+    def __init__(self, job: dict[str, Any]):
+        self.schema = ConditionSchema.from_dict(job["schema"])
+        self.model_id, self.resolution, self.gated = job["model_id"], int(job["resolution"]), bool(job.get("gate"))
+
+    def __call__(self, batch: SampleBatch, shard: int, formats: Sequence[str]) -> EncodedShard:
+        from aigc_synth.sampling.sampler import encode_png
+
+        ids = batch.sample_ids
+        names = [png_filename(int(i)) for i in ids]
+        png_bytes = [encode_png(img) for img in batch.images]
+        # the image's path: into the shard's PNG folder when there is one, else just its name
+        paths = [f"{png_reldir(shard)}/{n}" for n in names] if "png" in formats else names
+        n = len(ids)
+        columns: dict[str, pa.Array] = {"sample_id": pa.array(ids, pa.int64()), "seed": pa.array(batch.columns["seed"], pa.int64())}
+        columns.update({name: pa.array(list(batch.columns[name]), pa.string()) for name in self.schema.names})
+        columns["image"] = pa.StructArray.from_arrays([pa.array(png_bytes, pa.binary()), pa.array(paths, pa.string())],
+                                                      fields=list(IMAGE_TYPE))
+        columns["width"] = pa.array(np.full(n, self.resolution), pa.int32())
+        columns["height"] = pa.array(np.full(n, self.resolution), pa.int32())
+        columns["model_id"] = pa.array([self.model_id] * n, pa.string())
+        if self.gated:
+            columns.update({name: pa.array(batch.columns[name], typ) for name, (typ, _) in GATE_COLUMNS.items()})
+        table = pa.Table.from_pydict(columns, schema=arrow_schema(self.schema.names, gate=self.gated))
+        return EncodedShard(table=table, files=list(zip(names, png_bytes)))
+
+
+class ImageSampler:
+    """A conditional image generator and the job's plan, loaded once per actor."""
+
+    def __init__(self, job: dict[str, Any], checkpoint_bytes: bytes, device: str = "cpu"):
+        from aigc_synth.io.checkpoint import load_generator_from_bytes
+
+        self.job, self.device = job, device
+        self.gen = load_generator_from_bytes(checkpoint_bytes, source=job["checkpoint"], device=device)
+        self.model_id = self.gen.model_id
+        if self.model_id != job["model_id"]:
+            raise RuntimeError("checkpoint bytes shipped to the actor do not match the validated model id")
+        self.plan = job_plan(job)
+        self.encode = ImageEncoder(job)
+
+    def images(self, codes: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+        """uint8 images, ``job.batch_size`` rows per call (never changes the bytes)."""
+        from aigc_synth.sampling.sampler import generate_images
+
+        step = self.job["batch_size"]
+        parts = [generate_images(self.gen, codes[i:i + step], seeds[i:i + step], self.device, self.job["compute_batch"])
+                 for i in range(0, len(codes), step)]
+        return np.concatenate(parts) if parts else np.zeros((0, self.gen.resolution, self.gen.resolution, 3), np.uint8)
+
+    def sample(self, sample_ids: np.ndarray, attempt: int = 0) -> SampleBatch:
+        ids = np.asarray(sample_ids, dtype=np.int64)
+        codes = self.plan.codes_for(ids)
+        seeds = attempt_seeds(self.job["seed"], ids, attempt)
+        columns: dict[str, np.ndarray] = {"seed": seeds}
+        for f, (name, values) in enumerate(self.plan.schema.factors):
+            columns[name] = np.asarray(values, dtype=object)[codes[:, f]]
+        return SampleBatch(sample_ids=ids, columns=columns, images=self.images(codes, seeds), codes=codes)
+
+
+IMAGE_KIND = SamplerKind(name="image", build=ImageSampler, encoder=ImageEncoder)

@@ -1,0 +1,38 @@
+"""Traffic scenes: a highway snapshot around an ego vehicle, its ground truth and its uses.
+
+* :mod:`.format`    the scene contract (dataclasses, Arrow schema, validation) — no simulator needed;
+* :mod:`.sumo`      ground-truth scenes from the SUMO traffic simulator (``aigc_synth[sim]``);
+* :mod:`.baselines` naive scene samplers to compare generators against;
+* :mod:`.replay`    simulated realism: drive a scene in SUMO, count collisions / hard braking / TTC;
+* :mod:`.export`    write scenes as SUMO configurations or OpenSCENARIO + OpenDRIVE files.
+
+Only the simulator-free part is imported here; ``import aigc_synth.scenes.sumo`` and friends load
+SUMO lazily and raise :class:`SceneError` with an install hint when it is missing.
+"""
+
+from aigc_synth.scenes.format import (
+    AGENT_KINDS,
+    EGO_LENGTH,
+    EGO_WIDTH,
+    LANE_COUNTS,
+    LANE_WIDTH,
+    SPEED_LIMITS,
+    TRAFFIC_DENSITY,
+    TRAFFIC_LEVELS,
+    WINDOW_AHEAD,
+    WINDOW_BEHIND,
+    Agent,
+    Scene,
+    SceneError,
+    overlap_pairs,
+    scene_arrow_schema,
+    scenes_to_table,
+    table_to_scenes,
+    validate_scene,
+)
+
+__all__ = [
+    "AGENT_KINDS", "EGO_LENGTH", "EGO_WIDTH", "LANE_COUNTS", "LANE_WIDTH", "SPEED_LIMITS", "TRAFFIC_DENSITY",
+    "TRAFFIC_LEVELS", "WINDOW_AHEAD", "WINDOW_BEHIND", "Agent", "Scene", "SceneError", "overlap_pairs",
+    "scene_arrow_schema", "scenes_to_table", "table_to_scenes", "validate_scene",
+]

@@ -1,0 +1,217 @@
+"""The traffic-scene contract: a one-direction straight highway snapshot around an ego vehicle.
+
+Every scene source (SUMO ground truth, the baselines, later the learned generators) produces
+:class:`Scene` objects, every consumer (metrics, replay, exporters, Parquet shards) reads them; this
+module is the only place that defines what a scene is.
+
+Geometry and units
+    * The road is straight, one direction, ``num_lanes`` lanes of :data:`LANE_WIDTH` metres.
+      Lane ``0`` is the **rightmost** lane (SUMO's convention), lane ``num_lanes - 1`` the leftmost.
+    * The ego is a car of :data:`EGO_LENGTH` x :data:`EGO_WIDTH` metres on ``ego_lane``, centred on
+      its lane, at longitudinal position 0.
+    * ``Agent.s`` is the agent's centre along the road relative to the ego's centre, in metres,
+      positive ahead. Only agents with ``-WINDOW_BEHIND <= s <= WINDOW_AHEAD`` belong to a scene.
+    * ``Agent.d`` is the agent's lateral offset from its lane centre in metres, positive to the
+      left (SUMO and OpenDRIVE convention); non-zero only while a vehicle changes lanes.
+    * Speeds are in m/s, sizes in metres.
+
+Canonical form
+    A :class:`Scene` normalises itself on construction, so two scenes with the same content are
+    equal and serialise to identical bytes: every float is rounded to :data:`PRECISION` decimals,
+    integers are plain ``int``, and ``agents`` becomes a tuple sorted by ``(lane, s)`` ascending
+    (ties broken by the remaining fields), i.e. lane by lane from the right, back to front.
+
+Traffic levels
+    ``traffic`` names a density band in vehicles per km per lane (:data:`TRAFFIC_DENSITY`); the
+    generators draw a density from the band, so the expected number of agents in a window is
+    ``density * (WINDOW_BEHIND + WINDOW_AHEAD) / 1000 * num_lanes`` (minus the ego).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Iterable, Sequence
+
+import pyarrow as pa
+
+TRAFFIC_LEVELS: tuple[str, ...] = ("light", "moderate", "heavy")
+# Density band of each traffic level, vehicles / km / lane (free flow, near capacity, congested).
+TRAFFIC_DENSITY: dict[str, tuple[float, float]] = {"light": (5.0, 12.0), "moderate": (15.0, 25.0), "heavy": (30.0, 45.0)}
+LANE_COUNTS: tuple[int, ...] = (2, 3, 4)
+# Speed limits (m/s) the bundled generators draw from: 100 km/h and 120 km/h.
+SPEED_LIMITS: tuple[float, ...] = (27.78, 33.33)
+WINDOW_BEHIND = 50.0
+WINDOW_AHEAD = 150.0
+EGO_LENGTH = 5.0  # SUMO's default passenger car
+EGO_WIDTH = 1.8
+LANE_WIDTH = 3.2  # SUMO's default lane width
+AGENT_KINDS: tuple[str, ...] = ("car", "truck")
+PRECISION = 3  # decimals kept for every float, so equal scenes give equal bytes
+EGO_INDEX = -1  # stands for the ego in :func:`overlap_pairs`
+
+
+class SceneError(ValueError):
+    """A scene (or a request to build one) is invalid, or a simulator is missing."""
+
+
+def _r(x: float) -> float:
+    return round(float(x), PRECISION) + 0.0  # + 0.0 turns -0.0 into 0.0 (same bytes for equal values)
+
+
+@dataclass(frozen=True, order=True)
+class Agent:
+    """One vehicle around the ego. Field order is the sort order: ``(lane, s, ...)``."""
+
+    lane: int
+    s: float
+    d: float
+    speed: float
+    length: float
+    width: float
+    kind: str
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__  # frozen: normalise through the back door, once, at construction
+        set_(self, "lane", int(self.lane))
+        for name in ("s", "d", "speed", "length", "width"):
+            set_(self, name, _r(getattr(self, name)))
+        set_(self, "kind", str(self.kind))
+
+
+@dataclass(frozen=True)
+class Scene:
+    """A highway snapshot: road, ego state and the agents inside the window, in canonical order.
+
+    ``seed`` is the random seed the scene was generated from (for SUMO scenes the simulation run's
+    seed, shared by the scenes of that run) and ``model_id`` names the generator
+    (``"sumo-1.28.0"``, ``"random"``, ``"marginal"``, ...).
+    """
+
+    scene_id: int
+    seed: int
+    traffic: str
+    num_lanes: int
+    speed_limit: float
+    ego_lane: int
+    ego_speed: float
+    agents: tuple[Agent, ...]
+    model_id: str
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        for name in ("scene_id", "seed", "num_lanes", "ego_lane"):
+            set_(self, name, int(getattr(self, name)))
+        set_(self, "speed_limit", _r(self.speed_limit))
+        set_(self, "ego_speed", _r(self.ego_speed))
+        set_(self, "traffic", str(self.traffic))
+        set_(self, "model_id", str(self.model_id))
+        set_(self, "agents", tuple(sorted(a if isinstance(a, Agent) else Agent(**a) for a in self.agents)))
+
+
+AGENT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Agent))
+SCENE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Scene))
+
+
+def scene_arrow_schema() -> pa.Schema:
+    """The Arrow/Parquet schema of a table of scenes (one row per scene, agents as a list column)."""
+
+    def f(name: str, typ: pa.DataType) -> pa.Field:
+        return pa.field(name, typ, nullable=False)
+
+    agent = pa.struct([
+        f("lane", pa.int32()), f("s", pa.float64()), f("d", pa.float64()), f("speed", pa.float64()),
+        f("length", pa.float64()), f("width", pa.float64()), f("kind", pa.string()),
+    ])
+    return pa.schema([
+        f("scene_id", pa.int64()), f("seed", pa.int64()), f("traffic", pa.string()), f("num_lanes", pa.int32()),
+        f("speed_limit", pa.float64()), f("ego_lane", pa.int32()), f("ego_speed", pa.float64()),
+        f("agents", pa.list_(f("item", agent))), f("model_id", pa.string()),
+    ])
+
+
+def scenes_to_table(scenes: Iterable[Scene]) -> pa.Table:
+    """Scenes as one Arrow table with :func:`scene_arrow_schema` (row order = input order)."""
+    scenes = list(scenes)
+    cols: dict[str, list] = {name: [getattr(sc, name) for sc in scenes] for name in SCENE_FIELDS}
+    cols["agents"] = [[{k: getattr(a, k) for k in AGENT_FIELDS} for a in sc.agents] for sc in scenes]
+    return pa.Table.from_pydict(cols, schema=scene_arrow_schema())
+
+
+def table_to_scenes(table: pa.Table) -> list[Scene]:
+    """Inverse of :func:`scenes_to_table` (exact round trip). Raises SceneError on another schema."""
+    expected = scene_arrow_schema()
+    if not table.schema.remove_metadata().equals(expected):
+        raise SceneError(f"not a scene table: schema {table.schema.remove_metadata()} != expected {expected}")
+    return [Scene(**{**row, "agents": tuple(Agent(**a) for a in row["agents"])}) for row in table.to_pylist()]
+
+
+def overlap_pairs(scene: Scene) -> list[tuple[int, int]]:
+    """Pairs of vehicles that overlap longitudinally in the same lane, as agent indices ``(i, j)``.
+
+    Two vehicles overlap when ``|s_i - s_j| < (length_i + length_j) / 2``; lateral offsets are
+    ignored (each vehicle occupies its own lane). The ego (at ``s = 0`` on ``ego_lane``, length
+    :data:`EGO_LENGTH`) is index :data:`EGO_INDEX` (-1). Pairs come sorted, with ``i < j``.
+    """
+    lanes: dict[int, list[tuple[float, float, int]]] = {}
+    lanes.setdefault(scene.ego_lane, []).append((0.0, EGO_LENGTH, EGO_INDEX))
+    for i, a in enumerate(scene.agents):
+        lanes.setdefault(a.lane, []).append((a.s, a.length, i))
+    longest = max([EGO_LENGTH] + [a.length for a in scene.agents])
+    pairs = []
+    for vehicles in lanes.values():
+        vehicles.sort()
+        for k, (s_i, len_i, i) in enumerate(vehicles):
+            for s_j, len_j, j in vehicles[k + 1:]:
+                if s_j - s_i >= (len_i + longest) / 2:  # sorted by s: nothing further can overlap
+                    break
+                if s_j - s_i < (len_i + len_j) / 2:
+                    pairs.append((min(i, j), max(i, j)))
+    return sorted(pairs)
+
+
+def _name(i: int) -> str:
+    return "ego" if i == EGO_INDEX else f"agent {i}"
+
+
+def validate_scene(scene: Scene) -> list[str]:
+    """Human-readable problems with ``scene`` (empty when it satisfies the contract)."""
+    problems = []
+    if scene.traffic not in TRAFFIC_LEVELS:
+        problems.append(f"unknown traffic level {scene.traffic!r}; allowed: {list(TRAFFIC_LEVELS)}")
+    if scene.num_lanes < 1:
+        problems.append(f"num_lanes must be >= 1, got {scene.num_lanes}")
+    if not (math.isfinite(scene.speed_limit) and scene.speed_limit > 0):
+        problems.append(f"speed_limit must be a positive number, got {scene.speed_limit}")
+    if not 0 <= scene.ego_lane < scene.num_lanes:
+        problems.append(f"ego lane {scene.ego_lane} is outside [0, {scene.num_lanes})")
+    if not (math.isfinite(scene.ego_speed) and scene.ego_speed >= 0):
+        problems.append(f"ego speed must be >= 0, got {scene.ego_speed}")
+    for i, a in enumerate(scene.agents):
+        if not all(math.isfinite(getattr(a, k)) for k in ("s", "d", "speed", "length", "width")):
+            problems.append(f"agent {i} has a non-finite value: {a}")
+            continue
+        if not 0 <= a.lane < scene.num_lanes:
+            problems.append(f"agent {i} lane {a.lane} is outside [0, {scene.num_lanes})")
+        if not -WINDOW_BEHIND <= a.s <= WINDOW_AHEAD:
+            problems.append(f"agent {i} at s={a.s} is outside the window [{-WINDOW_BEHIND}, {WINDOW_AHEAD}]")
+        if abs(a.d) > LANE_WIDTH / 2:
+            problems.append(f"agent {i} lateral offset d={a.d} leaves its lane (|d| > {LANE_WIDTH / 2})")
+        if a.length <= 0 or a.width <= 0:
+            problems.append(f"agent {i} has a non-positive size {a.length} x {a.width}")
+        if a.speed < 0:
+            problems.append(f"agent {i} has a negative speed {a.speed}")
+        if a.kind not in AGENT_KINDS:
+            problems.append(f"agent {i} has unknown kind {a.kind!r}; allowed: {list(AGENT_KINDS)}")
+    for i, j in overlap_pairs(scene):
+        lane = scene.ego_lane if i == EGO_INDEX else scene.agents[i].lane
+        problems.append(f"{_name(i)} and {_name(j)} overlap in lane {lane}")
+    return problems
+
+
+def require_valid(scenes: Sequence[Scene]) -> None:
+    """Raise SceneError naming the first problem of the first invalid scene (for writers)."""
+    for sc in scenes:
+        problems = validate_scene(sc)
+        if problems:
+            raise SceneError(f"scene {sc.scene_id}: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))

@@ -1,0 +1,109 @@
+"""One optimisation step per family kind. The training loop (:mod:`aigc_synth.training.trainer`)
+calls ``family.train_step(ctx, real, codes)`` and never branches on the family itself.
+
+A step returns the scalars it wants logged (all are checked to be finite by the loop).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from aigc_synth.models.cvae import cvae_loss, reparameterise
+from aigc_synth.training.augment import diff_augment
+
+
+@dataclass
+class TrainContext:
+    """What a step may touch: the two networks, their optimisers, the config and the aug RNG."""
+
+    G: nn.Module
+    D: nn.Module  # discriminator, or the VAE's encoder
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    cfg: Any  # the family's config dataclass
+    aug_gen: torch.Generator
+
+    @property
+    def policies(self) -> tuple[str, ...]:
+        return ("translation", "cutout") if getattr(self.cfg, "diffaugment", False) else ()
+
+
+def d_loss_fn(kind: str, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    if kind == "hinge":
+        return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
+    if kind == "bce":
+        return (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+                + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+    raise ValueError(f"unknown loss {kind!r}; use 'hinge' or 'bce'")
+
+
+def g_loss_fn(kind: str, fake_logits: torch.Tensor) -> torch.Tensor:
+    if kind == "hinge":
+        return -fake_logits.mean()
+    if kind == "bce":
+        return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+    raise ValueError(f"unknown loss {kind!r}; use 'hinge' or 'bce'")
+
+
+def aux_class_loss(class_logits: list[torch.Tensor], codes: torch.Tensor) -> torch.Tensor:
+    """Sum over condition factors of the cross-entropy of the discriminator's class heads."""
+    return sum(F.cross_entropy(logits, codes[:, f]) for f, logits in enumerate(class_logits))
+
+
+def gan_step(ctx: TrainContext, real: torch.Tensor, codes: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One discriminator update then one generator update (cGAN and DCGAN)."""
+    G, D, cfg, policies, aug_gen = ctx.G, ctx.D, ctx.cfg, ctx.policies, ctx.aug_gen
+    B = real.shape[0]
+    z = torch.randn(B, G.z_dim)
+    fake_codes = codes  # generate the same condition mix as the real batch
+    with torch.no_grad():
+        fake = G(z, fake_codes)
+    real_in = diff_augment(real, policies, aug_gen) if policies else real
+    fake_in = diff_augment(fake, policies, aug_gen) if policies else fake
+    use_aux = getattr(cfg, "aux_class_weight", 0.0) > 0
+    if use_aux:  # the auxiliary classifier learns from real images only (fakes would teach it their errors)
+        real_logits, real_class_logits = D(real_in, codes, return_aux=True)
+    else:
+        real_logits = D(real_in, codes)
+    fake_logits = D(fake_in, fake_codes)
+    loss_d = d_loss_fn(cfg.loss, real_logits, fake_logits)
+    if use_aux:
+        loss_d = loss_d + aux_class_loss(real_class_logits, codes)
+    ctx.opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    ctx.opt_d.step()
+    if cfg.mode_seeking > 0:
+        # pair each sample of the first half with one of the second half that has the same
+        # condition but another z; MSGAN's term grows when their images are alike
+        half = B // 2
+        fake_codes = torch.cat([codes[:half], codes[:half], codes[2 * half:]])
+    fake = G(z, fake_codes)
+    fake_in = diff_augment(fake, policies, aug_gen) if policies else fake
+    if use_aux:
+        fake_logits_g, fake_class_logits = D(fake_in, fake_codes, return_aux=True)
+        loss_g = g_loss_fn(cfg.loss, fake_logits_g) + cfg.aux_class_weight * aux_class_loss(fake_class_logits, fake_codes)
+    else:
+        loss_g = g_loss_fn(cfg.loss, D(fake_in, fake_codes))
+    if cfg.mode_seeking > 0:
+        ratio = (fake[:half] - fake[half:2 * half]).abs().mean() / (z[:half] - z[half:2 * half]).abs().mean()
+        loss_g = loss_g + cfg.mode_seeking / (ratio + 1e-5)
+    ctx.opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    ctx.opt_g.step()
+    return {"loss_d": loss_d, "loss_g": loss_g, "d_real": real_logits.mean(), "d_fake": fake_logits.mean()}
+
+
+def vae_step(ctx: TrainContext, real: torch.Tensor, codes: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Encoder (``ctx.D``) and decoder (``ctx.G``) trained jointly by ``ctx.opt_g``."""
+    mu, logvar = ctx.D(real, codes)
+    recon = ctx.G(reparameterise(mu, logvar), codes)
+    loss_total, loss_rec, loss_kl = cvae_loss(real, recon, mu, logvar, ctx.cfg.kl_weight)
+    ctx.opt_g.zero_grad(set_to_none=True)
+    loss_total.backward()
+    ctx.opt_g.step()
+    return {"loss_rec": loss_rec, "loss_kl": loss_kl}
