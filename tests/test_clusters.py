@@ -76,5 +76,5 @@ def test_entrypoint_check_catches_typos():
 
     with pytest.raises(UsageError):
         check_entrypoint("aigc-synth generate job.num_sampels=10")
-    with pytest.raises(AssertionError):
+    with pytest.raises(UsageError, match="invalid choice: 'generat'"):
         check_entrypoint("aigc-synth generat job.num_samples=10")

@@ -281,7 +281,7 @@ def test_gated_output_is_identical_across_actor_counts(gated_runs):
 
 def test_gate_needs_parquet_and_a_matching_classifier(tiny_checkpoint, tmp_path):
     from aigc_synth.errors import JobSpecError
-from aigc_synth.jobs.spec import validate_job
+    from aigc_synth.jobs.spec import validate_job
 
     with pytest.raises(JobSpecError, match="needs 'parquet'"):
         validate_job(_gate_cfg(tmp_path / "o", tiny_checkpoint, "job.formats=[png]"))

@@ -208,3 +208,44 @@ def test_submit_cli_failed_job_exits_1_and_no_wait_prints_id(ray_head, tmp_path,
                "job.num_samples=8", f"job.checkpoint={tmp_path / 'missing.pt'}", f"output_dir={tmp_path / 'o2'}"])
     out = capsys.readouterr().out.strip().splitlines()
     assert rc == 0 and out[-1] == "aigc-test-nowait", out
+
+
+def test_cli_module_usage_error_exits_2():
+    """`python -m aigc_synth.cli` (one copy of the CLI module: the verbs no longer import it back)."""
+    proc = subprocess.run([sys.executable, "-m", "aigc_synth.cli", "submit", "--bogus"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("aigc-synth submit: error:") and "--bogus" in proc.stderr
+
+
+class _FakeJobClient:
+    """Stands in for ray.job_submission.JobSubmissionClient: the job 'succeeds' at once."""
+
+    def __init__(self, address, headers=None):
+        pass
+
+    def submit_job(self, **kwargs):
+        return "raysubmit_fake"
+
+    async def tail_job_logs(self, sid):
+        yield "done\n"
+
+    def get_job_status(self, sid):
+        return "SUCCEEDED"
+
+    def get_job_info(self, sid):
+        return type("Info", (), {"message": ""})()
+
+
+def test_submit_reports_the_object_store_manifest_uri(monkeypatch, capsys):
+    import ray.job_submission
+
+    monkeypatch.setattr(submit_mod, "_probe", lambda *a, **k: None)
+    monkeypatch.setattr(submit_mod, "_local_token_headers", lambda *a, **k: {})
+    monkeypatch.setattr(ray.job_submission, "JobSubmissionClient", _FakeJobClient)
+    rc = main(["submit", "--address", "http://127.0.0.1:9", "--", "job.num_samples=8",
+               "output_dir='s3://bucket/runs/a?region=us-east-1'"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    # not Path-joined (which gives s3:/bucket/...), and the query stays at the end
+    assert "manifest: s3://bucket/runs/a/manifest.json?region=us-east-1" in out, out
