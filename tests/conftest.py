@@ -36,3 +36,20 @@ def compose_config():
     from aigc_synth.config import compose
 
     return compose
+
+
+#: Tiny CPU overrides on top of the real ``conf/train.yaml`` (lightning-hydra-template style).
+TINY_TRAIN_OVERRIDES = ["model.resolution=32", "model.z_dim=16", "model.base_channels=8", "model.d_base_channels=8",
+                        "train.steps=2", "train.batch_size=8", "train.threads=1", "train.eval_every=0",
+                        "train.log_every=1", "train.sample_every=2", "train.checkpoint_every=2"]
+
+
+@pytest.fixture(scope="session")
+def tiny_train_config(compose_config):
+    """``tiny_train_config(out_dir, *overrides)``: the real train config, composed with tiny CPU
+    overrides (the family's own keys come from its preset: ``model=dcgan_baseline`` works)."""
+
+    def make(out_dir, *overrides: str):
+        return compose_config("train", [*TINY_TRAIN_OVERRIDES, f"train.out_dir={out_dir}", *overrides])
+
+    return make

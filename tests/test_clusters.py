@@ -74,7 +74,7 @@ def test_launcher_yaml():
 def test_entrypoint_check_catches_typos():
     from aigc_synth.errors import UsageError
 
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match="num_sampels"):
         check_entrypoint("aigc-synth generate job.num_sampels=10")
     with pytest.raises(UsageError, match="invalid choice: 'generat'"):
         check_entrypoint("aigc-synth generat job.num_samples=10")

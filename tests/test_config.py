@@ -59,3 +59,15 @@ def test_family_configs_hold_only_their_own_keys():
     names = lambda c: {f.name for f in fields(c)}  # noqa: E731
     assert "aux_class_weight" in names(CGANConfig) and "aux_class_weight" not in names(DCGANConfig) | names(CVAEConfig)
     assert "kl_weight" in names(CVAEConfig) and "kl_weight" not in names(CGANConfig) | names(DCGANConfig)
+
+
+@pytest.mark.parametrize("preset, family", [("cgan", "cgan"), ("dcgan_baseline", "dcgan"), ("cvae", "cvae")])
+def test_every_model_preset_trains_from_the_real_config(tmp_path, tiny_train_config, preset, family):
+    """What the CLI composes is what trains: each preset, tiny overrides, two steps, an export."""
+    from aigc_synth.io.checkpoint import load_generator
+    from aigc_synth.training.trainer import train
+
+    overrides = [f"model={preset}"] + (["model.embed_dim=16"] if family == "cgan" else [])
+    cfg = tiny_train_config(tmp_path, *overrides)
+    gen = load_generator(train(cfg.train, cfg.model, cfg.data, progress=False))
+    assert gen.family == family and gen.resolution == 32

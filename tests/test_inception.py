@@ -211,7 +211,7 @@ def test_pickled_code_weights_file_is_refused_and_never_runs(tmp_path, monkeypat
         InceptionFeatures.from_weights(evil)
     raw = tmp_path / "raw.pth"
     raw.write_bytes(pickle.dumps(_Payload(str(marker))))
-    with pytest.raises(InceptionWeightsError):
+    with pytest.raises(InceptionWeightsError, match="refusing to load .*not a plain-tensor state dict"):
         InceptionFeatures.from_weights(raw)
     assert not marker.exists()
     assert loads and all(weights_only is True for _, weights_only in loads)

@@ -202,7 +202,7 @@ def test_pickled_code_checkpoint_is_refused_and_never_runs(tmp_path):
     # plain pickle too (not a torch zip)
     raw = tmp_path / "evil.pkl"
     raw.write_bytes(pickle.dumps(_Payload(str(marker))))
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointError, match="refusing to load .*not a plain-tensor checkpoint"):
         load_generator(raw)
     assert not marker.exists()
 

@@ -65,7 +65,7 @@ def test_procedural_dataset_items_match_batches():
     assert (item["image"] == batch["image"][1]).all()
     assert (item["codes"] == batch["codes"][1]).all()
     assert len(ds.__getitems__([1, 2])) == 2
-    with pytest.raises(IndexError):
+    with pytest.raises(IndexError, match="100"):
         ds[100]
 
 

@@ -60,5 +60,5 @@ def test_schema_mismatch_is_reported():
 
 @pytest.mark.parametrize("bad", [{}, {"w": []}, {"w": ["a", "a"]}, {"not an id": ["a"]}, {"w": "abc"}])
 def test_invalid_schema_definitions(bad):
-    with pytest.raises(SchemaError):
+    with pytest.raises(SchemaError, match="factor|schema"):
         ConditionSchema.from_dict(bad)

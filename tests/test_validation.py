@@ -92,7 +92,7 @@ def test_pickled_code_checkpoint_never_runs(tmp_path):
         _validate(tmp_path / "out", evil)
     raw = tmp_path / "raw.pt"
     raw.write_bytes(pickle.dumps(_Payload(str(marker))))
-    with pytest.raises(JobSpecError):
+    with pytest.raises(JobSpecError, match="refusing to load .*not a plain-tensor checkpoint"):
         _validate(tmp_path / "out", raw)
     assert not marker.exists()
     assert not (tmp_path / "out").exists()
