@@ -12,10 +12,13 @@ import math
 import sys
 import warnings
 from dataclasses import replace
+from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from aigc_synth.errors import AigcSynthError
 from aigc_synth.scenes.baselines import MarginalSceneSampler, RandomSceneSampler
 from aigc_synth.scenes.format import (
     EGO_INDEX,
@@ -63,8 +66,12 @@ def test_table_round_trip_and_schema(tmp_path):
     assert table_to_scenes(table) == scenes
     pq.write_table(table, tmp_path / "s.parquet")
     assert table_to_scenes(pq.read_table(tmp_path / "s.parquet")) == scenes
+    assert table_to_scenes(pa.Table.from_pylist(table.to_pylist())) == scenes  # inferred, nullable types
     with pytest.raises(SceneError, match="not a scene table"):
         table_to_scenes(table.drop_columns(["model_id"]))
+    assert issubclass(SceneError, AigcSynthError) and issubclass(SceneError, ValueError)  # CLI: one line, exit 2
+    with pytest.raises(SceneError, match="not a scene table"):
+        table_to_scenes(table.set_column(3, "num_lanes", pa.array(["three"] * len(scenes))))
 
 
 def test_validate_names_each_problem():
@@ -98,11 +105,15 @@ def test_baselines_are_pure_functions_of_their_inputs(tmp_path):
     a = rnd.sample("heavy", 3, seed=11, scene_id=4)
     assert a == rnd.sample("heavy", 3, seed=11, scene_id=4) and a != rnd.sample("heavy", 3, seed=12, scene_id=4)
     assert a.model_id == "random" and a.scene_id == 4 and a.seed == 11
-    assert all(validate_scene(a, check_overlaps=False) == [] for a in [rnd.sample(t, n, s) for t in TRAFFIC_LEVELS for n in (2, 4) for s in range(5)])
+    assert all(validate_scene(x, check_overlaps=False) == [] for x in [rnd.sample(t, n, s) for t in TRAFFIC_LEVELS for n in (2, 4) for s in range(5)])
     mean = {t: sum(len(rnd.sample(t, 3, s).agents) for s in range(30)) / 30 for t in TRAFFIC_LEVELS}
     assert mean["light"] < mean["moderate"] < mean["heavy"]
 
-    marg = MarginalSceneSampler.fit([rnd.sample(t, n, s) for t in TRAFFIC_LEVELS for n in (2, 3) for s in range(20)])
+    fitted = [rnd.sample(t, n, s) for t in TRAFFIC_LEVELS for n in (2, 3) for s in range(20)]
+    marg = MarginalSceneSampler.fit(fitted)
+    light2 = [marg.sample("light", 2, seed=s) for s in range(40)]
+    assert {len(x.agents) for x in light2} <= {len(x.agents) for x in fitted if (x.traffic, x.num_lanes) == ("light", 2)}
+    assert {x.speed_limit for x in light2} <= {x.speed_limit for x in fitted} and {a.d for x in light2 for a in x.agents} == {0.0}
     b = marg.sample("moderate", 2, seed=5)
     assert b == marg.sample("moderate", 2, seed=5) and b != marg.sample("moderate", 2, seed=6)
     assert b.model_id == "marginal" and validate_scene(b, check_overlaps=False) == []
@@ -150,6 +161,32 @@ def test_sumo_is_deterministic_per_seed(sumo_scenes):
     assert [sc.agents for sc in simulate_scenes("moderate", 2, 4, seed=2, options=opts)] != [sc.agents for sc in first]
     with pytest.raises(SceneError, match="unknown traffic level"):
         simulate_scenes("jam", 2, 1, seed=0)
+
+
+def test_dataset_workers_and_build_script_give_the_same_scenes(sumo_scenes, tmp_path):
+    import importlib.util
+
+    from aigc_synth.scenes.sumo import SimOptions, sumo_scene_dataset
+
+    opts = SimOptions(scenes_per_run=2, warmup_s=20.0)
+    serial = sumo_scene_dataset(5, 3, ("light", "heavy"), (2,), options=opts)
+    assert [(sc.scene_id, sc.traffic) for sc in serial] == [(0, "light"), (1, "light"), (2, "light"), (3, "heavy"), (4, "heavy")]
+    assert sumo_scene_dataset(5, 3, ("light", "heavy"), (2,), options=opts, workers=2) == serial  # spawned processes
+
+    spec = importlib.util.spec_from_file_location("build_scene_dataset", Path(__file__).parents[1] / "scripts" / "build_scene_dataset.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    (tmp_path / "heldout").mkdir()
+    (tmp_path / "heldout" / "part-00009.parquet").write_text("stale")
+    argv = ["--num-scenes", "3", "--seed", "1", "--out", str(tmp_path), "--traffic", "light", "--lanes", "2",
+            "--shard-size", "2", "--workers", "1"]
+    assert script.main(argv + ["--split", "heldout"]) == 0
+    shards = sorted((tmp_path / "heldout").glob("*.parquet"))
+    assert [p.name for p in shards] == ["part-00000.parquet", "part-00001.parquet"]
+    built = [sc for p in shards for sc in table_to_scenes(pq.read_table(p))]
+    assert built == sumo_scene_dataset(3, script.split_seed(1, "heldout"), ("light",), (2,))
+    assert json.loads((tmp_path / "heldout" / "manifest.json").read_text())["scenes_per_traffic"] == {"light": 3}
+    assert script.split_seed(1, "heldout") != script.split_seed(1, "train")
 
 
 def test_missing_sumo_is_a_scene_error(monkeypatch):
@@ -201,6 +238,8 @@ def test_export_sumo_places_every_vehicle_exactly(sumo_scenes, tmp_path):
                 assert traci.vehicle.getLanePosition(vid) == pytest.approx(EGO_X + a.s + a.length / 2, abs=1e-3)
                 assert traci.vehicle.getSpeed(vid) == pytest.approx(a.speed, abs=1e-3)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
+    export_sumo(scenes, tmp_path / "again")  # same scenes, same bytes (no dates or paths inside)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "sumo").iterdir()} == {p.name: p.read_bytes() for p in (tmp_path / "again").iterdir()}
 
 
 def test_export_openscenario_parses_back(sumo_scenes, tmp_path):

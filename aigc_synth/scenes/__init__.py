@@ -25,6 +25,7 @@ from aigc_synth.scenes.format import (
     Scene,
     SceneError,
     overlap_pairs,
+    require_valid,
     scene_arrow_schema,
     scenes_to_table,
     table_to_scenes,
@@ -33,6 +34,6 @@ from aigc_synth.scenes.format import (
 
 __all__ = [
     "AGENT_KINDS", "EGO_LENGTH", "EGO_WIDTH", "LANE_COUNTS", "LANE_WIDTH", "SPEED_LIMITS", "TRAFFIC_DENSITY",
-    "TRAFFIC_LEVELS", "WINDOW_AHEAD", "WINDOW_BEHIND", "Agent", "Scene", "SceneError", "overlap_pairs",
+    "TRAFFIC_LEVELS", "WINDOW_AHEAD", "WINDOW_BEHIND", "Agent", "Scene", "SceneError", "overlap_pairs", "require_valid",
     "scene_arrow_schema", "scenes_to_table", "table_to_scenes", "validate_scene",
 ]

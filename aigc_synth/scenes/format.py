@@ -35,6 +35,8 @@ from typing import Iterable, Sequence
 
 import pyarrow as pa
 
+from aigc_synth.errors import AigcSynthError
+
 TRAFFIC_LEVELS: tuple[str, ...] = ("light", "moderate", "heavy")
 # Density band of each traffic level, vehicles / km / lane (free flow, near capacity, congested).
 TRAFFIC_DENSITY: dict[str, tuple[float, float]] = {"light": (5.0, 12.0), "moderate": (15.0, 25.0), "heavy": (30.0, 45.0)}
@@ -51,8 +53,8 @@ PRECISION = 3  # decimals kept for every float, so equal scenes give equal bytes
 EGO_INDEX = -1  # stands for the ego in :func:`overlap_pairs`
 
 
-class SceneError(ValueError):
-    """A scene (or a request to build one) is invalid, or a simulator is missing."""
+class SceneError(AigcSynthError, ValueError):
+    """A scene (or a request to build one) is invalid, or a simulator is missing (CLI exit 2)."""
 
 
 def _r(x: float) -> float:
@@ -85,7 +87,8 @@ class Scene:
 
     ``seed`` is the random seed the scene was generated from (for SUMO scenes the simulation run's
     seed, shared by the scenes of that run) and ``model_id`` names the generator
-    (``"sumo-1.28.0"``, ``"random"``, ``"marginal"``, ...).
+    (``"sumo-1.28.0"``, ``"random"``, ``"marginal"``, ...). ``agents`` may be given as any iterable
+    of :class:`Agent` (or of dicts of its fields); it is stored as a tuple in canonical order.
     """
 
     scene_id: int
@@ -139,11 +142,20 @@ def scenes_to_table(scenes: Iterable[Scene]) -> pa.Table:
 
 
 def table_to_scenes(table: pa.Table) -> list[Scene]:
-    """Inverse of :func:`scenes_to_table` (exact round trip). Raises SceneError on another schema."""
+    """Inverse of :func:`scenes_to_table` (exact round trip).
+
+    A table with the contract's columns but looser types (nullable fields from a reader that drops
+    the not-null flags, int64 lanes from type inference) is cast to the schema; any other table
+    raises SceneError.
+    """
     expected = scene_arrow_schema()
-    if not table.schema.remove_metadata().equals(expected):
-        raise SceneError(f"not a scene table: schema {table.schema.remove_metadata()} != expected {expected}")
-    return [Scene(**{**row, "agents": tuple(Agent(**a) for a in row["agents"])}) for row in table.to_pylist()]
+    try:
+        if table.schema.names != expected.names:
+            raise ValueError(f"columns {table.schema.names} != {expected.names}")
+        table = table.cast(expected)
+    except (ValueError, TypeError, NotImplementedError) as exc:  # pyarrow's errors derive from these
+        raise SceneError(f"not a scene table: {exc}") from exc
+    return [Scene(**row) for row in table.to_pylist()]
 
 
 def overlap_pairs(scene: Scene) -> list[tuple[int, int]]:
@@ -174,8 +186,11 @@ def _name(i: int) -> str:
     return "ego" if i == EGO_INDEX else f"agent {i}"
 
 
-def validate_scene(scene: Scene) -> list[str]:
-    """Human-readable problems with ``scene`` (empty when it satisfies the contract)."""
+def validate_scene(scene: Scene, *, check_overlaps: bool = True) -> list[str]:
+    """Human-readable problems with ``scene`` (empty when it satisfies the contract).
+
+    ``check_overlaps=False`` skips the overlap test (for consumers that measure overlaps, e.g. replay).
+    """
     problems = []
     if scene.traffic not in TRAFFIC_LEVELS:
         problems.append(f"unknown traffic level {scene.traffic!r}; allowed: {list(TRAFFIC_LEVELS)}")
@@ -203,7 +218,7 @@ def validate_scene(scene: Scene) -> list[str]:
             problems.append(f"agent {i} has a negative speed {a.speed}")
         if a.kind not in AGENT_KINDS:
             problems.append(f"agent {i} has unknown kind {a.kind!r}; allowed: {list(AGENT_KINDS)}")
-    for i, j in overlap_pairs(scene):
+    for i, j in overlap_pairs(scene) if check_overlaps else []:
         lane = scene.ego_lane if i == EGO_INDEX else scene.agents[i].lane
         problems.append(f"{_name(i)} and {_name(j)} overlap in lane {lane}")
     return problems

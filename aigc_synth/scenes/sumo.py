@@ -31,7 +31,7 @@ How a scene is made
        of the ego size (:data:`EGO_TYPE`) that is not changing lanes is drawn, away from the
        straight's ends so the window ``[-WINDOW_BEHIND, +WINDOW_AHEAD]`` lies on it; every other
        vehicle on that straight whose centre lies in the window becomes an :class:`Agent`. A run
-       gives ``scenes_per_run`` (20) scenes, so the warm-up is paid once per 20 scenes.
+       gives ``SimOptions.scenes_per_run`` (20) scenes, so the warm-up is paid once per 20 scenes.
 
 Determinism: run ``i`` of ``simulate_scenes(..., seed)`` uses a numpy Generator and a SUMO
 ``--seed`` both derived from ``(seed, i)``, so the same arguments give identical scenes, in any
@@ -58,7 +58,7 @@ import threading
 import uuid
 import xml.etree.ElementTree as ET
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -70,6 +70,7 @@ from aigc_synth.scenes.format import (
     EGO_WIDTH,
     LANE_COUNTS,
     LANE_WIDTH,
+    PRECISION,
     SPEED_LIMITS,
     TRAFFIC_DENSITY,
     TRAFFIC_LEVELS,
@@ -108,7 +109,7 @@ _TYPES = {t.id: t for t in VEHICLE_TYPES}
 EGO_TYPE = "car"  # egos are drawn among these, whose size is the contract's EGO_LENGTH x EGO_WIDTH
 TRUCK_SHARE = (0.05, 0.20)  # per run, uniform
 MIN_GAP = 2.5  # SUMO's default minGap (all types)
-LANE_CHANGE_DURATION = 3.0  # s; SUMO's default (0) teleports sideways and leaves d always 0
+LANE_CHANGE_DURATION = 3.0  # s; with SUMO's default (0) a lane change is instantaneous and d is always 0
 TRACK_STRAIGHT = 1500.0
 TRACK_RADIUS = 120.0
 STRAIGHTS = ("s0", "s1")
@@ -162,6 +163,7 @@ class _Sumo:
 
     _lock = threading.RLock()
     _running = False
+    _registered = False
 
     @classmethod
     @contextlib.contextmanager
@@ -174,8 +176,9 @@ class _Sumo:
                     traci.load(list(args))
                 else:
                     traci.start(["sumo", *args])
-                    if not cls._running:
+                    if not cls._registered:
                         atexit.register(cls.close)
+                        cls._registered = True
                     cls._running = True
                 yield traci
             except BaseException:
@@ -295,10 +298,12 @@ def scene_routes_xml(scene: Scene) -> str:
         rows.append((front, vid, f'    <vehicle id="{vid}" type="{vtype}" route="r" depart="0" departLane="{lane}" '
                                  f'departPos="{front:.3f}" departPosLat="{d:.3f}" departSpeed="{speed:.3f}" '
                                  f'speedFactor="{factor:.4f}" insertionChecks="none"/>'))
+    # the top speed only has to admit every start speed (SUMO rejects a departSpeed above it)
+    max_speed = max([70.0, scene.ego_speed + 1.0] + [a.speed + 1.0 for a in scene.agents])
     lines = ["<routes>"]
     for (kind, length, width), vtype in sorted(vtypes.items(), key=lambda kv: kv[1]):
         vclass = "passenger" if kind == "car" else "truck"
-        lines.append(f'    <vType id="{vtype}" vClass="{vclass}" length="{length:g}" width="{width:g}" maxSpeed="70"/>')
+        lines.append(f'    <vType id="{vtype}" vClass="{vclass}" length="{length:g}" width="{width:g}" maxSpeed="{max_speed:g}"/>')
     lines.append('    <route id="r" edges="road"/>')
     lines += [row for _, _, row in sorted(rows)]
     lines.append("</routes>")
@@ -368,11 +373,81 @@ def _snapshot(traci: Any, rng: np.random.Generator, types: dict[str, str], edge:
     ego, ego_c = candidates[rng.integers(len(candidates))]
     agents = []
     for v, c in centres:
-        s = round(c - ego_c, 3)  # the window test on the value the scene will hold
+        s = round(c - ego_c, PRECISION)  # the window test on the value the scene will hold
         if v != ego and -WINDOW_BEHIND <= s <= WINDOW_AHEAD:
             t = _TYPES[types[v]]
             agents.append(Agent(V.getLaneIndex(v), s, V.getLateralLanePosition(v), V.getSpeed(v), t.length, t.width, t.kind))
     return V.getLaneIndex(ego), V.getSpeed(ego), agents
+
+
+@dataclass(frozen=True)
+class SimOptions:
+    """How each SUMO run of :func:`simulate_scenes` is driven (the defaults are the dataset's)."""
+
+    scenes_per_run: int = 20  # the warm-up is paid once per this many scenes
+    warmup_s: float = 120.0
+    snapshot_interval_s: float = 5.0
+    # SUMO time step. Not SUMO's default 1 s: Krauss at 1 s leaves states that need a speed drop
+    # within the next second, which a 0.1 s replay turns into > 4.5 m/s^2 braking (3.6% of vehicles
+    # in heavy traffic, against 0.1% for scenes simulated at 0.5 s, the same as at 0.25 s).
+    step_length: float = 0.5
+    speed_limits: tuple[float, ...] = SPEED_LIMITS
+
+
+def _simulate_run(traffic: str, num_lanes: int, seed: int, run: int, opts: SimOptions) -> list[Scene]:
+    """The ``opts.scenes_per_run`` scenes of run ``run`` (scene_id 0; the caller numbers them).
+
+    A run always collects its full quota, whatever the caller needs, so its scenes depend on
+    ``(traffic, num_lanes, seed, run)`` only and runs can be simulated in any order or process.
+    """
+    rng = np.random.default_rng([seed, run])
+    run_seed = int(rng.integers(2**31 - 1))
+    speed_limit = float(opts.speed_limits[rng.integers(len(opts.speed_limits))])
+    density = rng.uniform(*TRAFFIC_DENSITY[traffic])
+    net, lengths = _track_net(num_lanes, speed_limit)
+    vehicles = _place_vehicles(rng, density, num_lanes, lengths, rng.uniform(*TRUCK_SHARE))
+    types = {f"v{i}": v[0] for i, v in enumerate(vehicles)}
+    routes = _work_dir() / f"run_{uuid.uuid4().hex}.rou.xml"
+    routes.write_text(_routes_for_run(vehicles))
+    args = ["-n", str(net), "-r", str(routes), "--step-length", f"{opts.step_length:g}", "--seed", str(run_seed),
+            "--lanechange.duration", f"{LANE_CHANGE_DURATION:g}",
+            "--time-to-teleport", "-1",  # a vehicle stuck in a jam stays put: teleports would change the density
+            *_QUIET]
+    model_id, scenes = sumo_model_id(), []
+    try:
+        with _Sumo.run(args) as traci:
+            t = opts.warmup_s
+            # an instant without an eligible ego yields nothing there; the time bound is a safety net
+            while len(scenes) < opts.scenes_per_run and t <= opts.warmup_s + 2 * opts.scenes_per_run * opts.snapshot_interval_s:
+                traci.simulationStep(t)
+                t += opts.snapshot_interval_s
+                for edge in STRAIGHTS:
+                    snap = _snapshot(traci, rng, types, edge, lengths[edge]) if len(scenes) < opts.scenes_per_run else None
+                    if snap is not None:
+                        ego_lane, ego_speed, agents = snap
+                        scenes.append(Scene(0, run_seed, traffic, num_lanes, speed_limit, ego_lane, ego_speed, tuple(agents), model_id))
+    finally:
+        routes.unlink(missing_ok=True)
+    return scenes
+
+
+def _check_request(traffic: str, num_lanes: int, count: int, opts: SimOptions) -> None:
+    if traffic not in TRAFFIC_DENSITY:
+        raise SceneError(f"unknown traffic level {traffic!r}; allowed: {list(TRAFFIC_LEVELS)}")
+    if num_lanes < 1 or count < 0 or opts.scenes_per_run < 1:
+        raise SceneError(f"need num_lanes >= 1, count >= 0, scenes_per_run >= 1 (got {num_lanes}, {count}, {opts.scenes_per_run})")
+
+
+def _assemble(runs: list[list[Scene]], traffic: str, num_lanes: int, count: int, seed: int, first_scene_id: int,
+              opts: SimOptions) -> list[Scene]:
+    """Concatenate runs 0, 1, ... (simulating more if short), cut to ``count``, number the scenes."""
+    scenes = [sc for run in runs for sc in run]
+    while len(scenes) < count:
+        if len(runs) > 10 * (count // opts.scenes_per_run + 1):  # cannot happen with the bundled densities
+            raise SceneError(f"SUMO runs of {traffic} traffic on {num_lanes} lanes yield no eligible ego")
+        runs.append(_simulate_run(traffic, num_lanes, seed, len(runs), opts))
+        scenes += runs[-1]
+    return [replace(sc, scene_id=first_scene_id + i) for i, sc in enumerate(scenes[:count])]
 
 
 def simulate_scenes(
@@ -382,61 +457,19 @@ def simulate_scenes(
     seed: int,
     *,
     first_scene_id: int = 0,
-    scenes_per_run: int = 20,
-    warmup_s: float = 120.0,
-    snapshot_interval_s: float = 5.0,
-    step_length: float = 1.0,
-    speed_limits: Sequence[float] = SPEED_LIMITS,
+    options: SimOptions = SimOptions(),
 ) -> list[Scene]:
     """``count`` SUMO scenes of one traffic level and lane count (see the module docstring).
 
-    Simulation run ``i`` is seeded from ``(seed, i)``; after ``warmup_s`` it takes a snapshot every
-    ``snapshot_interval_s``, one scene per straight (the two straights are 1.9 km apart along the
-    loop), until it has ``scenes_per_run`` scenes; then the next run starts. ``step_length`` is
-    SUMO's time step (1 s, SUMO's default, for speed: a run of 800 vehicles takes ~1-2 s). Scene
-    ids are ``first_scene_id, first_scene_id + 1, ...``; ``Scene.seed`` is the run's SUMO seed.
-    Same arguments, same scenes; a smaller ``count`` gives a prefix of a larger one.
+    Simulation run ``i`` is seeded from ``(seed, i)``; after ``options.warmup_s`` it takes a
+    snapshot every ``options.snapshot_interval_s``, one scene per straight (the two straights are
+    1.9 km apart along the loop), until it has ``options.scenes_per_run`` scenes. Runs 0, 1, ...
+    are concatenated and cut to ``count``, so a smaller ``count`` gives a prefix of a larger one.
+    Scene ids are ``first_scene_id, first_scene_id + 1, ...``; ``Scene.seed`` is the run's SUMO
+    seed. Same arguments, same scenes.
     """
-    if traffic not in TRAFFIC_DENSITY:
-        raise SceneError(f"unknown traffic level {traffic!r}; allowed: {list(TRAFFIC_LEVELS)}")
-    if num_lanes < 1 or count < 0 or scenes_per_run < 1:
-        raise SceneError(f"need num_lanes >= 1, count >= 0, scenes_per_run >= 1 (got {num_lanes}, {count}, {scenes_per_run})")
-    model_id = sumo_model_id()
-    scenes: list[Scene] = []
-    run = 0
-    while len(scenes) < count:
-        if run > 10 * (count // scenes_per_run + 1):  # cannot happen with the bundled densities
-            raise SceneError(f"SUMO runs of {traffic} traffic on {num_lanes} lanes yield no eligible ego")
-        rng = np.random.default_rng([seed, run])
-        run_seed = int(rng.integers(2**31 - 1))
-        speed_limit = float(speed_limits[rng.integers(len(speed_limits))])
-        density = rng.uniform(*TRAFFIC_DENSITY[traffic])
-        net, lengths = _track_net(num_lanes, speed_limit)
-        vehicles = _place_vehicles(rng, density, num_lanes, lengths, rng.uniform(*TRUCK_SHARE))
-        types = {f"v{i}": v[0] for i, v in enumerate(vehicles)}
-        routes = _work_dir() / f"run_{uuid.uuid4().hex}.rou.xml"
-        routes.write_text(_routes_for_run(vehicles))
-        args = ["-n", str(net), "-r", str(routes), "--step-length", f"{step_length:g}", "--seed", str(run_seed),
-                "--lanechange.duration", f"{LANE_CHANGE_DURATION:g}", *_QUIET]
-        wanted = min(scenes_per_run, count - len(scenes))
-        try:
-            with _Sumo.run(args) as traci:
-                t, taken = warmup_s, 0
-                # an instant without an eligible ego just yields nothing; the time bound is a safety net
-                while taken < wanted and t <= warmup_s + 2 * scenes_per_run * snapshot_interval_s:
-                    traci.simulationStep(t)
-                    t += snapshot_interval_s
-                    for edge in STRAIGHTS:
-                        snap = _snapshot(traci, rng, types, edge, lengths[edge]) if taken < wanted else None
-                        if snap is not None:
-                            ego_lane, ego_speed, agents = snap
-                            scenes.append(Scene(first_scene_id + len(scenes), run_seed, traffic, num_lanes, speed_limit,
-                                                ego_lane, ego_speed, tuple(agents), model_id))
-                            taken += 1
-        finally:
-            routes.unlink(missing_ok=True)
-        run += 1
-    return scenes
+    _check_request(traffic, num_lanes, count, options)
+    return _assemble([], traffic, num_lanes, count, seed, first_scene_id, options)
 
 
 def _cell_seed(seed: int, traffic: str, num_lanes: int) -> int:
@@ -444,9 +477,8 @@ def _cell_seed(seed: int, traffic: str, num_lanes: int) -> int:
     return int(np.random.SeedSequence([seed, TRAFFIC_LEVELS.index(traffic), num_lanes]).generate_state(1)[0])
 
 
-def _simulate_cell(job: tuple[str, int, int, int, int, dict]) -> list[Scene]:
-    traffic, num_lanes, count, seed, first_id, kwargs = job
-    return simulate_scenes(traffic, num_lanes, count, seed, first_scene_id=first_id, **kwargs)
+def _run_job(job: tuple[str, int, int, int, SimOptions]) -> list[Scene]:
+    return _simulate_run(*job)
 
 
 def sumo_scene_dataset(
@@ -456,36 +488,43 @@ def sumo_scene_dataset(
     lane_counts: Sequence[int] = LANE_COUNTS,
     *,
     workers: int = 1,
-    **simulate_kwargs: Any,
+    options: SimOptions = SimOptions(),
 ) -> list[Scene]:
     """A balanced SUMO dataset: ``num_scenes`` split evenly over traffic levels x lane counts.
 
-    Cells are taken in order (traffic levels outer, lane counts inner); the first
-    ``num_scenes % cells`` cells get one extra scene. Scene ids run 0..num_scenes-1 in that order.
-    Each cell is simulated with a seed derived from ``(seed, traffic, lanes)``; ``workers > 1``
-    simulates cells in that many processes (one libsumo each) with identical results.
-    ``simulate_kwargs`` go to :func:`simulate_scenes`.
+    Cells come in order (traffic levels outer, lane counts inner); the first
+    ``num_scenes % cells`` cells get one extra scene; scene ids run 0..num_scenes-1 in that order.
+    Cell ``(traffic, lanes)`` is ``simulate_scenes(traffic, lanes, count, seed=f(seed, traffic,
+    lanes))``, so it does not depend on the other cells requested. ``workers > 1`` simulates the
+    runs in that many processes (one libsumo each, busiest runs first), with identical results;
+    call it under ``if __name__ == "__main__":`` then (the processes are spawned).
     """
-    unknown = [t for t in traffic_levels if t not in TRAFFIC_LEVELS]
-    if unknown or not traffic_levels or not lane_counts:
+    if not traffic_levels or not lane_counts or any(t not in TRAFFIC_LEVELS for t in traffic_levels):
         raise SceneError(f"need traffic levels from {list(TRAFFIC_LEVELS)} and lane counts, got {list(traffic_levels)}, {list(lane_counts)}")
-    cells = [(t, n) for t in traffic_levels for n in lane_counts]
-    jobs, first = [], 0
-    for k, (t, n) in enumerate(cells):
-        count = num_scenes // len(cells) + (k < num_scenes % len(cells))
-        jobs.append((t, n, count, _cell_seed(seed, t, n), first, simulate_kwargs))
-        first += count
+    cells = [(t, n, num_scenes // (len(traffic_levels) * len(lane_counts)) + (k < num_scenes % (len(traffic_levels) * len(lane_counts))))
+             for k, (t, n) in enumerate((t, n) for t in traffic_levels for n in lane_counts)]
+    for t, n, count in cells:
+        _check_request(t, n, count, options)
+    jobs = [(t, n, _cell_seed(seed, t, n), run, options) for t, n, count in cells for run in range(-(-count // options.scenes_per_run))]
     if workers <= 1:
-        parts = [_simulate_cell(job) for job in jobs]
+        results = [_run_job(job) for job in jobs]
     else:
+        # busiest first (vehicles ~ density x lanes) so the last job to finish is a short one;
         # spawn, not fork: a forked child would inherit this process's libsumo state
+        order = sorted(range(len(jobs)), key=lambda i: -sum(TRAFFIC_DENSITY[jobs[i][0]]) * jobs[i][1])
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-            parts = list(pool.map(_simulate_cell, jobs))
-    return [sc for part in parts for sc in part]
+            futures = {i: pool.submit(_run_job, jobs[i]) for i in order}
+            results = [futures[i].result() for i in range(len(jobs))]
+    scenes, first = [], 0
+    for t, n, count in cells:
+        runs = [r for job, r in zip(jobs, results) if job[:2] == (t, n)]
+        scenes += _assemble(runs, t, n, count, _cell_seed(seed, t, n), first, options)
+        first += count
+    return scenes
 
 
 __all__ = [
     "EGO_TYPE", "EGO_X", "INSTALL_HINT", "ROAD_LENGTH", "SCENE_SUMO_OPTIONS", "TRUCK_SHARE", "VEHICLE_TYPES",
-    "VehicleType", "road_net", "scene_routes_xml", "scene_sumo_args", "scene_vehicle_ids", "simulate_scenes",
+    "SimOptions", "VehicleType", "road_net", "scene_routes_xml", "scene_sumo_args", "scene_vehicle_ids", "simulate_scenes",
     "sumo_model_id", "sumo_scene_dataset", "sumo_version",
 ]
