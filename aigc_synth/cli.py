@@ -24,7 +24,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 from aigc_synth.config import compose
 from aigc_synth.errors import EXIT_FAILURE, EXIT_USAGE, AigcSynthError, UsageError, first_line

@@ -6,12 +6,12 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
 from tests.helpers import make_tiny_checkpoint  # noqa: E402
+
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:

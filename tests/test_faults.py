@@ -121,7 +121,6 @@ def test_losing_every_worker_node_fails_fast_instead_of_hanging(tiny_checkpoint,
 def test_driver_sigkill_then_rerun_resumes(tiny_checkpoint, tmp_path):
     """SIGKILL the CLI driver mid-job, rerun the same command: committed shards are skipped and the
     shards equal a clean run's (slow: two CLI runs with their own Ray)."""
-    import json
     import subprocess
     import sys
 

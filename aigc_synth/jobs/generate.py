@@ -160,8 +160,8 @@ def run_generation(cfg: GenerateRoot, progress: bool = True, log=print) -> dict[
     counts = ConditionPlan(job.plan, schema, job.num_samples, job.seed).counts()
     gate = gate_summary(store, entries, schema, job.gate) if job.gate else None
     manifest = build_manifest(job, counts, entries, gate)
-    timings = {"ray_start_s": ray_start_s, "generate_s": gen_s, "total_s": time.time() - t_start,
-               "images_per_s": generated / max(gen_s, 1e-9)}
+    timings = {"ray_start_s": round(ray_start_s, 3), "generate_s": round(gen_s, 3), "total_s": round(time.time() - t_start, 3),
+               "images_per_s": round(generated / max(gen_s, 1e-9), 2)}
     store.write_json(RUN_INFO, build_run_info(pool, pool_size, job.batch_size, timings, len(committed), generated))
     store.write_json(MANIFEST, manifest)  # the commit point of the whole job
     return manifest

@@ -68,12 +68,12 @@ def build_manifest(job, counts_per_condition: dict[str, int], entries: list[dict
 
 def build_run_info(pool, pool_size: int, batch_size: int, timings: dict[str, float], skipped: int,
                    generated: int) -> dict[str, Any]:
-    """``run.json``: resources, timings and resume figures of this run."""
+    """``run.json``: resources, timings (as given, already rounded) and resume figures of this run."""
     return {
         "resources": {"actors": pool_size, "cpus_per_actor": pool.cpus_per_actor, "gpus_per_actor": pool.gpus_per_actor,
                       "torch_threads": pool.torch_threads, "batch_size": batch_size,
                       "cluster_cpus": pool.cluster_cpus, "cluster_gpus": pool.cluster_gpus},
-        "timings": {k: round(v, 3) if k != "images_per_s" else round(v, 2) for k, v in timings.items()},
+        "timings": timings,
         "shards_skipped_on_resume": skipped,
         "images_generated": generated,
     }

@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torch.nn import functional as F
 from tqdm import tqdm
 
 from aigc_synth.config import DataConfig, TrainConfig
