@@ -52,12 +52,37 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from aigc_synth.training.trainer import train
+    from aigc_synth.scenes.generators import SCENE_FAMILIES
 
     cfg = compose("train", args.overrides)
-    path = train(cfg.train, cfg.model, cfg.data)
+    if cfg.model.family in SCENE_FAMILIES:  # traffic scenes: same verb, same run-directory contract
+        from aigc_synth.training.scene_trainer import train_scene_model
+
+        path = train_scene_model(cfg.train, cfg.model, cfg.data)
+    else:
+        from aigc_synth.training.trainer import train
+
+        path = train(cfg.train, cfg.model, cfg.data)
     print(f"exported generator: {path}")
     return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from aigc_synth.exporters import export_output
+
+    written = export_output(args.output_dir, args.format, args.out, args.limit)
+    print(f"exported {len(written)} scene(s) as {args.format} → {args.out}")
+    return 0
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    from aigc_synth.exporters import EXPORTERS
+
+    p.add_argument("output_dir", help="a finished scene job's output_dir (or a folder of scene Parquet files)")
+    p.add_argument("--format", required=True, choices=sorted(EXPORTERS),
+                   help="; ".join(f"{e.name}: {e.summary}" for e in EXPORTERS.values()))
+    p.add_argument("--out", required=True, help="directory to write (must not exist, or be empty)")
+    p.add_argument("--limit", type=int, default=None, help="export only the first N scenes")
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -76,7 +101,19 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from aigc_synth.evaluation import evaluate
 
+    from aigc_synth.evaluation.scenes import evaluate_scenes, is_scene_source
+
     cfg = compose("evaluate", args.overrides)
+    if is_scene_source(cfg.source):
+        _quiet_ray_logs()
+        r = evaluate_scenes(cfg)
+        ratios = "  ".join(f"{k} {v['ratio']:.2f}" for k, v in r["features"].items() if v["ratio"] is not None)
+        print(f"MMD / real-vs-real floor: {ratios}")
+        print(f"count accuracy {r['count_accuracy']['accuracy']:.3f}  overlap rate {r['overlap_rate']['generated']:.4f}"
+              + (f"  replay collision share {r['replay']['generated']['collision_share']:.4f} "
+                 f"(real {r['replay']['real']['collision_share']:.4f})" if "replay" in r else ""))
+        print(f"report: {Path(cfg.out_dir) / 'report.md'}  metrics: {Path(cfg.out_dir) / 'metrics.json'}")
+        return 0
     result = evaluate(cfg)
     o = result["overall"]
     acc = ", ".join(f"{k} {v:.3f}" for k, v in o["condition_accuracy"].items())
@@ -169,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
                  lambda p: p.add_argument("checkpoint", help="checkpoint path, or 'default'")),
         "verify": (cmd_verify, "check every shard of a job output against its manifest",
                    lambda p: p.add_argument("output_dir", help="a job's output_dir (local path or URI)")),
+        "export": (cmd_export, "write a job's output for other tools (SUMO, OpenSCENARIO)", _export_args),
         "submit": (cmd_submit, "run a generation job on a running cluster through its job server", None),
     }
     for name, (fn, help_text, add_args) in verbs.items():

@@ -22,18 +22,27 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from aigc_synth.errors import UsageError
-from aigc_synth.models.configs import CGANConfig, CVAEConfig, DCGANConfig
+from aigc_synth.models.configs import (
+    CGANConfig,
+    CVAEConfig,
+    DCGANConfig,
+    SceneARConfig,
+    SceneMarginalConfig,
+    SceneRandomConfig,
+)
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
 @dataclass
 class DataConfig:
-    """Training data: the built-in procedural scenes, or a user's image folder plus labels CSV."""
+    """Training data: the built-in procedural scenes, or a user's image folder plus labels CSV;
+    for the traffic-scene families, a folder of scene Parquet files (``scenes``)."""
 
     source: str = "procedural"  # procedural | folder
     folder: Optional[str] = None
     labels_csv: Optional[str] = None
+    scenes: Optional[str] = None  # scene families: a directory of scene Parquet (scripts/build_scene_dataset.py, a scene job)
 
 
 @dataclass
@@ -96,6 +105,7 @@ class GateConfig:
 @dataclass
 class JobConfig:
     name: str = "balanced"
+    sampler: str = "image"  # image | scenes (traffic scenes: conf/job/scenes.yaml)
     num_samples: int = 1000
     seed: int = 0
     shard_size: int = 100
@@ -182,6 +192,10 @@ class EvaluateRoot:
     kid_subset_size: int = 1000
     grid_per_condition: int = 4  # real and generated examples per condition in the report grid
     threads: int = 0  # torch threads for sampling; 0 = all cores
+    # scene sources (a scene job's output, a scene checkpoint, or default_scenes = the bundled scene model):
+    scene_reference: Optional[str] = None  # held-out SUMO scenes (a folder of scene Parquet); None = simulate them
+    scene_floor: Optional[str] = None  # a second, independent SUMO set (the real-vs-real floor); None = simulate it
+    replay_scenes: int = 300  # scenes of each set replayed in SUMO for 10 s (0 = no replay)
 
 
 def register_configs() -> None:
@@ -191,7 +205,9 @@ def register_configs() -> None:
     cs.store(name="generate_schema", node=GenerateRoot)
     cs.store(name="serve_schema", node=ServeRoot)
     cs.store(name="evaluate_schema", node=EvaluateRoot)
-    for name, node in (("cgan_schema", CGANConfig), ("dcgan_schema", DCGANConfig), ("cvae_schema", CVAEConfig)):
+    for name, node in (("cgan_schema", CGANConfig), ("dcgan_schema", DCGANConfig), ("cvae_schema", CVAEConfig),
+                       ("scene_ar_schema", SceneARConfig), ("scene_marginal_schema", SceneMarginalConfig),
+                       ("scene_random_schema", SceneRandomConfig)):
         cs.store(group="model", name=name, node=node)
     cs.store(group="job", name="job_schema", node=JobConfig)
 

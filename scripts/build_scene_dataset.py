@@ -19,7 +19,6 @@ import json
 import os
 import sys
 import time
-import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -28,13 +27,9 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from aigc_synth.scenes.dataset import split_seed  # noqa: E402
 from aigc_synth.scenes.format import LANE_COUNTS, TRAFFIC_LEVELS, scenes_to_table  # noqa: E402
 from aigc_synth.scenes.sumo import sumo_model_id, sumo_scene_dataset  # noqa: E402
-
-
-def split_seed(seed: int, split: str) -> int:
-    """The dataset seed of ``split``: independent streams for different split names."""
-    return int(np.random.SeedSequence([seed, zlib.crc32(split.encode())]).generate_state(1)[0])
 
 
 def write_atomic(path: Path, write) -> None:

@@ -6,9 +6,8 @@ same store (atomically: temporary key, then move).
 
 from __future__ import annotations
 
-import json
-
 import io
+import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,8 @@ def write_preview(output_dir: Path | str | Store, manifest: dict[str, Any],
     Returns its local path, or ``scheme://bucket/prefix/preview.png`` for an object-store output.
     """
     store = open_store(output_dir)
+    if manifest["job"].get("sampler") == "scenes":
+        return _write_scene_preview(store, manifest)
     names = list(manifest["schema"])
     found: dict[tuple, list[bytes]] = defaultdict(list)
     wanted = len(manifest["counts_per_condition"])
@@ -52,6 +53,10 @@ def write_preview(output_dir: Path | str | Store, manifest: dict[str, Any],
     for r, cond in enumerate(rows):
         for c, data in enumerate(found[cond]):
             grid[r * h:(r + 1) * h, c * w:(c + 1) * w] = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    return _save_preview(store, grid)
+
+
+def _save_preview(store: Store, grid: np.ndarray) -> Path | str:
     if store.remote:
         buf = io.BytesIO()
         Image.fromarray(grid).save(buf, format="PNG")
@@ -62,9 +67,32 @@ def write_preview(output_dir: Path | str | Store, manifest: dict[str, Any],
     return path
 
 
+SCENES_PER_CONDITION = 2
+
+
+def _write_scene_preview(store: Store, manifest: dict[str, Any]) -> Path | str | None:
+    """Scene jobs: a bird's-eye view of the first scenes of every (traffic, lanes) cell, one row each."""
+    from aigc_synth.scenes.bev import bev_grid
+    from aigc_synth.scenes.format import table_to_scenes
+
+    found: dict[tuple, list] = defaultdict(list)
+    for shard in manifest["shards"]:
+        for sc in table_to_scenes(store.read_table(shard["path"])):
+            if len(found[(sc.traffic, sc.num_lanes)]) < SCENES_PER_CONDITION:
+                found[(sc.traffic, sc.num_lanes)].append(sc)
+        if len(found) >= len(manifest["counts_per_condition"]) and all(len(v) >= SCENES_PER_CONDITION for v in found.values()):
+            break
+    if not found:
+        return None
+    traffic_order = manifest["schema"]["traffic"]
+    rows = [found[k] for k in sorted(found, key=lambda k: (traffic_order.index(k[0]), k[1]))]
+    return _save_preview(store, bev_grid(rows, columns=SCENES_PER_CONDITION, max_lanes=max(k[1] for k in found)))
+
+
 def format_summary(output_dir: Path | str | Store, manifest: dict[str, Any]) -> str:
     """Counts per condition as a table (rows: all factors but the last; columns: the last factor)."""
     store = open_store(output_dir)
+    unit = "scenes" if manifest["job"].get("sampler") == "scenes" else "images"
     schema = manifest["schema"]
     names = list(schema)
     last = names[-1]
@@ -83,12 +111,12 @@ def format_summary(output_dir: Path | str | Store, manifest: dict[str, Any]) -> 
         lines.append(f"{key:<{width}}  " + "  ".join(f"{vals.get(c, 0):>9}" for c in cols) + f"  {sum(vals.values()):>7}")
     if store.is_file("run.json"):  # this run's timings (kept out of the deterministic manifest)
         t = json.loads(store.read_bytes("run.json"))["timings"]
-        speed = (f"throughput: {t['images_per_s']:.1f} img/s (generation {t['generate_s']:.1f} s; "
+        speed = (f"throughput: {t['images_per_s']:.1f} {unit}/s (generation {t['generate_s']:.1f} s; "
                  f"Ray start {t['ray_start_s']:.1f} s; total {t['total_s']:.1f} s)")
     else:
         speed = ""
     lines += ["-" * len(lines[0]),
-              f"images: {manifest['num_samples']} in {manifest['num_shards']} shard(s)   {speed}",
+              f"{unit}: {manifest['num_samples']} in {manifest['num_shards']} shard(s)   {speed}",
               f"model: {manifest['model']['family']} {manifest['model_id'][:12]}   "
               f"output: {store.display if store.remote else store.root.absolute()}"]
     if store.exists("preview.png"):

@@ -102,39 +102,88 @@ def _check_output_location(output_dir: str) -> tuple[Store, str, Any]:
     return store, str(out.absolute()), out
 
 
-def validate_job(cfg: GenerateRoot) -> ResolvedJob:
-    """Check the whole spec and the checkpoint; raise :class:`JobSpecError` with one clear line."""
-    job, res = cfg.job, cfg.resources
-    formats = _check_numbers(job, res)
+@dataclass
+class _Model:
+    """What validation learns from the checkpoint (either kind)."""
+
+    path: Path
+    model_id: str
+    family: str
+    model_config: dict[str, Any]
+    schema: ConditionSchema
+    resolution: int
+
+
+def _image_model(job) -> _Model:
     ckpt_path = resolve_checkpoint_path(job.checkpoint)
     try:
         loaded = load_generator(ckpt_path)
     except CheckpointError as exc:
         raise JobSpecError(str(exc)) from None
-    schema = loaded.schema
     if job.resolution is not None and job.resolution != loaded.resolution:
         raise JobSpecError(f"job.resolution={job.resolution} is not supported by the checkpoint, which generates "
                            f"{loaded.resolution}x{loaded.resolution} images (train or pick a {job.resolution}-px model)")
+    return _Model(ckpt_path, loaded.model_id, loaded.family, dict(loaded.model_config), loaded.schema, loaded.resolution)
+
+
+def _scene_model(job, formats: list[str]) -> _Model:
+    from aigc_synth.sampling.scene import scene_schema
+    from aigc_synth.scenes.generators import load_scene_generator, resolve_scene_checkpoint
+
+    if formats != ["parquet"]:
+        raise JobSpecError(f"scene jobs write Parquet only: set job.formats=[parquet], got {formats}")
+    if job.resolution is not None:
+        raise JobSpecError("job.resolution does not apply to scene jobs (they hold no images)")
+    if job.gate.enabled:
+        raise JobSpecError("job.gate is for image jobs; scene jobs have no condition-fidelity gate")
+    ckpt_path = resolve_scene_checkpoint(job.checkpoint)
+    try:
+        gen = load_scene_generator(ckpt_path)
+    except CheckpointError as exc:
+        raise JobSpecError(str(exc)) from None
+    config = {"family": gen.family, **{k: v for k, v in gen.meta.get("recipe", {}).items() if k != "family"}}
+    return _Model(ckpt_path, gen.model_id, gen.family, config, scene_schema(gen.traffic, gen.lanes), 0)
+
+
+def _scene_plan(plan: dict[str, Any]) -> dict[str, Any]:
+    """Lane counts are schema values (strings); accept ``num_lanes: [3, 4]`` as users write it."""
+    plan = dict(plan)
+    plan["factors"] = {k: [str(v) for v in vals] if k == "num_lanes" and isinstance(vals, list) else vals
+                       for k, vals in (plan.get("factors") or {}).items()}
+    return plan
+
+
+def validate_job(cfg: GenerateRoot) -> ResolvedJob:
+    """Check the whole spec and the checkpoint; raise :class:`JobSpecError` with one clear line."""
+    job, res = cfg.job, cfg.resources
+    formats = _check_numbers(job, res)
+    if job.sampler not in ("image", "scenes"):
+        raise JobSpecError(f"job.sampler must be 'image' or 'scenes', got {job.sampler!r}")
+    model = _scene_model(job, formats) if job.sampler == "scenes" else _image_model(job)
+    ckpt_path, schema = model.path, model.schema
     if job.schema:
         try:
             schema.check_compatible(ConditionSchema.from_dict(job.schema))
         except SchemaError as exc:
             raise JobSpecError(str(exc)) from None
     plan_dict = job.plan if isinstance(job.plan, dict) else asdict(job.plan)
+    if job.sampler == "scenes":
+        plan_dict = _scene_plan(plan_dict)
     try:
         ConditionPlan(plan_dict, schema, job.num_samples, job.seed)
     except (PlanError, SchemaError) as exc:
-        raise JobSpecError(f"job.plan: {exc}") from None
-    gate = validate_gate(job.gate, schema, formats)
+        hint = " (the scene model's trained cells)" if job.sampler == "scenes" else ""
+        raise JobSpecError(f"job.plan: {exc}{hint}") from None
+    gate = validate_gate(job.gate, schema, formats) if job.sampler == "image" else None
     store, output_dir, out = _check_output_location(cfg.output_dir)
     resolved = ResolvedJob(
         output_dir=output_dir, num_samples=job.num_samples, seed=job.seed, shard_size=job.shard_size,
         num_shards=math.ceil(job.num_samples / job.shard_size), formats=formats, plan=plan_dict,
-        checkpoint=str(ckpt_path.absolute()), model_id=loaded.model_id, schema=schema.to_dict(),
-        family=loaded.family, model_config=dict(loaded.model_config),
-        resolution=loaded.resolution, batch_size=res.batch_size, compute_batch=job.compute_batch, gate=gate,
+        checkpoint=str(ckpt_path.absolute()), model_id=model.model_id, schema=schema.to_dict(),
+        family=model.family, model_config=model.model_config,
+        resolution=model.resolution, batch_size=res.batch_size, compute_batch=job.compute_batch, sampler=job.sampler, gate=gate,
     )
-    resolved.job_spec = {"name": job.name, "num_samples": job.num_samples, "seed": job.seed, "shard_size": job.shard_size,
+    resolved.job_spec = {"name": job.name, **({"sampler": job.sampler} if job.sampler != "image" else {}), "num_samples": job.num_samples, "seed": job.seed, "shard_size": job.shard_size,
                          "compute_batch": job.compute_batch,
                          "formats": formats, "plan": plan_dict, "checkpoint": resolved.checkpoint}
     if gate is not None:  # only when on, so ungated jobs keep their fingerprints

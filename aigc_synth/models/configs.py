@@ -67,3 +67,39 @@ class CVAEConfig(ImageModelConfig):
     beta1: float = 0.9
     beta2: float = 0.999
     kl_weight: float = 1.0
+
+
+@dataclass
+class SceneModelConfig:
+    """Fields of every traffic-scene generator family (``scene_ar``, ``scene_marginal``, ``scene_random``)."""
+
+    family: str = "scene_ar"
+
+
+@dataclass
+class SceneARConfig(SceneModelConfig):
+    """The autoregressive scene model (:mod:`aigc_synth.models.scene_ar`) and its optimiser."""
+
+    family: str = "scene_ar"
+    hidden: int = 192  # GRU state
+    head_hidden: int = 192  # width of each choice's MLP
+    lr: float = 1e-3  # Adam; cosine decay to lr * lr_final_fraction over train.steps
+    lr_final_fraction: float = 0.05
+    grad_clip: float = 1.0
+    validation_fraction: float = 0.05  # of data.scenes held out for the validation loss (best_generator.pt)
+
+
+@dataclass
+class SceneMarginalConfig(SceneModelConfig):
+    """Baseline: agents drawn independently from the training marginals (fit, no optimisation)."""
+
+    family: str = "scene_marginal"
+
+
+@dataclass
+class SceneRandomConfig(SceneModelConfig):
+    """Baseline: highway-env's ``create_random`` (count from the traffic level, uniform placement)."""
+
+    family: str = "scene_random"
+    speed_low: float = 0.5  # speeds uniform in [low, high] x the speed limit
+    speed_high: float = 1.0

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from aigc_synth.sampling.base import SamplerKind
 from aigc_synth.sampling.image import IMAGE_KIND
+from aigc_synth.sampling.scene import SCENE_KIND
 
-SAMPLER_KINDS: dict[str, SamplerKind] = {IMAGE_KIND.name: IMAGE_KIND}
+SAMPLER_KINDS: dict[str, SamplerKind] = {IMAGE_KIND.name: IMAGE_KIND, SCENE_KIND.name: SCENE_KIND}
 
 
 def register_sampler(kind: SamplerKind) -> SamplerKind:

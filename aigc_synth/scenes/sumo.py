@@ -61,7 +61,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -489,6 +489,7 @@ def sumo_scene_dataset(
     *,
     workers: int = 1,
     options: SimOptions = SimOptions(),
+    map_runs: Callable[[Callable, list], list] | None = None,
 ) -> list[Scene]:
     """A balanced SUMO dataset: ``num_scenes`` split evenly over traffic levels x lane counts.
 
@@ -497,7 +498,8 @@ def sumo_scene_dataset(
     Cell ``(traffic, lanes)`` is ``simulate_scenes(traffic, lanes, count, seed=f(seed, traffic,
     lanes))``, so it does not depend on the other cells requested. ``workers > 1`` simulates the
     runs in that many processes (one libsumo each, busiest runs first), with identical results;
-    call it under ``if __name__ == "__main__":`` then (the processes are spawned).
+    call it under ``if __name__ == "__main__":`` then (the processes are spawned). ``map_runs(fn,
+    jobs) -> results`` (in order) hands the runs to another executor instead, e.g. Ray tasks.
     """
     if not traffic_levels or not lane_counts or any(t not in TRAFFIC_LEVELS for t in traffic_levels):
         raise SceneError(f"need traffic levels from {list(TRAFFIC_LEVELS)} and lane counts, got {list(traffic_levels)}, {list(lane_counts)}")
@@ -506,7 +508,9 @@ def sumo_scene_dataset(
     for t, n, count in cells:
         _check_request(t, n, count, options)
     jobs = [(t, n, _cell_seed(seed, t, n), run, options) for t, n, count in cells for run in range(-(-count // options.scenes_per_run))]
-    if workers <= 1:
+    if map_runs is not None:
+        results = list(map_runs(_run_job, jobs))
+    elif workers <= 1:
         results = [_run_job(job) for job in jobs]
     else:
         # busiest first (vehicles ~ density x lanes) so the last job to finish is a short one;

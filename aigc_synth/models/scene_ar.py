@@ -1,0 +1,548 @@
+"""``scene_ar``: an autoregressive model of highway scenes (SceneGen / TrafficGen style).
+
+A scene is read as a sequence of **vehicle tokens** in canonical order - lane by lane from the
+right, back to front within a lane - with the ego inserted at its own place in its lane (so every
+agent's predecessor in its lane is the vehicle directly behind it, ego included) and a final STOP.
+Each token is emitted as five categorical choices, each conditioned on the road, the traffic
+level, the ego and everything placed so far (a GRU over the previous tokens plus exact features of
+the vehicle behind / the ego ahead):
+
+    lane (same lane, a lane further left, or STOP) → vehicle type (or "the ego comes now")
+    → bumper gap to the vehicle behind (position along the road) → speed → lateral offset
+
+The count is learnt through the lane / STOP choices (a lane ends when the model moves on). A
+prefix head draws the speed limit, the ego lane and the ego speed. Everything is discretised
+(cross-entropy training, no density to tune); a draw inside a bin is uniform (jitter), so outputs
+are continuous.
+
+Sampling is a pure function of (model, traffic level, lane count, seed): every scene draws its
+uniforms from its own ``numpy`` generator, categorical draws are inverse-CDF on those uniforms,
+and the network runs on fixed-size micro-batches, so a scene is the same whatever else is sampled
+with it. Masks at sampling time enforce what the contract requires and the training data never
+breaks: lanes in increasing order, agents inside the window, no two vehicles overlapping
+(bumper gap ≥ :data:`MIN_CLEARANCE`), the ego exactly once, at ``s = 0``.
+
+The module is a plain ``nn.Module`` plus pure token functions; it never reads config objects.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from aigc_synth.scenes.format import (
+    EGO_LENGTH,
+    LANE_WIDTH,
+    SPEED_LIMITS,
+    TRAFFIC_LEVELS,
+    WINDOW_AHEAD,
+    WINDOW_BEHIND,
+    Agent,
+    Scene,
+)
+from aigc_synth.scenes.sumo import VEHICLE_TYPES
+
+MAX_LANES = 4
+STOP = MAX_LANES  # lane class that ends the scene
+EGO_TYPE = len(VEHICLE_TYPES)  # type class "the ego comes now"
+NUM_TYPES = len(VEHICLE_TYPES) + 1
+MAX_TOKENS = 96  # vehicles (agents + ego) per scene at most; a heavy 4-lane window holds ~45
+MIN_CLEARANCE = 1.0  # m of bumper gap kept between any two vehicles of a lane when sampling
+MAX_DECEL = 4.5  # m/s^2: a sampled speed never forces a neighbour to brake harder (SUMO's car deceleration)
+WINDOW = WINDOW_BEHIND + WINDOW_AHEAD
+# Bumper gap to the vehicle behind (or, for a lane's first vehicle, its centre's distance from the
+# window's rear edge): 0.5 m bins up to 50 m, 2 m bins up to the window length.
+GAP_EDGES = np.concatenate([np.arange(0.0, 50.0, 0.5), np.arange(50.0, WINDOW + 2.0, 2.0)])
+NUM_GAP = len(GAP_EDGES) - 1
+SPEED_MAX_RATIO = 1.6  # speed / speed limit
+NUM_SPEED = 128
+SPEED_EDGES = np.linspace(0.0, SPEED_MAX_RATIO, NUM_SPEED + 1)
+D_STEP = 0.1  # lateral offsets are kept on a 0.1 m grid (0 exactly for vehicles not changing lanes)
+NUM_D = 2 * round((LANE_WIDTH / 2) / D_STEP) + 1
+D_CENTRES = (np.arange(NUM_D) - NUM_D // 2) * D_STEP
+NUM_UNIFORMS = 8  # uniforms drawn per token (one per choice, plus jitter)
+
+_TYPE_LENGTH = np.array([t.length for t in VEHICLE_TYPES] + [EGO_LENGTH])
+_TYPE_OF = {(t.kind, t.length, t.width): k for k, t in enumerate(VEHICLE_TYPES)}
+
+COND_DIM = len(TRAFFIC_LEVELS) + MAX_LANES + 1  # traffic one-hot, lane-count one-hot, limit / 30
+EGO_DIM = MAX_LANES + 2  # ego lane one-hot, ego lane across the road, ego speed ratio
+TOKEN_DIM = MAX_LANES + 1 + NUM_TYPES + 7
+LANE_CTX_DIM = MAX_LANES + 5
+SLOT_DIM = MAX_LANES + 7
+
+
+def _bin(edges: np.ndarray, x: float) -> int:
+    return int(np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(edges) - 2))
+
+
+def type_index(agent: Agent) -> int:
+    """The :data:`VEHICLE_TYPES` index of an agent (nearest length for unknown sizes)."""
+    k = _TYPE_OF.get((agent.kind, agent.length, agent.width))
+    if k is None:
+        k = int(np.argmin(np.abs(_TYPE_LENGTH[:-1] - agent.length)))
+    return k
+
+
+# -- the teacher-forced view of a scene ----------------------------------------------------------------
+def condition_vector(traffic: str, num_lanes: int, speed_limit: float) -> np.ndarray:
+    v = np.zeros(COND_DIM, np.float32)
+    v[TRAFFIC_LEVELS.index(traffic)] = 1.0
+    v[len(TRAFFIC_LEVELS) + num_lanes - 1] = 1.0
+    v[-1] = speed_limit / 30.0
+    return v
+
+
+def ego_vector(ego_lane: int, num_lanes: int, ego_ratio: float) -> np.ndarray:
+    v = np.zeros(EGO_DIM, np.float32)
+    v[ego_lane] = 1.0
+    v[MAX_LANES] = ego_lane / max(num_lanes - 1, 1)
+    v[MAX_LANES + 1] = ego_ratio
+    return v
+
+
+class _LaneState:
+    """What the sampler and the teacher-forced encoder both track while walking a scene."""
+
+    def __init__(self, num_lanes: int, ego_lane: int, ego_ratio: float):
+        self.num_lanes, self.ego_lane, self.ego_ratio = num_lanes, ego_lane, ego_ratio
+        self.lane = -1  # lane of the last token (-1: none yet)
+        self.prev_s = self.prev_len = self.prev_ratio = 0.0
+        self.ego_placed = False
+        self.in_lane = 0  # vehicles so far in the current lane
+        self.last_token = np.zeros(TOKEN_DIM, np.float32)
+        self.last_token[-1] = 1.0  # begin-of-scene flag
+
+    def lane_context(self) -> np.ndarray:
+        v = np.zeros(LANE_CTX_DIM, np.float32)
+        if self.lane >= 0:
+            v[self.lane] = 1.0
+        v[MAX_LANES:] = (float(self.ego_placed), self.prev_s / 100.0, self.prev_len / 10.0, self.in_lane / 10.0,
+                         (self.lane - self.ego_lane) / 3.0 if self.lane >= 0 else -1.0)
+        return v
+
+    def base(self, lane: int) -> tuple[bool, float, float, float]:
+        """(first in lane?, centre of the vehicle behind or window start, its length, its speed ratio)."""
+        if lane == self.lane:
+            return False, self.prev_s, self.prev_len, self.prev_ratio
+        return True, -WINDOW_BEHIND, 0.0, 0.0
+
+    def slot(self, lane: int) -> np.ndarray:
+        """Features of the chosen lane: where the next vehicle would follow from."""
+        first, s0, len0, r0 = self.base(lane)
+        v = np.zeros(SLOT_DIM, np.float32)
+        v[lane] = 1.0
+        ego_here = lane == self.ego_lane
+        v[MAX_LANES:] = (float(first), s0 / 100.0, len0 / 10.0, r0, float(ego_here), float(ego_here and not self.ego_placed),
+                         (lane - self.ego_lane) / 3.0)
+        return v
+
+    def s_of(self, lane: int, type_k: int, gap: float) -> float:
+        first, s0, len0, _ = self.base(lane)
+        return s0 + gap if first else s0 + (len0 + _TYPE_LENGTH[type_k]) / 2.0 + gap
+
+    def push(self, lane: int, type_k: int, s: float, ratio: float, d: float, gap: float) -> None:
+        first = lane != self.lane
+        tok = np.zeros(TOKEN_DIM, np.float32)
+        tok[lane] = 1.0
+        tok[MAX_LANES + 1 + type_k] = 1.0
+        tok[MAX_LANES + 1 + NUM_TYPES:] = (s / 100.0, gap / 50.0, ratio, d, _TYPE_LENGTH[type_k] / 10.0, float(first), 0.0)
+        self.last_token = tok
+        self.in_lane = 1 if first else self.in_lane + 1
+        self.lane, self.prev_s, self.prev_len, self.prev_ratio = lane, s, float(_TYPE_LENGTH[type_k]), ratio
+        self.ego_placed |= type_k == EGO_TYPE
+
+    def push_stop(self) -> None:
+        tok = np.zeros(TOKEN_DIM, np.float32)
+        tok[STOP] = 1.0
+        self.last_token = tok
+
+
+def speed_context(state: _LaneState, lane: int, s: float, length: float) -> np.ndarray:
+    """Leader known at this point (only ever the ego): exists, bumper gap / 50, ego speed ratio."""
+    if lane == state.ego_lane and not state.ego_placed:
+        return np.array([1.0, (-s - (length + EGO_LENGTH) / 2.0) / 50.0, state.ego_ratio], np.float32)
+    return np.zeros(3, np.float32)
+
+
+SPEED_CTX_DIM = 3
+
+
+def encode_scene(scene: Scene) -> dict[str, np.ndarray]:
+    """The teacher-forced training view of one scene (all arrays have one row per token, STOP last).
+
+    Keys: ``cond`` (COND_DIM,), ``prefix`` targets ``limit``/``ego_lane``/``ego_speed``, ``ego``
+    (EGO_DIM,), and per token ``token_in`` (the previous token), ``lane_ctx``, ``slot``, ``type_in``
+    (one-hot + length), ``speed_ctx``, ``gap_in``, ``ratio_in`` and the targets ``lane``, ``type``,
+    ``gap``, ``speed``, ``d`` with ``is_agent`` (gap/speed/d are learnt on agents only).
+    """
+    limit_k = int(np.argmin(np.abs(np.asarray(SPEED_LIMITS) - scene.speed_limit)))
+    ego_ratio = scene.ego_speed / scene.speed_limit
+    state = _LaneState(scene.num_lanes, scene.ego_lane, ego_ratio)
+    vehicles = [(a.lane, a.s, type_index(a), a.speed / scene.speed_limit, a.d) for a in scene.agents]
+    vehicles.append((scene.ego_lane, 0.0, EGO_TYPE, ego_ratio, 0.0))
+    vehicles.sort(key=lambda v: (v[0], v[1], v[2] == EGO_TYPE))
+    rows: dict[str, list] = {k: [] for k in ("token_in", "lane_ctx", "slot", "type_in", "speed_ctx", "gap_in", "ratio_in",
+                                             "lane", "type", "gap", "speed", "d", "is_agent")}
+    for lane, s, k, ratio, d in vehicles[:MAX_TOKENS]:
+        first, s0, len0, _ = state.base(lane)
+        gap = s - s0 if first else s - s0 - (len0 + _TYPE_LENGTH[k]) / 2.0
+        rows["token_in"].append(state.last_token)
+        rows["lane_ctx"].append(state.lane_context())
+        rows["slot"].append(state.slot(lane))
+        rows["type_in"].append(_type_in(k))
+        rows["speed_ctx"].append(speed_context(state, lane, s, _TYPE_LENGTH[k]))
+        rows["gap_in"].append(np.float32(gap / 50.0))
+        rows["ratio_in"].append(np.float32(ratio))
+        rows["lane"].append(lane)
+        rows["type"].append(k)
+        rows["gap"].append(_bin(GAP_EDGES, gap))
+        rows["speed"].append(_bin(SPEED_EDGES, ratio))
+        rows["d"].append(int(np.clip(np.round(d / D_STEP), -(NUM_D // 2), NUM_D // 2)) + NUM_D // 2)
+        rows["is_agent"].append(k != EGO_TYPE)
+        state.push(lane, k, s, ratio, d, gap)
+    rows["token_in"].append(state.last_token)
+    rows["lane_ctx"].append(state.lane_context())
+    rows["slot"].append(np.zeros(SLOT_DIM, np.float32))
+    rows["type_in"].append(np.zeros(NUM_TYPES + 1, np.float32))
+    rows["speed_ctx"].append(np.zeros(SPEED_CTX_DIM, np.float32))
+    rows["gap_in"].append(np.float32(0.0))
+    rows["ratio_in"].append(np.float32(0.0))
+    for key, value in (("lane", STOP), ("type", 0), ("gap", 0), ("speed", 0), ("d", NUM_D // 2), ("is_agent", False)):
+        rows[key].append(value)
+    out = {k: np.asarray(v) for k, v in rows.items()}
+    out["cond"] = condition_vector(scene.traffic, scene.num_lanes, scene.speed_limit)
+    out["ego"] = ego_vector(scene.ego_lane, scene.num_lanes, ego_ratio)
+    out["limit"], out["ego_lane"], out["ego_speed"] = limit_k, scene.ego_lane, _bin(SPEED_EDGES, ego_ratio)
+    return out
+
+
+def _type_in(k: int) -> np.ndarray:
+    v = np.zeros(NUM_TYPES + 1, np.float32)
+    v[k] = 1.0
+    v[-1] = _TYPE_LENGTH[k] / 10.0
+    return v
+
+
+# -- the network -------------------------------------------------------------------------------------------
+def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(n_in, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, n_out))
+
+
+class SceneAR(nn.Module):
+    """The network: prefix heads for the road/ego, a GRU over tokens, one head per token choice."""
+
+    def __init__(self, hidden: int = 256, head_hidden: int = 256):
+        super().__init__()
+        self.hidden, self.head_hidden = hidden, head_hidden
+        self.limit_head = _mlp(COND_DIM - 1, head_hidden, len(SPEED_LIMITS))
+        self.ego_lane_head = _mlp(COND_DIM, head_hidden, MAX_LANES)
+        self.ego_speed_head = _mlp(COND_DIM + MAX_LANES, head_hidden, NUM_SPEED)
+        self.init = nn.Linear(COND_DIM + EGO_DIM, hidden)
+        self.gru = nn.GRUCell(TOKEN_DIM + COND_DIM + EGO_DIM, hidden)
+        ctx = hidden + COND_DIM + EGO_DIM + LANE_CTX_DIM
+        self.lane_head = _mlp(ctx, head_hidden, MAX_LANES + 1)
+        self.type_head = _mlp(ctx + SLOT_DIM, head_hidden, NUM_TYPES)
+        self.gap_head = _mlp(ctx + SLOT_DIM + NUM_TYPES + 1, head_hidden, NUM_GAP)
+        self.speed_head = _mlp(ctx + SLOT_DIM + NUM_TYPES + 2 + SPEED_CTX_DIM, head_hidden, NUM_SPEED)
+        self.d_head = _mlp(ctx + SLOT_DIM + NUM_TYPES + 3 + SPEED_CTX_DIM, head_hidden, NUM_D)
+
+    # the prefix ------------------------------------------------------------------------------------------
+    def prefix_logits(self, cond: torch.Tensor, limit_k: torch.Tensor, ego_lane: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits of speed limit (from traffic + lanes), ego lane (+ limit) and ego speed (+ ego lane)."""
+        limit_cond = torch.cat([cond[:, :-1], torch.as_tensor(np.asarray(SPEED_LIMITS, np.float32))[limit_k, None] / 30.0], 1)
+        lane_1h = nn.functional.one_hot(ego_lane, MAX_LANES).float()
+        return (self.limit_head(cond[:, :-1]), self.ego_lane_head(limit_cond),
+                self.ego_speed_head(torch.cat([limit_cond, lane_1h], 1)))
+
+    def start(self, cond: torch.Tensor, ego: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.init(torch.cat([cond, ego], 1)))
+
+    def step(self, h: torch.Tensor, token_in: torch.Tensor, cond: torch.Tensor, ego: torch.Tensor) -> torch.Tensor:
+        return self.gru(torch.cat([token_in, cond, ego], 1), h)
+
+    # training ------------------------------------------------------------------------------------------
+    def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Mean cross-entropy per choice (nats per token / per scene for the prefix) on a padded batch.
+
+        ``batch`` holds :func:`collate`'s tensors: per-token arrays are (B, T, ...) with ``valid``
+        (B, T) marking real tokens.
+        """
+        ce = nn.functional.cross_entropy
+        cond, ego, valid = batch["cond"], batch["ego"], batch["valid"]
+        limit_logits, lane_logits, speed_logits = self.prefix_logits(cond, batch["limit"], batch["ego_lane"])
+        out = {"loss_prefix": ce(limit_logits, batch["limit"]) + ce(lane_logits, batch["ego_lane"])
+               + ce(speed_logits, batch["ego_speed"])}
+        B, T = valid.shape
+        h = self.start(cond, ego)
+        hs = []
+        for t in range(T):
+            h = self.step(h, batch["token_in"][:, t], cond, ego)
+            hs.append(h)
+        hid = torch.stack(hs, 1)  # (B, T, H)
+        expand = lambda x: x[:, None, :].expand(B, T, x.shape[-1])
+        ctx = torch.cat([hid, expand(cond), expand(ego), batch["lane_ctx"]], -1)
+        with_slot = torch.cat([ctx, batch["slot"]], -1)
+        with_type = torch.cat([with_slot, batch["type_in"]], -1)
+        with_gap = torch.cat([with_type, batch["gap_in"][..., None], batch["speed_ctx"]], -1)
+        with_speed = torch.cat([with_gap, batch["ratio_in"][..., None]], -1)
+        is_vehicle = valid & (batch["lane"] != STOP)
+        is_agent = valid & batch["is_agent"]
+
+        def masked_ce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            return (ce(logits.reshape(B * T, -1), target.reshape(-1), reduction="none") * mask.reshape(-1)).sum() / mask.sum().clamp(min=1)
+
+        out["loss_lane"] = masked_ce(self.lane_head(ctx), batch["lane"], valid)
+        out["loss_type"] = masked_ce(self.type_head(with_slot), batch["type"], is_vehicle)
+        out["loss_gap"] = masked_ce(self.gap_head(with_type), batch["gap"], is_agent)
+        out["loss_speed"] = masked_ce(self.speed_head(with_gap), batch["speed"], is_agent)
+        out["loss_d"] = masked_ce(self.d_head(with_speed), batch["d"], is_agent)
+        out["loss"] = sum(v for k, v in out.items())
+        return out
+
+
+def collate(encoded: Sequence[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
+    """Pad per-token arrays of :func:`encode_scene` outputs to (B, T, ...) tensors plus ``valid``."""
+    T = max(len(e["lane"]) for e in encoded)
+    B = len(encoded)
+    out: dict[str, torch.Tensor] = {}
+    for key in ("token_in", "lane_ctx", "slot", "type_in", "speed_ctx", "gap_in", "ratio_in", "lane", "type", "gap", "speed", "d",
+                "is_agent"):
+        first = encoded[0][key]
+        arr = np.zeros((B, T) + first.shape[1:], first.dtype)
+        for i, e in enumerate(encoded):
+            arr[i, :len(e[key])] = e[key]
+        out[key] = torch.as_tensor(arr)
+    for key in ("lane", "type", "gap", "speed", "d"):
+        out[key] = out[key].long()
+    valid = np.zeros((B, T), bool)
+    for i, e in enumerate(encoded):
+        valid[i, :len(e["lane"])] = True
+    out["valid"] = torch.as_tensor(valid)
+    out["cond"] = torch.as_tensor(np.stack([e["cond"] for e in encoded]))
+    out["ego"] = torch.as_tensor(np.stack([e["ego"] for e in encoded]))
+    for key in ("limit", "ego_lane", "ego_speed"):
+        out[key] = torch.as_tensor(np.asarray([e[key] for e in encoded], np.int64))
+    return out
+
+
+# -- sampling ----------------------------------------------------------------------------------------------
+def _draw(logits: np.ndarray, allowed: np.ndarray, u: float) -> int:
+    """Inverse-CDF draw among ``allowed`` classes (float64 softmax): a pure function of its inputs."""
+    x = np.where(allowed, logits.astype(np.float64), -np.inf)
+    p = np.exp(x - x.max())
+    c = np.cumsum(p)
+    return int(min(np.searchsorted(c, u * c[-1], side="right"), len(c) - 1))
+
+
+def _ensure_any(allowed: np.ndarray) -> np.ndarray:
+    return allowed if allowed.any() else np.ones_like(allowed)
+
+
+@torch.no_grad()
+def sample_scenes(model: SceneAR, traffic: Sequence[str], num_lanes: Sequence[int], seeds: Sequence[int],
+                  scene_ids: Sequence[int], model_id: str, compute_batch: int = 64) -> list[Scene]:
+    """One scene per (traffic, num_lanes, seed, scene_id); each a pure function of its own row.
+
+    The network sees fixed ``compute_batch``-row inputs (padded), so a row's numbers never depend
+    on which other rows share its call.
+    """
+    out: list[Scene] = []
+    for start in range(0, len(seeds), compute_batch):
+        stop = min(start + compute_batch, len(seeds))
+        out += _sample_chunk(model, list(traffic[start:stop]), list(num_lanes[start:stop]), list(seeds[start:stop]),
+                             list(scene_ids[start:stop]), model_id, compute_batch)
+    return out
+
+
+def _pad(rows: list[np.ndarray], n: int) -> torch.Tensor:
+    arr = np.zeros((n,) + rows[0].shape, np.float32)
+    arr[:len(rows)] = rows
+    return torch.as_tensor(arr)
+
+
+def _sample_chunk(model: SceneAR, traffic: list[str], lanes: list[int], seeds: list[int], scene_ids: list[int],
+                  model_id: str, n_pad: int) -> list[Scene]:
+    n = len(seeds)
+    rngs = [np.random.default_rng(int(s)) for s in seeds]
+    # every scene's uniforms, drawn up front: 4 for the prefix, then NUM_UNIFORMS per token
+    uniforms = [r.random(4 + NUM_UNIFORMS * (MAX_TOKENS + 1)) for r in rngs]
+    conds = [condition_vector(t, nl, 30.0) for t, nl in zip(traffic, lanes)]
+    cond_t = _pad(conds, n_pad)
+    # prefix: speed limit, ego lane, ego speed
+    limit_logits = model.limit_head(cond_t[:, :-1]).numpy()
+    limit_k = [_draw(limit_logits[i], np.ones(len(SPEED_LIMITS), bool), uniforms[i][0]) for i in range(n)]
+    limits = [float(SPEED_LIMITS[k]) for k in limit_k]
+    conds = [condition_vector(t, nl, lim) for t, nl, lim in zip(traffic, lanes, limits)]
+    cond_t = _pad(conds, n_pad)
+    lane_logits = model.ego_lane_head(cond_t).numpy()
+    ego_lanes = [_draw(lane_logits[i], np.arange(MAX_LANES) < lanes[i], uniforms[i][1]) for i in range(n)]
+    lane_1h = _pad([np.eye(MAX_LANES, dtype=np.float32)[k] for k in ego_lanes], n_pad)
+    speed_logits = model.ego_speed_head(torch.cat([cond_t, lane_1h], 1)).numpy()
+    ego_ratio = []
+    for i in range(n):
+        k = _draw(speed_logits[i], np.ones(NUM_SPEED, bool), uniforms[i][2])
+        ego_ratio.append(SPEED_EDGES[k] + uniforms[i][3] * (SPEED_EDGES[k + 1] - SPEED_EDGES[k]))
+    ego_t = _pad([ego_vector(el, nl, r) for el, nl, r in zip(ego_lanes, lanes, ego_ratio)], n_pad)
+
+    states = [_LaneState(lanes[i], ego_lanes[i], ego_ratio[i]) for i in range(n)]
+    agents: list[list[Agent]] = [[] for _ in range(n)]
+    done = [False] * n
+    h = model.start(cond_t, ego_t)
+    for t in range(MAX_TOKENS + 1):
+        if all(done):
+            break
+        h = model.step(h, _pad([st.last_token for st in states], n_pad), cond_t, ego_t)
+        base = torch.cat([h, cond_t, ego_t, _pad([st.lane_context() for st in states], n_pad)], 1)
+        lane_logits = model.lane_head(base).numpy()
+        chosen_lane = [STOP] * n
+        for i, st in enumerate(states):
+            if done[i]:
+                continue
+            u = uniforms[i][4 + NUM_UNIFORMS * t:]
+            allowed = np.zeros(MAX_LANES + 1, bool)
+            allowed[max(st.lane, 0):st.num_lanes] = True
+            if not st.ego_placed:  # the ego's lane cannot be left (nor the scene ended) before the ego
+                allowed[st.ego_lane + 1:] = False
+            else:
+                allowed[STOP] = True
+            if st.lane >= 0 and not _room_after(st, st.lane) and not (st.lane == st.ego_lane and not st.ego_placed):
+                allowed[st.lane] = False  # the current lane is full up to the window's front
+            if t >= MAX_TOKENS - 1 and st.ego_placed:
+                allowed[:] = False
+                allowed[STOP] = True
+            chosen_lane[i] = _draw(lane_logits[i], _ensure_any(allowed), u[0])
+        slots = [st.slot(chosen_lane[i]) if chosen_lane[i] != STOP else np.zeros(SLOT_DIM, np.float32) for i, st in enumerate(states)]
+        with_slot = torch.cat([base, _pad(slots, n_pad)], 1)
+        type_logits = model.type_head(with_slot).numpy()
+        chosen_type = [0] * n
+        gap_allowed: list[np.ndarray | None] = [None] * n
+        for i, st in enumerate(states):
+            if done[i] or chosen_lane[i] == STOP:
+                continue
+            lane = chosen_lane[i]
+            allowed = np.zeros(NUM_TYPES, bool)
+            for k in range(len(VEHICLE_TYPES)):
+                allowed[k] = _fits(st, lane, k)
+            if lane == st.ego_lane and not st.ego_placed:
+                allowed[EGO_TYPE] = True
+            k = _draw(type_logits[i], _ensure_any(allowed), uniforms[i][4 + NUM_UNIFORMS * t + 1])
+            chosen_type[i] = k
+            gap_allowed[i] = _gap_mask(st, lane, k) if k != EGO_TYPE else None
+        type_in = [_type_in(chosen_type[i]) if chosen_lane[i] != STOP else np.zeros(NUM_TYPES + 1, np.float32) for i in range(n)]
+        with_type = torch.cat([with_slot, _pad(type_in, n_pad)], 1)
+        gap_logits = model.gap_head(with_type).numpy()
+        gaps, ss = [0.0] * n, [0.0] * n
+        speed_ctx = [np.zeros(SPEED_CTX_DIM, np.float32)] * n
+        for i, st in enumerate(states):
+            if done[i] or chosen_lane[i] == STOP:
+                continue
+            lane, k = chosen_lane[i], chosen_type[i]
+            u = uniforms[i][4 + NUM_UNIFORMS * t:]
+            if k == EGO_TYPE:
+                first, s0, len0, _ = st.base(lane)
+                ss[i] = 0.0
+                gaps[i] = -s0 if first else -s0 - (len0 + EGO_LENGTH) / 2.0
+            else:
+                allowed = gap_allowed[i]
+                if allowed is None or not allowed.any():  # cannot happen: the type was chosen among fitting ones
+                    allowed = np.ones(NUM_GAP, bool)
+                b = _draw(gap_logits[i], allowed, u[2])
+                lo, hi = _gap_range(st, lane, k)
+                g_lo, g_hi = max(GAP_EDGES[b], lo), min(GAP_EDGES[b + 1], hi)
+                gaps[i] = g_lo + u[3] * max(g_hi - g_lo, 0.0)
+                ss[i] = st.s_of(lane, k, gaps[i])
+                speed_ctx[i] = speed_context(st, lane, ss[i], _TYPE_LENGTH[k])
+        with_gap = torch.cat([with_type, _pad([np.float32([g / 50.0]) for g in gaps], n_pad), _pad(speed_ctx, n_pad)], 1)
+        speed_logits = model.speed_head(with_gap).numpy()
+        ratios = [0.0] * n
+        for i, st in enumerate(states):
+            if done[i] or chosen_lane[i] == STOP:
+                continue
+            u = uniforms[i][4 + NUM_UNIFORMS * t:]
+            if chosen_type[i] == EGO_TYPE:
+                ratios[i] = st.ego_ratio
+            else:
+                r_lo, r_hi = _feasible_ratios(st, chosen_lane[i], chosen_type[i], ss[i], gaps[i], limits[i])
+                allowed = (SPEED_EDGES[1:] > r_lo) & (SPEED_EDGES[:-1] <= r_hi)
+                b = _draw(speed_logits[i], _ensure_any(allowed), u[4])
+                lo, hi = max(SPEED_EDGES[b], r_lo), min(SPEED_EDGES[b + 1], r_hi)
+                ratios[i] = lo + u[5] * max(hi - lo, 0.0)
+        with_speed = torch.cat([with_gap, _pad([np.float32([r]) for r in ratios], n_pad)], 1)
+        d_logits = model.d_head(with_speed).numpy()
+        for i, st in enumerate(states):
+            if done[i]:
+                continue
+            lane, k = chosen_lane[i], chosen_type[i]
+            if lane == STOP:
+                done[i] = True
+                st.push_stop()
+                continue
+            d = 0.0
+            if k != EGO_TYPE:
+                vt = VEHICLE_TYPES[k]
+                # stay inside the own lane: a vehicle reaching into the next one could sit on top of
+                # a vehicle there, which the (lane, s) masks cannot see
+                in_lane = np.abs(D_CENTRES) + vt.width / 2.0 <= LANE_WIDTH / 2.0 + 1e-9
+                d = float(D_CENTRES[_draw(d_logits[i], _ensure_any(in_lane), uniforms[i][4 + NUM_UNIFORMS * t + 6])])
+                agents[i].append(Agent(lane, ss[i], d, ratios[i] * limits[i], vt.length, vt.width, vt.kind))
+            st.push(lane, k, ss[i], ratios[i], d, gaps[i])
+    return [Scene(scene_ids[i], seeds[i], traffic[i], lanes[i], limits[i], ego_lanes[i], ego_ratio[i] * limits[i], tuple(agents[i]),
+                  model_id) for i in range(n)]
+
+
+def _gap_range(st: _LaneState, lane: int, k: int) -> tuple[float, float]:
+    """Allowed [lo, hi] of the gap for a vehicle of type ``k`` in ``lane`` (hi < lo: it does not fit)."""
+    first, s0, len0, _ = st.base(lane)
+    length = _TYPE_LENGTH[k]
+    offset = s0 if first else s0 + (len0 + length) / 2.0
+    lo = 0.0 if first else MIN_CLEARANCE
+    s_max = WINDOW_AHEAD
+    if lane == st.ego_lane and not st.ego_placed:  # must end behind the ego, clear of it
+        s_max = min(s_max, -(length + EGO_LENGTH) / 2.0 - MIN_CLEARANCE)
+    return lo, s_max - offset
+
+
+def _gap_mask(st: _LaneState, lane: int, k: int) -> np.ndarray:
+    lo, hi = _gap_range(st, lane, k)
+    # a bin is usable when part of it lies in [lo, hi] (the draw inside it is clipped to that part)
+    return (GAP_EDGES[1:] > lo) & (GAP_EDGES[:-1] <= hi) & (hi >= lo)
+
+
+def _feasible_ratios(st: _LaneState, lane: int, k: int, s: float, gap: float, limit: float) -> tuple[float, float]:
+    """Speed ratios (speed / limit) that no known neighbour would need more than :data:`MAX_DECEL`
+    to survive: the vehicle behind (placed just before) must be able to slow to this one's speed
+    within the gap, and this one to the ego's when the ego is ahead. Kinematics, not a model
+    choice - like the overlap mask; SUMO's ground truth never breaks it."""
+    lo, hi = 0.0, SPEED_MAX_RATIO
+    first, _, _, follower_ratio = st.base(lane)
+    if not first:
+        v_f = follower_ratio * limit
+        lo = math.sqrt(max(v_f * v_f - 2.0 * MAX_DECEL * max(gap, 0.0), 0.0)) / limit
+    if lane == st.ego_lane and not st.ego_placed:
+        ego_gap = -s - (_TYPE_LENGTH[k] + EGO_LENGTH) / 2.0
+        v_e = st.ego_ratio * limit
+        hi = min(hi, math.sqrt(v_e * v_e + 2.0 * MAX_DECEL * max(ego_gap, 0.0)) / limit)
+    return lo, max(hi, lo)
+
+
+def _fits(st: _LaneState, lane: int, k: int) -> bool:
+    """Whether a type-``k`` vehicle fits in ``lane`` after what is placed (the gap bins cover [0, window])."""
+    lo, hi = _gap_range(st, lane, k)
+    return hi >= lo and hi >= GAP_EDGES[0] and lo < GAP_EDGES[-1]
+
+
+def _room_after(st: _LaneState, lane: int) -> bool:
+    return any(_fits(st, lane, k) for k in range(len(VEHICLE_TYPES)))
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = ["MAX_TOKENS", "MIN_CLEARANCE", "SceneAR", "collate", "count_parameters", "encode_scene", "sample_scenes"]

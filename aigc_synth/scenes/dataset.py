@@ -1,0 +1,52 @@
+"""Reading scenes back: from a scene job's output, a folder of scene Parquet files, or one file."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+import pyarrow.parquet as pq
+
+from aigc_synth.scenes.format import Scene, SceneError, table_to_scenes
+
+
+def scene_files(path: str | Path) -> list[Path]:
+    """The Parquet files of ``path``: a finished scene job (its manifest's shards, in order), a
+    directory (every ``*.parquet`` below it, sorted) or a single file. SceneError if there are none."""
+    path = Path(path).expanduser()
+    manifest = path / "manifest.json"
+    data = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    if data.get("format") == "aigc_synth.manifest/v1":  # a job's output (scripts/build_scene_dataset.py writes its own)
+        if data.get("job", {}).get("sampler") != "scenes":
+            raise SceneError(f"{path} holds an image job's output, not scenes")
+        return [path / shard["path"] for shard in data["shards"]]
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*.parquet") if not p.name.startswith("."))
+        if files:
+            return files
+    raise SceneError(f"no scenes at {path}: give a scene job's output_dir, a folder of scene Parquet files or one file "
+                     "(python scripts/build_scene_dataset.py --num-scenes 3000 --out data/scenes)")
+
+
+def read_scenes(path: str | Path, limit: int | None = None) -> list[Scene]:
+    """Every scene under ``path`` (see :func:`scene_files`), at most ``limit``, in file order."""
+    scenes: list[Scene] = []
+    for f in scene_files(path):
+        try:
+            scenes += table_to_scenes(pq.read_table(f))
+        except OSError as exc:
+            raise SceneError(f"cannot read {f}: {exc}") from None
+        if limit is not None and len(scenes) >= limit:
+            return scenes[:limit]
+    return scenes
+
+
+def split_seed(seed: int, split: str) -> int:
+    """The SUMO dataset seed of a named split: independent streams for different names, so
+    ``train``, ``heldout`` and the evaluation's own reference sets never share a simulation run."""
+    return int(np.random.SeedSequence([seed, zlib.crc32(split.encode())]).generate_state(1)[0])

@@ -1,0 +1,142 @@
+"""Scene generator checkpoints: one safe file format for the learned model and both baselines.
+
+An exported scene generator (``format = aigc_synth.scene_generator/v1``) holds the family
+(``scene_ar``, ``scene_marginal``, ``scene_random``), its keyword arguments, its weights or fitted
+tables (tensors and plain containers only, read with ``weights_only=True``) and the traffic levels
+and lane counts it was trained on (a request outside them is refused). Its sha256 is the
+``model_id`` of every scene it makes, exactly like the image generators.
+
+:func:`load_scene_generator_from_bytes` turns a checkpoint into a :class:`SceneGenerator` whose
+``sample(traffic, num_lanes, seeds, scene_ids)`` is a pure function of each row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from aigc_synth.errors import CheckpointError, first_line
+from aigc_synth.io.atomic import sha256_file
+from aigc_synth.io.checkpoint import _safe_load, save_checkpoint
+from aigc_synth.scenes.format import TRAFFIC_LEVELS, Scene, SceneError
+
+SCENE_GENERATOR_FORMAT = "aigc_synth.scene_generator/v1"
+SCENE_FAMILIES = ("scene_ar", "scene_marginal", "scene_random")
+#: The default scene model shipped inside the package (``job.checkpoint=null`` on a scene job).
+BUNDLED_SCENE_CHECKPOINT = Path(__file__).resolve().parent.parent / "assets" / "default_scene_generator.pt"
+
+
+def resolve_scene_checkpoint(checkpoint: str | None) -> Path:
+    """``None`` / ``""`` / ``default`` / ``bundled`` → the bundled scene model; anything else a path."""
+    if checkpoint in (None, "", "default", "bundled"):
+        return BUNDLED_SCENE_CHECKPOINT
+    return Path(checkpoint).expanduser()
+
+
+def export_scene_generator(path: str | Path, *, family: str, model_config: dict[str, Any], state: dict[str, Any],
+                           traffic: Sequence[str], lanes: Sequence[int], meta: dict[str, Any] | None = None) -> str:
+    """Write an exported scene generator atomically; return its sha256 (the model id)."""
+    if family not in SCENE_FAMILIES:
+        raise ValueError(f"unknown scene family {family!r}; available: {list(SCENE_FAMILIES)}")
+    save_checkpoint({"format": SCENE_GENERATOR_FORMAT, "family": family, "model_config": dict(model_config), "state": state,
+                     "traffic": list(traffic), "lanes": [int(n) for n in lanes], "meta": meta or {}}, path)
+    return sha256_file(path)
+
+
+@dataclass
+class SceneGenerator:
+    """A loaded scene generator: ``sample`` plus what it can be asked for."""
+
+    family: str
+    model_id: str
+    traffic: tuple[str, ...]
+    lanes: tuple[int, ...]
+    source: str
+    meta: dict[str, Any] = field(default_factory=dict)
+    _impl: Any = None
+
+    def check_request(self, traffic: Sequence[str], lanes: Sequence[int]) -> None:
+        """SceneError naming the first traffic level / lane count this model was not trained on."""
+        for t in traffic:
+            if t not in TRAFFIC_LEVELS:
+                raise SceneError(f"unknown traffic level {t!r}; allowed: {list(TRAFFIC_LEVELS)}")
+            if t not in self.traffic:
+                raise SceneError(f"{self.source} was trained on traffic {list(self.traffic)}, not {t!r}")
+        for n in lanes:
+            if int(n) not in self.lanes:
+                raise SceneError(f"{self.source} was trained on {list(self.lanes)} lanes, not {n}")
+
+    def sample(self, traffic: Sequence[str], num_lanes: Sequence[int], seeds: Sequence[int], scene_ids: Sequence[int],
+               compute_batch: int = 64) -> list[Scene]:
+        """One scene per row; each a pure function of (model, traffic, lanes, seed, scene id)."""
+        self.check_request(traffic, num_lanes)
+        if self.family == "scene_ar":
+            from aigc_synth.models.scene_ar import sample_scenes
+
+            return sample_scenes(self._impl, traffic, num_lanes, seeds, scene_ids, self.model_id, compute_batch)
+        return [_with_model_id(self._impl.sample(t, int(n), int(s), int(i)), self.model_id)
+                for t, n, s, i in zip(traffic, num_lanes, seeds, scene_ids)]
+
+
+def _with_model_id(scene: Scene, model_id: str) -> Scene:
+    from dataclasses import replace
+
+    return replace(scene, model_id=model_id)
+
+
+def build_scene_model(family: str, model_config: dict[str, Any]) -> Any:
+    """The trainable module of ``scene_ar`` from its config keys (other families have none)."""
+    from aigc_synth.models.scene_ar import SceneAR
+
+    if family != "scene_ar":
+        raise ValueError(f"{family} has no network")
+    return SceneAR(hidden=int(model_config["hidden"]), head_hidden=int(model_config["head_hidden"]))
+
+
+def load_scene_generator(path: str | Path) -> SceneGenerator:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"scene checkpoint not found: {path}")
+    return load_scene_generator_from_bytes(path.read_bytes(), source=str(path))
+
+
+def read_scene_header(data: bytes, source: str) -> dict[str, Any]:
+    """Load and validate a scene checkpoint's contents (no model built)."""
+    ckpt = _safe_load(io.BytesIO(data), label=source)
+    if ckpt.get("format") != SCENE_GENERATOR_FORMAT:
+        raise CheckpointError(f"{source} is a {ckpt.get('format')!r} checkpoint, not a scene generator ({SCENE_GENERATOR_FORMAT}); "
+                              "`aigc-synth train model=scene_ar` writes one as generator.pt")
+    for key in ("family", "model_config", "state", "traffic", "lanes"):
+        if key not in ckpt:
+            raise CheckpointError(f"scene generator {source} lacks {key!r}")
+    if ckpt["family"] not in SCENE_FAMILIES:
+        raise CheckpointError(f"scene generator {source} has unknown family {ckpt['family']!r}")
+    return ckpt
+
+
+def load_scene_generator_from_bytes(data: bytes, source: str = "<bytes>") -> SceneGenerator:
+    """Rebuild a scene generator from checkpoint bytes (hashed for the model id, loaded safely)."""
+    from aigc_synth.scenes.baselines import MarginalSceneSampler, RandomSceneSampler
+
+    ckpt = read_scene_header(data, source)
+    family, cfg = ckpt["family"], ckpt["model_config"]
+    try:
+        if family == "scene_ar":
+            impl = build_scene_model(family, cfg)
+            impl.load_state_dict(ckpt["state"])
+            impl.eval().requires_grad_(False)
+        elif family == "scene_marginal":
+            impl = MarginalSceneSampler.from_dict(ckpt["state"])
+        else:
+            impl = RandomSceneSampler(speed_range=(float(cfg["speed_low"]), float(cfg["speed_high"])))
+    except (RuntimeError, TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"scene generator {source} does not match its config: {first_line(exc, 200)}") from None
+    return SceneGenerator(family=family, model_id=hashlib.sha256(data).hexdigest(), traffic=tuple(ckpt["traffic"]),
+                          lanes=tuple(int(n) for n in ckpt["lanes"]), source=source, meta=dict(ckpt.get("meta", {})), _impl=impl)
+
+
+__all__ = ["BUNDLED_SCENE_CHECKPOINT", "SCENE_FAMILIES", "SCENE_GENERATOR_FORMAT", "SceneGenerator", "export_scene_generator",
+           "load_scene_generator", "load_scene_generator_from_bytes", "resolve_scene_checkpoint"]

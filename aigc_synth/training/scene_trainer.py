@@ -1,0 +1,167 @@
+"""Training for the traffic-scene families, behind the same ``aigc-synth train`` as the images.
+
+Same run directory contract as :mod:`aigc_synth.training.trainer`: ``log.jsonl`` (losses, and the
+validation loss every ``train.eval_every`` steps), ``state.pt`` (weights, optimiser, step: resume
+is exact, because batch ``k`` is a pure function of ``(train.seed, k)``), ``generator.pt`` (the
+exported scene generator, :mod:`aigc_synth.scenes.generators`) and ``best_generator.pt`` (lowest
+validation loss). ``scene_marginal`` is fitted in one pass and ``scene_random`` needs no data; both
+still write ``generator.pt`` and ``log.jsonl``, so every family is used the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from aigc_synth.config import DataConfig, TrainConfig
+from aigc_synth.errors import CheckpointError, UsageError
+from aigc_synth.io.checkpoint import TRAIN_STATE_FORMAT, load_checkpoint, save_checkpoint
+from aigc_synth.models.configs import SceneARConfig, SceneModelConfig, SceneRandomConfig
+from aigc_synth.scenes.dataset import read_scenes
+from aigc_synth.scenes.format import LANE_COUNTS, TRAFFIC_LEVELS, Scene, SceneError
+from aigc_synth.scenes.generators import SCENE_FAMILIES, build_scene_model, export_scene_generator
+
+SCENE_STATE_FORMAT = TRAIN_STATE_FORMAT + "+scene"
+
+
+def _split(scenes: list[Scene], fraction: float, seed: int) -> tuple[list[Scene], list[Scene]]:
+    order = np.random.default_rng(seed).permutation(len(scenes))
+    n_val = int(round(len(scenes) * fraction)) if len(scenes) > 1 else 0
+    return [scenes[i] for i in order[n_val:]], [scenes[i] for i in order[:n_val]]
+
+
+def _cells(scenes: list[Scene]) -> tuple[list[str], list[int]]:
+    return ([t for t in TRAFFIC_LEVELS if any(sc.traffic == t for sc in scenes)],
+            sorted({sc.num_lanes for sc in scenes}))
+
+
+def train_scene_model(train_cfg: TrainConfig, model_cfg: SceneModelConfig, data_cfg: DataConfig, progress: bool = True) -> Path:
+    """Train / fit / export a scene family; return the exported generator's path."""
+    if model_cfg.family not in SCENE_FAMILIES:
+        raise UsageError(f"not a scene family: {model_cfg.family!r}; available: {list(SCENE_FAMILIES)}")
+    out = Path(train_cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    export_path, log_path = out / "generator.pt", out / "log.jsonl"
+    params = asdict(model_cfg)
+    if isinstance(model_cfg, SceneRandomConfig):
+        if not 0 <= model_cfg.speed_low <= model_cfg.speed_high:
+            raise UsageError(f"model.speed_low/high must satisfy 0 <= low <= high, got {model_cfg.speed_low}, {model_cfg.speed_high}")
+        export_scene_generator(export_path, family="scene_random", model_config=params, state={}, traffic=TRAFFIC_LEVELS,
+                               lanes=LANE_COUNTS, meta={"train_config": asdict(train_cfg)})
+        _log(log_path, {"step": 0, "family": "scene_random", "note": "no parameters"})
+        return export_path
+    if not data_cfg.scenes:
+        raise UsageError(f"model={model_cfg.family} trains on scenes: give data.scenes=DIR "
+                         "(python scripts/build_scene_dataset.py --num-scenes 18000 --out data/scenes --split train)")
+    try:
+        scenes = read_scenes(data_cfg.scenes)
+    except SceneError as exc:
+        raise UsageError(f"data.scenes: {exc}") from None
+    traffic, lanes = _cells(scenes)
+    data_meta = {"scenes": str(data_cfg.scenes), "num_scenes": len(scenes)}
+    if model_cfg.family == "scene_marginal":
+        from aigc_synth.scenes.baselines import MarginalSceneSampler
+
+        state = MarginalSceneSampler.fit(scenes).to_dict()
+        export_scene_generator(export_path, family="scene_marginal", model_config=params, state=state, traffic=traffic,
+                               lanes=lanes, meta={"data": data_meta, "train_config": asdict(train_cfg)})
+        _log(log_path, {"step": 0, "family": "scene_marginal", "fitted_on": len(scenes)})
+        return export_path
+    assert isinstance(model_cfg, SceneARConfig)
+    return _train_ar(train_cfg, model_cfg, scenes, traffic, lanes, data_meta, out, progress)
+
+
+def _log(path: Path, record: dict[str, Any]) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _train_ar(train_cfg: TrainConfig, cfg: SceneARConfig, scenes: list[Scene], traffic: list[str], lanes: list[int],
+              data_meta: dict[str, Any], out: Path, progress: bool) -> Path:
+    from aigc_synth.models.scene_ar import collate, encode_scene
+
+    if train_cfg.threads > 0:
+        torch.set_num_threads(train_cfg.threads)
+    torch.manual_seed(train_cfg.seed)
+    train_set, val_set = _split(scenes, cfg.validation_fraction, train_cfg.seed)
+    encoded = [encode_scene(sc) for sc in train_set]
+    val_batch = collate([encode_scene(sc) for sc in val_set]) if val_set else None
+    params = asdict(cfg)
+    model = build_scene_model("scene_ar", params)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    state_path, export_path, best_path = out / "state.pt", out / "generator.pt", out / "best_generator.pt"
+    start, best = 0, {}
+    if train_cfg.resume and state_path.exists():
+        state = load_checkpoint(state_path)
+        if state.get("format") != SCENE_STATE_FORMAT:
+            raise CheckpointError(f"{state_path} is not a scene training state; use a new train.out_dir")
+        for key in ("family", "hidden", "head_hidden"):
+            if state["model_config"].get(key) != params[key]:
+                raise CheckpointError(f"{state_path} has model.{key}={state['model_config'].get(key)!r}, this run {params[key]!r}; "
+                                      "use a new train.out_dir for another architecture")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        start, best = int(state["step"]), dict(state.get("best", {}))
+        print(f"resuming from {state_path} at step {start}")
+    meta = {"data": data_meta, "train_config": asdict(train_cfg), "recipe": params,
+            "parameters": sum(p.numel() for p in model.parameters())}
+
+    def lr_at(step: int) -> float:  # cosine from lr to lr * lr_final_fraction
+        frac = min(step / max(train_cfg.steps, 1), 1.0)
+        return cfg.lr * (cfg.lr_final_fraction + (1 - cfg.lr_final_fraction) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+    def export(path: Path, step: int, extra: dict[str, Any]) -> None:
+        weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        export_scene_generator(path, family="scene_ar", model_config=params, state=weights, traffic=traffic, lanes=lanes,
+                               meta={**meta, "step": step, **extra})
+
+    def save_all(step: int) -> None:
+        save_checkpoint({"format": SCENE_STATE_FORMAT, "step": step, "model_config": params, "model": model.state_dict(),
+                         "opt": opt.state_dict(), "best": best, "train_config": asdict(train_cfg)}, state_path)
+        export(export_path, step, {})
+
+    B = train_cfg.batch_size
+    t0 = time.time()
+    model.train()
+    bar = tqdm(range(start, train_cfg.steps), initial=start, total=train_cfg.steps, disable=not progress, desc="train scene_ar",
+               unit="step")
+    for step in bar:
+        t_step = time.time()
+        rows = np.random.default_rng([train_cfg.seed, step]).integers(0, len(encoded), B)  # batch k: a function of (seed, k)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step)
+        losses = model.loss(collate([encoded[i] for i in rows]))
+        opt.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        done = step + 1
+        values = {k: float(v.detach()) for k, v in losses.items()}
+        if not all(math.isfinite(v) for v in values.values()):
+            raise FloatingPointError(f"non-finite loss at step {done}: {values}")
+        if done % train_cfg.log_every == 0 or done == train_cfg.steps:
+            _log(out / "log.jsonl", {"step": done, **{k: round(v, 5) for k, v in values.items()}, "lr": round(lr_at(step), 7),
+                                     "sec_per_step": round(time.time() - t_step, 4), "elapsed_s": round(time.time() - t0, 1)})
+            bar.set_postfix(loss=f"{values['loss']:.3f}")
+        if val_batch is not None and train_cfg.eval_every > 0 and (done % train_cfg.eval_every == 0 or done == train_cfg.steps):
+            model.eval()
+            with torch.no_grad():
+                val = {f"val_{k}": round(float(v), 5) for k, v in model.loss(val_batch).items()}
+            model.train()
+            _log(out / "log.jsonl", {"step": done, **val})
+            if not best or val["val_loss"] < best["value"]:
+                best = {"value": val["val_loss"], "step": done, "metric": "val_loss"}
+                export(best_path, done, {"best": best})
+        if done % train_cfg.checkpoint_every == 0 or done == train_cfg.steps:
+            save_all(done)
+    if start >= train_cfg.steps and not export_path.exists():
+        save_all(start)
+    return export_path

@@ -1,0 +1,171 @@
+"""The scene generators: scene_ar sampling guarantees, training through the real config, resume,
+and the two baselines behind the same checkpoint format. No SUMO needed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from aigc_synth.errors import CheckpointError, UsageError
+from aigc_synth.models.scene_ar import MIN_CLEARANCE, SceneAR, encode_scene, sample_scenes
+from aigc_synth.scenes.baselines import RandomSceneSampler
+from aigc_synth.scenes.format import EGO_LENGTH, LANE_COUNTS, TRAFFIC_LEVELS, SceneError, scenes_to_table, validate_scene
+from aigc_synth.scenes.generators import (
+    SCENE_GENERATOR_FORMAT,
+    export_scene_generator,
+    load_scene_generator,
+    load_scene_generator_from_bytes,
+)
+
+TINY_SCENE_OVERRIDES = ["model=scene_ar", "model.hidden=16", "model.head_hidden=16", "train.steps=4", "train.batch_size=8",
+                        "train.threads=1", "train.log_every=1", "train.eval_every=2", "train.checkpoint_every=2"]
+
+
+def random_scene_ar(seed: int = 0) -> SceneAR:
+    torch.manual_seed(seed)
+    return SceneAR(hidden=16, head_hidden=16).eval()
+
+
+@pytest.fixture(scope="module")
+def scene_parquet(tmp_path_factory) -> Path:
+    """60 valid-format scenes (the random baseline's) over every traffic level and lane count."""
+    sampler = RandomSceneSampler()
+    scenes = [sampler.sample(t, n, seed, scene_id=seed) for seed, (t, n) in
+              enumerate((t, n) for t in TRAFFIC_LEVELS for n in LANE_COUNTS for _ in range(7))]
+    folder = tmp_path_factory.mktemp("scenes")
+    pq.write_table(scenes_to_table(scenes), folder / "part-00000.parquet")
+    return folder
+
+
+def test_untrained_scene_ar_still_only_makes_contract_valid_scenes():
+    # the masks, not the weights, guarantee the contract: lanes in range, inside the window, no overlaps
+    traffic = [t for t in TRAFFIC_LEVELS for _ in LANE_COUNTS for _ in range(8)]
+    lanes = [n for _ in TRAFFIC_LEVELS for n in LANE_COUNTS for _ in range(8)]
+    scenes = sample_scenes(random_scene_ar(), traffic, lanes, list(range(len(traffic))), list(range(len(traffic))), "m")
+    assert [p for sc in scenes for p in validate_scene(sc)] == []
+    assert [(sc.traffic, sc.num_lanes) for sc in scenes] == list(zip(traffic, lanes))
+    assert sum(len(sc.agents) for sc in scenes) > 0
+    for sc in scenes:  # bumper gaps in every lane, ego included, respect the clearance
+        lanes_of: dict[int, list] = {}
+        for a in sc.agents:
+            lanes_of.setdefault(a.lane, []).append((a.s, a.length))
+        lanes_of.setdefault(sc.ego_lane, []).append((0.0, EGO_LENGTH))
+        for vehicles in lanes_of.values():
+            vehicles.sort()
+            for (s0, l0), (s1, l1) in zip(vehicles, vehicles[1:]):
+                assert s1 - s0 - (l0 + l1) / 2 >= MIN_CLEARANCE - 1e-6
+
+
+def test_scene_ar_rows_do_not_depend_on_their_batch():
+    model = random_scene_ar(1)
+    seeds = [11, 12, 13, 14, 15]
+    alone = [sample_scenes(model, ["heavy"], [3], [s], [i], "m")[0] for i, s in enumerate(seeds)]
+    together = sample_scenes(model, ["heavy"] * 5, [3] * 5, seeds, list(range(5)), "m", compute_batch=64)
+    assert together == alone
+    assert len({sc.agents for sc in together}) == 5  # different seeds, different scenes
+
+
+def test_encode_scene_puts_the_ego_in_its_lane_and_ends_with_stop():
+    sc = RandomSceneSampler().sample("moderate", 3, seed=4)
+    enc = encode_scene(sc)
+    assert len(enc["lane"]) == len(sc.agents) + 2  # agents + ego + STOP
+    assert list(enc["lane"][:-1]) == sorted(enc["lane"][:-1]) and enc["lane"][-1] == 4
+    assert int((~enc["is_agent"][:-1]).sum()) == 1  # exactly one ego token
+
+
+def test_scene_ar_trains_from_the_real_config_and_resumes_exactly(tmp_path, compose_config, scene_parquet):
+    from aigc_synth.training.scene_trainer import train_scene_model
+
+    def run(out, steps):  # a constant learning rate: the cosine schedule is a function of train.steps
+        cfg = compose_config("train", [*TINY_SCENE_OVERRIDES, f"train.steps={steps}", f"train.out_dir={out}",
+                                       f"data.scenes={scene_parquet}", "model.lr_final_fraction=1.0"])
+        return train_scene_model(cfg.train, cfg.model, cfg.data, progress=False)
+
+    straight = run(tmp_path / "a", 4)
+    run(tmp_path / "b", 2)
+    resumed = run(tmp_path / "b", 4)
+    a, b = load_scene_generator(straight), load_scene_generator(resumed)
+    assert a.family == "scene_ar" and a.traffic == TRAFFIC_LEVELS and a.lanes == LANE_COUNTS
+    for k, v in a._impl.state_dict().items():
+        assert torch.equal(v, b._impl.state_dict()[k]), k
+    log = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4] and any("val_loss" in r for r in log)
+    assert (tmp_path / "a" / "best_generator.pt").is_file()
+    ckpt = torch.load(straight, weights_only=True)
+    assert ckpt["format"] == SCENE_GENERATOR_FORMAT and "train_config" in ckpt["meta"]
+
+
+def test_scene_ar_refuses_to_resume_another_architecture(tmp_path, compose_config, scene_parquet):
+    from aigc_synth.training.scene_trainer import train_scene_model
+
+    base = [*TINY_SCENE_OVERRIDES, "train.steps=2", f"train.out_dir={tmp_path}", f"data.scenes={scene_parquet}"]
+    cfg = compose_config("train", base)
+    train_scene_model(cfg.train, cfg.model, cfg.data, progress=False)
+    cfg = compose_config("train", [*base, "model.hidden=24", "train.steps=4"])
+    with pytest.raises(CheckpointError, match="model.hidden=16"):
+        train_scene_model(cfg.train, cfg.model, cfg.data, progress=False)
+
+
+def test_scene_training_needs_scenes(tmp_path, compose_config):
+    from aigc_synth.training.scene_trainer import train_scene_model
+
+    cfg = compose_config("train", [*TINY_SCENE_OVERRIDES, f"train.out_dir={tmp_path}"])
+    with pytest.raises(UsageError, match="data.scenes=DIR"):
+        train_scene_model(cfg.train, cfg.model, cfg.data, progress=False)
+    cfg = compose_config("train", [*TINY_SCENE_OVERRIDES, f"train.out_dir={tmp_path}", f"data.scenes={tmp_path / 'none'}"])
+    with pytest.raises(UsageError, match="no scenes at"):
+        train_scene_model(cfg.train, cfg.model, cfg.data, progress=False)
+
+
+@pytest.mark.parametrize("family", ["scene_marginal", "scene_random"])
+def test_baselines_are_trained_and_sampled_like_the_model(tmp_path, compose_config, scene_parquet, family):
+    from aigc_synth.training.scene_trainer import train_scene_model
+
+    cfg = compose_config("train", [f"model={family}", f"train.out_dir={tmp_path}", f"data.scenes={scene_parquet}"])
+    gen = load_scene_generator(train_scene_model(cfg.train, cfg.model, cfg.data, progress=False))
+    assert gen.family == family
+    scenes = gen.sample(["heavy", "light"], [4, 2], [1, 2], [0, 1])
+    assert [(sc.traffic, sc.num_lanes, sc.model_id) for sc in scenes] == [("heavy", 4, gen.model_id), ("light", 2, gen.model_id)]
+    assert scenes == gen.sample(["heavy", "light"], [4, 2], [1, 2], [0, 1])
+
+
+def test_requests_outside_the_trained_cells_are_refused(tmp_path):
+    path = tmp_path / "g.pt"
+    state = {k: v for k, v in random_scene_ar().state_dict().items()}
+    export_scene_generator(path, family="scene_ar", model_config={"hidden": 16, "head_hidden": 16}, state=state,
+                           traffic=["heavy"], lanes=[3])
+    gen = load_scene_generator(path)
+    with pytest.raises(SceneError, match="trained on \\[3\\] lanes, not 5"):
+        gen.sample(["heavy"], [5], [0], [0])
+    with pytest.raises(SceneError, match="unknown traffic level 'foggy'"):
+        gen.sample(["foggy"], [3], [0], [0])
+    with pytest.raises(SceneError, match="trained on traffic \\['heavy'\\], not 'light'"):
+        gen.sample(["light"], [3], [0], [0])
+
+
+def test_scene_checkpoints_load_weights_only(tmp_path):
+    with pytest.raises(CheckpointError, match="not a scene generator"):
+        load_scene_generator_from_bytes(_image_like_bytes(tmp_path), source="x.pt")
+    with pytest.raises(CheckpointError, match="scene checkpoint not found"):
+        load_scene_generator(tmp_path / "missing.pt")
+
+
+def _image_like_bytes(tmp_path: Path) -> bytes:
+    path = tmp_path / "other.pt"
+    torch.save({"format": "aigc_synth.generator/v1"}, path)
+    return path.read_bytes()
+
+
+def test_bundled_scene_model_is_small_and_loads():
+    from aigc_synth.scenes.generators import BUNDLED_SCENE_CHECKPOINT
+
+    assert BUNDLED_SCENE_CHECKPOINT.stat().st_size <= 5 * 2**20
+    gen = load_scene_generator(BUNDLED_SCENE_CHECKPOINT)
+    assert gen.family == "scene_ar" and set(gen.traffic) == set(TRAFFIC_LEVELS) and set(gen.lanes) == set(LANE_COUNTS)
+    scenes = gen.sample(["heavy"] * 4, [3] * 4, list(range(4)), list(range(4)))
+    assert np.mean([len(sc.agents) for sc in scenes]) > 10  # heavy traffic on 3 lanes: ~20 agents in SUMO
