@@ -165,6 +165,10 @@ class ServeConfig:
     max_batch_images: int = 256  # images per @serve.batch call (requests are merged up to this)
     batch_wait_timeout_s: float = 0.01
     compute_batch: int = 32  # rows per network call; must equal the batch job's job.compute_batch for equal bytes
+    scenes: bool = True  # also serve POST /scenes (traffic scenes) from a scene model
+    scene_checkpoint: Optional[str] = None  # None / "default" = the bundled scene model
+    scene_num_cpus: float = 0.25  # the scene replica's CPU share
+    scene_compute_batch: int = 64  # scenes per network call; equal to the scene job's job.compute_batch (64) for equal rows
 
 
 @dataclass

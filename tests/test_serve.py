@@ -214,3 +214,47 @@ def test_client_raises_on_errors(server):
     with pytest.raises(GenerationError) as exc:
         GenerationClient(server, token="nope").generate(COND)
     assert exc.value.status == 401
+
+
+# -- POST /scenes ---------------------------------------------------------------------------------------------
+SCENE_CONDS = [{"traffic": "heavy", "num_lanes": 3}, {"traffic": "light", "num_lanes": "2"}]
+
+
+@pytest.fixture(scope="module")
+def scene_job_rows(_own_local_ray, ray_session, tmp_path_factory) -> list[dict]:
+    """The scene job equivalent to {conditions: SCENE_CONDS, n: 12, seed: 5} on the bundled scene model."""
+    from aigc_synth.jobs.generate import run_generation
+
+    out = tmp_path_factory.mktemp("serve_scene_job") / "job"
+    items = "[{conditions:{traffic:heavy,num_lanes:'3'},weight:1},{conditions:{traffic:light,num_lanes:'2'},weight:1}]"
+    cfg = compose_generate(["job=scenes", f"output_dir={out}", "job.num_samples=12", "job.shard_size=5", "job.seed=5",
+                            "job.plan.kind=list", f"job.plan.items={items}", "preview=false", "resources.actors=1",
+                            "resources.cpus_per_actor=0.5"])
+    run_generation(cfg, progress=False)
+    return pq.read_table(Path(out) / "parquet").to_pylist()
+
+
+def test_scenes_endpoint_returns_the_scene_jobs_rows(server, scene_job_rows):
+    status, body = _http(server, "/scenes", json.dumps({"conditions": SCENE_CONDS, "n": 12, "seed": 5}).encode())
+    assert status == 200, body
+    assert body["scenes"] == scene_job_rows
+    assert {r["traffic"] for r in body["scenes"]} == {"heavy", "light"}
+    status, part = _http(server, "/scenes", json.dumps({"conditions": SCENE_CONDS, "n": 4, "seed": 5, "start": 8,
+                                                        "num_samples": 12}).encode())
+    assert status == 200 and part["scenes"] == scene_job_rows[8:12]
+
+
+@pytest.mark.parametrize("body, needle", [
+    ({"conditions": [{"traffic": "foggy", "num_lanes": 3}]}, "foggy"),
+    ({"conditions": [{"traffic": "heavy", "num_lanes": 7}]}, "'7'"),
+    ({"conditions": [{"traffic": "heavy", "num_lanes": 3}], "format": "png"}, "does not apply to scenes"),
+    ({"conditions": [{"traffic": "heavy", "num_lanes": 3}], "n": 49}, "'n' must lie in"),
+])
+def test_bad_scene_requests_are_422(server, body, needle):
+    status, reply = _http(server, "/scenes", json.dumps(body).encode())
+    assert status == 422 and needle in reply["error"]
+
+
+def test_scenes_need_the_token(server):
+    status, _ = _http(server, "/scenes", json.dumps({"conditions": SCENE_CONDS}).encode(), token=None)
+    assert status == 401

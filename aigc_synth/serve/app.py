@@ -89,15 +89,42 @@ class Generator:
         return await asyncio.to_thread(self._render_many, items)
 
 
+@serve.deployment(name="SceneGenerator", max_constructor_retry_count=3)
+class SceneGenerator:
+    """Holds one loaded scene generator; turns (traffic, lanes, seeds, ids) into scene rows."""
+
+    def __init__(self, checkpoint_bytes: bytes, source: str, model_id: str, torch_threads: int, compute_batch: int):
+        import torch
+
+        from aigc_synth.scenes.generators import load_scene_generator_from_bytes
+
+        torch.set_num_threads(max(1, int(torch_threads)))
+        self.gen = load_scene_generator_from_bytes(checkpoint_bytes, source=source)
+        if self.gen.model_id != model_id:
+            raise RuntimeError("checkpoint bytes shipped to the replica do not match the validated model id")
+        self.compute_batch = int(compute_batch)
+
+    def _rows(self, traffic: list[str], lanes: list[int], seeds: list[int], ids: list[int]) -> list[dict[str, Any]]:
+        from aigc_synth.scenes.format import scenes_to_table
+
+        return scenes_to_table(self.gen.sample(traffic, lanes, seeds, ids, compute_batch=self.compute_batch)).to_pylist()
+
+    async def rows(self, traffic: list[str], lanes: list[int], seeds: list[int], ids: list[int]) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self._rows, traffic, lanes, seeds, ids)
+
+
 @serve.deployment(name="Api")
 @serve.ingress(app)
 class Api:
-    """The HTTP surface: ``GET /health``, ``GET /conditions``, ``POST /generate``."""
+    """The HTTP surface: ``GET /health``, ``GET /conditions``, ``POST /generate``, ``POST /scenes``."""
 
-    def __init__(self, generator: Any, info: dict[str, Any], token_digest: bytes | None, max_n: int, max_body_bytes: int):
+    def __init__(self, generator: Any, info: dict[str, Any], token_digest: bytes | None, max_n: int, max_body_bytes: int,
+                 scene_generator: Any = None, scene_info: dict[str, Any] | None = None):
         self.generator = generator
         self.info = dict(info)
         self.schema = ConditionSchema.from_dict(info["schema"])
+        self.scene_generator, self.scene_info = scene_generator, dict(scene_info or {})
+        self.scene_schema = ConditionSchema.from_dict(scene_info["schema"]) if scene_info else None
         self.token_digest = token_digest
         self.max_n, self.max_body_bytes = int(max_n), int(max_body_bytes)
 
@@ -134,16 +161,49 @@ class Api:
                 "max_n": self.max_n, "max_body_bytes": self.max_body_bytes, "request_fields": list(REQUEST_KEYS),
                 "compute_batch": self.info["compute_batch"]}
 
+    async def _json_body(self, request: Request) -> Any:
+        raw = await self._read_body(request)
+        try:
+            return json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise RequestError(422, f"the request body is not valid JSON: {exc}") from None
+
+    @app.post("/scenes")
+    async def scenes(self, request: Request):
+        """``{conditions: [{traffic, num_lanes}, ...], n, seed, start, num_samples}`` → scene rows: the
+        slice ``[start, start + n)`` of the scene job with that list plan and seed (same rows)."""
+        if not self._authorized(request):
+            return _error(401, "missing or invalid bearer token (Authorization: Bearer <token>)")
+        if self.scene_generator is None:
+            return _error(404, "this server has no scene model (serve.scenes=false)")
+        try:
+            body = await self._json_body(request)
+            if isinstance(body, dict) and "format" in body:
+                raise RequestError(422, "'format' does not apply to scenes (rows come as JSON)")
+            if isinstance(body, dict):
+                conds = body.get("conditions")
+                for c in conds if isinstance(conds, list) else [conds] if isinstance(conds, dict) else []:
+                    if isinstance(c, dict) and isinstance(c.get("num_lanes"), int) and not isinstance(c.get("num_lanes"), bool):
+                        c["num_lanes"] = str(c["num_lanes"])  # the schema's values are strings; 3 and "3" both work
+            req = parse_generate_request(body, self.scene_schema, self.max_n)
+            ids, codes, seeds = plan_request(req, self.scene_schema)
+        except RequestError as exc:
+            return _error(exc.status, str(exc))
+        conds = [self.scene_schema.decode(c) for c in codes.tolist()]
+        try:
+            rows = await self.scene_generator.rows.remote([c["traffic"] for c in conds], [int(c["num_lanes"]) for c in conds],
+                                                          seeds.tolist(), ids.tolist())
+        except Exception as exc:  # replica failure: one line, no traceback to the client
+            return _error(500, f"scene generation failed: {type(exc).__name__}")
+        return {"model_id": self.scene_info["model_id"], "seed": req.seed, "start": req.start, "n": req.n,
+                "num_samples": req.num_samples, "conditions": req.conditions, "scenes": rows}
+
     @app.post("/generate")
     async def generate(self, request: Request):
         if not self._authorized(request):
             return _error(401, "missing or invalid bearer token (Authorization: Bearer <token>)")
         try:
-            raw = await self._read_body(request)
-            try:
-                body = json.loads(raw)
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise RequestError(422, f"the request body is not valid JSON: {exc}") from None
+            body = await self._json_body(request)
             req = parse_generate_request(body, self.schema, self.max_n)
             ids, codes, seeds = plan_request(req, self.schema)
         except RequestError as exc:
@@ -164,8 +224,11 @@ def build_app(*, checkpoint_bytes: bytes, source: str, model_id: str, schema: di
               resolution: int, token_digest: bytes | None, num_replicas: int = 1, num_cpus: float = 0.5,
               num_gpus: float = 0.0, ingress_cpus: float = 0.0, torch_threads: int = 1, compute_batch: int = 32,
               max_n: int = 64, max_body_bytes: int = 65536, max_batch_images: int = 256,
-              batch_wait_timeout_s: float = 0.01):
-    """The bound application (ingress ``Api`` → ``Generator``), ready for ``serve.run``."""
+              batch_wait_timeout_s: float = 0.01, scenes: dict[str, Any] | None = None):
+    """The bound application (ingress ``Api`` → ``Generator`` [+ ``SceneGenerator``]), ready for ``serve.run``.
+
+    ``scenes``: ``{checkpoint_bytes, source, model_id, schema, num_cpus, torch_threads, compute_batch}``
+    of the scene model behind ``POST /scenes`` (None: no scene endpoint)."""
     max_batch_images = max(int(max_batch_images), int(max_n))  # one full request must always fit a batch
     generator = Generator.options(
         num_replicas=num_replicas, ray_actor_options={"num_cpus": num_cpus, "num_gpus": num_gpus},
@@ -174,5 +237,10 @@ def build_app(*, checkpoint_bytes: bytes, source: str, model_id: str, schema: di
            num_gpus > 0)
     info = {"schema": schema, "model_id": model_id, "family": family, "resolution": resolution,
             "compute_batch": compute_batch}
+    scene_generator, scene_info = None, None
+    if scenes is not None:
+        scene_generator = SceneGenerator.options(num_replicas=1, ray_actor_options={"num_cpus": scenes["num_cpus"]}).bind(
+            scenes["checkpoint_bytes"], scenes["source"], scenes["model_id"], scenes["torch_threads"], scenes["compute_batch"])
+        scene_info = {"schema": scenes["schema"], "model_id": scenes["model_id"]}
     return Api.options(ray_actor_options={"num_cpus": ingress_cpus}).bind(generator, info, token_digest, max_n,
-                                                                           max_body_bytes)
+                                                                           max_body_bytes, scene_generator, scene_info)

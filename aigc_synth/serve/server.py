@@ -91,7 +91,8 @@ def start_server(root: ServeRoot, log: Callable[[str], Any] = lambda m: print(m,
     if cfg.num_gpus > 0 and gpus < cfg.num_gpus * cfg.num_replicas:
         raise ServeConfigError(f"serve.num_gpus={cfg.num_gpus:g} × {cfg.num_replicas} replica(s) but the Ray cluster has "
                                f"{gpus:g} GPU(s); use serve.num_gpus=0 to run on CPUs")
-    need = cfg.num_cpus * cfg.num_replicas + cfg.ingress_cpus
+    scenes = _scene_model(cfg) if cfg.scenes else None
+    need = cfg.num_cpus * cfg.num_replicas + cfg.ingress_cpus + (cfg.scene_num_cpus if scenes else 0.0)
     if need > cpus + 1e-9:
         raise ServeConfigError(f"the app needs {need:g} CPUs ({cfg.num_replicas} × serve.num_cpus={cfg.num_cpus:g} + "
                                f"serve.ingress_cpus={cfg.ingress_cpus:g}) but the cluster has {cpus:g}")
@@ -106,7 +107,7 @@ def start_server(root: ServeRoot, log: Callable[[str], Any] = lambda m: print(m,
                     token_digest=token_digest(token) if token else None, num_replicas=cfg.num_replicas,
                     num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, ingress_cpus=cfg.ingress_cpus, torch_threads=threads,
                     compute_batch=cfg.compute_batch, max_n=cfg.max_n, max_body_bytes=cfg.max_body_bytes,
-                    max_batch_images=cfg.max_batch_images, batch_wait_timeout_s=cfg.batch_wait_timeout_s)
+                    max_batch_images=cfg.max_batch_images, batch_wait_timeout_s=cfg.batch_wait_timeout_s, scenes=scenes)
     serve.start(http_options={"host": str(cfg.host), "port": int(cfg.port)})
     serve.run(app, name=cfg.app_name, route_prefix="/", blocking=False)
     if warning:
@@ -114,6 +115,21 @@ def start_server(root: ServeRoot, log: Callable[[str], Any] = lambda m: print(m,
     host = f"[{cfg.host}]" if ":" in str(cfg.host) else str(cfg.host)
     return RunningServer(url=f"http://{host}:{cfg.port}", app_name=cfg.app_name, model_id=loaded.model_id,
                          checkpoint=str(path), auth=token is not None)
+
+
+def _scene_model(cfg: ServeConfig) -> dict[str, Any]:
+    """The scene model behind ``POST /scenes``, loaded and checked in the driver (CheckpointError: exit 2)."""
+    from aigc_synth.sampling.scene import scene_schema
+    from aigc_synth.scenes.generators import load_scene_generator_from_bytes, resolve_scene_checkpoint
+
+    path = resolve_scene_checkpoint(cfg.scene_checkpoint)
+    if not path.is_file():
+        raise ServeConfigError(f"serve.scene_checkpoint not found: {path}")
+    data = path.read_bytes()
+    gen = load_scene_generator_from_bytes(data, source=str(path))
+    return {"checkpoint_bytes": data, "source": str(path), "model_id": gen.model_id,
+            "schema": scene_schema(gen.traffic, gen.lanes).to_dict(), "num_cpus": cfg.scene_num_cpus, "torch_threads": 1,
+            "compute_batch": cfg.scene_compute_batch}
 
 
 def stop_server() -> None:
