@@ -9,7 +9,14 @@ import pytest
 
 from aigc_synth.config import EvaluateRoot, GenerateRoot, JobConfig, ServeRoot, TrainConfig, compose
 
-from aigc_synth.models.configs import CGANConfig, CVAEConfig, DCGANConfig
+from aigc_synth.models.configs import (
+    CGANConfig,
+    CVAEConfig,
+    DCGANConfig,
+    SceneARConfig,
+    SceneMarginalConfig,
+    SceneRandomConfig,
+)
 
 #: Defaults that hold an interpolation (``${now:...}``): compared before resolution.
 TIMESTAMPED = {"output_dir", "out_dir"}
@@ -31,7 +38,9 @@ def test_train_config_equals_the_dataclass_defaults():
     assert cfg.train.out_dir.startswith("runs/cgan-")  # the interpolation resolved against the chosen family
 
 
-@pytest.mark.parametrize("preset, config", [("cgan", CGANConfig), ("dcgan_baseline", DCGANConfig), ("cvae", CVAEConfig)])
+@pytest.mark.parametrize("preset, config", [("cgan", CGANConfig), ("dcgan_baseline", DCGANConfig), ("cvae", CVAEConfig),
+                                            ("scene_ar", SceneARConfig), ("scene_marginal", SceneMarginalConfig),
+                                            ("scene_random", SceneRandomConfig)])
 def test_model_presets_are_their_family_dataclass(preset, config):
     model = compose("train", [f"model={preset}"]).model
     assert type(model) is config and model == config()
@@ -41,7 +50,7 @@ def test_balanced_job_preset_is_the_job_default():
     assert compose("generate", ["job=balanced"]).job == JobConfig()
 
 
-@pytest.mark.parametrize("preset", ["mixture_example", "rare_conditions"])
+@pytest.mark.parametrize("preset", ["mixture_example", "rare_conditions", "scenes", "scenes_dense"])
 def test_other_job_presets_only_set_what_differs(preset):
     from pathlib import Path
 

@@ -17,6 +17,7 @@ plots (feature histograms, bird's-eye samples of both sets).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import time
 from pathlib import Path
@@ -138,6 +139,10 @@ def evaluate_scenes(cfg, progress: bool = True, log: Callable[..., None] = print
     for key in ("scene_reference", "scene_floor"):
         if getattr(cfg, key) and not Path(getattr(cfg, key)).exists():
             raise EvaluationError(f"{key}={getattr(cfg, key)}: no such file or directory")
+    needs_sumo = cfg.replay_scenes > 0 or not (cfg.scene_reference and cfg.scene_floor)
+    if needs_sumo and any(importlib.util.find_spec(m) is None for m in ("libsumo", "sumo")):
+        raise EvaluationError("scene evaluation simulates and replays scenes in SUMO, which is not installed: "
+                              "pip install 'aigc_synth[sim]' (or give scene_reference=, scene_floor= and replay_scenes=0)")
     t0 = time.perf_counter()
     try:
         generated, source = _generated(cfg)
