@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from aigc_synth.config import compose
-from aigc_synth.errors import EXIT_FAILURE, EXIT_USAGE, AigcSynthError, UsageError, first_line
+from aigc_synth.errors import EXIT_FAILURE, EXIT_USAGE, AigcSynthError, UsageError, describe_failure, first_line, root_cause
 
 
 def _quiet_ray_logs() -> None:
@@ -137,28 +137,57 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import signal
+    import threading
     import time
 
     from aigc_synth.serve.server import start_server, stop_server
 
     cfg = compose("serve", args.overrides)
     _quiet_ray_logs()
+    # Without an address start_server starts a local Ray whose GCS, raylet and dashboard are children of this
+    # process, in its process group: a SIGTERM to the group (Ctrl-C only sends SIGINT, which Ray's children
+    # block) terminates them too, and Serve's controller can then no longer answer serve.shutdown().
+    owns_ray = not (cfg.ray.address or os.environ.get("RAY_ADDRESS"))
+    # Seconds from a stop signal to our exit, whatever Ray does meanwhile (supervisors SIGKILL 10-30 s after
+    # SIGTERM). On a cluster serve.shutdown() is what deletes the app there: allow Serve's own 30-s wait.
+    deadline_s = 12.0 if owns_ray else 40.0
+    received: list[int] = []
+
+    def on_signal(signum, frame):
+        if received:  # a second signal while stopping: stop waiting (Ray's children die with us, fate-shared)
+            print(f"aigc-synth serve: {signal.Signals(signum).name} again: exiting now", file=sys.stderr, flush=True)
+            os._exit(128 + signum)
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    def exit_at_deadline() -> None:
+        time.sleep(deadline_s)
+        print(f"aigc-synth serve: shutdown still running after {deadline_s:g} s: exiting anyway",
+              file=sys.stderr, flush=True)
+        os._exit(EXIT_FAILURE)  # skips atexit's ray.shutdown, the wait we are cutting short
+
     started = False
     try:
         server = start_server(cfg)
         started = True
-        signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops Serve cleanly, like Ctrl-C
+        # `kill` stops Serve cleanly, like Ctrl-C; installed after start_server because ray.init replaces the
+        # SIGTERM handler with its own (sys.exit), which would skip the cleanup below
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
         print(f"serving model {server.model_id[:12]} ({server.checkpoint}) at {server.url}  "
               f"[POST /generate, GET /conditions, GET /health; {'bearer token required' if server.auth else 'NO token'}]  "
               "Ctrl-C to stop", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
-        print("stopping the server", file=sys.stderr)
+        print("stopping the server", file=sys.stderr, flush=True)
         return 0
     finally:
         if started:
-            stop_server()
+            threading.Thread(target=exit_at_deadline, name="serve-stop-deadline", daemon=True).start()
+            # SIGTERM reached our local Ray's processes as well (see owns_ray): Serve goes down with them, and
+            # serve.shutdown() would only wait 30 s for a controller that cannot answer any more
+            stop_server(shutdown_ray=owns_ray, ray_terminating=owns_ray and signal.SIGTERM in received)
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -242,8 +271,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # runtime failure (e.g. Ray): one line, the traceback only on request
         if os.environ.get("AIGC_SYNTH_DEBUG"):
             raise
-        print(f"aigc-synth {verb}: failed: {type(exc).__name__}: {first_line(exc)} (set AIGC_SYNTH_DEBUG=1 for the traceback)",
-              file=sys.stderr)
+        cause = root_cause(exc)
+        if isinstance(cause, AigcSynthError):  # our own error, raised inside a Ray worker
+            print(f"aigc-synth {verb}: error: {first_line(cause)}", file=sys.stderr)
+            return cause.exit_status
+        print(f"aigc-synth {verb}: failed: {describe_failure(exc)} (set AIGC_SYNTH_DEBUG=1 for the traceback)", file=sys.stderr)
         return EXIT_FAILURE
 
 

@@ -39,9 +39,12 @@ class DataConfig:
     """Training data: the built-in procedural scenes, or a user's image folder plus labels CSV;
     for the traffic-scene families, a folder of scene Parquet files (``scenes``)."""
 
-    source: str = "procedural"  # procedural | folder
+    source: str = "procedural"  # procedural | folder | bdd100k
     folder: Optional[str] = None
     labels_csv: Optional[str] = None
+    images: Optional[str] = None  # bdd100k: the image directory
+    labels: Optional[str] = None  # bdd100k: the labels JSON (a list of frames)
+    bdd100k_mapping: Optional[str] = None  # None = conf/mappings/bdd100k.yaml (BDD100K attribute values -> schema values)
     scenes: Optional[str] = None  # scene families: a directory of scene Parquet (scripts/build_scene_dataset.py, a scene job)
 
 
@@ -109,7 +112,9 @@ class JobConfig:
     num_samples: int = 1000
     seed: int = 0
     shard_size: int = 100
-    formats: list[str] = field(default_factory=lambda: ["parquet", "png"])
+    formats: list[str] = field(default_factory=lambda: ["parquet", "png"])  # "png": the image-file folder (any image_format)
+    image_format: str = "png"  # png | jpeg | webp: how every image is encoded (Parquet bytes and files)
+    image_quality: int = 90  # jpeg / webp quality (1-100); ignored for png
     checkpoint: Optional[str] = None  # None = the bundled default generator
     schema: dict[str, Any] = field(default_factory=dict)  # optional: if non-empty, must equal the checkpoint's schema
     resolution: Optional[int] = None  # optional: must equal the checkpoint's resolution if given
@@ -189,7 +194,8 @@ class EvaluateRoot:
     max_samples: int = 10_000  # job source: rows read at most (first shards first)
     seed: int = 0  # checkpoint source: job seed of the sampled images
     reference: str = "procedural"  # "procedural" or a folder of real images (with reference_labels)
-    reference_labels: Optional[str] = None  # labels CSV for a folder reference
+    reference_labels: Optional[str] = None  # labels CSV for a folder reference (a labels JSON for bdd100k)
+    reference_source: str = "folder"  # folder (labels CSV) | bdd100k (reference = image dir, reference_labels = JSON)
     classifier: Optional[str] = None  # None / "default" = the bundled domain classifier
     inception_weights: Optional[str] = None  # local torch-fidelity Inception weights: adds Inception FID/KID/IS
     kid_subsets: int = 100

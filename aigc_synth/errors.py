@@ -11,6 +11,8 @@ The classes also derive from the builtin they used to be (``ValueError`` / ``Run
 
 from __future__ import annotations
 
+import re
+
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
 
@@ -21,6 +23,60 @@ def first_line(exc: BaseException | str, limit: int = 300) -> str:
     if not text and isinstance(exc, BaseException):
         return type(exc).__name__
     return text.splitlines()[0][:limit] if text else ""
+
+
+_WRAPPER_NAMES = ("RayTaskError", "RayActorError", "UserCodeException", "RaySystemError", "TaskCancelledError")
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The innermost exception under Ray's wrappers (``RayTaskError(UserCodeException)`` around the
+    ``OSError`` an actor raised): while the exception is a Ray wrapper, follow ``.cause`` (Ray's own
+    link), else ``__cause__`` / ``__context__``; the first non-wrapper is the root."""
+    current = exc
+    for _ in range(32):  # wrappers nest a few levels; the bound guards against cycles
+        if not _is_wrapper(current):
+            break
+        nxt = getattr(current, "cause", None)
+        if not isinstance(nxt, BaseException):
+            nxt = current.__cause__ or current.__context__
+        if nxt is None:
+            break
+        current = nxt
+    return current
+
+
+def describe_failure(exc: BaseException, limit: int = 300) -> str:
+    """One line naming the root cause of a failure: ``OSError: [Errno 28] No space left on device: '...'``.
+
+    Ray's wrappers carry the worker's whole traceback in their message; the line a user needs is the
+    original exception's. Its type and first line are kept, plus where it happened when it was
+    inside Ray."""
+    cause = root_cause(exc)
+    if _is_wrapper(cause):  # the original did not survive pickling: find its line in the worker's traceback
+        line = _original_line(str(exc))
+        if line:
+            return f"{line[:limit]} (raised in a Ray worker)"
+    text = f"{type(cause).__name__}: {first_line(cause, limit)}"
+    if cause is not exc:
+        text += " (raised in a Ray worker)"
+    return text
+
+
+def _is_wrapper(exc: BaseException) -> bool:
+    return any(name in type(exc).__name__ for name in _WRAPPER_NAMES)
+
+
+_EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt)[\w()]*): (.+)$")
+
+
+def _original_line(traceback_text: str) -> str | None:
+    """The first ``SomeError: message`` line of a traceback that is not a Ray wrapper's (Python prints
+    a chain oldest first: the original exception, then "The above exception was the direct cause")."""
+    for raw in traceback_text.splitlines():
+        match = _EXCEPTION_LINE.match(raw.strip())
+        if match and not any(name in match.group(1) for name in _WRAPPER_NAMES):
+            return f"{match.group(1).rsplit('.', 1)[-1]}: {match.group(2)}"
+    return None
 
 
 class AigcSynthError(Exception):

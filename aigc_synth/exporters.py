@@ -25,7 +25,7 @@ class Exporter:
     name: str
     reads: str  # "scenes" | "image"
     requires: tuple[str, ...]  # importable modules, checked before reading anything
-    write: Callable[[Sequence, Path], list[Path]]
+    write: Callable[[Sequence, Path], list[Path]]  # (scenes or image rows of iter_image_rows, out dir) -> main files
     summary: str
 
 
@@ -41,11 +41,33 @@ def _openscenario(scenes, out: Path) -> list[Path]:
     return export_openscenario(scenes, out)
 
 
+def _webdataset(source, out: Path) -> list[Path]:
+    from aigc_synth.io.image_export import export_webdataset
+
+    return export_webdataset(source, out)
+
+
+def _coco(source, out: Path) -> list[Path]:
+    from aigc_synth.io.image_export import export_coco
+
+    return export_coco(source, out)
+
+
+def _bdd100k(source, out: Path) -> list[Path]:
+    from aigc_synth.data.bdd100k import export_bdd100k
+
+    return export_bdd100k(source, out)
+
+
 EXPORTERS: dict[str, Exporter] = {
     "sumo": Exporter("sumo", "scenes", ("sumo",), _sumo,
                      "SUMO network + route file + .sumocfg per scene (every vehicle placed exactly)"),
     "openscenario": Exporter("openscenario", "scenes", ("scenariogeneration",), _openscenario,
                              "OpenSCENARIO 1.0 .xosc per scene + OpenDRIVE .xodr roads (CARLA ScenarioRunner, esmini)"),
+    "webdataset": Exporter("webdataset", "image", ("webdataset",), _webdataset,
+                           "WebDataset tar shards: <key>.<image ext> + <key>.json per sample"),
+    "coco": Exporter("coco", "image", (), _coco, "COCO detection JSON (instances.json) next to the images"),
+    "bdd100k": Exporter("bdd100k", "image", (), _bdd100k, "BDD100K layout: images/ + labels JSON (attributes, box2d)"),
 }
 
 
@@ -65,6 +87,16 @@ def export_output(source: str | Path, fmt: str, out: str | Path, limit: int | No
         raise UsageError(f"--out {out} exists and is not an empty directory; choose a new one")
     if limit is not None and limit < 1:
         raise UsageError(f"--limit must be >= 1, got {limit}")
+    if exporter.reads == "image":
+        from aigc_synth.io.reader import iter_image_rows, load_manifest
+
+        try:
+            manifest = load_manifest(source)
+        except FileNotFoundError as exc:
+            raise UsageError(str(exc)) from None
+        if manifest["job"].get("sampler", "image") != "image":
+            raise UsageError(f"--format {fmt} exports image jobs; {source} holds scenes (use sumo or openscenario)")
+        return exporter.write(list(iter_image_rows(source, limit)), out)
     scenes = read_scenes(source, limit)
     if not scenes:
         raise UsageError(f"{source} holds no scenes")

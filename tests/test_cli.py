@@ -54,6 +54,10 @@ def test_bad_overrides_raise_usage_error(override):
     (["+job.plan.factors.weather=[hail]"], "unknown value 'hail' for factor 'weather'; allowed values: ['clear', 'overcast', 'rain', 'fog', 'snow']"),
     (["job.checkpoint=/definitely/missing.pt"], "checkpoint not found: /definitely/missing.pt"),
     (["job.num_sampels=5"], "invalid configuration"),
+    # not a checkpoint at all: named as such (it used to read "IndexError: list index out of range")
+    (["job.checkpoint=/etc/passwd"], "/etc/passwd is not a checkpoint: expected a file written by torch.save (a zip archive), found text"),
+    # kernel pseudo-filesystems are refused before Ray starts (they used to fail inside the first actor)
+    (["output_dir=/proc/aigc-synth-out"], "output_dir /proc/aigc-synth-out is on proc, a kernel pseudo-filesystem"),
 ])
 def test_cli_bad_input_one_line_error_exit_2_nothing_written(tmp_path, args, needle):
     out = tmp_path / "out"
@@ -72,6 +76,8 @@ def test_cli_generate_with_bundled_model_end_to_end(tmp_path):
     assert manifest["num_samples"] == 90 and manifest["model"]["resolution"] == 64
     assert (out / "preview.png").is_file()
     assert "throughput" in proc.stdout and "fog/night" in proc.stdout and str(out) in proc.stdout
+    # a healthy job prints no error lines: neither ours nor Ray's C++ core worker's (" E " / core_worker.cc)
+    assert "core_worker" not in proc.stderr and not [ln for ln in proc.stderr.splitlines() if " E " in ln[:40] or "ERROR" in ln]
     verify = run_cli("verify", str(out))
     assert verify.returncode == 0 and "OK" in verify.stdout
 
@@ -85,3 +91,46 @@ def test_cli_train_then_info(tmp_path):
     info = run_cli("info", str(out / "generator.pt"))
     assert info.returncode == 0
     assert json.loads(info.stdout)["schema"] == DEFAULT_SCHEMA.to_dict()
+
+
+def test_a_failing_actor_is_reported_by_its_root_cause(tmp_path):
+    """An OSError inside a Ray actor used to end as `RayTaskError(UserCodeException): ray::MapWorker(...)`."""
+    import shutil
+
+    out = tmp_path / "gen"
+    args = ("generate", f"output_dir={out}", "job.num_samples=20", "job.shard_size=10", "preview=false")
+    assert run_cli(*args, cwd=tmp_path).returncode == 0
+    (out / "manifest.json").unlink()  # as if the run had died: the rerun resumes into this directory
+    shutil.rmtree(out / "parquet")
+    shutil.rmtree(out / "png")
+    (out / "parquet").write_text("a file where the shard directory belongs")
+    proc = run_cli(*args, cwd=tmp_path)
+    assert proc.returncode == 1
+    line = [ln for ln in proc.stderr.splitlines() if ln.startswith("aigc-synth generate: failed:")]
+    assert len(line) == 1 and "FileExistsError: [Errno 17] File exists:" in line[0] and "(raised in a Ray worker)" in line[0]
+
+
+def test_describe_failure_unwraps_ray_errors():
+    import errno
+
+    from aigc_synth.errors import describe_failure, root_cause
+
+    class RayTaskError(Exception):  # the shape of Ray's wrapper: the original under .cause
+        def __init__(self, cause):
+            super().__init__("ray::MapWorker(...) failed\nTraceback ...")
+            self.cause = cause
+
+    disk_full = OSError(errno.ENOSPC, "No space left on device", "/data/parquet/part-00003.parquet")
+    assert root_cause(RayTaskError(disk_full)) is disk_full
+    assert describe_failure(RayTaskError(disk_full)) == (
+        "OSError: [Errno 28] No space left on device: '/data/parquet/part-00003.parquet' (raised in a Ray worker)")
+
+    class UserCodeException(Exception):
+        pass
+
+    lost = RayTaskError(UserCodeException("UDF failed"))  # the original did not survive pickling: read the traceback
+    lost.args = ("Traceback (most recent call last):\n  ...\nPermissionError: [Errno 13] Permission denied: '/x'\n\n"
+                 "The above exception was the direct cause of the following exception:\n\nUserCodeException: UDF failed",)
+    assert describe_failure(lost) == "PermissionError: [Errno 13] Permission denied: '/x' (raised in a Ray worker)"
+    plain = ValueError("bad")
+    assert describe_failure(plain) == "ValueError: bad"

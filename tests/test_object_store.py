@@ -186,3 +186,17 @@ def test_locations_resolve_without_a_server(tmp_path):
     folded = open_store(Path("s3://b/runs/x?region=eu-west-1"))  # what Path(cfg.output_dir) makes of a URI
     assert folded.remote and folded.base == "b/runs/x" and folded.uri == "s3://b/runs/x?region=eu-west-1"
     assert redact("s3://AKIA:secret@b/p?region=x") == "s3://***@b/p?region=x"
+
+
+def test_evaluate_reads_an_s3_job_output(s3, s3_run, tmp_path, capsys):
+    from aigc_synth.cli import main
+
+    out = tmp_path / "eval"
+    uri = s3.uri("run1")
+    assert main(["evaluate", f"source='{uri}'", f"out_dir={out}", "kid_subsets=5", "kid_subset_size=20", "max_samples=40"]) == 0
+    result = json.loads((out / "metrics.json").read_text())
+    assert result["source"]["kind"] == "job_output" and result["source"]["n"] == 40
+    assert result["source"]["model_id"] == s3_run[0]["model_id"]
+    missing = s3.uri("no-such-run")
+    assert main(["evaluate", f"source='{missing}'", f"out_dir={tmp_path / 'e2'}"]) == 2
+    assert not (tmp_path / "e2").exists()

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 from tqdm import tqdm
 
-from aigc_synth.errors import EvaluationError  # noqa: F401 (re-exported from its former home)
+from aigc_synth.errors import EvaluationError, first_line  # noqa: F401 (EvaluationError re-exported from its former home)
 from aigc_synth.metrics.condition import (
     condition_accuracy,
     condition_keys,
@@ -68,29 +68,30 @@ def read_job_output(output_dir: str, max_samples: int, progress: bool = True) ->
     """Up to ``max_samples`` rows of a finished job (whole shards in order; ids are plan-shuffled)."""
     import io
 
-    import pyarrow.parquet as pq
     from PIL import Image
 
     from aigc_synth.io.reader import load_manifest
 
-    root = Path(output_dir)
+    from aigc_synth.io.atomic import open_store
+
+    root = open_store(output_dir)  # a local directory or any pyarrow.fs URI (s3://bucket/prefix, ...)
     manifest = load_manifest(root)
     schema = ConditionSchema.from_dict(manifest["schema"])
     if not all("path" in s for s in manifest["shards"]):
-        raise EvaluationError(f"{root}: evaluation reads the Parquet shards; this job wrote none (formats without parquet)")
+        raise EvaluationError(f"{root.display}: evaluation reads the Parquet shards; this job wrote none (formats without parquet)")
     images, codes = [], []
     taken = 0
     for shard in tqdm(manifest["shards"], desc="read", unit="shard", disable=not progress):
         if taken >= max_samples:
             break
-        table = pq.read_table(root / shard["path"], columns=["image", *schema.names]).slice(0, max_samples - taken)
+        table = root.read_table(shard["path"], columns=["image", *schema.names]).slice(0, max_samples - taken)
         blobs = table.column("image").combine_chunks().field("bytes").to_pylist()
         images.extend(np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in blobs)
         conds = [dict(zip(schema.names, row)) for row in zip(*(table.column(n).to_pylist() for n in schema.names))]
         codes.append(schema.encode_many(conds))
         taken += table.num_rows
     if not images:
-        raise EvaluationError(f"{root}: the job holds no rows")
+        raise EvaluationError(f"{root.display}: the job holds no rows")
     return {"images": np.stack(images), "codes": np.concatenate(codes), "schema": schema, "model_id": manifest["model_id"],
             "family": manifest["model"]["family"], "kind": "job_output", "sampling_img_per_s": None}
 
@@ -115,6 +116,20 @@ def folder_reference(folder: str, labels_csv: str | None, schema: ConditionSchem
     if not labels_csv:
         raise EvaluationError("a folder reference needs reference_labels=<labels CSV> (file + one column per factor)")
     ds = FolderDataset(folder, labels_csv, schema=schema, resolution=resolution)
+    n = min(len(ds), max_samples)
+    b = ds.batch(range(n))
+    return b["image"].permute(0, 2, 3, 1).numpy(), b["codes"].numpy()
+
+
+def bdd100k_reference(images_dir: str, labels_json: str | None, schema: ConditionSchema, resolution: int,
+                      max_samples: int, log: Callable[..., None] = print) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``max_samples`` usable frames of a BDD100K labels JSON (default mapping)."""
+    from aigc_synth.data.bdd100k import BDD100KDataset, format_skipped
+
+    if not labels_json:
+        raise EvaluationError("reference_source=bdd100k needs reference_labels=<BDD100K labels JSON> (reference = image dir)")
+    ds = BDD100KDataset(images_dir, labels_json, schema=schema, resolution=resolution)
+    log(f"bdd100k reference: {len(ds)} usable frames, {format_skipped(ds.skipped)}")
     n = min(len(ds), max_samples)
     b = ds.batch(range(n))
     return b["image"].permute(0, 2, 3, 1).numpy(), b["codes"].numpy()
@@ -195,6 +210,14 @@ def _count_by_factor(codes: np.ndarray, count: np.ndarray, schema: ConditionSche
 # the command
 # ------------------------------------------------------------------------------------------------
 def _is_job_output(source: str) -> bool:
+    """A finished job's output: a local directory or an object-store URI holding manifest.json."""
+    if "://" in source:
+        from aigc_synth.io.atomic import open_store
+
+        try:
+            return open_store(source).is_file("manifest.json")
+        except (OSError, ValueError) as exc:  # StorageError is a ValueError
+            raise EvaluationError(f"cannot read {source}: {first_line(exc)}") from None
     return Path(source).is_dir() and (Path(source) / "manifest.json").is_file()
 
 
@@ -213,6 +236,10 @@ def evaluate(cfg, progress: bool = True, log: Callable[..., None] = print) -> di
     out = Path(cfg.out_dir)
     if (out / "metrics.json").exists() and not cfg.overwrite:
         raise EvaluationError(f"{out} already holds an evaluation (metrics.json); choose another out_dir or pass overwrite=true")
+    if cfg.reference_source not in ("folder", "bdd100k"):
+        raise EvaluationError(f"reference_source must be 'folder' or 'bdd100k', got {cfg.reference_source!r}")
+    if cfg.reference_source == "bdd100k" and cfg.reference != "procedural" and not cfg.reference_labels:
+        raise EvaluationError("reference_source=bdd100k needs reference_labels=<BDD100K labels JSON> (reference = image dir)")
     if cfg.reference != "procedural" and not Path(cfg.reference).is_dir():
         raise EvaluationError(f"reference must be 'procedural' or an existing folder, got {cfg.reference!r}")
     if cfg.inception_weights and not Path(cfg.inception_weights).is_file():
@@ -238,6 +265,8 @@ def evaluate(cfg, progress: bool = True, log: Callable[..., None] = print) -> di
     resolution = gen["images"].shape[1]
     if cfg.reference == "procedural":
         ref_images, ref_codes = procedural_reference(gen["codes"], resolution, progress), gen["codes"]
+    elif cfg.reference_source == "bdd100k":
+        ref_images, ref_codes = bdd100k_reference(cfg.reference, cfg.reference_labels, schema, resolution, cfg.max_samples, log)
     else:
         ref_images, ref_codes = folder_reference(cfg.reference, cfg.reference_labels, schema, resolution, cfg.max_samples)
     log(f"scoring {len(gen['images'])} generated and {len(ref_images)} reference images with {classifier.classifier_id}")
@@ -250,7 +279,7 @@ def evaluate(cfg, progress: bool = True, log: Callable[..., None] = print) -> di
         "format": "aigc_synth.metrics/v1",
         "source": {"path": str(cfg.source), "kind": gen["kind"], "model_id": gen["model_id"], "family": gen["family"],
                    "n": int(len(gen["images"])), "resolution": int(resolution)},
-        "reference": {"kind": "procedural" if cfg.reference == "procedural" else "folder", "path": cfg.reference,
+        "reference": {"kind": "procedural" if cfg.reference == "procedural" else cfg.reference_source, "path": cfg.reference,
                       "seed": REFERENCE_SEED if cfg.reference == "procedural" else None, "n": int(len(ref_images))},
         "feature_extractor": {"id": classifier.classifier_id, "feature_dim": classifier.feature_dim,
                               "heldout": classifier.meta.get("heldout")},

@@ -56,6 +56,10 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 def _safe_load(source: Path | io.BytesIO, label: str) -> dict[str, Any]:
     path = label
+    head = source.getvalue()[:4] if isinstance(source, io.BytesIO) else _head(source)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # torch.save: a zip archive (or a legacy pickle)
+        kind = "an empty file" if not head else "text" if all(32 <= b < 127 or b in (9, 10, 13) for b in head) else "another format"
+        raise CheckpointError(f"{path} is not a checkpoint: expected a file written by torch.save (a zip archive), found {kind}")
     try:
         obj = torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -65,6 +69,14 @@ def _safe_load(source: Path | io.BytesIO, label: str) -> dict[str, Any]:
     if not isinstance(obj, dict) or "format" not in obj:
         raise CheckpointError(f"{path} is not an aigc_synth checkpoint (no 'format' key)")
     return obj
+
+
+def _head(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror}") from None
 
 
 def export_generator(path: str | os.PathLike, *, family: str, model_params: dict[str, Any],

@@ -1,10 +1,15 @@
-"""Shard writers: Parquet (Hugging Face ``datasets``-compatible) and PNG folders, both atomic.
+"""Shard writers: Parquet (Hugging Face ``datasets``-compatible) and image-file folders, both atomic.
 
 Layout under the output directory::
 
     parquet/part-00000.parquet         one Parquet file per shard
-    png/part-00000/000000000.png       one PNG folder per shard (file name = sample id)
+    png/part-00000/000000000.png       one image folder per shard (file name = sample id; .jpg / .webp
+                                       for job.image_format=jpeg / webp)
     manifest.json                      written last: the commit point of the whole job
+
+The folder keeps the name ``png`` and the ``formats`` key ``"png"`` whatever ``job.image_format``
+is: there, "png" means "the image-file folder" (renaming it would change every existing path,
+manifest key and fingerprint); the files' extension says how they are encoded.
 
 A PNG folder is filled under a temporary name and renamed; a Parquet file is written to a
 temporary name, fsynced and renamed. Existing committed shards are never rewritten.
@@ -50,8 +55,24 @@ def png_reldir(shard: int) -> str:
     return f"{PNG_DIR}/{shard_name(shard)}"
 
 
-def png_filename(sample_id: int) -> str:
-    return f"{sample_id:09d}.png"
+#: ``job.image_format`` → the extension of its files in the image folder.
+IMAGE_FILE_EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
+
+
+def png_filename(sample_id: int, ext: str = "png") -> str:
+    """A sample's file name in its shard's image folder: ``000000042.png`` (``ext`` jpg → ``.jpg``)."""
+    return f"{sample_id:09d}.{ext.lstrip('.')}"
+
+
+def _holds_exactly(names, sample_ids: np.ndarray, ext: str | None) -> bool:
+    """Whether a shard folder's file ``names`` are exactly its samples' files, all with one extension:
+    ``ext``, or (None) any of :data:`IMAGE_FILE_EXTENSIONS`, since the job's format is not known here
+    (a resumed job has the same format as the run that wrote the folder: it is in the fingerprint)."""
+    names = sorted(names)
+    if len(names) != len(sample_ids):
+        return False
+    exts = [ext.lstrip(".")] if ext is not None else sorted(set(IMAGE_FILE_EXTENSIONS.values()))
+    return any(names == sorted(png_filename(int(i), e) for i in sample_ids) for e in exts)
 
 
 #: Extra per-row columns of a job run with the condition-fidelity gate: (arrow type, HF dtype).
@@ -81,7 +102,7 @@ def write_shard(output_dir: str | os.PathLike | Store, shard: int, *, sample_ids
 
     ``output_dir``: a local directory, a ``pyarrow.fs`` URI or an open :class:`Store`. ``table``
     (one row per sample) is written when ``"parquet"`` is in ``formats``, ``files`` (name, bytes)
-    into the shard's folder when ``"png"`` is. What the rows and files *are* is the sampler's
+    into the shard's image folder when ``"png"`` is (whatever the files' encoding). What the rows and files *are* is the sampler's
     business (:mod:`aigc_synth.sampling.base`); this function only commits them.
     """
     store = open_store(output_dir)
@@ -124,21 +145,22 @@ def write_shard(output_dir: str | os.PathLike | Store, shard: int, *, sample_ids
 
 
 def committed_shard_entry(output_dir: str | os.PathLike | Store, shard: int, sample_ids: np.ndarray,
-                          formats: Sequence[str]) -> dict[str, Any] | None:
+                          formats: Sequence[str], ext: str | None = None) -> dict[str, Any] | None:
     """The manifest entry of a shard already committed by an earlier run, or None if incomplete.
 
     Produces exactly what :func:`write_shard` returned for it (same keys, same order), so a resumed
-    job's manifest equals a clean run's. Run it after :func:`remove_stale_temporaries`.
+    job's manifest equals a clean run's. Run it after :func:`remove_stale_temporaries`. ``ext``: the
+    image files' extension (``png``, ``jpg``, ``webp``); None accepts a folder of any one of them.
     """
     store = open_store(output_dir)
     if store.remote:
-        return _committed_shard_entry_remote(store, shard, sample_ids, formats)
+        return _committed_shard_entry_remote(store, shard, sample_ids, formats, ext)
     out = Path(store.uri)
     entry: dict[str, Any] = {"shard": shard, "rows": int(len(sample_ids)),
                              "first_sample_id": int(sample_ids[0]), "last_sample_id": int(sample_ids[-1])}
     if "png" in formats:
         folder = out / png_reldir(shard)
-        if not folder.is_dir() or len(list(folder.iterdir())) != len(sample_ids):
+        if not folder.is_dir() or not _holds_exactly((p.name for p in folder.iterdir()), sample_ids, ext):
             return None
         entry["png_dir"] = png_reldir(shard)
         entry["png_files"] = len(sample_ids)
@@ -158,15 +180,14 @@ def committed_shard_entry(output_dir: str | os.PathLike | Store, shard: int, sam
 
 
 def _committed_shard_entry_remote(store: Store, shard: int, sample_ids: np.ndarray,
-                                  formats: Sequence[str]) -> dict[str, Any] | None:
-    """Object stores: every object was moved onto its final key whole, so a PNG folder is complete
+                                  formats: Sequence[str], ext: str | None = None) -> dict[str, Any] | None:
+    """Object stores: every object was moved onto its final key whole, so an image folder is complete
     exactly when it holds the objects named after the shard's sample ids, and a Parquet shard is
     complete when it exists (with the expected row count)."""
     entry: dict[str, Any] = {"shard": shard, "rows": int(len(sample_ids)),
                              "first_sample_id": int(sample_ids[0]), "last_sample_id": int(sample_ids[-1])}
     if "png" in formats:
-        names = sorted(store.listdir(png_reldir(shard)))
-        if names != sorted(png_filename(int(i)) for i in sample_ids):
+        if not _holds_exactly(store.listdir(png_reldir(shard)), sample_ids, ext):
             return None
         entry["png_dir"] = png_reldir(shard)
         entry["png_files"] = len(sample_ids)

@@ -36,6 +36,7 @@ from aigc_synth.io.atomic import Store, open_store, storage_env
 from aigc_synth.io.shards import committed_shard_entry, remove_stale_temporaries
 from aigc_synth.jobs.cluster import connect_ray, plan_pool
 from aigc_synth.jobs.gate import gate_summary
+from aigc_synth.jobs.logfilter import drop_stderr_lines
 from aigc_synth.jobs.manifest import JOB_FINGERPRINT, MANIFEST, OUTPUT_ENTRIES, RUN_INFO, build_manifest, build_run_info, job_fingerprint
 from aigc_synth.jobs.spec import ResolvedJob, validate_job
 from aigc_synth.jobs.worker import ShardWorker, encode_and_commit
@@ -142,11 +143,13 @@ def run_generation(cfg: GenerateRoot, progress: bool = True, log=print) -> dict[
                                 num_cpus=max(0.1, min(1.0, float(cfg.resources.reserve_cpus))))
         bar = tqdm(total=job.num_samples, initial=sum(e["rows"] for e in entries), unit="img", desc="generate",
                    disable=not progress)
-        for row in _iterate_with_timeout(ds.iter_rows(), cfg.resources.progress_timeout_s):
-            entry = json.loads(row["entry"])
-            entries.append(entry)
-            bar.update(entry["rows"])
-        bar.close()
+        # Ray is up already, so its daemons keep the real stderr; only this process's fd 2 is filtered
+        with drop_stderr_lines():
+            for row in _iterate_with_timeout(ds.iter_rows(), cfg.resources.progress_timeout_s):
+                entry = json.loads(row["entry"])
+                entries.append(entry)
+                bar.update(entry["rows"])
+            bar.close()
     generated = job.num_samples - sum(e["rows"] for e in committed.values())
     gen_s = time.time() - t_gen
     entries.sort(key=lambda e: e["shard"])

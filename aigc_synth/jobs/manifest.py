@@ -44,7 +44,7 @@ def library_versions() -> dict[str, str]:
 def build_manifest(job, counts_per_condition: dict[str, int], entries: list[dict[str, Any]],
                    gate_summary: dict[str, Any] | None) -> dict[str, Any]:
     """The manifest of a finished job (``entries`` sorted by shard)."""
-    from aigc_synth.sampling.sampler import PNG_COMPRESS_LEVEL
+    from aigc_synth.sampling.sampler import PNG_COMPRESS_LEVEL, image_encoding_record
 
     manifest = {
         "format": MANIFEST_FORMAT,
@@ -54,7 +54,9 @@ def build_manifest(job, counts_per_condition: dict[str, int], entries: list[dict
         "model": {"family": job.family, "config": job.model_config, "checkpoint": job.checkpoint, "resolution": job.resolution},
         "determinism": {"compute_batch": job.compute_batch, "png_compress_level": PNG_COMPRESS_LEVEL,
                         "latent": "torch.randn(z_dim) from torch.Generator(cpu).manual_seed(seed)",
-                        "seed": "splitmix64(job.seed, sample_id)"},
+                        "seed": "splitmix64(job.seed, sample_id)",
+                        # jpeg / webp only (png adds nothing, so png manifests keep their bytes)
+                        **image_encoding_record(getattr(job, "image_format", "png"), getattr(job, "image_quality", 90))},
         "versions": library_versions(),
         "num_samples": job.num_samples,
         "num_shards": job.num_shards,

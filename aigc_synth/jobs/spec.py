@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from aigc_synth.io.checkpoint import load_generator, resolve_checkpoint_path
 from aigc_synth.jobs.gate import validate_gate
 from aigc_synth.jobs.manifest import JOB_FINGERPRINT, MANIFEST, job_fingerprint
 from aigc_synth.sampling.plan import ConditionPlan
-from aigc_synth.sampling.sampler import COMPUTE_BATCH
+from aigc_synth.sampling.sampler import COMPUTE_BATCH, DEFAULT_IMAGE_FORMAT, DEFAULT_IMAGE_QUALITY, IMAGE_FORMATS
 from aigc_synth.schema import ConditionSchema
 
 SUPPORTED_FORMATS = ("parquet", "png")
@@ -47,6 +48,8 @@ class ResolvedJob:
     compute_batch: int = COMPUTE_BATCH
     sampler: str = "image"  # the sampler kind the actors build (aigc_synth.sampling.registry)
     gate: dict[str, Any] | None = None  # the condition-fidelity gate, resolved (None: off)
+    image_format: str = DEFAULT_IMAGE_FORMAT  # png | jpeg | webp: the encoding of every image (Parquet and files)
+    image_quality: int = DEFAULT_IMAGE_QUALITY  # jpeg / webp quality, 1-100 (unused for png)
     job_spec: dict[str, Any] = field(default_factory=dict)
 
 
@@ -63,6 +66,13 @@ def _check_numbers(job, res) -> list[str]:
     formats = list(job.formats)
     if not formats or [f for f in formats if f not in SUPPORTED_FORMATS]:
         raise JobSpecError(f"job.formats must be a non-empty subset of {list(SUPPORTED_FORMATS)}, got {formats}")
+    if job.image_format not in IMAGE_FORMATS:
+        raise JobSpecError(f"job.image_format must be one of {list(IMAGE_FORMATS)}, got {job.image_format!r}")
+    quality = job.image_quality
+    if not isinstance(quality, int) or isinstance(quality, bool) or not 1 <= quality <= 100:
+        raise JobSpecError(f"job.image_quality must be an integer from 1 to 100 (jpeg / webp quality), got {quality!r}")
+    if job.sampler == "scenes" and job.image_format != DEFAULT_IMAGE_FORMAT:
+        raise JobSpecError(f"job.image_format does not apply to scene jobs (they hold no images), got {job.image_format!r}")
     _positive_int(job.compute_batch, "job.compute_batch")
     _positive_int(res.batch_size, "resources.batch_size")
     if res.actors is not None:
@@ -79,6 +89,29 @@ def _nearest_existing_parent(path: Path) -> Path:
     while not p.exists() and p != p.parent:
         p = p.parent
     return p
+
+
+#: Kernel pseudo-filesystems: writable on paper (as root), never a place for a dataset.
+PSEUDO_FILESYSTEMS = frozenset({"proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "debugfs", "securityfs", "tracefs",
+                                "bpf", "configfs", "fusectl", "mqueue", "pstore", "hugetlbfs", "efivarfs", "binfmt_misc"})
+
+
+def _filesystem_type(path: Path) -> str | None:
+    """The type of the filesystem holding ``path`` (longest mount point prefix in /proc/self/mounts; None off Linux)."""
+    try:
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return None
+    best, fs_type = "", None
+    target = str(path.resolve())
+    for line in mounts:
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        point = parts[1].replace("\\040", " ")
+        if (target == point or target.startswith(point.rstrip("/") + "/")) and len(point) > len(best):
+            best, fs_type = point, parts[2]
+    return fs_type
 
 
 def _check_output_location(output_dir: str) -> tuple[Store, str, Any]:
@@ -99,6 +132,13 @@ def _check_output_location(output_dir: str) -> tuple[Store, str, Any]:
         raise JobSpecError(f"output_dir {out} is not writable: {parent} is a file, not a directory")
     if not os.access(parent, os.W_OK | os.X_OK) or os.statvfs(parent).f_flag & os.ST_RDONLY:
         raise JobSpecError(f"output_dir {out} is not writable (no write permission on {parent}, or a read-only filesystem)")
+    fs_type = _filesystem_type(parent)
+    if fs_type in PSEUDO_FILESYSTEMS:
+        raise JobSpecError(f"output_dir {out} is on {fs_type}, a kernel pseudo-filesystem ({parent}); choose a directory on a disk")
+    try:  # permissions say yes; only creating something proves it (/proc and FUSE mounts lie), and removing it keeps nothing
+        os.rmdir(tempfile.mkdtemp(prefix=".aigc-synth-probe-", dir=parent))
+    except OSError as exc:
+        raise JobSpecError(f"output_dir {out} is not writable: {exc.strerror} ({parent})") from None
     return store, str(out.absolute()), out
 
 
@@ -182,10 +222,13 @@ def validate_job(cfg: GenerateRoot) -> ResolvedJob:
         checkpoint=str(ckpt_path.absolute()), model_id=model.model_id, schema=schema.to_dict(),
         family=model.family, model_config=model.model_config,
         resolution=model.resolution, batch_size=res.batch_size, compute_batch=job.compute_batch, sampler=job.sampler, gate=gate,
+        image_format=job.image_format, image_quality=job.image_quality,
     )
     resolved.job_spec = {"name": job.name, **({"sampler": job.sampler} if job.sampler != "image" else {}), "num_samples": job.num_samples, "seed": job.seed, "shard_size": job.shard_size,
                          "compute_batch": job.compute_batch,
                          "formats": formats, "plan": plan_dict, "checkpoint": resolved.checkpoint}
+    if job.image_format != DEFAULT_IMAGE_FORMAT:  # only then, so png jobs keep their fingerprints and manifest bytes
+        resolved.job_spec.update(image_format=job.image_format, image_quality=job.image_quality)
     if gate is not None:  # only when on, so ungated jobs keep their fingerprints
         resolved.job_spec["gate"] = {k: gate[k] for k in ("max_tries", "min_confidence", "classifier_id")}
     try:

@@ -4,7 +4,9 @@ Sample ``i`` of a job gets its condition from the plan and its latent from the s
 ``attempt_seeds(job.seed, i, attempt)``; the generator runs on fixed-size micro-batches
 (:func:`aigc_synth.sampling.sampler.generate_images`), so rows are bit-identical whatever the
 batch or actor. Its shard rows: ``sample_id, seed, <factors…>, image{bytes, path}, width,
-height, model_id`` (+ the gate columns on gated jobs), images PNG-encoded.
+height, model_id`` (+ the gate columns on gated jobs), images encoded as ``job.image_format``
+(png by default; jpeg / webp at ``job.image_quality``), the same bytes in Parquet and in the files.
+The gate (when on) judges the generated pixels before encoding, so it never depends on the format.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 
-from aigc_synth.io.shards import GATE_COLUMNS, IMAGE_TYPE, arrow_schema, png_filename, png_reldir
+from aigc_synth.io.shards import GATE_COLUMNS, IMAGE_FILE_EXTENSIONS, IMAGE_TYPE, arrow_schema, png_filename, png_reldir
 from aigc_synth.sampling.base import EncodedShard, SampleBatch, SamplerKind
 from aigc_synth.sampling.plan import ConditionPlan
 from aigc_synth.sampling.seeds import attempt_seeds
@@ -27,24 +29,28 @@ def job_plan(job: dict[str, Any]) -> ConditionPlan:
 
 
 class ImageEncoder:
-    """SampleBatch of images → PNG bytes + the shard's Arrow table (no model needed)."""
+    """SampleBatch of images → encoded image bytes + the shard's Arrow table (no model needed)."""
 
     def __init__(self, job: dict[str, Any]):
         self.schema = ConditionSchema.from_dict(job["schema"])
         self.model_id, self.resolution, self.gated = job["model_id"], int(job["resolution"]), bool(job.get("gate"))
+        # .get: a job dict resolved before formats existed means png, as it did then
+        self.image_format, self.image_quality = job.get("image_format", "png"), int(job.get("image_quality", 90))
+        self.ext = IMAGE_FILE_EXTENSIONS[self.image_format]
 
     def __call__(self, batch: SampleBatch, shard: int, formats: Sequence[str]) -> EncodedShard:
-        from aigc_synth.sampling.sampler import encode_png
+        from aigc_synth.sampling.sampler import encode_image
 
         ids = batch.sample_ids
-        names = [png_filename(int(i)) for i in ids]
-        png_bytes = [encode_png(img) for img in batch.images]
-        # the image's path: into the shard's PNG folder when there is one, else just its name
+        names = [png_filename(int(i), self.ext) for i in ids]
+        data = [encode_image(img, self.image_format, self.image_quality) for img in batch.images]
+        # the image's path: into the shard's image folder ("png" in formats: the folder, whatever the
+        # encoding) when there is one, else just its name
         paths = [f"{png_reldir(shard)}/{n}" for n in names] if "png" in formats else names
         n = len(ids)
         columns: dict[str, pa.Array] = {"sample_id": pa.array(ids, pa.int64()), "seed": pa.array(batch.columns["seed"], pa.int64())}
         columns.update({name: pa.array(list(batch.columns[name]), pa.string()) for name in self.schema.names})
-        columns["image"] = pa.StructArray.from_arrays([pa.array(png_bytes, pa.binary()), pa.array(paths, pa.string())],
+        columns["image"] = pa.StructArray.from_arrays([pa.array(data, pa.binary()), pa.array(paths, pa.string())],
                                                       fields=list(IMAGE_TYPE))
         columns["width"] = pa.array(np.full(n, self.resolution), pa.int32())
         columns["height"] = pa.array(np.full(n, self.resolution), pa.int32())
@@ -52,7 +58,7 @@ class ImageEncoder:
         if self.gated:
             columns.update({name: pa.array(batch.columns[name], typ) for name, (typ, _) in GATE_COLUMNS.items()})
         table = pa.Table.from_pydict(columns, schema=arrow_schema(self.schema.names, gate=self.gated))
-        return EncodedShard(table=table, files=list(zip(names, png_bytes)))
+        return EncodedShard(table=table, files=list(zip(names, data)))
 
 
 class ImageSampler:

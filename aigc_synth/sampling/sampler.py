@@ -6,6 +6,9 @@ on fixed-size micro-batches (padded at the tail). Fixed shapes matter because BL
 kernels by shape (a batch of 1 takes a GEMV path with another summation order), and a 1-ulp
 difference can flip a rounded pixel; with a fixed shape each row is computed the same way
 whatever its neighbours. Verified bit-exact across batch sizes and positions in ``tests/``.
+
+``encode_image(image, fmt, quality)`` turns those pixels into the stored bytes (``job.image_format``:
+png, jpeg or webp) with every encoder option fixed, so bytes stay a pure function of the sample.
 """
 
 from __future__ import annotations
@@ -23,6 +26,16 @@ from aigc_synth.sampling.seeds import latents_for_seeds
 COMPUTE_BATCH = 32
 #: PNG settings are fixed so the same pixels always give the same bytes (and sha256).
 PNG_COMPRESS_LEVEL = 6
+#: ``job.image_format`` values. png is lossless; jpeg and webp are lossy at ``job.image_quality``.
+IMAGE_FORMATS = ("png", "jpeg", "webp")
+DEFAULT_IMAGE_FORMAT, DEFAULT_IMAGE_QUALITY = "png", 90
+#: Lossy encoder settings, fixed for the same reason as the PNG level: every option that could
+#: change the bytes is spelled out instead of left to a library default that may move. JPEG: 4:2:0
+#: chroma subsampling (libjpeg's usual), baseline (not progressive), no Huffman optimisation;
+#: WebP: lossy, ``method`` 4 (libwebp's speed/size default). Both encoders are single-threaded and
+#: deterministic for a given Pillow + libjpeg-turbo / libwebp (checked in tests/test_image_formats.py).
+JPEG_SETTINGS = {"subsampling": "4:2:0", "progressive": False, "optimize": False}
+WEBP_SETTINGS = {"method": 4, "lossless": False}
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -54,3 +67,36 @@ def encode_png(image: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return buf.getvalue()
+
+
+def encode_image(image: np.ndarray, fmt: str = DEFAULT_IMAGE_FORMAT, quality: int = DEFAULT_IMAGE_QUALITY) -> bytes:
+    """uint8 (H, W, 3) → ``fmt`` bytes (png | jpeg | webp; ``quality`` 1-100 for the lossy two).
+
+    ``png`` is exactly :func:`encode_png` (quality ignored), so png jobs keep their pinned bytes.
+    """
+    if fmt == "png":
+        return encode_png(image)
+    buf = io.BytesIO()
+    if fmt == "jpeg":
+        Image.fromarray(image).save(buf, format="JPEG", quality=int(quality), **JPEG_SETTINGS)
+    elif fmt == "webp":
+        Image.fromarray(image).save(buf, format="WEBP", quality=int(quality), **WEBP_SETTINGS)
+    else:
+        raise ValueError(f"image format must be one of {list(IMAGE_FORMATS)}, got {fmt!r}")
+    return buf.getvalue()
+
+
+def image_encoding_record(fmt: str = DEFAULT_IMAGE_FORMAT, quality: int = DEFAULT_IMAGE_QUALITY) -> dict:
+    """What a manifest's determinism record adds for ``fmt``: nothing for png (its level is already
+    recorded, and png manifests must keep their bytes), else the format, quality, fixed encoder
+    settings and codec library version (lossy bytes depend on the codec build, like PNG's on zlib)."""
+    if fmt == "png":
+        return {}
+    from PIL import features
+
+    if fmt == "jpeg":
+        turbo = features.version("libjpeg_turbo")  # None for a Pillow built against plain libjpeg
+        settings, codec = JPEG_SETTINGS, f"libjpeg-turbo {turbo}" if turbo else f"libjpeg {features.version('jpg')}"
+    else:
+        settings, codec = WEBP_SETTINGS, f"libwebp {features.version('webp')}"
+    return {"image_format": fmt, "image_quality": int(quality), f"{fmt}_settings": dict(settings), "codec": codec}

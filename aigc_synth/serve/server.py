@@ -132,8 +132,21 @@ def _scene_model(cfg: ServeConfig) -> dict[str, Any]:
             "compute_batch": cfg.scene_compute_batch}
 
 
-def stop_server() -> None:
-    """Shut Serve down (controller, proxies, replicas); the Ray instance stays."""
-    from ray import serve
+def stop_server(*, shutdown_ray: bool = False, ray_terminating: bool = False) -> None:
+    """Shut Serve down (controller, proxies, replicas); the Ray instance stays unless ``shutdown_ray``.
 
-    serve.shutdown()
+    ``ray_terminating``: the local Ray this process started is being terminated (its GCS and raylet got the
+    same SIGTERM as this process, from a signal to the process group). Serve's actors go down with it, and
+    ``serve.shutdown()`` would wait its full 30 s for a controller that can no longer answer, so skip it and
+    only reap what is left of that Ray.
+    """
+    import ray
+    from ray import serve
+    import time as _t
+    t0 = _t.time()
+    if not ray_terminating:
+        serve.shutdown()
+    print(f"DEBUG serve.shutdown {_t.time()-t0:.1f}", file=sys.stderr, flush=True)
+    if shutdown_ray:
+        ray.shutdown()
+    print(f"DEBUG ray.shutdown {_t.time()-t0:.1f}", file=sys.stderr, flush=True)

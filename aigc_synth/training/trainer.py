@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from aigc_synth.config import DataConfig, TrainConfig
 from aigc_synth.data.datasets import FolderDataset, ProceduralDrivingDataset
+from aigc_synth.errors import UsageError
 from aigc_synth.io.checkpoint import TRAIN_STATE_FORMAT, CheckpointError, export_generator, load_checkpoint, save_checkpoint
 from aigc_synth.models.configs import ImageModelConfig
 from aigc_synth.models.registry import Family, build_discriminator, build_generator, get_family
@@ -59,7 +60,15 @@ def make_training_data(data: DataConfig, model: ImageModelConfig, schema: Condit
         if not data.folder or not data.labels_csv:
             raise ValueError("data.source=folder needs data.folder and data.labels_csv")
         return FolderDataset(data.folder, data.labels_csv, schema=schema, resolution=model.resolution)
-    raise ValueError(f"unknown data.source {data.source!r}; use 'procedural' or 'folder'")
+    if data.source == "bdd100k":
+        from aigc_synth.data.bdd100k import BDD100KDataset, format_skipped
+
+        if not data.images or not data.labels:
+            raise UsageError("data.source=bdd100k needs data.images (image directory) and data.labels (labels JSON)")
+        ds = BDD100KDataset(data.images, data.labels, schema, model.resolution, mapping=data.bdd100k_mapping)
+        print(f"bdd100k: {len(ds)} frames, {format_skipped(ds.skipped)}")  # a mapping that drops most frames shows here
+        return ds
+    raise UsageError(f"unknown data.source {data.source!r}; use 'procedural', 'folder' or 'bdd100k'")
 
 
 @torch.no_grad()
