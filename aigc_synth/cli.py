@@ -187,7 +187,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             threading.Thread(target=exit_at_deadline, name="serve-stop-deadline", daemon=True).start()
             # SIGTERM reached our local Ray's processes as well (see owns_ray): Serve goes down with them, and
             # serve.shutdown() would only wait 30 s for a controller that cannot answer any more
-            stop_server(shutdown_ray=owns_ray, ray_terminating=owns_ray and signal.SIGTERM in received)
+            terminating = owns_ray and signal.SIGTERM in received
+            stop_server(shutdown_ray=owns_ray, ray_terminating=terminating)
+            if terminating:  # Ray's atexit ray.shutdown() would wait 5 s on the raylet stop_server just killed
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(0)
 
 
 def cmd_submit(args: argparse.Namespace) -> int:

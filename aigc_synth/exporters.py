@@ -64,7 +64,7 @@ EXPORTERS: dict[str, Exporter] = {
                      "SUMO network + route file + .sumocfg per scene (every vehicle placed exactly)"),
     "openscenario": Exporter("openscenario", "scenes", ("scenariogeneration",), _openscenario,
                              "OpenSCENARIO 1.0 .xosc per scene + OpenDRIVE .xodr roads (CARLA ScenarioRunner, esmini)"),
-    "webdataset": Exporter("webdataset", "image", ("webdataset",), _webdataset,
+    "webdataset": Exporter("webdataset", "image", (), _webdataset,  # plain tarfile: the library is only for reading
                            "WebDataset tar shards: <key>.<image ext> + <key>.json per sample"),
     "coco": Exporter("coco", "image", (), _coco, "COCO detection JSON (instances.json) next to the images"),
     "bdd100k": Exporter("bdd100k", "image", (), _bdd100k, "BDD100K layout: images/ + labels JSON (attributes, box2d)"),

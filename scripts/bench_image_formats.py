@@ -124,13 +124,17 @@ def main() -> None:
     res = gen.resolution
     print(f"{args.num_samples} images {res}x{res} of the bundled generator ({gen.family}), one thread; "
           f"generation {gen_s:.1f} s incl. load; classifier on the raw arrays: condition accuracy {raw['all_factors']:.3f}\n")
-    print("| format | encode ms/img | decode ms/img | bytes/img | vs png | PSNR dB | cond. acc (raw "
-          f"{raw['all_factors']:.3f}) | pred. unchanged | mean abs Δp |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    factors = "/".join(clf.schema.names)
+    raw_factors = "/".join(f"{v:.3f}" for v in raw["per_factor"].values())
+    print(f"| format | encode ms/img | decode ms/img | bytes/img | vs png | PSNR dB | cond. acc (raw {raw['all_factors']:.3f}) | "
+          f"{factors} acc (raw {raw_factors}) | pred. unchanged | mean abs Δp |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         p = "∞ (lossless)" if r["psnr_db"] == float("inf") else f"{r['psnr_db']:.2f}"
-        print(f"| {r['format']} | {r['encode_ms_per_image']:.3f} | {r['decode_ms_per_image']:.3f} | {r['bytes_per_image']:,.0f} | "
-              f"{r['bytes_vs_png']:.2f}× | {p} | {r['condition_accuracy']:.3f} | {r['prediction_unchanged']:.3f} | "
+        per = "/".join(f"{v:.3f}" for v in r["condition_accuracy_per_factor"].values())
+        print(f"| {r['format']} | {r['encode_ms_per_image']:.3f} | {r['decode_ms_per_image']:.3f} | "
+              f"{r['bytes_per_image']:,.0f} | "
+              f"{r['bytes_vs_png']:.2f}× | {p} | {r['condition_accuracy']:.3f} | {per} | {r['prediction_unchanged']:.3f} | "
               f"{r['mean_abs_prob_change']:.4f} |")
     print(f"\ntotal {time.perf_counter() - t0:.1f} s")
     if args.out:

@@ -17,6 +17,7 @@ from aigc_synth.models.cgan import CondGenerator, ProjectionDiscriminator
 from aigc_synth.models.configs import CGANConfig, CVAEConfig, DCGANConfig, ImageModelConfig
 from aigc_synth.models.cvae import CVAEDecoder, CVAEEncoder
 from aigc_synth.models.dcgan import DCGANDiscriminator, DCGANGenerator
+from aigc_synth.models.null import NullGenerator
 from aigc_synth.training.steps import gan_step, vae_step
 
 
@@ -43,6 +44,10 @@ class Family:
     joint_optimizer: bool = False
 
 
+def _not_trainable(*_: Any) -> dict[str, Any]:
+    raise ValueError("the null family is a benchmark stand-in with no parameters; it cannot be trained")
+
+
 FAMILIES: dict[str, Family] = {
     "cgan": Family("cgan", CGANConfig, CondGenerator, ProjectionDiscriminator,
                    generator_keys=("resolution", "z_dim", "base_channels", "embed_dim"),
@@ -58,6 +63,10 @@ FAMILIES: dict[str, Family] = {
                    critic_keys=("resolution", "z_dim", "d_base_channels"),
                    arch_keys=("resolution", "z_dim", "base_channels", "d_base_channels"),
                    train_step=vae_step, joint_optimizer=True),
+    # the pipeline's own ceiling (benchmarks): no network, no training; see models/null.py
+    "null": Family("null", ImageModelConfig, NullGenerator, DCGANDiscriminator,
+                   generator_keys=("resolution", "z_dim"), critic_keys=("resolution",), arch_keys=("resolution", "z_dim"),
+                   train_step=_not_trainable),
 }
 
 

@@ -48,7 +48,8 @@ class ImageEncoder:
         # encoding) when there is one, else just its name
         paths = [f"{png_reldir(shard)}/{n}" for n in names] if "png" in formats else names
         n = len(ids)
-        columns: dict[str, pa.Array] = {"sample_id": pa.array(ids, pa.int64()), "seed": pa.array(batch.columns["seed"], pa.int64())}
+        columns: dict[str, pa.Array] = {"sample_id": pa.array(ids, pa.int64()),
+                                        "seed": pa.array(batch.columns["seed"], pa.int64())}
         columns.update({name: pa.array(list(batch.columns[name]), pa.string()) for name in self.schema.names})
         columns["image"] = pa.StructArray.from_arrays([pa.array(data, pa.binary()), pa.array(paths, pa.string())],
                                                       fields=list(IMAGE_TYPE))
