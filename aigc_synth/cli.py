@@ -144,17 +144,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     cfg = compose("serve", args.overrides)
     _quiet_ray_logs()
-    # Without an address start_server starts a local Ray whose GCS, raylet and dashboard are children of this
-    # process, in its process group: a SIGTERM to the group (Ctrl-C only sends SIGINT, which Ray's children
-    # block) terminates them too, and Serve's controller can then no longer answer serve.shutdown().
+    # Without an address start_server starts a local Ray whose GCS, raylet and monitor are children of this
+    # process, in its process group. Ctrl-C (SIGINT, which Ray blocks in them) leaves them running, so Serve
+    # can drain and shut down gracefully; a SIGTERM to the group reaches them too and Serve's controller stops
+    # answering, so SIGTERM means "stop now": stop_server kills that Ray instead of waiting on it.
     owns_ray = not (cfg.ray.address or os.environ.get("RAY_ADDRESS"))
     # Seconds from a stop signal to our exit, whatever Ray does meanwhile (supervisors SIGKILL 10-30 s after
-    # SIGTERM). On a cluster serve.shutdown() is what deletes the app there: allow Serve's own 30-s wait.
+    # SIGTERM). On a cluster, serve.shutdown() is what deletes the app there: allow Serve's own 30-s wait.
     deadline_s = 12.0 if owns_ray else 40.0
     received: list[int] = []
 
     def on_signal(signum, frame):
-        if received:  # a second signal while stopping: stop waiting (Ray's children die with us, fate-shared)
+        if received:  # a second signal while stopping: stop waiting (our local Ray is fate-shared: it dies with us)
             print(f"aigc-synth serve: {signal.Signals(signum).name} again: exiting now", file=sys.stderr, flush=True)
             os._exit(128 + signum)
         received.append(signum)
@@ -164,18 +165,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
         time.sleep(deadline_s)
         print(f"aigc-synth serve: shutdown still running after {deadline_s:g} s: exiting anyway",
               file=sys.stderr, flush=True)
-        os._exit(EXIT_FAILURE)  # skips atexit's ray.shutdown, the wait we are cutting short
+        os._exit(EXIT_FAILURE)
 
     started = False
-    try:
-        server = start_server(cfg)
+
+    def ray_connected() -> None:
+        # Only once Ray is up: ray.init installs its own SIGTERM handlers (sys.exit, and a C++ one that
+        # aborts), which would skip the cleanup below; from here on a stop signal, even during deployment,
+        # goes through it
+        nonlocal started
         started = True
-        # `kill` stops Serve cleanly, like Ctrl-C; installed after start_server because ray.init replaces the
-        # SIGTERM handler with its own (sys.exit), which would skip the cleanup below
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+
+    try:
+        server = start_server(cfg, on_ray_connected=ray_connected)
         print(f"serving model {server.model_id[:12]} ({server.checkpoint}) at {server.url}  "
-              f"[POST /generate, GET /conditions, GET /health; {'bearer token required' if server.auth else 'NO token'}]  "
+              f"[POST /generate, POST /scenes, GET /conditions, GET /health; "
+              f"{'bearer token required' if server.auth else 'NO token'}]  "
               "Ctrl-C to stop", flush=True)
         while True:
             time.sleep(3600)
@@ -185,11 +192,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         if started:
             threading.Thread(target=exit_at_deadline, name="serve-stop-deadline", daemon=True).start()
-            # SIGTERM reached our local Ray's processes as well (see owns_ray): Serve goes down with them, and
-            # serve.shutdown() would only wait 30 s for a controller that cannot answer any more
             terminating = owns_ray and signal.SIGTERM in received
             stop_server(shutdown_ray=owns_ray, ray_terminating=terminating)
-            if terminating:  # Ray's atexit ray.shutdown() would wait 5 s on the raylet stop_server just killed
+            if terminating:  # Ray's atexit ray.shutdown() would spend 5 s on the raylet stop_server just killed
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os._exit(0)

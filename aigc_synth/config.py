@@ -132,7 +132,10 @@ class ResourcesConfig:
     reserve_cpus: float = 0.5  # kept free for Ray Data's read/write tasks (avoids the 2-core deadlock)
     batch_size: int = 64  # rows per actor call; never changes the output bytes
     progress_timeout_s: float = 600.0  # fail (instead of hanging) if no shard completes for this long
-    png_stage: bool = False  # True: PNG encode + write as a separate CPU task stage (measured slower on 2 cores)
+    # encode + write as a separate CPU task stage, so the actor only runs the network: null = automatic,
+    # on when resources.num_gpus > 0 (a GPU node's CPUs encode while its GPU computes), off on CPU-only
+    # pools (measured slower on 2 cores: the stage competes with the actors for the same CPUs)
+    png_stage: Optional[bool] = None
 
 
 @dataclass

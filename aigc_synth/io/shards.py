@@ -24,10 +24,13 @@ written after the PNGs, and the job's ``manifest.json`` is written last, after e
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Sequence
@@ -97,14 +100,22 @@ def arrow_schema(factor_names: Sequence[str], gate: bool = False) -> pa.Schema:
 
 
 def write_shard(output_dir: str | os.PathLike | Store, shard: int, *, sample_ids: np.ndarray, table: pa.Table | None,
-                files: Sequence[tuple[str, bytes]], formats: Sequence[str]) -> dict[str, Any]:
+                files: Sequence[tuple[str, bytes]], formats: Sequence[str],
+                timings: dict[str, float] | None = None) -> dict[str, Any]:
     """Write one shard atomically (its file folder first, then Parquet) and return its manifest entry.
 
     ``output_dir``: a local directory, a ``pyarrow.fs`` URI or an open :class:`Store`. ``table``
     (one row per sample) is written when ``"parquet"`` is in ``formats``, ``files`` (name, bytes)
     into the shard's image folder when ``"png"`` is (whatever the files' encoding). What the rows and files *are* is the sampler's
     business (:mod:`aigc_synth.sampling.base`); this function only commits them.
+
+    Durability: a local image folder is filled under a temporary name, flushed to disk with **one
+    ``syncfs`` per shard** (not one fsync per file: 26 ms vs 170 ms for 500 files here, see
+    ``scripts/bench_generate.py --writes``), renamed, and the rename itself made durable by an
+    fsync of the parent directory; the Parquet file is fsynced, renamed, and its directory fsynced
+    too. ``timings`` (if given) receives seconds per step: ``files``, ``sync``, ``parquet``, ``hash``.
     """
+    clock = _Clock(timings)
     store = open_store(output_dir)
     out = Path(store.uri) if not store.remote else None
     entry: dict[str, Any] = {"shard": shard, "rows": int(len(sample_ids)),
@@ -117,16 +128,22 @@ def write_shard(output_dir: str | os.PathLike | Store, shard: int, *, sample_ids
             tmp_dir = final_dir.with_name(f"{TMP_MARKER}{uuid.uuid4().hex[:12]}-{final_dir.name}")
             tmp_dir.mkdir(parents=True)
             try:
-                for name, data in files:
-                    (tmp_dir / name).write_bytes(data)
+                with clock("files"):
+                    for name, data in files:
+                        (tmp_dir / name).write_bytes(data)
+                with clock("sync"):
+                    sync_folder(tmp_dir, [name for name, _ in files])
                 os.rename(tmp_dir, final_dir)
+                with clock("sync"):
+                    fsync_dir(final_dir.parent)
             finally:
                 if tmp_dir.exists():
                     shutil.rmtree(tmp_dir, ignore_errors=True)
     if "png" in formats:
         entry["png_dir"] = png_reldir(shard)
         entry["png_files"] = len(files)
-        entry["png_sha256"] = png_listing_sha256(files)
+        with clock("hash"):
+            entry["png_sha256"] = png_listing_sha256(files)
     if "parquet" in formats:
         if store.remote:
             sink = pa.BufferOutputStream()
@@ -136,12 +153,75 @@ def write_shard(output_dir: str | os.PathLike | Store, shard: int, *, sample_ids
             digest = hashlib.sha256(data).hexdigest()
         else:
             final = out / parquet_relpath(shard)
-            with atomic_path(final) as tmp:
-                pq.write_table(table, tmp, compression="snappy")
-            digest = sha256_file(final)
+            t0 = time.perf_counter()
+            with atomic_path(final) as tmp:  # fsync + rename on exit
+                with clock("parquet"):
+                    pq.write_table(table, tmp, compression="snappy")
+            fsync_dir(final.parent)
+            clock.add("sync", time.perf_counter() - t0 - clock.get("parquet"))
+            with clock("hash"):
+                digest = sha256_file(final)
         entry["path"] = parquet_relpath(shard)
         entry["sha256"] = digest
     return entry
+
+
+class _Clock:
+    """Adds the seconds of ``with clock(step):`` blocks into a dict (no-op when the dict is None)."""
+
+    def __init__(self, timings: dict[str, float] | None):
+        self.timings = timings
+
+    @contextlib.contextmanager
+    def __call__(self, step: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(step, time.perf_counter() - t0)
+
+    def add(self, step: str, seconds: float) -> None:
+        if self.timings is not None:
+            self.timings[step] = self.timings.get(step, 0.0) + seconds
+
+    def get(self, step: str) -> float:
+        return (self.timings or {}).get(step, 0.0)
+
+
+_LIBC = None
+
+
+def sync_folder(folder: Path, names: Sequence[str]) -> None:
+    """Make every file in ``folder`` durable: one ``syncfs`` of its filesystem on Linux (one call,
+    whatever the file count), else an fsync per file."""
+    global _LIBC
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        _LIBC = _LIBC or ctypes.CDLL(None, use_errno=True)
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            if _LIBC.syncfs(fd) == 0:
+                return
+        finally:
+            os.close(fd)
+    for name in names:
+        with open(folder / name, "rb") as fh:
+            os.fsync(fh.fileno())
+
+
+def fsync_dir(folder: Path) -> None:
+    """Persist a rename into ``folder`` (POSIX: the directory entry is durable once the directory is)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems refuse fsync on directories; the rename is still atomic
+        pass
+    finally:
+        os.close(fd)
 
 
 def committed_shard_entry(output_dir: str | os.PathLike | Store, shard: int, sample_ids: np.ndarray,

@@ -37,7 +37,16 @@ from aigc_synth.io.shards import committed_shard_entry, remove_stale_temporaries
 from aigc_synth.jobs.cluster import connect_ray, plan_pool
 from aigc_synth.jobs.gate import gate_summary
 from aigc_synth.jobs.logfilter import drop_stderr_lines
-from aigc_synth.jobs.manifest import JOB_FINGERPRINT, MANIFEST, OUTPUT_ENTRIES, RUN_INFO, build_manifest, build_run_info, job_fingerprint
+from aigc_synth.jobs.manifest import (
+    JOB_FINGERPRINT,
+    MANIFEST,
+    OUTPUT_ENTRIES,
+    RUN_INFO,
+    build_manifest,
+    build_run_info,
+    job_fingerprint,
+    summarize_profile,
+)
 from aigc_synth.jobs.spec import ResolvedJob, validate_job
 from aigc_synth.jobs.worker import ShardWorker, encode_and_commit
 from aigc_synth.sampling.plan import ConditionPlan
@@ -122,6 +131,7 @@ def run_generation(cfg: GenerateRoot, progress: bool = True, log=print) -> dict[
     ctx.wait_for_min_actors_s = int(cfg.resources.progress_timeout_s)
     pool_size = max(1, min(pool.actors, len(todo)))  # no idle actors for short jobs
     entries: list[dict[str, Any]] = list(committed.values())
+    profiles: list[dict[str, Any]] = []  # this run's shards: where the time went (run.json "profile")
     t_gen = time.time()
     if todo:
         log(f"generating {len(todo)} shard(s) with {pool_size} actor(s) × {pool.cpus_per_actor:g} CPU / "
@@ -129,7 +139,7 @@ def run_generation(cfg: GenerateRoot, progress: bool = True, log=print) -> dict[
         # from_items puts the (tiny) shard list straight into the object store: no read task that
         # would need a whole CPU of its own next to the actor pool (ray.data.range's read task does)
         ds = ray.data.from_items([{"id": s} for s in todo], override_num_blocks=min(len(todo), 10_000))
-        separate_encode = bool(cfg.resources.png_stage)
+        separate_encode = cfg.resources.png_stage if cfg.resources.png_stage is not None else pool.gpus_per_actor > 0
         env = storage_env() if store.remote else {}  # constructor arguments, unlike runtime_env not shown by the dashboard
         ds = ds.map_batches(
             ShardWorker, batch_size=1, compute=ActorPoolStrategy(size=pool_size),
@@ -148,6 +158,7 @@ def run_generation(cfg: GenerateRoot, progress: bool = True, log=print) -> dict[
             for row in _iterate_with_timeout(ds.iter_rows(), cfg.resources.progress_timeout_s):
                 entry = json.loads(row["entry"])
                 entries.append(entry)
+                profiles.append(json.loads(row["profile"]))
                 bar.update(entry["rows"])
             bar.close()
     generated = job.num_samples - sum(e["rows"] for e in committed.values())
@@ -165,6 +176,7 @@ def run_generation(cfg: GenerateRoot, progress: bool = True, log=print) -> dict[
     manifest = build_manifest(job, counts, entries, gate)
     timings = {"ray_start_s": round(ray_start_s, 3), "generate_s": round(gen_s, 3), "total_s": round(time.time() - t_start, 3),
                "images_per_s": round(generated / max(gen_s, 1e-9), 2)}
-    store.write_json(RUN_INFO, build_run_info(pool, pool_size, job.batch_size, timings, len(committed), generated))
+    profile = summarize_profile(profiles, pool_size, gen_s)
+    store.write_json(RUN_INFO, build_run_info(pool, pool_size, job.batch_size, timings, len(committed), generated, profile))
     store.write_json(MANIFEST, manifest)  # the commit point of the whole job
     return manifest

@@ -68,9 +68,42 @@ def build_manifest(job, counts_per_condition: dict[str, int], entries: list[dict
     return manifest
 
 
+PROFILE_STAGES = ("sample", "encode", "files", "sync", "parquet", "hash")
+
+
+def summarize_profile(profiles: list[dict[str, Any]], actors: int, generate_s: float) -> dict[str, Any]:
+    """Where a run's time went, from the shards' own profiles (``jobs.worker``): seconds per stage
+    summed over shards and per image, the actors' busy share of ``actors x generate_s`` (the rest
+    is waiting on Ray: scheduling, the driver, start-up, the tail of the last shards) and per-shard
+    means; stage ``sample`` is the network, ``encode`` the image codec, ``files`` / ``parquet`` the
+    writes, ``sync`` fsync / syncfs, ``hash`` the manifest checksums."""
+    if not profiles:
+        return {}
+    rows = sum(p["rows"] for p in profiles)
+    totals = {k: sum(p.get(k, 0.0) for p in profiles) for k in PROFILE_STAGES}
+    busy = sum(p["busy"] for p in profiles)
+    capacity = actors * generate_s
+    out = {
+        "shards": len(profiles), "rows": rows,
+        "stage_s": {k: round(v, 3) for k, v in totals.items()},
+        "stage_ms_per_row": {k: round(1000 * v / max(rows, 1), 4) for k, v in totals.items()},
+        "actor_busy_s": round(busy, 3), "actor_capacity_s": round(capacity, 3),
+        "actor_busy_share": round(busy / capacity, 4) if capacity > 0 else None,
+        "waiting_on_ray_s": round(max(capacity - busy, 0.0), 3),
+        "per_shard_mean_s": {k: round(totals[k] / len(profiles), 4) for k in PROFILE_STAGES} | {"busy": round(busy / len(profiles), 4)},
+    }
+    t0 = min(p["start"] for p in profiles)
+    # per shard, in completion order: start (s after the first shard started), busy and stage seconds, process
+    out["per_shard"] = [{"shard": p["shard"], "rows": p["rows"], "start": round(p["start"] - t0, 3), "pid": p["pid"],
+                         **{k: round(p.get(k, 0.0), 4) for k in ("busy", *PROFILE_STAGES)}} for p in profiles]
+    if any("stage_busy" in p for p in profiles):
+        out["cpu_stage_busy_s"] = round(sum(p.get("stage_busy", 0.0) for p in profiles), 3)
+    return out
+
+
 def build_run_info(pool, pool_size: int, batch_size: int, timings: dict[str, float], skipped: int,
-                   generated: int) -> dict[str, Any]:
-    """``run.json``: resources, timings (as given, already rounded) and resume figures of this run."""
+                   generated: int, profile: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``run.json``: resources, timings (as given, already rounded), resume figures and the profile of this run."""
     return {
         "resources": {"actors": pool_size, "cpus_per_actor": pool.cpus_per_actor, "gpus_per_actor": pool.gpus_per_actor,
                       "torch_threads": pool.torch_threads, "batch_size": batch_size,
@@ -78,4 +111,5 @@ def build_run_info(pool, pool_size: int, batch_size: int, timings: dict[str, flo
         "timings": timings,
         "shards_skipped_on_resume": skipped,
         "images_generated": generated,
+        "profile": profile or {},
     }

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import time
 from typing import Any
 
 import numpy as np
@@ -26,11 +27,28 @@ def shard_sample_ids(job: dict[str, Any], shard: int) -> np.ndarray:
     return np.arange(first, min(first + job["shard_size"], job["num_samples"]), dtype=np.int64)
 
 
-def commit_shard(job: dict[str, Any], encoder, shard: int, batch: SampleBatch, store: Store | str) -> dict[str, Any]:
-    """Encode a shard's rows and write them atomically; return its manifest entry."""
+def commit_shard(job: dict[str, Any], encoder, shard: int, batch: SampleBatch, store: Store | str,
+                 profile: dict[str, float] | None = None) -> dict[str, Any]:
+    """Encode a shard's rows and write them atomically; return its manifest entry.
+
+    ``profile`` (if given) receives seconds per stage: ``encode``, then write_shard's ``files``,
+    ``sync``, ``parquet``, ``hash``."""
+    t0 = time.perf_counter()
     encoded = encoder(batch, shard, job["formats"])
+    if profile is not None:
+        profile["encode"] = profile.get("encode", 0.0) + time.perf_counter() - t0
     return write_shard(store, shard, sample_ids=batch.sample_ids, table=encoded.table, files=encoded.files,
-                       formats=job["formats"])
+                       formats=job["formats"], timings=profile)
+
+
+def _profiled(shard: int, rows: int, work) -> tuple[Any, dict[str, Any]]:
+    """Run ``work(profile)`` and return (its result, the shard's profile: stage seconds, busy span, pid)."""
+    profile: dict[str, Any] = {}
+    start = time.time()
+    t0 = time.perf_counter()
+    result = work(profile)
+    profile.update(shard=shard, rows=rows, busy=time.perf_counter() - t0, start=start, pid=os.getpid())
+    return result, profile
 
 
 class ShardWorker:
@@ -68,13 +86,23 @@ class ShardWorker:
 
         return gated_sample(self.sampler.sample, self.judge, ids, self.job["gate"]["max_tries"])
 
+    def _sample_timed(self, shard: int, profile: dict[str, Any]) -> SampleBatch:
+        t0 = time.perf_counter()
+        batch = self.sample_shard(shard)
+        profile["sample"] = time.perf_counter() - t0  # the network (and the gate's judge, if on)
+        return batch
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         shards = [int(s) for s in batch["id"]]
         if self.write:
-            entries = [commit_shard(self.job, self.encoder, s, self.sample_shard(s), self.store) for s in shards]
-            return {"entry": np.asarray([json.dumps(e) for e in entries], dtype=object)}
+            done = [_profiled(s, len(shard_sample_ids(self.job, s)), lambda prof, s=s: commit_shard(
+                self.job, self.encoder, s, self._sample_timed(s, prof), self.store, prof)) for s in shards]
+            return {"entry": np.asarray([json.dumps(e) for e, _ in done], dtype=object),
+                    "profile": np.asarray([json.dumps(p) for _, p in done], dtype=object)}
         # our own actors' in-memory rows, handed to our own CPU stage (never a file from outside)
-        return {"id": np.asarray(shards), "rows": np.asarray([pickle.dumps(self.sample_shard(s)) for s in shards], dtype=object)}
+        done = [_profiled(s, len(shard_sample_ids(self.job, s)), lambda prof, s=s: self._sample_timed(s, prof)) for s in shards]
+        return {"id": np.asarray(shards), "rows": np.asarray([pickle.dumps(b) for b, _ in done], dtype=object),
+                "profile": np.asarray([json.dumps(p) for _, p in done], dtype=object)}
 
 
 def encode_and_commit(batch: dict[str, np.ndarray], job: dict[str, Any],
@@ -82,6 +110,14 @@ def encode_and_commit(batch: dict[str, np.ndarray], job: dict[str, Any],
     """The separate CPU stage (``resources.png_stage``): sampled rows → encoded, committed shard."""
     os.environ.update(storage_env or {})
     encoder = sampler_kind(job["sampler"]).encoder(job)
-    entries = [json.dumps(commit_shard(job, encoder, int(shard), pickle.loads(rows), job["output_dir"]))
-               for shard, rows in zip(batch["id"], batch["rows"])]
-    return {"entry": np.asarray(entries, dtype=object)}
+    entries, profiles = [], []
+    for shard, rows, actor_profile in zip(batch["id"], batch["rows"], batch["profile"]):
+        sampled = pickle.loads(rows)
+        entry, profile = _profiled(int(shard), len(sampled), lambda prof, b=sampled, s=int(shard): commit_shard(
+            job, encoder, s, b, job["output_dir"], prof))
+        sampler_side = json.loads(actor_profile)
+        # two processes: the actor's busy time is its sampling; this CPU task's is encoding + writing
+        profile.update(sample=sampler_side.get("sample", 0.0), stage_busy=profile["busy"], busy=sampler_side["busy"])
+        entries.append(json.dumps(entry))
+        profiles.append(json.dumps(profile))
+    return {"entry": np.asarray(entries, dtype=object), "profile": np.asarray(profiles, dtype=object)}

@@ -67,8 +67,12 @@ def _check_port_free(host: str, port: int) -> None:
             raise ServeConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another serve.port") from None
 
 
-def start_server(root: ServeRoot, log: Callable[[str], Any] = lambda m: print(m, file=sys.stderr)) -> RunningServer:
-    """Validate, load the checkpoint, connect Ray, deploy; return once the app answers."""
+def start_server(root: ServeRoot, log: Callable[[str], Any] = lambda m: print(m, file=sys.stderr),
+                 on_ray_connected: Callable[[], Any] | None = None) -> RunningServer:
+    """Validate, load the checkpoint, connect Ray, deploy; return once the app answers.
+
+    ``on_ray_connected`` runs right after Ray is up (before deploying): the CLI installs its signal
+    handlers there, since ``ray.init`` replaces them and a stop signal may come during deployment."""
     import ray
 
     from aigc_synth.io.checkpoint import load_generator_from_bytes
@@ -86,6 +90,8 @@ def start_server(root: ServeRoot, log: Callable[[str], Any] = lambda m: print(m,
     if local:  # a local proxy would fail to bind later, inside Ray, with a less clear error
         _check_port_free(str(cfg.host), cfg.port)
     connect_ray(root.ray.address, root.ray.num_cpus)
+    if on_ray_connected is not None:
+        on_ray_connected()
     cluster = ray.cluster_resources()
     cpus, gpus = float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0))
     if cfg.num_gpus > 0 and gpus < cfg.num_gpus * cfg.num_replicas:
@@ -135,28 +141,25 @@ def _scene_model(cfg: ServeConfig) -> dict[str, Any]:
 def stop_server(*, shutdown_ray: bool = False, ray_terminating: bool = False) -> None:
     """Shut Serve down (controller, proxies, replicas); the Ray instance stays unless ``shutdown_ray``.
 
-    ``ray_terminating``: the local Ray this process started got the same SIGTERM as this process (a signal
-    to the process group: its GCS, raylet and autoscaler monitor are our children, in our group, and Ray
-    blocks only SIGINT in them). Their SIGTERM handlers begin a graceful shutdown that stalls, each waiting
-    on the others, so nothing can answer Serve's controller any more: ``serve.shutdown()`` would wait its
-    full 30 s and ``ray.shutdown()`` another ~8 s (5 s for the stalled raylet, then SIGTERM + 1 s + SIGKILL
-    per process). Serve's actors live in that Ray and go with it: SIGKILL its processes at once instead
-    (their workers exit when their raylet does). The caller should then exit without ``ray.shutdown()``
-    (``os._exit``), whose driver disconnect still waits 5 s for the dead raylet.
+    ``ray_terminating``: the local Ray that this process started is being stopped with it (``aigc-synth serve``
+    got SIGTERM). A SIGTERM to the process group also reaches that Ray's GCS, raylet and autoscaler monitor:
+    they are our children, in our group, and Ray blocks only SIGINT in them. Their SIGTERM handlers start a
+    graceful shutdown that stalls (measured: still alive 8 s later), and with it nothing answers Serve's
+    controller any more: ``serve.shutdown()`` waits its full 30 s, then ``ray.shutdown()`` ~8 s more (5 s for
+    the stalled raylet, then SIGTERM + 1 s + SIGKILL per process): 44 s to over a minute in all. Serve's actors
+    live in that Ray and go with it, so SIGKILL its processes at once instead (their workers exit with their
+    raylet). The caller should then leave with ``os._exit``: ``ray.shutdown()``, also the one ``atexit`` runs,
+    still spends 5 s on the driver's disconnect from the dead raylet.
     """
     import ray
     from ray import serve
-    import time as _t
-    t0 = _t.time()
 
     if ray_terminating:
-        node = ray._private.worker._global_node  # set by ray.init for the local instance it started
+        # the Node object of the instance ray.init started here (None when this process joined a cluster)
+        node = getattr(ray._private.worker, "_global_node", None)
         if node is not None:
-            node.kill_all_processes(check_alive=False, allow_graceful=False, wait=True)
-        print(f"DEBUG kill {_t.time()-t0:.1f}", file=sys.stderr, flush=True)
+            node.kill_all_processes(check_alive=False, allow_graceful=False, wait=True)  # SIGKILL, then reap
         return
     serve.shutdown()
-    print(f"DEBUG serve.shutdown {_t.time()-t0:.1f}", file=sys.stderr, flush=True)
     if shutdown_ray:
         ray.shutdown()
-    print(f"DEBUG ray.shutdown {_t.time()-t0:.1f}", file=sys.stderr, flush=True)
