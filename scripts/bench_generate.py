@@ -248,6 +248,9 @@ def main() -> None:
                                                                          resolution=gen.resolution, z_dim=gen.z_dim))
         res["null_pipeline"] = {f"{c} CPU": ray_job(str(null_ckpt), args.null_samples, tmp / f"null{c}", num_cpus=c)
                                 for c in (1, 2)}
+        # the GPU-node shape (encode + write as a CPU task stage), forced on here to see what it costs without a GPU
+        res["null_pipeline_cpu_stage_2_cpu"] = ray_job(str(null_ckpt), args.null_samples, tmp / "null_stage", num_cpus=2,
+                                                       extra=("resources.png_stage=true",))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     best_compute = max(res["compute_ceiling"], key=lambda c: c["img_per_s"])
@@ -273,6 +276,9 @@ def main() -> None:
         j["steady_img_per_s"] = steady_rate_from(j)
         print(f"null pipeline, {name}: steady {j['steady_img_per_s'] or float('nan'):8.1f} img/s "
               f"({j['img_per_s_without_ray_start']:.1f} without Ray start); ms/image {j['profile']['stage_ms_per_row']}")
+    stage = res["null_pipeline_cpu_stage_2_cpu"]
+    print(f"null pipeline, 2 CPU, encode + write as a CPU stage (the GPU-node shape): {stage['img_per_s_without_ray_start']:.1f} img/s "
+          f"without Ray start (in-actor: {res['null_pipeline']['2 CPU']['img_per_s_without_ray_start']:.1f})")
     print("writes, ms per 500-image shard folder:", res["writes_ms_per_500_image_shard"])
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2, default=float))

@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {"num_samples": args.num_samples, "shard_size": args.shard_size, "plain_loop_scenes_per_s": round(loop_rate, 1),
               "job_scenes_per_s_without_ray_start": steady, "job_scenes_per_s_with_ray_start": round(args.num_samples / total, 1),
               "job_over_loop": round(steady / loop_rate, 2), "actors": run["resources"]["actors"],
-              "cpus_per_actor": run["resources"]["cpus_per_actor"], "same_rows": loop_first == job_first}
+              "cpus_per_actor": run["resources"]["cpus_per_actor"], "same_rows": loop_first == job_first,
+              "profile_ms_per_scene": run["profile"]["stage_ms_per_row"], "actor_busy_share": run["profile"]["actor_busy_share"]}
     print(json.dumps(result, indent=2))
     return 0 if result["same_rows"] else 1
 

@@ -259,7 +259,7 @@ def test_export_refuses_bad_rows_and_writes_nothing(tmp_path):
         export_bdd100k(rows, tmp_path / "out")
     rows = _rows(3)
     rows[2]["image"] = b"not an image"
-    with pytest.raises(UsageError, match="image format"):
+    with pytest.raises(UsageError, match="unrecognised image encoding"):
         export_bdd100k(rows, tmp_path / "out")
     assert list(tmp_path.iterdir()) == []
     assert image_extension(b"RIFF\0\0\0\0WEBPVP8 ") == "webp"

@@ -21,18 +21,13 @@ dropping them silently would hide a mapping that throws most of the data away.
 
 from __future__ import annotations
 
-import io
 import json
 import math
-import os
-import shutil
-import tempfile
 from collections import Counter
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -40,6 +35,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from aigc_synth.config import CONF_DIR
+from aigc_synth.io.atomic import staged_directory as _staged
 from aigc_synth.errors import SchemaError, UsageError
 from aigc_synth.schema import DEFAULT_SCHEMA, ConditionSchema
 
@@ -346,40 +342,15 @@ class BDD100KDataset(Dataset):
 # ------------------------------------------------------------------------------------------------
 # writing
 # ------------------------------------------------------------------------------------------------
-@contextmanager
-def _staged(out_dir: Path) -> Iterator[Path]:
-    """A temporary directory beside ``out_dir``; on success its entries are moved into ``out_dir``
-    (same pattern as :mod:`aigc_synth.scenes.export`): a failed export leaves nothing behind."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out_dir.name}-", dir=out_dir.parent))
-    try:
-        yield tmp
-        out_dir.mkdir(exist_ok=True)
-        for f in sorted(tmp.iterdir()):
-            os.replace(f, out_dir / f.name)  # same filesystem: atomic per entry
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-_PIL_EXT = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "BMP": "bmp", "GIF": "gif", "TIFF": "tif"}
-
-
 def image_extension(data: bytes) -> str:
-    """File extension of encoded image bytes, from their magic number (PIL for anything else)."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return "png"
-    if data[:3] == b"\xff\xd8\xff":
-        return "jpg"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
+    """File extension of encoded image bytes (:func:`aigc_synth.io.image_export.image_extension`),
+    as a one-line UsageError for bytes that are no PNG, JPEG or WebP."""
+    from aigc_synth.io.image_export import image_extension as extension
+
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            fmt = im.format
-    except Exception:  # noqa: BLE001 - any decoder failure means "not an image"
-        fmt = None
-    if fmt not in _PIL_EXT:
-        raise UsageError(f"cannot tell the image format of {len(data)} bytes starting {data[:8]!r}")
-    return _PIL_EXT[fmt]
+        return extension(data)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _frame_attributes(conditions: Mapping[str, str], m: Mapping[str, Any],

@@ -15,9 +15,11 @@ import hashlib
 import json
 import os
 import re
+import shutil
+import tempfile
 import uuid
 from pathlib import Path, PurePath
-from typing import Any, Callable, Iterator, Mapping, Union
+from typing import Any, Callable, Iterator, Mapping, Sequence, Union
 
 from aigc_synth.errors import StorageError, first_line
 
@@ -367,3 +369,26 @@ class ObjectStore:
 
 
 Store = Union[LocalStore, ObjectStore]
+
+
+@contextlib.contextmanager
+def staged_directory(out_dir: str | os.PathLike, commit_order: Sequence[str] = ()) -> Iterator[Path]:
+    """For exports: yield a temporary directory beside ``out_dir``; on success its entries move into
+    ``out_dir`` (same filesystem: each entry, a whole folder included, atomically), the ones named in
+    ``commit_order`` last and in that order (the file whose presence means "complete"). On failure
+    nothing is left behind. ``out_dir`` must be absent or empty (FileExistsError): an export never
+    mixes with other files."""
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"{out} exists and is not an empty directory")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_MARKER}{out.name}-", dir=out.parent))
+    try:
+        yield tmp
+        out.mkdir(exist_ok=True)
+        names = sorted(p.name for p in tmp.iterdir())
+        for name in [n for n in names if n not in commit_order] + [n for n in commit_order if n in names]:
+            os.replace(tmp / name, out / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+

@@ -42,14 +42,11 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import tarfile
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-from aigc_synth.io.atomic import TMP_MARKER
+from aigc_synth.io.atomic import staged_directory as _staged
 
 #: Categories every COCO export lists, with fixed ids (so models trained on different exports agree).
 BASE_CATEGORIES: dict[str, int] = {"car": 1, "truck": 2}
@@ -103,27 +100,6 @@ def _fsync_write(path: Path, data: bytes) -> None:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
-
-
-@contextmanager
-def _staged(out_dir: Path, commit_order: Sequence[str] = ()) -> Iterator[Path]:
-    """A temporary directory beside ``out_dir``; on success its entries are moved into ``out_dir``.
-
-    Entries named in ``commit_order`` move last, in that order (the file whose presence means
-    "complete"). ``out_dir`` must be absent or empty: an export never mixes with other files.
-    """
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise FileExistsError(f"{out_dir} exists and is not an empty directory")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_MARKER}{out_dir.name}-", dir=out_dir.parent))
-    try:
-        yield tmp
-        out_dir.mkdir(exist_ok=True)
-        names = sorted(p.name for p in tmp.iterdir())
-        for name in [n for n in names if n not in commit_order] + [n for n in commit_order if n in names]:
-            os.replace(tmp / name, out_dir / name)  # same filesystem: atomic per entry (a whole folder at once)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _plain(obj: Any) -> Any:

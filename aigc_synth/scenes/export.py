@@ -22,13 +22,11 @@ so every vehicle lies at positive x; an agent's centre is at ``EGO_X + s``.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import shutil
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
+from aigc_synth.io.atomic import staged_directory as _staged
 from aigc_synth.scenes.format import EGO_LENGTH, EGO_WIDTH, LANE_WIDTH, Scene, SceneError, require_valid
 from aigc_synth.scenes.sumo import EGO_X, ROAD_LENGTH, SCENE_SUMO_OPTIONS, road_net, scene_routes_xml, scene_vehicle_ids
 
@@ -39,21 +37,6 @@ REAR_AXLE_FROM_CENTRE = 0.3
 WHEELBASE = 0.6
 OSC_MINOR_VERSION = 0  # OpenSCENARIO 1.0: what CARLA ScenarioRunner reads; esmini reads 1.0-1.3
 _EPOCH = dt.datetime(2000, 1, 1)  # fixed file-header date: the same scenes give the same bytes
-
-
-@contextmanager
-def _staged(out_dir: Path | str) -> Iterator[Path]:
-    """A temporary directory beside ``out_dir``; on success its files are moved into ``out_dir``."""
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))
-    try:
-        yield tmp
-        out.mkdir(exist_ok=True)
-        for f in sorted(tmp.iterdir()):
-            os.replace(f, out / f.name)  # same filesystem: atomic per file
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _road_name(scene: Scene) -> str:
