@@ -24,6 +24,7 @@ from omegaconf import MISSING
 from aigc_synth.errors import UsageError
 from aigc_synth.models.configs import (
     CGANConfig,
+    LayoutGANConfig,
     CVAEConfig,
     DCGANConfig,
     SceneARConfig,
@@ -39,7 +40,7 @@ class DataConfig:
     """Training data: the built-in procedural scenes, or a user's image folder plus labels CSV;
     for the traffic-scene families, a folder of scene Parquet files (``scenes``)."""
 
-    source: str = "procedural"  # procedural | folder | bdd100k
+    source: str = "procedural"  # procedural | folder | bdd100k | scenes (renders of data.scenes; layout families)
     folder: Optional[str] = None
     labels_csv: Optional[str] = None
     images: Optional[str] = None  # bdd100k: the image directory
@@ -218,7 +219,7 @@ def register_configs() -> None:
     cs.store(name="generate_schema", node=GenerateRoot)
     cs.store(name="serve_schema", node=ServeRoot)
     cs.store(name="evaluate_schema", node=EvaluateRoot)
-    for name, node in (("cgan_schema", CGANConfig), ("dcgan_schema", DCGANConfig), ("cvae_schema", CVAEConfig),
+    for name, node in (("cgan_schema", CGANConfig), ("layout_gan_schema", LayoutGANConfig), ("dcgan_schema", DCGANConfig), ("cvae_schema", CVAEConfig),
                        ("scene_ar_schema", SceneARConfig), ("scene_marginal_schema", SceneMarginalConfig),
                        ("scene_random_schema", SceneRandomConfig)):
         cs.store(group="model", name=name, node=node)

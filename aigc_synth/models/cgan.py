@@ -131,11 +131,11 @@ class ProjectionDiscriminator(nn.Module):
     """
 
     def __init__(self, cardinalities: Sequence[int], resolution: int = 64, base_channels: int = 32,
-                 aux_head: bool = False):
+                 aux_head: bool = False, in_channels: int = 3):
         super().__init__()
         n_down = _num_upsamplings(resolution)
         chans = [base_channels * 2**i for i in range(n_down)]
-        layers: list[nn.Module] = [spectral_norm(nn.Conv2d(3, chans[0], 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
+        layers: list[nn.Module] = [spectral_norm(nn.Conv2d(in_channels, chans[0], 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
         for i in range(n_down - 1):
             layers += [spectral_norm(nn.Conv2d(chans[i], chans[i + 1], 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
         layers += [MinibatchStdDev(), spectral_norm(nn.Conv2d(chans[-1] + 1, chans[-1], 3, padding=1)), nn.LeakyReLU(0.2)]

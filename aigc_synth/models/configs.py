@@ -45,6 +45,26 @@ class CGANConfig(ImageModelConfig):
 
 
 @dataclass
+class LayoutGANConfig(ImageModelConfig):
+    """The layout-conditioned GAN (default image family): SPADE-modulated generator fed a scene's
+    rasterised layout, projection discriminator on image ⊕ layout, hinge loss, EMA. No DiffAugment:
+    the renderer yields unlimited real images, and its cutout leaked grey rectangles into the cGAN."""
+
+    family: str = "layout_gan"
+    loss: str = "hinge"
+    embed_dim: int = 64
+    spade_hidden: int = 32
+    ema_decay: float = 0.999
+    ema_start: int = 200
+    diffaugment: bool = False
+    mode_seeking: float = 0.1  # MSGAN term: two latents, same condition and layout, must differ
+    aux_class_weight: float = 0.2  # AC-GAN head on weather / time / traffic (0 = off)
+    # matching-aware discriminator (Reed et al. 2016): real images paired with another sample's
+    # layout count as fake, so D must check that vehicles sit where the layout says
+    layout_mismatch_weight: float = 0.5
+
+
+@dataclass
 class DCGANConfig(ImageModelConfig):
     """The founding document's DCGAN recipe, conditional by concatenation: BCE, Adam β1 0.5, z of 100."""
 

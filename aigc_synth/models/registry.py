@@ -14,11 +14,12 @@ from typing import Any, Callable, Sequence
 from torch import nn
 
 from aigc_synth.models.cgan import CondGenerator, ProjectionDiscriminator
-from aigc_synth.models.configs import CGANConfig, CVAEConfig, DCGANConfig, ImageModelConfig
+from aigc_synth.models.configs import CGANConfig, CVAEConfig, DCGANConfig, ImageModelConfig, LayoutGANConfig
 from aigc_synth.models.cvae import CVAEDecoder, CVAEEncoder
 from aigc_synth.models.dcgan import DCGANDiscriminator, DCGANGenerator
+from aigc_synth.models.layout_gan import LayoutDiscriminator, LayoutGenerator
 from aigc_synth.models.null import NullGenerator
-from aigc_synth.training.steps import gan_step, vae_step
+from aigc_synth.training.steps import gan_step, layout_gan_step, vae_step
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class Family:
       from; every other key (learning rates, loss weights) may change between runs.
     * ``train_step(ctx, real, codes) → {name: scalar}``: one optimisation step.
     * ``joint_optimizer``: True when one optimiser trains both networks (the VAE).
+    * ``layout``: True when the generator takes a scene layout, ``G(z, codes, layout)``, and its
+      training data are scene renders (``data.source=scenes``).
     """
 
     name: str
@@ -42,6 +45,7 @@ class Family:
     arch_keys: tuple[str, ...]
     train_step: Callable[..., dict[str, Any]]
     joint_optimizer: bool = False
+    layout: bool = False
 
 
 def _not_trainable(*_: Any) -> dict[str, Any]:
@@ -54,6 +58,11 @@ FAMILIES: dict[str, Family] = {
                    critic_keys=("resolution", "d_base_channels", "aux_class_weight"),
                    arch_keys=("resolution", "z_dim", "base_channels", "d_base_channels", "embed_dim"),
                    train_step=gan_step),
+    "layout_gan": Family("layout_gan", LayoutGANConfig, LayoutGenerator, LayoutDiscriminator,
+                         generator_keys=("resolution", "z_dim", "base_channels", "embed_dim", "spade_hidden"),
+                         critic_keys=("resolution", "d_base_channels", "aux_class_weight"),
+                         arch_keys=("resolution", "z_dim", "base_channels", "d_base_channels", "embed_dim", "spade_hidden"),
+                         train_step=layout_gan_step, layout=True),
     "dcgan": Family("dcgan", DCGANConfig, DCGANGenerator, DCGANDiscriminator,
                     generator_keys=("resolution", "z_dim", "base_channels"), critic_keys=("resolution", "d_base_channels"),
                     arch_keys=("resolution", "z_dim", "base_channels", "d_base_channels"), train_step=gan_step),

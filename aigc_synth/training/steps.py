@@ -107,3 +107,52 @@ def vae_step(ctx: TrainContext, real: torch.Tensor, codes: torch.Tensor) -> dict
     loss_total.backward()
     ctx.opt_g.step()
     return {"loss_rec": loss_rec, "loss_kl": loss_kl}
+
+
+
+def layout_gan_step(ctx: TrainContext, real: torch.Tensor, codes: torch.Tensor, layout: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One discriminator then one generator update of the layout-conditioned GAN.
+
+    The discriminator sees (image, codes, layout). Besides real vs generated it gets real images
+    paired with a *rolled* layout (the next sample's) as fakes, weighted by
+    ``cfg.layout_mismatch_weight``: a discriminator that ignored the layout could not reject them,
+    so the generator is pushed to put vehicles where the layout says. The MSGAN term pairs two
+    latents under the same condition and layout (the fakes' second half repeats the first half's).
+    """
+    G, D, cfg = ctx.G, ctx.D, ctx.cfg
+    B = real.shape[0]
+    half = B // 2 if cfg.mode_seeking > 0 else 0
+    z = torch.randn(B, G.z_dim)
+    codes_g = torch.cat([codes[:half], codes[:half], codes[2 * half:]]) if half else codes
+    layout_g = torch.cat([layout[:half], layout[:half], layout[2 * half:]]) if half else layout
+    with torch.no_grad():
+        fake = G(z, codes_g, layout_g)
+    use_aux = cfg.aux_class_weight > 0
+    if use_aux:  # the auxiliary classifier learns from real images only
+        real_logits, real_class_logits = D(real, codes, layout, return_aux=True)
+    else:
+        real_logits = D(real, codes, layout)
+    fake_logits = D(fake, codes_g, layout_g)
+    loss_d = d_loss_fn(cfg.loss, real_logits, fake_logits)
+    if cfg.layout_mismatch_weight > 0:
+        wrong = D(real, codes, torch.roll(layout, 1, dims=0))
+        loss_d = loss_d + cfg.layout_mismatch_weight * F.relu(1 + wrong).mean()
+    if use_aux:
+        loss_d = loss_d + aux_class_loss(real_class_logits, codes)
+    ctx.opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    ctx.opt_d.step()
+
+    fake = G(z, codes_g, layout_g)
+    if use_aux:
+        logits_g, class_logits = D(fake, codes_g, layout_g, return_aux=True)
+        loss_g = g_loss_fn(cfg.loss, logits_g) + cfg.aux_class_weight * aux_class_loss(class_logits, codes_g)
+    else:
+        loss_g = g_loss_fn(cfg.loss, D(fake, codes_g, layout_g))
+    if half:
+        ratio = (fake[:half] - fake[half:2 * half]).abs().mean() / (z[:half] - z[half:2 * half]).abs().mean()
+        loss_g = loss_g + cfg.mode_seeking / (ratio + 1e-5)
+    ctx.opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    ctx.opt_g.step()
+    return {"loss_d": loss_d, "loss_g": loss_g, "d_real": real_logits.mean(), "d_fake": fake_logits.mean()}

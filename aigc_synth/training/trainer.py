@@ -29,6 +29,8 @@ from tqdm import tqdm
 
 from aigc_synth.config import DataConfig, TrainConfig
 from aigc_synth.data.datasets import FolderDataset, ProceduralDrivingDataset
+from aigc_synth.data.scene_images import SceneImageDataset
+from aigc_synth.data.scene_render import render_scene
 from aigc_synth.errors import UsageError
 from aigc_synth.io.checkpoint import TRAIN_STATE_FORMAT, CheckpointError, export_generator, load_checkpoint, save_checkpoint
 from aigc_synth.models.configs import ImageModelConfig
@@ -60,6 +62,14 @@ def make_training_data(data: DataConfig, model: ImageModelConfig, schema: Condit
         if not data.folder or not data.labels_csv:
             raise ValueError("data.source=folder needs data.folder and data.labels_csv")
         return FolderDataset(data.folder, data.labels_csv, schema=schema, resolution=model.resolution)
+    if data.source == "scenes":
+        from aigc_synth.scenes.dataset import read_scenes
+
+        if not data.scenes:
+            raise UsageError("data.source=scenes needs data.scenes (a directory of scene Parquet: a scene job's output)")
+        scenes = read_scenes(data.scenes)
+        print(f"scenes: {len(scenes)} from {data.scenes}")
+        return SceneImageDataset(scenes, seed=train.seed, resolution=model.resolution, schema=schema)
     if data.source == "bdd100k":
         from aigc_synth.data.bdd100k import BDD100KDataset, format_skipped
 
@@ -68,7 +78,7 @@ def make_training_data(data: DataConfig, model: ImageModelConfig, schema: Condit
         ds = BDD100KDataset(data.images, data.labels, schema, model.resolution, mapping=data.bdd100k_mapping)
         print(f"bdd100k: {len(ds)} frames, {format_skipped(ds.skipped)}")  # a mapping that drops most frames shows here
         return ds
-    raise UsageError(f"unknown data.source {data.source!r}; use 'procedural', 'folder' or 'bdd100k'")
+    raise UsageError(f"unknown data.source {data.source!r}; use 'procedural', 'folder', 'bdd100k' or 'scenes'")
 
 
 @torch.no_grad()
@@ -84,6 +94,38 @@ def sample_grid(generator: torch.nn.Module, schema: ConditionSchema, columns: in
         rows.append(to_uint8(generator(z, codes)))
     generator.train(was_training)
     grid = np.stack(rows)  # (rows, cols, R, R, 3)
+    n_rows, n_cols, r = grid.shape[0], grid.shape[1], grid.shape[2]
+    return grid.transpose(0, 2, 1, 3, 4).reshape(n_rows * r, n_cols * r, 3)
+
+
+@torch.no_grad()
+def layout_sample_grid(generator: torch.nn.Module, data, rows: int = 15, columns: int = GRID_COLUMNS, seed: int = 1234) -> np.ndarray:
+    """Layout models: row ``r`` = weather × time combination ``r`` on one real scene of ``data``
+    (the first column is that scene rendered for real), the other columns share a latent each."""
+    schema = data.schema
+    combos = [c for c in schema.combinations()]
+    picked, seen = [], set()
+    for c in combos:  # one row per weather × time pair (traffic comes from the scene)
+        key = (c["weather"], c["time_of_day"])
+        if key not in seen:
+            seen.add(key)
+            picked.append(c)
+    picked = picked[:rows]
+    z = latents_for_seeds(np.arange(columns - 1) + seed, generator.z_dim)
+    was_training = generator.training
+    generator.eval()
+    out = []
+    for r, cond in enumerate(picked):
+        item = data.batch([r * 7919])
+        codes = item["codes"][0].clone()
+        codes[schema.names.index("weather")] = schema.factors[schema.names.index("weather")][1].index(cond["weather"])
+        codes[schema.names.index("time_of_day")] = schema.factors[schema.names.index("time_of_day")][1].index(cond["time_of_day"])
+        k = int(item["scene_index"][0])
+        real = render_scene(data.scenes[k], cond["weather"], cond["time_of_day"], 7, data.resolution).image
+        fake = to_uint8(generator(z, codes[None].expand(columns - 1, -1), item["layout"].expand(columns - 1, -1, -1, -1)))
+        out.append(np.concatenate([real[None], fake]))
+    generator.train(was_training)
+    grid = np.stack(out)
     n_rows, n_cols, r = grid.shape[0], grid.shape[1], grid.shape[2]
     return grid.transpose(0, 2, 1, 3, 4).reshape(n_rows * r, n_cols * r, 3)
 
@@ -149,6 +191,9 @@ def train(train_cfg: TrainConfig, model_cfg: ImageModelConfig, data_cfg: DataCon
         torch.set_num_threads(train_cfg.threads)
     torch.manual_seed(train_cfg.seed)
     data = make_training_data(data_cfg, model_cfg, schema, train_cfg)
+    if family.layout != isinstance(data, SceneImageDataset):
+        raise UsageError(f"model.family={family.name} " + ("needs data.source=scenes (it is conditioned on scene layouts)" if family.layout
+                         else "cannot train on data.source=scenes (it takes no layout; use model=layout_gan)"))
     params = asdict(model_cfg)
     G = build_generator(model_cfg.family, schema.cardinalities, **params)
     D = build_discriminator(model_cfg.family, schema.cardinalities, **params)
@@ -193,7 +238,8 @@ def train(train_cfg: TrainConfig, model_cfg: ImageModelConfig, data_cfg: DataCon
                                "data": asdict(data_cfg), "train_seconds_this_run": round(elapsed, 1)})
 
     def save_grid(step: int) -> None:
-        grid = sample_grid(G_ema if G_ema is not None else G, schema)
+        net = G_ema if G_ema is not None else G
+        grid = layout_sample_grid(net, data) if family.layout else sample_grid(net, schema)
         tmp = out / "samples" / f".tmp-step_{step:06d}.png"
         Image.fromarray(grid).save(tmp)
         os.replace(tmp, out / "samples" / f"step_{step:06d}.png")
@@ -207,7 +253,8 @@ def train(train_cfg: TrainConfig, model_cfg: ImageModelConfig, data_cfg: DataCon
         for step in bar:
             t_step = time.time()
             batch = data.batch(range(step * B, (step + 1) * B))
-            scalars = family.train_step(ctx, _to_unit(batch["image"]), batch["codes"])
+            extra = {"layout": batch["layout"]} if family.layout else {}
+            scalars = family.train_step(ctx, _to_unit(batch["image"]), batch["codes"], **extra)
             if G_ema is not None:
                 ema_update(G_ema, G, 0.0 if step < model_cfg.ema_start else model_cfg.ema_decay)
             done = step + 1

@@ -1,0 +1,124 @@
+"""Layout-conditioned GAN: images that put vehicles where a scene's layout says.
+
+* Generator: ``z`` + condition embedding (weather, time of day, traffic) as a global style, and
+  the rasterised layout (:mod:`aigc_synth.data.layout`) injected at **every** resolution by
+  SPADE-style modulation (Park et al. 2019): each level normalises its features (BatchNorm without
+  affine) and rescales them per pixel by ``1 + γ(layout) + γ(style)`` and shifts by
+  ``β(layout) + β(style)``. The style path carries ``z``, so ``z`` decides colours, lighting and
+  texture everywhere while the layout decides geometry; a per-level noise map (scaled by a learned
+  per-channel weight, StyleGAN's noise inputs) adds the pixel-level variety a fixed layout would
+  otherwise freeze.
+* Discriminator: the spectral-norm projection discriminator of :mod:`aigc_synth.models.cgan`, fed
+  the image **and** the layout as extra input channels, so a vehicle drawn where the layout has none
+  (or missing where it has one) is something it can see.
+
+Both are plain modules: ``cardinalities`` and sizes in, no config objects. The generator's noise
+maps come from a generator seeded by ``z`` itself, so an image stays a pure function of
+``(z, codes, layout)`` (what per-sample seeding in jobs relies on).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from aigc_synth.models.cgan import FactorEmbedding, ProjectionDiscriminator, _num_upsamplings
+
+#: Number of layout channels (:data:`aigc_synth.data.layout.LAYOUT_CHANNELS`), fixed by the format.
+LAYOUT_CHANNELS = 6
+
+
+class SPADENorm(nn.Module):
+    """BatchNorm (no affine) modulated per pixel by the layout and per sample by the style."""
+
+    def __init__(self, channels: int, style_dim: int, layout_channels: int, hidden: int):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels, affine=False)
+        self.shared = nn.Sequential(nn.Conv2d(layout_channels, hidden, 3, padding=1), nn.ReLU())
+        self.gamma = nn.Conv2d(hidden, channels, 3, padding=1)
+        self.beta = nn.Conv2d(hidden, channels, 3, padding=1)
+        self.style = nn.Linear(style_dim, 2 * channels)
+        for layer in (self.gamma, self.beta, self.style):  # start as plain BatchNorm
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
+        lay = F.interpolate(layout, size=x.shape[-2:], mode="area") if layout.shape[-1] != x.shape[-1] else layout
+        h = self.shared(lay)
+        g_s, b_s = self.style(style)[:, :, None, None].chunk(2, dim=1)
+        return self.bn(x) * (1 + self.gamma(h) + g_s) + self.beta(h) + b_s
+
+
+class _LayoutBlock(nn.Module):
+    """×2 nearest upsampling, 3×3 conv, noise, SPADE norm, ReLU."""
+
+    def __init__(self, c_in: int, c_out: int, style_dim: int, layout_channels: int, hidden: int):
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+        self.noise_weight = nn.Parameter(torch.zeros(1, c_out, 1, 1))
+        self.norm = SPADENorm(c_out, style_dim, layout_channels, hidden)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor, layout: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        x = self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+        x = x + self.noise_weight * noise
+        return F.relu(self.norm(x, style, layout))
+
+
+class LayoutGenerator(nn.Module):
+    """z (B, z_dim) + codes (B, F) + layout (B, L, R, R) → image (B, 3, R, R) in [-1, 1].
+
+    Widths halve per level from ``base_channels * 2**(levels - 1)`` at 4×4 (the cGAN's schedule)
+    down to ``base_channels / 2`` at full resolution, where a last block sees the layout at pixel
+    precision before the RGB conv.
+    """
+
+    def __init__(self, cardinalities: Sequence[int], resolution: int = 64, z_dim: int = 64,
+                 base_channels: int = 32, embed_dim: int = 64, layout_channels: int = LAYOUT_CHANNELS,
+                 spade_hidden: int = 32):
+        super().__init__()
+        n_up = _num_upsamplings(resolution)
+        self.z_dim, self.resolution, self.layout_channels = z_dim, resolution, layout_channels
+        self.embed = FactorEmbedding(cardinalities, embed_dim)
+        chans = [base_channels * 2 ** (n_up - 1 - i) for i in range(n_up)] + [max(base_channels // 2, 8)]
+        self.chans = chans
+        style_dim = embed_dim + z_dim
+        self.stem = nn.Linear(style_dim, 4 * 4 * chans[0])
+        self.stem_norm = SPADENorm(chans[0], style_dim, layout_channels, spade_hidden)
+        # the SPADE hidden width shrinks at high resolution, where its convs dominate the cost
+        self.blocks = nn.ModuleList(
+            _LayoutBlock(chans[i], chans[i + 1], style_dim, layout_channels, spade_hidden if i < n_up - 2 else spade_hidden // 2)
+            for i in range(n_up))
+        self.to_rgb = nn.Conv2d(chans[-1], 3, 3, padding=1)
+
+    def _noise(self, z: torch.Tensor) -> list[torch.Tensor]:
+        """Per-sample noise maps for every level, drawn from a generator seeded by that sample's z."""
+        maps = []
+        for b in range(z.shape[0]):
+            seed = int((z[b, :4].double() * 1e6).abs().sum().item()) % (2**62)  # a pure function of z
+            g = torch.Generator().manual_seed(seed)
+            maps.append([torch.randn(1, 1, 8 * 2**i, 8 * 2**i, generator=g) for i in range(len(self.blocks))])
+        return [torch.cat([m[i] for m in maps]).to(z.device) for i in range(len(self.blocks))]
+
+    def forward(self, z: torch.Tensor, codes: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
+        style = torch.cat([self.embed(codes), z], dim=1)
+        x = self.stem(style).view(z.shape[0], self.chans[0], 4, 4)
+        x = F.relu(self.stem_norm(x, style, layout))
+        for block, noise in zip(self.blocks, self._noise(z)):
+            x = block(x, style, layout, noise)
+        return torch.tanh(self.to_rgb(x))
+
+
+class LayoutDiscriminator(nn.Module):
+    """(image, codes, layout) → logit (B,): the projection discriminator on image ⊕ layout channels."""
+
+    def __init__(self, cardinalities: Sequence[int], resolution: int = 64, base_channels: int = 32,
+                 aux_head: bool = False, layout_channels: int = LAYOUT_CHANNELS):
+        super().__init__()
+        self.net = ProjectionDiscriminator(cardinalities, resolution, base_channels, aux_head=aux_head,
+                                           in_channels=3 + layout_channels)
+
+    def forward(self, x: torch.Tensor, codes: torch.Tensor, layout: torch.Tensor, return_aux: bool = False):
+        return self.net(torch.cat([x, layout * 2 - 1], dim=1), codes, return_aux=return_aux)
