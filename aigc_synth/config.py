@@ -117,6 +117,10 @@ class JobConfig:
     image_format: str = "png"  # png | jpeg | webp: how every image is encoded (Parquet bytes and files)
     image_quality: int = 90  # jpeg / webp quality (1-100); ignored for png
     checkpoint: Optional[str] = None  # None = the bundled default generator
+    # layout-conditioned checkpoints only: the scenes to render (a scene job's output_dir or a folder of
+    # scene Parquet; sample i shows scene i mod n); None = sample them with scene_checkpoint
+    scenes: Optional[str] = None
+    scene_checkpoint: Optional[str] = None  # None = the bundled scene model
     schema: dict[str, Any] = field(default_factory=dict)  # optional: if non-empty, must equal the checkpoint's schema
     resolution: Optional[int] = None  # optional: must equal the checkpoint's resolution if given
     plan: PlanConfig = field(default_factory=PlanConfig)

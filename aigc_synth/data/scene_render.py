@@ -360,23 +360,43 @@ def render_scene(scene: Scene, weather: str, time_of_day: str, seed: int, size: 
     img += (noise[..., None] - np.float32(0.5)) * np.float32(0.03)  # mild sensor noise
     image = (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
-    # ---- boxes and visibility (exact rectangle geometry, same painter's order) ---------------------
+    boxes = scene_boxes(scene, W)
+    return RenderedScene(image=image, boxes=boxes.boxes, agents=boxes.agents, visible=boxes.visible, labels=boxes.labels,
+                         weather=weather, time_of_day=time_of_day, seed=int(seed))
+
+
+@dataclass
+class SceneBoxes:
+    """The labels of a scene's image without its pixels: ``boxes`` float32 (n, 4) x0, y0, x1, y1
+    clipped to the image, ``agents`` int64 (n,) ascending, ``visible`` float32 (n,) in (0, 1],
+    ``labels`` the agents' kinds (see the module docstring)."""
+
+    boxes: np.ndarray
+    agents: np.ndarray
+    visible: np.ndarray
+    labels: list[str]
+
+
+def scene_boxes(scene: Scene, size: int = 64) -> SceneBoxes:
+    """The boxes :func:`render_scene` returns for ``scene`` at ``size`` (geometry only: they never
+    depend on weather, time or seed), without rendering. Layout-conditioned generators label their
+    images with these."""
+    W = H = int(size)
+    vehicles = _project(scene, W)
     rects = np.array([v.box for v in vehicles], np.float64).reshape(-1, 4)
     found = []
-    for n_, v in enumerate(vehicles):
+    for n_, v in enumerate(vehicles):  # same painter's order as the renderer
         x0, y0, x1, y1 = v.box
         clip = (max(x0, 0.0), max(y0, 0.0), min(x1, float(W)), min(y1, float(H)))
         vis = _uncovered_area(clip, rects[n_ + 1:]) / ((x1 - x0) * (y1 - y0))
         if vis > 0:
             found.append((v.index, clip, vis, v.kind))
     found.sort()
-    return RenderedScene(
-        image=image,
+    return SceneBoxes(
         boxes=np.array([c for _, c, _, _ in found], np.float32).reshape(-1, 4),
         agents=np.array([i for i, _, _, _ in found], np.int64),
         visible=np.array([vis for _, _, vis, _ in found], np.float32),
         labels=[kind for _, _, _, kind in found],
-        weather=weather, time_of_day=time_of_day, seed=int(seed),
     )
 
 

@@ -83,7 +83,15 @@ GATE_COLUMNS = {"gate_confidence": (pa.float32(), "float32"), "gate_attempts": (
                 "gate_passed": (pa.bool_(), "bool")}
 
 
-def arrow_schema(factor_names: Sequence[str], gate: bool = False) -> pa.Schema:
+#: ``boxes`` of layout-conditioned image rows: one struct per visible vehicle, pixels (x right, y
+#: down, clipped to the image), the agent's index in its scene, its kind and visible fraction.
+BOX_TYPE = pa.struct([pa.field("x0", pa.float32()), pa.field("y0", pa.float32()), pa.field("x1", pa.float32()),
+                      pa.field("y1", pa.float32()), pa.field("agent", pa.int32()), pa.field("label", pa.string()),
+                      pa.field("visible", pa.float32())])
+BOXES_TYPE = pa.list_(BOX_TYPE)
+
+
+def arrow_schema(factor_names: Sequence[str], gate: bool = False, boxes: bool = False) -> pa.Schema:
     """Shard schema, with the Hugging Face features JSON so ``datasets`` decodes ``image`` as Image."""
     fields = [pa.field("sample_id", pa.int64()), pa.field("seed", pa.int64())]
     fields += [pa.field(name, pa.string()) for name in factor_names]
@@ -96,6 +104,12 @@ def arrow_schema(factor_names: Sequence[str], gate: bool = False) -> pa.Schema:
     if gate:
         fields += [pa.field(name, typ) for name, (typ, _) in GATE_COLUMNS.items()]
         features.update({name: {"dtype": hf, "_type": "Value"} for name, (_, hf) in GATE_COLUMNS.items()})
+    if boxes:  # layout-conditioned jobs: the scene each image shows and its vehicles' boxes
+        fields += [pa.field("scene_id", pa.int64()), pa.field("boxes", BOXES_TYPE)]
+        features["scene_id"] = {"dtype": "int64", "_type": "Value"}
+        features["boxes"] = [{k: {"dtype": d, "_type": "Value"} for k, d in
+                              (("x0", "float32"), ("y0", "float32"), ("x1", "float32"), ("y1", "float32"), ("agent", "int32"),
+                               ("label", "string"), ("visible", "float32"))}]
     return pa.schema(fields, metadata={b"huggingface": json.dumps({"info": {"features": features}}).encode()})
 
 

@@ -50,6 +50,10 @@ class ResolvedJob:
     gate: dict[str, Any] | None = None  # the condition-fidelity gate, resolved (None: off)
     image_format: str = DEFAULT_IMAGE_FORMAT  # png | jpeg | webp: the encoding of every image (Parquet and files)
     image_quality: int = DEFAULT_IMAGE_QUALITY  # jpeg / webp quality, 1-100 (unused for png)
+    layout: bool = False  # a layout-conditioned generator: each sample renders a scene (aigc_synth.sampling.layout)
+    scenes: str | None = None  # layout jobs: the given scenes' directory (None: sampled by the scene model)
+    scene_checkpoint: str | None = None  # layout jobs without scenes: the scene model's checkpoint
+    scene_model_id: str | None = None
     job_spec: dict[str, Any] = field(default_factory=dict)
 
 
@@ -185,6 +189,46 @@ def _scene_model(job, formats: list[str]) -> _Model:
     return _Model(ckpt_path, gen.model_id, gen.family, config, scene_schema(gen.traffic, gen.lanes), 0)
 
 
+def _layout_scenes(job, model: _Model) -> dict[str, Any]:
+    """The scene source of a layout-conditioned image job, checked in the driver."""
+    from aigc_synth.models.registry import get_family
+
+    if not get_family(model.family).layout:
+        if job.scenes or job.scene_checkpoint:
+            raise JobSpecError(f"job.scenes / job.scene_checkpoint need a layout-conditioned checkpoint; {model.path} is a "
+                               f"{model.family} model, which takes no layout")
+        return {}
+    if job.scenes:
+        from aigc_synth.scenes.dataset import read_scenes
+        from aigc_synth.scenes.format import SceneError
+
+        path = Path(job.scenes).expanduser()
+        if not path.exists():
+            raise JobSpecError(f"job.scenes: no such directory {path}")
+        try:
+            scenes = read_scenes(path)
+        except SceneError as exc:
+            raise JobSpecError(f"job.scenes: {exc}") from None
+        if not scenes:
+            raise JobSpecError(f"job.scenes: {path} holds no scene Parquet files (run a scene job first: job=scenes)")
+        traffic = set(model.schema.values("traffic"))
+        bad = sorted({s.traffic for s in scenes} - traffic)
+        if bad:
+            raise JobSpecError(f"job.scenes: traffic levels {bad} are not in the model's schema {sorted(traffic)}")
+        return {"layout": True, "scenes": str(path.absolute())}
+    from aigc_synth.scenes.generators import load_scene_generator, resolve_scene_checkpoint
+
+    scene_ckpt = resolve_scene_checkpoint(job.scene_checkpoint)
+    try:
+        gen = load_scene_generator(scene_ckpt)
+    except CheckpointError as exc:
+        raise JobSpecError(f"job.scene_checkpoint: {exc}") from None
+    missing = sorted(set(model.schema.values("traffic")) - set(gen.traffic))
+    if missing:
+        raise JobSpecError(f"job.scene_checkpoint {scene_ckpt} cannot sample traffic {missing} (trained on {list(gen.traffic)})")
+    return {"layout": True, "scene_checkpoint": str(scene_ckpt.absolute()), "scene_model_id": gen.model_id}
+
+
 def _scene_plan(plan: dict[str, Any]) -> dict[str, Any]:
     """Lane counts are schema values (strings); accept ``num_lanes: [3, 4]`` as users write it."""
     plan = dict(plan)
@@ -201,6 +245,9 @@ def validate_job(cfg: GenerateRoot) -> ResolvedJob:
         raise JobSpecError(f"job.sampler must be 'image' or 'scenes', got {job.sampler!r}")
     model = _scene_model(job, formats) if job.sampler == "scenes" else _image_model(job)
     ckpt_path, schema = model.path, model.schema
+    if job.sampler == "scenes" and (job.scenes or job.scene_checkpoint):
+        raise JobSpecError("job.scenes / job.scene_checkpoint are for image jobs of a layout-conditioned model; a scene job samples scenes with job.checkpoint")
+    layout = _layout_scenes(job, model) if job.sampler == "image" else {}
     if job.schema:
         try:
             schema.check_compatible(ConditionSchema.from_dict(job.schema))
@@ -222,13 +269,15 @@ def validate_job(cfg: GenerateRoot) -> ResolvedJob:
         checkpoint=str(ckpt_path.absolute()), model_id=model.model_id, schema=schema.to_dict(),
         family=model.family, model_config=model.model_config,
         resolution=model.resolution, batch_size=res.batch_size, compute_batch=job.compute_batch, sampler=job.sampler, gate=gate,
-        image_format=job.image_format, image_quality=job.image_quality,
+        image_format=job.image_format, image_quality=job.image_quality, **layout,
     )
     resolved.job_spec = {"name": job.name, **({"sampler": job.sampler} if job.sampler != "image" else {}), "num_samples": job.num_samples, "seed": job.seed, "shard_size": job.shard_size,
                          "compute_batch": job.compute_batch,
                          "formats": formats, "plan": plan_dict, "checkpoint": resolved.checkpoint}
     if job.image_format != DEFAULT_IMAGE_FORMAT:  # only then, so png jobs keep their fingerprints and manifest bytes
         resolved.job_spec.update(image_format=job.image_format, image_quality=job.image_quality)
+    if layout:  # only for layout models, so other jobs keep their fingerprints
+        resolved.job_spec.update({k: v for k, v in layout.items() if k in ("scenes", "scene_model_id")})
     if gate is not None:  # only when on, so ungated jobs keep their fingerprints
         resolved.job_spec["gate"] = {k: gate[k] for k in ("max_tries", "min_confidence", "classifier_id")}
     try:

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 
-from aigc_synth.io.shards import GATE_COLUMNS, IMAGE_FILE_EXTENSIONS, IMAGE_TYPE, arrow_schema, png_filename, png_reldir
+from aigc_synth.io.shards import BOXES_TYPE, GATE_COLUMNS, IMAGE_FILE_EXTENSIONS, IMAGE_TYPE, arrow_schema, png_filename, png_reldir
 from aigc_synth.sampling.base import EncodedShard, SampleBatch, SamplerKind
 from aigc_synth.sampling.plan import ConditionPlan
 from aigc_synth.sampling.seeds import attempt_seeds
@@ -37,6 +37,7 @@ class ImageEncoder:
         # .get: a job dict resolved before formats existed means png, as it did then
         self.image_format, self.image_quality = job.get("image_format", "png"), int(job.get("image_quality", 90))
         self.ext = IMAGE_FILE_EXTENSIONS[self.image_format]
+        self.layout = bool(job.get("layout"))
 
     def __call__(self, batch: SampleBatch, shard: int, formats: Sequence[str]) -> EncodedShard:
         from aigc_synth.sampling.sampler import encode_image
@@ -58,7 +59,10 @@ class ImageEncoder:
         columns["model_id"] = pa.array([self.model_id] * n, pa.string())
         if self.gated:
             columns.update({name: pa.array(batch.columns[name], typ) for name, (typ, _) in GATE_COLUMNS.items()})
-        table = pa.Table.from_pydict(columns, schema=arrow_schema(self.schema.names, gate=self.gated))
+        if self.layout:
+            columns["scene_id"] = pa.array(batch.columns["scene_id"], pa.int64())
+            columns["boxes"] = pa.array(list(batch.columns["boxes"]), BOXES_TYPE)
+        table = pa.Table.from_pydict(columns, schema=arrow_schema(self.schema.names, gate=self.gated, boxes=self.layout))
         return EncodedShard(table=table, files=list(zip(names, data)))
 
 
@@ -75,13 +79,19 @@ class ImageSampler:
             raise RuntimeError("checkpoint bytes shipped to the actor do not match the validated model id")
         self.plan = job_plan(job)
         self.encode = ImageEncoder(job)
+        self.scene_source = None
+        if job.get("layout"):
+            from aigc_synth.sampling.layout import SceneSource
 
-    def images(self, codes: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+            self.scene_source = SceneSource(job)
+
+    def images(self, codes: np.ndarray, seeds: np.ndarray, layouts: np.ndarray | None = None) -> np.ndarray:
         """uint8 images, ``job.batch_size`` rows per call (never changes the bytes)."""
         from aigc_synth.sampling.sampler import generate_images
 
         step = self.job["batch_size"]
-        parts = [generate_images(self.gen, codes[i:i + step], seeds[i:i + step], self.device, self.job["compute_batch"])
+        parts = [generate_images(self.gen, codes[i:i + step], seeds[i:i + step], self.device, self.job["compute_batch"],
+                                 layouts=None if layouts is None else layouts[i:i + step])
                  for i in range(0, len(codes), step)]
         return np.concatenate(parts) if parts else np.zeros((0, self.gen.resolution, self.gen.resolution, 3), np.uint8)
 
@@ -90,9 +100,15 @@ class ImageSampler:
         codes = self.plan.codes_for(ids)
         seeds = attempt_seeds(self.job["seed"], ids, attempt)
         columns: dict[str, np.ndarray] = {"seed": seeds}
+        layouts = None
+        if self.scene_source is not None:  # layout models: the scene first, then the image that shows it
+            from aigc_synth.sampling.layout import layouts_and_labels
+
+            scenes, codes = self.scene_source.scenes_for(ids, codes, self.plan.schema)
+            layouts, columns["scene_id"], columns["boxes"] = layouts_and_labels(scenes, self.gen.resolution)
         for f, (name, values) in enumerate(self.plan.schema.factors):
             columns[name] = np.asarray(values, dtype=object)[codes[:, f]]
-        return SampleBatch(sample_ids=ids, columns=columns, images=self.images(codes, seeds), codes=codes)
+        return SampleBatch(sample_ids=ids, columns=columns, images=self.images(codes, seeds, layouts), codes=codes)
 
 
 IMAGE_KIND = SamplerKind(name="image", build=ImageSampler, encoder=ImageEncoder)

@@ -45,8 +45,17 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 @torch.no_grad()
 def generate_images(gen: LoadedGenerator, codes: np.ndarray, seeds: np.ndarray,
-                    device: str | torch.device = "cpu", compute_batch: int = COMPUTE_BATCH) -> np.ndarray:
-    """uint8 (n, R, R, 3) images for per-sample ``codes`` (n, F) and ``seeds`` (n,)."""
+                    device: str | torch.device = "cpu", compute_batch: int = COMPUTE_BATCH,
+                    layouts: np.ndarray | None = None) -> np.ndarray:
+    """uint8 (n, R, R, 3) images for per-sample ``codes`` (n, F) and ``seeds`` (n,); layout
+    families also take per-sample ``layouts`` (n, L, R, R) (:mod:`aigc_synth.data.layout`)."""
+    from aigc_synth.models.registry import get_family
+
+    needs_layout = get_family(gen.family).layout
+    if needs_layout and layouts is None:
+        raise ValueError(f"a {gen.family} generator needs a layout per sample (render scenes first)")
+    if not needs_layout and layouts is not None:
+        raise ValueError(f"a {gen.family} generator takes no layout")
     codes = np.asarray(codes, dtype=np.int64)
     n = len(codes)
     out = np.empty((n, gen.resolution, gen.resolution, 3), dtype=np.uint8)
@@ -57,7 +66,12 @@ def generate_images(gen: LoadedGenerator, codes: np.ndarray, seeds: np.ndarray,
         c = torch.zeros(compute_batch, codes.shape[1], dtype=torch.int64)
         z[: stop - start] = z_all[start:stop]
         c[: stop - start] = torch.from_numpy(codes[start:stop])
-        images = gen.module(z.to(device), c.to(device))
+        if needs_layout:  # padded like z and codes: fixed shapes keep every row's bits batch-independent
+            lay = torch.zeros(compute_batch, *layouts.shape[1:])
+            lay[: stop - start] = torch.from_numpy(np.asarray(layouts[start:stop], np.float32))
+            images = gen.module(z.to(device), c.to(device), lay.to(device))
+        else:
+            images = gen.module(z.to(device), c.to(device))
         out[start:stop] = to_uint8(images[: stop - start])
     return out
 

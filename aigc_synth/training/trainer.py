@@ -191,9 +191,8 @@ def train(train_cfg: TrainConfig, model_cfg: ImageModelConfig, data_cfg: DataCon
         torch.set_num_threads(train_cfg.threads)
     torch.manual_seed(train_cfg.seed)
     data = make_training_data(data_cfg, model_cfg, schema, train_cfg)
-    if family.layout != isinstance(data, SceneImageDataset):
-        raise UsageError(f"model.family={family.name} " + ("needs data.source=scenes (it is conditioned on scene layouts)" if family.layout
-                         else "cannot train on data.source=scenes (it takes no layout; use model=layout_gan)"))
+    if family.layout and not isinstance(data, SceneImageDataset):
+        raise UsageError(f"model.family={family.name} needs data.source=scenes (it is conditioned on scene layouts)")
     params = asdict(model_cfg)
     G = build_generator(model_cfg.family, schema.cardinalities, **params)
     D = build_discriminator(model_cfg.family, schema.cardinalities, **params)
