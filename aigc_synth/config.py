@@ -103,7 +103,9 @@ class GateConfig:
     enabled: bool = False
     max_tries: int = 4
     min_confidence: float = 0.0  # probability of the requested condition (product over factors)
-    classifier: Optional[str] = None  # None / "default" = the bundled domain classifier
+    classifier: Optional[str] = None  # None / "default" = the bundled domain classifier (its scene-render twin for reference=scenes)
+    scenes: Optional[str] = None  # reference=scenes: a folder of scene Parquet (sample i: scene i mod n); None = the bundled scene model
+    detector: Optional[str] = None  # reference=scenes: the vehicle detector of layout AP50 (None = bundled)
 
 
 @dataclass
@@ -201,10 +203,14 @@ class EvaluateRoot:
     n_per_condition: int = 100  # checkpoint source: images sampled per condition (all combinations)
     max_samples: int = 10_000  # job source: rows read at most (first shards first)
     seed: int = 0  # checkpoint source: job seed of the sampled images
-    reference: str = "procedural"  # "procedural" or a folder of real images (with reference_labels)
+    # auto: "scenes" for layout-conditioned checkpoints, else "procedural"; "scenes": real renders of the
+    # evaluated samples' scenes (same weather / time; layout AP50 with the vehicle detector); or a folder
+    reference: str = "auto"
     reference_labels: Optional[str] = None  # labels CSV for a folder reference (a labels JSON for bdd100k)
     reference_source: str = "folder"  # folder (labels CSV) | bdd100k (reference = image dir, reference_labels = JSON)
-    classifier: Optional[str] = None  # None / "default" = the bundled domain classifier
+    classifier: Optional[str] = None  # None / "default" = the bundled domain classifier (its scene-render twin for reference=scenes)
+    scenes: Optional[str] = None  # reference=scenes: a folder of scene Parquet (sample i: scene i mod n); None = the bundled scene model
+    detector: Optional[str] = None  # reference=scenes: the vehicle detector of layout AP50 (None = bundled)
     inception_weights: Optional[str] = None  # local torch-fidelity Inception weights: adds Inception FID/KID/IS
     kid_subsets: int = 100
     kid_subset_size: int = 1000

@@ -64,6 +64,41 @@ def sample_checkpoint(path: str, n_per_condition: int, seed: int, progress: bool
             "torch_threads": torch.get_num_threads()}
 
 
+def _is_layout_checkpoint(source: str) -> bool:
+    from aigc_synth.io.checkpoint import CheckpointError, read_generator_header, resolve_checkpoint_path
+    from aigc_synth.models.registry import get_family
+
+    try:
+        header = read_generator_header(resolve_checkpoint_path(source))
+        return get_family(header["family"]).layout
+    except (CheckpointError, ValueError, OSError):
+        return False  # sample_checkpoint reports the problem with its own message
+
+
+def sample_checkpoint_on_scenes(cfg, progress: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``n_per_condition`` images per condition, each drawn for a scene (see
+    :mod:`aigc_synth.evaluation.layout`), and the real renders of the same scenes."""
+    import torch
+
+    from aigc_synth.evaluation.layout import REFERENCE_SCENE_SEED, evaluation_scenes, layout_images, scene_reference
+    from aigc_synth.io.checkpoint import load_generator, resolve_checkpoint_path
+    from aigc_synth.sampling.seeds import LATENT_STREAM
+
+    gen = load_generator(resolve_checkpoint_path(cfg.source))
+    combos = np.array([gen.schema.encode(c) for c in gen.schema.combinations()], dtype=np.int64)
+    codes = np.repeat(combos, cfg.n_per_condition, axis=0)
+    scenes, codes = evaluation_scenes(codes, cfg.seed, gen.schema, cfg.scenes)
+    seeds = derive_seeds(cfg.seed, np.arange(len(codes)), stream=LATENT_STREAM)
+    t0 = time.perf_counter()
+    images = layout_images(gen, scenes, codes, seeds, CHUNK, progress)
+    elapsed = time.perf_counter() - t0
+    ref, boxes, visible = scene_reference(scenes, codes, gen.schema, gen.resolution, progress)
+    source = {"images": images, "codes": codes, "schema": gen.schema, "model_id": gen.model_id, "family": gen.family,
+              "kind": "checkpoint", "sampling_img_per_s": round(len(codes) / elapsed, 1), "torch_threads": torch.get_num_threads()}
+    return source, {"reference_images": ref, "boxes": boxes, "visible": visible, "reference_seed": REFERENCE_SCENE_SEED,
+                    "scenes_source": cfg.scenes or "bundled scene model"}
+
+
 def read_job_output(output_dir: str, max_samples: int, progress: bool = True) -> dict[str, Any]:
     """Up to ``max_samples`` rows of a finished job (whole shards in order; ids are plan-shuffled)."""
     import io
@@ -240,11 +275,25 @@ def evaluate(cfg, progress: bool = True, log: Callable[..., None] = print) -> di
         raise EvaluationError(f"reference_source must be 'folder' or 'bdd100k', got {cfg.reference_source!r}")
     if cfg.reference_source == "bdd100k" and cfg.reference != "procedural" and not cfg.reference_labels:
         raise EvaluationError("reference_source=bdd100k needs reference_labels=<BDD100K labels JSON> (reference = image dir)")
-    if cfg.reference != "procedural" and not Path(cfg.reference).is_dir():
-        raise EvaluationError(f"reference must be 'procedural' or an existing folder, got {cfg.reference!r}")
+    if cfg.reference not in ("auto", "procedural", "scenes") and not Path(cfg.reference).is_dir():
+        raise EvaluationError(f"reference must be 'auto', 'procedural', 'scenes' or an existing folder, got {cfg.reference!r}")
+    if cfg.scenes and not Path(cfg.scenes).is_dir():
+        raise EvaluationError(f"scenes must be a folder of scene Parquet files, got {cfg.scenes!r}")
+    source_is_job = _is_job_output(cfg.source)
+    reference = cfg.reference
+    if reference == "auto":
+        reference = "scenes" if (not source_is_job and _is_layout_checkpoint(cfg.source)) else "procedural"
+    if reference == "scenes" and source_is_job:
+        raise EvaluationError("reference=scenes evaluates checkpoints (it samples each scene's image itself); "
+                              "for a job output use reference=procedural or a folder")
     if cfg.inception_weights and not Path(cfg.inception_weights).is_file():
         raise EvaluationError(f"inception_weights file not found: {cfg.inception_weights} (nothing is ever downloaded)")
-    classifier: DomainFeatureExtractor = load_domain_classifier(cfg.classifier)
+    if reference == "scenes" and cfg.classifier in (None, "", "default"):
+        from aigc_synth.evaluation.layout import SCENE_CLASSIFIER
+
+        classifier: DomainFeatureExtractor = load_domain_classifier(SCENE_CLASSIFIER)
+    else:
+        classifier = load_domain_classifier(cfg.classifier)
     if cfg.threads > 0:
         import torch
 
@@ -252,8 +301,11 @@ def evaluate(cfg, progress: bool = True, log: Callable[..., None] = print) -> di
 
     # -- the two sets ---------------------------------------------------------------------------
     t0 = time.perf_counter()
-    if _is_job_output(cfg.source):
+    layout = None
+    if source_is_job:
         gen = read_job_output(cfg.source, cfg.max_samples, progress)
+    elif reference == "scenes":
+        gen, layout = sample_checkpoint_on_scenes(cfg, progress)
     else:
         if Path(cfg.source).is_dir():
             raise EvaluationError(f"{cfg.source} is a directory without manifest.json: not a finished job output")
@@ -263,7 +315,9 @@ def evaluate(cfg, progress: bool = True, log: Callable[..., None] = print) -> di
         raise EvaluationError(f"the source's condition schema {schema.to_dict()} differs from the domain classifier's "
                               f"{classifier.schema.to_dict()}; pass classifier=<one trained on that schema>")
     resolution = gen["images"].shape[1]
-    if cfg.reference == "procedural":
+    if reference == "scenes":
+        ref_images, ref_codes = layout["reference_images"], gen["codes"]
+    elif reference == "procedural":
         ref_images, ref_codes = procedural_reference(gen["codes"], resolution, progress), gen["codes"]
     elif cfg.reference_source == "bdd100k":
         ref_images, ref_codes = bdd100k_reference(cfg.reference, cfg.reference_labels, schema, resolution, cfg.max_samples, log)
@@ -279,14 +333,20 @@ def evaluate(cfg, progress: bool = True, log: Callable[..., None] = print) -> di
         "format": "aigc_synth.metrics/v1",
         "source": {"path": str(cfg.source), "kind": gen["kind"], "model_id": gen["model_id"], "family": gen["family"],
                    "n": int(len(gen["images"])), "resolution": int(resolution)},
-        "reference": {"kind": "procedural" if cfg.reference == "procedural" else cfg.reference_source, "path": cfg.reference,
-                      "seed": REFERENCE_SEED if cfg.reference == "procedural" else None, "n": int(len(ref_images))},
+        "reference": {"kind": reference if reference in ("procedural", "scenes") else cfg.reference_source, "path": cfg.reference,
+                      "seed": REFERENCE_SEED if reference == "procedural" else (layout["reference_seed"] if layout else None),
+                      "n": int(len(ref_images)), **({"scenes": layout["scenes_source"]} if layout else {})},
         "feature_extractor": {"id": classifier.classifier_id, "feature_dim": classifier.feature_dim,
                               "heldout": classifier.meta.get("heldout")},
         "sampling_img_per_s": gen["sampling_img_per_s"],
         **metrics,
         "config": asdict(cfg) if hasattr(cfg, "__dataclass_fields__") else dict(cfg),
     }
+    if layout is not None:
+        from aigc_synth.evaluation.layout import layout_fidelity
+
+        log(f"layout fidelity: vehicle detector on {len(gen['images'])} generated and real images")
+        result["layout"] = layout_fidelity(gen["images"], ref_images, layout["boxes"], layout["visible"], cfg.detector)
     if cfg.inception_weights:
         from aigc_synth.metrics.inception import inception_metrics
 

@@ -88,7 +88,7 @@ class VehicleCenterNet(nn.Module):
         p1 = f1 + F.interpolate(self.lateral2(p2), scale_factor=2, mode="nearest")
         return self.head(p1)
 
-    def fused(self) -> "VehicleCenterNet":
+    def fused(self) -> VehicleCenterNet:
         """An eval-mode copy with every Conv+BN folded into one conv, in channels-last memory."""
         m = copy.deepcopy(self).eval()
         for mod in m.modules():
@@ -116,7 +116,10 @@ def decode(outputs: torch.Tensor, max_dets: int = 50, score_threshold: float = 0
     scores, idx = peaks.reshape(b, -1).topk(k, dim=1)  # sorted, descending
     ys, xs = (idx // w).float(), (idx % w).float()
     flat = outputs.reshape(b, NUM_OUTPUTS, -1)
-    gather = lambda c: flat[:, c].gather(1, idx)  # noqa: E731
+
+    def gather(channel: int) -> torch.Tensor:
+        return flat[:, channel].gather(1, idx)
+
     size_w, size_h = gather(1).clamp(max=8.0).exp(), gather(2).clamp(max=8.0).exp()
     cx = (xs + torch.sigmoid(gather(3))) * stride
     cy = (ys + torch.sigmoid(gather(4))) * stride

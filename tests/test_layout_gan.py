@@ -1,0 +1,214 @@
+"""Layout-conditioned images: layouts and boxes agree with the renderer, the generator is a pure
+function of (z, codes, layout), layout jobs carry scene ids + boxes, are byte-identical for any
+actor count, accept given scenes, and old (condition-only) checkpoints keep working."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from aigc_synth.data.layout import LAYOUT_CHANNELS, scene_layout, scene_layouts
+from aigc_synth.data.scene_images import SceneImageDataset
+from aigc_synth.data.scene_render import render_scene, scene_boxes
+from aigc_synth.errors import JobSpecError
+from aigc_synth.io.checkpoint import export_generator, load_generator
+from aigc_synth.jobs.generate import run_generation
+from aigc_synth.models.registry import build_generator
+from aigc_synth.sampling.sampler import generate_images
+from aigc_synth.scenes.format import scenes_to_table
+from aigc_synth.scenes.generators import BUNDLED_SCENE_CHECKPOINT, load_scene_generator
+from aigc_synth.schema import DEFAULT_SCHEMA
+from tests.helpers import compose_generate
+
+TINY_LAYOUT = {"resolution": 32, "z_dim": 16, "base_channels": 8, "embed_dim": 8, "spade_hidden": 8}
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    gen = load_scene_generator(BUNDLED_SCENE_CHECKPOINT)
+    traffic = ["light", "moderate", "heavy"] * 8
+    lanes = [2, 3, 4] * 8
+    return gen.sample(traffic, sorted(lanes), list(range(24)), list(range(24)))
+
+
+@pytest.fixture(scope="module")
+def layout_checkpoint(tmp_path_factory, scenes) -> Path:
+    torch.manual_seed(0)
+    g = build_generator("layout_gan", DEFAULT_SCHEMA.cardinalities, **TINY_LAYOUT)
+    for name, p in g.named_parameters():  # SPADE starts as plain BatchNorm; a trained one uses the layout
+        if ".gamma." in name or ".beta." in name:
+            torch.nn.init.normal_(p, std=0.2)
+    with torch.no_grad():  # non-trivial BatchNorm statistics
+        g.train()
+        g(torch.randn(24, 16), torch.zeros(24, 3, dtype=torch.int64), torch.from_numpy(scene_layouts(scenes, 32)))
+    g.eval()
+    path = tmp_path_factory.mktemp("layout_ckpt") / "layout.pt"
+    export_generator(path, family="layout_gan", model_params=TINY_LAYOUT, schema=DEFAULT_SCHEMA, generator=g)
+    return path
+
+
+def test_layout_channels_match_the_renderers_boxes(scenes):
+    for sc in scenes:
+        lay = scene_layout(sc, 64)
+        assert lay.shape == (len(LAYOUT_CHANNELS), 64, 64) and lay.min() >= 0 and lay.max() <= 1
+        vehicles = lay[2] + lay[3]
+        boxes = scene_boxes(sc, 64).boxes
+        inside = np.zeros((64, 64), bool)
+        for x0, y0, x1, y1 in boxes:
+            inside[int(np.floor(y0)):int(np.ceil(y1)), int(np.floor(x0)):int(np.ceil(x1))] = True
+        assert vehicles[~inside].max(initial=0) == 0  # vehicle pixels only inside the renderer's boxes
+        if len(boxes):
+            assert vehicles.sum() > 0
+        assert lay[0][:20].sum() == 0  # no road above the horizon (row 26 at 64 px)
+
+
+def test_scene_boxes_equal_the_rendered_boxes(scenes):
+    for sc in scenes[:8]:
+        b, r = scene_boxes(sc, 64), render_scene(sc, "fog", "night", 3, 64)
+        np.testing.assert_array_equal(b.boxes, r.boxes)
+        np.testing.assert_array_equal(b.agents, r.agents)
+        assert b.labels == r.labels
+
+
+def test_scene_image_dataset_is_deterministic_and_labels_traffic_from_the_scene(scenes):
+    ds = SceneImageDataset(scenes, seed=3, resolution=32)
+    a, b = ds.batch(range(6)), ds.batch(range(6))
+    assert torch.equal(a["image"], b["image"]) and torch.equal(a["layout"], b["layout"])
+    t = DEFAULT_SCHEMA.names.index("traffic")
+    for code, k in zip(a["codes"], a["scene_index"]):
+        assert DEFAULT_SCHEMA.factors[t][1][int(code[t])] == scenes[int(k)].traffic
+
+
+def test_layout_generator_rows_do_not_depend_on_their_batch(layout_checkpoint, scenes):
+    gen = load_generator(layout_checkpoint)
+    lay = scene_layouts(scenes[:10], 32)
+    codes = np.array([DEFAULT_SCHEMA.encode(c) for c in DEFAULT_SCHEMA.combinations()[:10]])
+    seeds = np.arange(10) + 100
+    whole = generate_images(gen, codes, seeds, compute_batch=16, layouts=lay)
+    parts = np.concatenate([generate_images(gen, codes[i:i + 3], seeds[i:i + 3], compute_batch=4, layouts=lay[i:i + 3])
+                            for i in range(0, 10, 3)])
+    np.testing.assert_array_equal(whole, parts)
+    other = generate_images(gen, codes, seeds, compute_batch=16, layouts=np.roll(lay, 1, axis=0))
+    assert not np.array_equal(whole, other)  # the layout reaches the pixels
+    with pytest.raises(ValueError, match="needs a layout"):
+        generate_images(gen, codes, seeds)
+
+
+def test_training_a_layout_model_composes_the_real_config(tiny_train_config, tmp_path, scenes):
+    from aigc_synth.training.trainer import train
+
+    scene_dir = tmp_path / "scenes"
+    scene_dir.mkdir()
+    pq.write_table(scenes_to_table(scenes), scene_dir / "part-00000.parquet")
+    cfg = tiny_train_config(tmp_path / "run", "model=layout_gan", "model.embed_dim=8", "model.spade_hidden=8",
+                            "data.source=scenes", f"data.scenes={scene_dir}")
+    path = train(cfg.train, cfg.model, cfg.data, progress=False)
+    gen = load_generator(path)
+    assert gen.family == "layout_gan" and gen.resolution == 32
+    assert (tmp_path / "run" / "samples" / "step_000002.png").exists()
+    bad = tiny_train_config(tmp_path / "run2", "model=layout_gan")
+    from aigc_synth.errors import UsageError
+
+    with pytest.raises(UsageError, match="data.source=scenes"):
+        train(bad.train, bad.model, bad.data, progress=False)
+
+
+# ------------------------------------------------------------------------------------------------
+# jobs (shared local Ray)
+# ------------------------------------------------------------------------------------------------
+def _cfg(out: Path, ckpt: Path, *extra: str):
+    return compose_generate([f"output_dir={out}", f"job.checkpoint={ckpt}", "job.num_samples=40", "job.shard_size=20",
+                             "preview=false", *extra])
+
+
+@pytest.fixture(scope="module")
+def layout_runs(ray_session, layout_checkpoint, tmp_path_factory):
+    root = tmp_path_factory.mktemp("layout_jobs")
+    a, b = root / "a", root / "b"
+    run_generation(_cfg(a, layout_checkpoint, "resources.actors=1", "resources.batch_size=7"), progress=False)
+    run_generation(_cfg(b, layout_checkpoint, "resources.actors=2", "job.compute_batch=16"), progress=False)
+    return a, b
+
+
+def _rows(out: Path) -> list[dict]:
+    return [r for f in sorted((out / "parquet").iterdir()) for r in pq.read_table(f).to_pylist()]
+
+
+def test_layout_job_is_byte_identical_for_any_actor_count(layout_runs):
+    a, b = layout_runs
+    assert json.loads((b / "run.json").read_text())["resources"]["actors"] == 2
+    for shard in sorted((a / "parquet").iterdir()):
+        assert shard.read_bytes() == (b / "parquet" / shard.name).read_bytes()
+
+
+def test_layout_job_boxes_are_the_sampled_scenes_boxes(layout_runs, layout_checkpoint):
+    from aigc_synth.evaluation.layout import evaluation_scenes
+
+    a, _ = layout_runs
+    rows = sorted(_rows(a), key=lambda r: r["sample_id"])
+    assert len(rows) == 40
+    schema = DEFAULT_SCHEMA
+    manifest = json.loads((a / "manifest.json").read_text())
+    # the same scenes as a layout evaluation with the job's seed picks (one shared definition)
+    from aigc_synth.sampling.plan import ConditionPlan
+
+    plan = ConditionPlan(manifest["job"]["plan"], schema, 40, manifest["job"]["seed"])
+    scenes, codes = evaluation_scenes(plan.codes_for(np.arange(40)), manifest["job"]["seed"], schema)
+    n_boxes = 0
+    for row, sc in zip(rows, scenes):
+        assert row["scene_id"] == sc.scene_id == row["sample_id"]
+        assert row["traffic"] == sc.traffic
+        expected = scene_boxes(sc, 32)
+        assert [b["agent"] for b in row["boxes"]] == expected.agents.tolist()
+        for box in row["boxes"]:
+            assert 0 <= box["x0"] < box["x1"] <= row["width"] and 0 <= box["y0"] < box["y1"] <= row["height"]
+            assert 0 < box["visible"] <= 1 and box["label"] in ("car", "truck")
+            assert box["label"] == sc.agents[box["agent"]].kind
+        n_boxes += len(row["boxes"])
+    assert n_boxes > 0
+
+
+def test_layout_job_renders_given_scenes(ray_session, layout_checkpoint, scenes, tmp_path):
+    scene_dir = tmp_path / "scenes"
+    scene_dir.mkdir()
+    pq.write_table(scenes_to_table(scenes), scene_dir / "part-00000.parquet")
+    out = tmp_path / "given"
+    run_generation(_cfg(out, layout_checkpoint, f"job.scenes={scene_dir}", "job.num_samples=30", "job.shard_size=30"),
+                   progress=False)
+    rows = sorted(_rows(out), key=lambda r: r["sample_id"])
+    for row in rows:  # sample i shows scene i mod n, and a scene is its traffic
+        sc = scenes[row["sample_id"] % len(scenes)]
+        assert row["scene_id"] == sc.scene_id and row["traffic"] == sc.traffic
+        assert [b["agent"] for b in row["boxes"]] == scene_boxes(sc, 32).agents.tolist()
+
+
+def test_scene_options_refused_for_condition_only_checkpoints(tiny_checkpoint, tmp_path):
+    from aigc_synth.jobs.spec import validate_job
+
+    with pytest.raises(JobSpecError, match="layout-conditioned"):
+        validate_job(_cfg(tmp_path / "x", tiny_checkpoint, f"job.scenes={tmp_path}"))
+    assert not (tmp_path / "x").exists()
+
+
+def test_missing_scene_folder_is_refused_before_any_work(layout_checkpoint, tmp_path):
+    from aigc_synth.jobs.spec import validate_job
+
+    with pytest.raises(JobSpecError, match="job.scenes"):
+        validate_job(_cfg(tmp_path / "x", layout_checkpoint, f"job.scenes={tmp_path / 'nope'}"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(JobSpecError, match="job.scenes"):
+        validate_job(_cfg(tmp_path / "y", layout_checkpoint, f"job.scenes={empty}"))
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_condition_only_checkpoints_still_generate_without_boxes(ray_session, tiny_checkpoint, tmp_path):
+    out = tmp_path / "old"
+    run_generation(_cfg(out, tiny_checkpoint, "job.num_samples=10", "job.shard_size=10"), progress=False)
+    table = pq.read_table(next((out / "parquet").iterdir()))
+    assert "boxes" not in table.column_names and "scene_id" not in table.column_names and table.num_rows == 10
