@@ -26,7 +26,6 @@ import numpy as np
 
 from aigc_synth.data.scene_render import (
     CAMERA_HEIGHT,
-    FOCAL,
     HORIZON,
     LINE_WIDTH,
     SHOULDER,
@@ -52,7 +51,7 @@ def _face_alpha(box: tuple[float, float, float, float], size: int) -> tuple[slic
 def scene_layout(scene: Scene, size: int = 64) -> np.ndarray:
     """float32 ``(len(LAYOUT_CHANNELS), size, size)`` layout of ``scene`` (see the module docstring)."""
     H = W = int(size)
-    f, hz, cx, h = FOCAL * W, HORIZON * H, W / 2.0, CAMERA_HEIGHT
+    hz, cx, h = HORIZON * H, W / 2.0, CAMERA_HEIGHT
     ys = (np.arange(H, dtype=np.float32) + 0.5)[:, None]
     xs = (np.arange(W, dtype=np.float32) + 0.5)[None, :]
     ground = np.clip(ys + 0.5 - np.float32(hz), 0.0, 1.0)

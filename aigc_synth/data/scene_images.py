@@ -64,7 +64,6 @@ class SceneImageDataset(Dataset):
 
     def batch(self, indices: Sequence[int]) -> dict[str, Any]:
         codes, seeds, scene_index = self.items(indices)
-        (_, weathers), (_, times) = self.schema.factors[0], self.schema.factors[1]
         w_f, t_f = self.schema.names.index("weather"), self.schema.names.index("time_of_day")
         rendered = [render_scene(self.scenes[k], self.schema.factors[w_f][1][c[w_f]], self.schema.factors[t_f][1][c[t_f]],
                                  int(s) % 2**62, self.resolution) for k, c, s in zip(scene_index, codes, seeds)]

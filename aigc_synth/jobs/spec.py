@@ -19,6 +19,7 @@ from aigc_synth.errors import CheckpointError, JobSpecError, PlanError, SchemaEr
 from aigc_synth.io.atomic import Store, open_store
 from aigc_synth.io.checkpoint import load_generator, resolve_checkpoint_path
 from aigc_synth.jobs.gate import validate_gate
+from aigc_synth.sampling.layout import resolve_scene_source
 from aigc_synth.jobs.manifest import JOB_FINGERPRINT, MANIFEST, job_fingerprint
 from aigc_synth.sampling.plan import ConditionPlan
 from aigc_synth.sampling.sampler import COMPUTE_BATCH, DEFAULT_IMAGE_FORMAT, DEFAULT_IMAGE_QUALITY, IMAGE_FORMATS
@@ -189,46 +190,6 @@ def _scene_model(job, formats: list[str]) -> _Model:
     return _Model(ckpt_path, gen.model_id, gen.family, config, scene_schema(gen.traffic, gen.lanes), 0)
 
 
-def _layout_scenes(job, model: _Model) -> dict[str, Any]:
-    """The scene source of a layout-conditioned image job, checked in the driver."""
-    from aigc_synth.models.registry import get_family
-
-    if not get_family(model.family).layout:
-        if job.scenes or job.scene_checkpoint:
-            raise JobSpecError(f"job.scenes / job.scene_checkpoint need a layout-conditioned checkpoint; {model.path} is a "
-                               f"{model.family} model, which takes no layout")
-        return {}
-    if job.scenes:
-        from aigc_synth.scenes.dataset import read_scenes
-        from aigc_synth.scenes.format import SceneError
-
-        path = Path(job.scenes).expanduser()
-        if not path.exists():
-            raise JobSpecError(f"job.scenes: no such directory {path}")
-        try:
-            scenes = read_scenes(path)
-        except SceneError as exc:
-            raise JobSpecError(f"job.scenes: {exc}") from None
-        if not scenes:
-            raise JobSpecError(f"job.scenes: {path} holds no scene Parquet files (run a scene job first: job=scenes)")
-        traffic = set(model.schema.values("traffic"))
-        bad = sorted({s.traffic for s in scenes} - traffic)
-        if bad:
-            raise JobSpecError(f"job.scenes: traffic levels {bad} are not in the model's schema {sorted(traffic)}")
-        return {"layout": True, "scenes": str(path.absolute())}
-    from aigc_synth.scenes.generators import load_scene_generator, resolve_scene_checkpoint
-
-    scene_ckpt = resolve_scene_checkpoint(job.scene_checkpoint)
-    try:
-        gen = load_scene_generator(scene_ckpt)
-    except CheckpointError as exc:
-        raise JobSpecError(f"job.scene_checkpoint: {exc}") from None
-    missing = sorted(set(model.schema.values("traffic")) - set(gen.traffic))
-    if missing:
-        raise JobSpecError(f"job.scene_checkpoint {scene_ckpt} cannot sample traffic {missing} (trained on {list(gen.traffic)})")
-    return {"layout": True, "scene_checkpoint": str(scene_ckpt.absolute()), "scene_model_id": gen.model_id}
-
-
 def _scene_plan(plan: dict[str, Any]) -> dict[str, Any]:
     """Lane counts are schema values (strings); accept ``num_lanes: [3, 4]`` as users write it."""
     plan = dict(plan)
@@ -247,7 +208,7 @@ def validate_job(cfg: GenerateRoot) -> ResolvedJob:
     ckpt_path, schema = model.path, model.schema
     if job.sampler == "scenes" and (job.scenes or job.scene_checkpoint):
         raise JobSpecError("job.scenes / job.scene_checkpoint are for image jobs of a layout-conditioned model; a scene job samples scenes with job.checkpoint")
-    layout = _layout_scenes(job, model) if job.sampler == "image" else {}
+    layout = resolve_scene_source(job, model.family, model.schema, model.path) if job.sampler == "image" else {}
     if job.schema:
         try:
             schema.check_compatible(ConditionSchema.from_dict(job.schema))

@@ -16,6 +16,7 @@ any batch, actor count or resume):
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -80,3 +81,46 @@ def layouts_and_labels(scenes: Sequence[Scene], resolution: int) -> tuple[np.nda
                      "visible": float(v)}
                     for (x0, y0, x1, y1), a, lab, v in zip(b.boxes.tolist(), b.agents.tolist(), b.labels, b.visible.tolist())]
     return layouts, ids, boxes
+
+
+def resolve_scene_source(job: Any, family: str, schema: ConditionSchema, checkpoint: Path) -> dict[str, Any]:
+    """The scene source of an image job (checked in the driver, before any work): ``{}`` for
+    condition-only models; else the ResolvedJob fields ``layout``, ``scenes`` or
+    ``scene_checkpoint`` + ``scene_model_id``. Raises JobSpecError with one clear line."""
+    from aigc_synth.errors import CheckpointError, JobSpecError
+    from aigc_synth.models.registry import get_family
+
+    if not get_family(family).layout:
+        if job.scenes or job.scene_checkpoint:
+            raise JobSpecError(f"job.scenes / job.scene_checkpoint need a layout-conditioned checkpoint; {checkpoint} is a "
+                               f"{family} model, which takes no layout")
+        return {}
+    if job.scenes:
+        from aigc_synth.scenes.dataset import read_scenes
+        from aigc_synth.scenes.format import SceneError
+
+        path = Path(job.scenes).expanduser()
+        if not path.exists():
+            raise JobSpecError(f"job.scenes: no such directory {path}")
+        try:
+            scenes = read_scenes(path)
+        except SceneError as exc:
+            raise JobSpecError(f"job.scenes: {exc}") from None
+        if not scenes:
+            raise JobSpecError(f"job.scenes: {path} holds no scene Parquet files (run a scene job first: job=scenes)")
+        traffic = set(schema.values("traffic"))
+        bad = sorted({s.traffic for s in scenes} - traffic)
+        if bad:
+            raise JobSpecError(f"job.scenes: traffic levels {bad} are not in the model's schema {sorted(traffic)}")
+        return {"layout": True, "scenes": str(path.absolute())}
+    from aigc_synth.scenes.generators import load_scene_generator, resolve_scene_checkpoint
+
+    scene_ckpt = resolve_scene_checkpoint(job.scene_checkpoint)
+    try:
+        gen = load_scene_generator(scene_ckpt)
+    except CheckpointError as exc:
+        raise JobSpecError(f"job.scene_checkpoint: {exc}") from None
+    missing = sorted(set(schema.values("traffic")) - set(gen.traffic))
+    if missing:
+        raise JobSpecError(f"job.scene_checkpoint {scene_ckpt} cannot sample traffic {missing} (trained on {list(gen.traffic)})")
+    return {"layout": True, "scene_checkpoint": str(scene_ckpt.absolute()), "scene_model_id": gen.model_id}

@@ -28,7 +28,8 @@ grain of generated images without touching the colour cues that carry weather an
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,10 +38,10 @@ from torchvision.transforms.v2 import functional as TF
 
 from aigc_synth.data.datasets import ProceduralDrivingDataset
 from aigc_synth.data.procedural import MAX_VEHICLES
+from aigc_synth.metrics.domain import CLASSIFIER_FORMAT
 from aigc_synth.models.classifier import CLASSIFIER_INPUT, DomainClassifier
 from aigc_synth.schema import DEFAULT_SCHEMA
 
-from aigc_synth.metrics.domain import CLASSIFIER_FORMAT
 TRAIN_SEED, HELDOUT_SEED = 7001, 9001
 SOURCES = ("procedural", "scenes")
 #: Side of the scene renders the scene classifier trains on: the evaluation's scene images.
@@ -81,7 +82,10 @@ def sample_generator_scenes(n: int, seed_base: int, checkpoint: str | None = Non
     count drawn uniformly, scene seeds ``seed_base + i`` and ids ``seed_base + i`` (so two disjoint
     seed ranges give disjoint scenes). Returns the scenes and a description for the metadata."""
     from aigc_synth.scenes.format import LANE_COUNTS, TRAFFIC_LEVELS
-    from aigc_synth.scenes.generators import load_scene_generator, resolve_scene_checkpoint
+    from aigc_synth.scenes.generators import (
+        load_scene_generator,
+        resolve_scene_checkpoint,
+    )
 
     gen = load_scene_generator(resolve_scene_checkpoint(checkpoint))
     traffic_levels = [t for t in TRAFFIC_LEVELS if t in gen.traffic]
@@ -184,7 +188,7 @@ def evaluate_classifier(model: DomainClassifier, images: torch.Tensor, codes: to
         logits, count, _ = model(images[s:s + batch])
         preds.append(torch.stack([lg.argmax(1) for lg in logits], 1)); count_pred.append(count)
     pred = torch.cat(preds)
-    out: dict[str, Any] = {"n": int(len(images))}
+    out: dict[str, Any] = {"n": len(images)}
     for f, name in enumerate(DEFAULT_SCHEMA.names):
         out[f"accuracy_{name}"] = round(float((pred[:, f] == codes[:, f]).float().mean()), 4)
     out["accuracy_all_factors"] = round(float((pred == codes).all(1).float().mean()), 4)
