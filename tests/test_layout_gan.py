@@ -212,3 +212,24 @@ def test_condition_only_checkpoints_still_generate_without_boxes(ray_session, ti
     run_generation(_cfg(out, tiny_checkpoint, "job.num_samples=10", "job.shard_size=10"), progress=False)
     table = pq.read_table(next((out / "parquet").iterdir()))
     assert "boxes" not in table.column_names and "scene_id" not in table.column_names and table.num_rows == 10
+
+
+def test_serving_a_layout_model_gives_the_jobs_bytes_and_boxes(layout_runs, layout_checkpoint):
+    """The serve replica's render path (POST /generate) on the job's own ids, codes and seeds."""
+    from aigc_synth.scenes.generators import BUNDLED_SCENE_CHECKPOINT
+    from aigc_synth.serve.app import Generator
+
+    a, _ = layout_runs
+    rows = sorted(_rows(a), key=lambda r: r["sample_id"])[:12]
+    data = layout_checkpoint.read_bytes()
+    scenes = {"scene_checkpoint": str(BUNDLED_SCENE_CHECKPOINT),
+              "scene_model_id": load_scene_generator(BUNDLED_SCENE_CHECKPOINT).model_id}
+    replica = Generator.func_or_class(data, str(layout_checkpoint), load_generator(layout_checkpoint).model_id, 1, 32, 64,
+                                      0.01, False, scenes)
+    codes = np.array([DEFAULT_SCHEMA.encode({k: r[k] for k in DEFAULT_SCHEMA.names}) for r in rows])
+    ids, seeds = np.array([r["sample_id"] for r in rows]), np.array([r["seed"] for r in rows])
+    (out,) = replica._render_many([(codes, seeds, "png", ids, 0)])
+    for row, (png, labels) in zip(rows, out):
+        assert png == row["image"]["bytes"]
+        assert labels["scene_id"] == row["scene_id"]
+        assert [b["agent"] for b in labels["boxes"]] == [b["agent"] for b in row["boxes"]]

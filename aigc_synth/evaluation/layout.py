@@ -48,14 +48,15 @@ def evaluation_scenes(codes: np.ndarray, seed: int, schema: ConditionSchema, sce
 
 
 def scene_reference(scenes: Sequence[Scene], codes: np.ndarray, schema: ConditionSchema, resolution: int,
-                    progress: bool = False) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
-    """(real renders uint8 (n, R, R, 3), boxes per image (k, 4), visible fraction per box)."""
+                    progress: bool = False, seed: int = REFERENCE_SCENE_SEED) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+    """(real renders uint8 (n, R, R, 3), boxes per image (k, 4), visible fraction per box); the
+    cosmetic seed of image ``i`` is ``derive_seeds(seed, i)``."""
     from tqdm import tqdm
 
     from aigc_synth.data.scene_render import render_scene
 
     w, t = schema.names.index("weather"), schema.names.index("time_of_day")
-    seeds = derive_seeds(REFERENCE_SCENE_SEED, np.arange(len(scenes)))
+    seeds = derive_seeds(seed, np.arange(len(scenes)))
     images = np.empty((len(scenes), resolution, resolution, 3), np.uint8)
     boxes, visible = [], []
     for i in tqdm(range(len(scenes)), desc="render reference", unit="img", disable=not progress, mininterval=2):

@@ -20,8 +20,9 @@ from aigc_synth.sampling.base import SampleBatch
 from aigc_synth.schema import ConditionSchema
 
 
-def validate_gate(gate_cfg, schema: ConditionSchema, formats: list[str]) -> dict[str, Any] | None:
-    """Check the gate settings and load its classifier once; None when the gate is off."""
+def validate_gate(gate_cfg, schema: ConditionSchema, formats: list[str], layout: bool = False) -> dict[str, Any] | None:
+    """Check the gate settings and load its classifier once; None when the gate is off. The default
+    judge is the bundled domain classifier, or its scene-render twin for layout models (``layout``)."""
     if gate_cfg is None or not gate_cfg.enabled:
         return None
     from aigc_synth.metrics.domain import load_domain_classifier, resolve_classifier_path
@@ -32,7 +33,12 @@ def validate_gate(gate_cfg, schema: ConditionSchema, formats: list[str]) -> dict
         raise JobSpecError(f"job.gate.min_confidence must lie in [0, 1), got {gate_cfg.min_confidence}")
     if "parquet" not in formats:
         raise JobSpecError("job.gate needs 'parquet' in job.formats: per-row gate confidence is stored there")
-    path = resolve_classifier_path(gate_cfg.classifier)
+    if layout and gate_cfg.classifier in (None, "", "default"):
+        from aigc_synth.evaluation.layout import SCENE_CLASSIFIER
+
+        path = resolve_classifier_path(SCENE_CLASSIFIER)
+    else:
+        path = resolve_classifier_path(gate_cfg.classifier)
     try:
         judge = load_domain_classifier(path)
     except CheckpointError as exc:

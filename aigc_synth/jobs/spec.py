@@ -222,7 +222,7 @@ def validate_job(cfg: GenerateRoot) -> ResolvedJob:
     except (PlanError, SchemaError) as exc:
         hint = " (the scene model's trained cells)" if job.sampler == "scenes" else ""
         raise JobSpecError(f"job.plan: {exc}{hint}") from None
-    gate = validate_gate(job.gate, schema, formats) if job.sampler == "image" else None
+    gate = validate_gate(job.gate, schema, formats, layout=bool(layout)) if job.sampler == "image" else None
     store, output_dir, out = _check_output_location(cfg.output_dir)
     resolved = ResolvedJob(
         output_dir=output_dir, num_samples=job.num_samples, seed=job.seed, shard_size=job.shard_size,

@@ -51,8 +51,10 @@ class SceneSource:
             if self.gen.model_id != job["scene_model_id"]:
                 raise RuntimeError("the scene checkpoint changed since the job was validated")
 
-    def scenes_for(self, sample_ids: np.ndarray, codes: np.ndarray, schema: ConditionSchema) -> tuple[list[Scene], np.ndarray]:
-        """(scene of each id, ``codes`` with the traffic factor set to the scene's own level)."""
+    def scenes_for(self, sample_ids: np.ndarray, codes: np.ndarray, schema: ConditionSchema,
+                   seed: int | None = None) -> tuple[list[Scene], np.ndarray]:
+        """(scene of each id, ``codes`` with the traffic factor set to the scene's own level);
+        ``seed`` overrides the job seed (the serving endpoint: each request names its own)."""
         t = schema.names.index("traffic")
         levels = schema.factors[t][1]
         codes = codes.copy()
@@ -60,7 +62,7 @@ class SceneSource:
             scenes = [self.scenes[int(i) % len(self.scenes)] for i in sample_ids]
             codes[:, t] = [levels.index(s.traffic) for s in scenes]
             return scenes, codes
-        seed = self.job["seed"]
+        seed = self.job["seed"] if seed is None else int(seed)
         lanes_u = uniform_from_seeds(derive_seeds(seed, sample_ids, stream=SCENE_LANES_STREAM))
         lanes = [self.gen.lanes[min(int(u * len(self.gen.lanes)), len(self.gen.lanes) - 1)] for u in lanes_u]
         seeds = derive_seeds(seed, sample_ids, stream=SCENE_SEED_STREAM)

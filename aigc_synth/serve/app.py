@@ -52,10 +52,13 @@ def _images_in(items: list[Any]) -> int:
 
 @serve.deployment(name="Generator", max_constructor_retry_count=3)
 class Generator:
-    """Holds one loaded generator; renders (codes, seeds) into encoded images."""
+    """Holds one loaded generator; renders (codes, seeds) into encoded images. A layout-conditioned
+    generator also holds the scene model (``layout_scenes``: its checkpoint path and id) and draws
+    each image for the scene the equivalent job would sample (same scene, boxes and bytes)."""
 
     def __init__(self, checkpoint_bytes: bytes, source: str, model_id: str, torch_threads: int, compute_batch: int,
-                 max_batch_images: int, batch_wait_timeout_s: float, use_gpu: bool):
+                 max_batch_images: int, batch_wait_timeout_s: float, use_gpu: bool,
+                 layout_scenes: dict[str, Any] | None = None):
         import torch
 
         from aigc_synth.io.checkpoint import load_generator_from_bytes
@@ -68,23 +71,41 @@ class Generator:
         if self.gen.model_id != model_id:
             raise RuntimeError("checkpoint bytes shipped to the replica do not match the validated model id")
         self.compute_batch = int(compute_batch)
+        self.scenes = None
+        if layout_scenes is not None:
+            from aigc_synth.sampling.layout import SceneSource
+
+            self.scenes = SceneSource({"seed": 0, "compute_batch": 64, **layout_scenes})
         self.render.set_max_batch_size(int(max_batch_images))
         self.render.set_batch_wait_timeout_s(float(batch_wait_timeout_s))
 
-    def _render_many(self, items: list[tuple[np.ndarray, np.ndarray, str]]) -> list[list[bytes]]:
+    def _render_many(self, items: list[tuple]) -> list[list[tuple[bytes, dict[str, Any] | None]]]:
+        """items: (codes, seeds, format, sample ids, job seed) → per item [(encoded image, labels)];
+        labels are ``{scene_id, boxes}`` for layout models, else None."""
         from aigc_synth.sampling.sampler import generate_images
 
-        codes = np.concatenate([np.asarray(c, dtype=np.int64) for c, _, _ in items])
-        seeds = np.concatenate([np.asarray(s, dtype=np.int64) for _, s, _ in items])
-        images = generate_images(self.gen, codes, seeds, self.device, self.compute_batch)
+        codes = np.concatenate([np.asarray(c, dtype=np.int64) for c, *_ in items])
+        seeds = np.concatenate([np.asarray(s, dtype=np.int64) for _, s, *_ in items])
+        layouts, labels = None, [None] * len(codes)
+        if self.scenes is not None:
+            from aigc_synth.sampling.layout import layouts_and_labels
+
+            parts, labels = [], []
+            for c, _, _, ids, job_seed in items:  # each request is a slice of its own job (its seed)
+                scenes, _ = self.scenes.scenes_for(np.asarray(ids, np.int64), np.asarray(c, np.int64), self.gen.schema, seed=job_seed)
+                lay, scene_ids, boxes = layouts_and_labels(scenes, self.gen.resolution)
+                parts.append(lay)
+                labels += [{"scene_id": int(i), "boxes": b} for i, b in zip(scene_ids, boxes)]
+            layouts = np.concatenate(parts)
+        images = generate_images(self.gen, codes, seeds, self.device, self.compute_batch, layouts=layouts)
         out, pos = [], 0
-        for _, s, fmt in items:
-            out.append([encode_image(img, fmt) for img in images[pos:pos + len(s)]])
+        for _, s, fmt, *_ in items:
+            out.append([(encode_image(img, fmt), lab) for img, lab in zip(images[pos:pos + len(s)], labels[pos:pos + len(s)])])
             pos += len(s)
         return out
 
     @serve.batch(max_batch_size=256, batch_wait_timeout_s=0.01, batch_size_fn=_images_in)
-    async def render(self, items: list[tuple[np.ndarray, np.ndarray, str]]) -> list[list[bytes]]:
+    async def render(self, items: list[tuple]) -> list[list[tuple[bytes, dict[str, Any] | None]]]:
         # the model runs in a thread so the replica's event loop keeps queueing the next batch
         return await asyncio.to_thread(self._render_many, items)
 
@@ -209,11 +230,11 @@ class Api:
         except RequestError as exc:
             return _error(exc.status, str(exc))
         try:
-            encoded = await self.generator.render.remote((codes, seeds, req.format))
+            encoded = await self.generator.render.remote((codes, seeds, req.format, ids, req.seed))
         except Exception as exc:  # replica failure: one line, no traceback to the client
             return _error(500, f"generation failed: {type(exc).__name__}")
-        images = [image_record(i, self.schema.decode(c), s, data)
-                  for i, c, s, data in zip(ids.tolist(), codes.tolist(), seeds.tolist(), encoded)]
+        images = [{**image_record(i, self.schema.decode(c), s, data), **(labels or {})}
+                  for i, c, s, (data, labels) in zip(ids.tolist(), codes.tolist(), seeds.tolist(), encoded)]
         r = self.info["resolution"]
         return {"model_id": self.info["model_id"], "seed": req.seed, "start": req.start, "n": req.n,
                 "num_samples": req.num_samples, "format": req.format, "width": r, "height": r,
@@ -224,17 +245,19 @@ def build_app(*, checkpoint_bytes: bytes, source: str, model_id: str, schema: di
               resolution: int, token_digest: bytes | None, num_replicas: int = 1, num_cpus: float = 0.5,
               num_gpus: float = 0.0, ingress_cpus: float = 0.0, torch_threads: int = 1, compute_batch: int = 32,
               max_n: int = 64, max_body_bytes: int = 65536, max_batch_images: int = 256,
-              batch_wait_timeout_s: float = 0.01, scenes: dict[str, Any] | None = None):
+              batch_wait_timeout_s: float = 0.01, scenes: dict[str, Any] | None = None,
+              layout_scenes: dict[str, Any] | None = None):
     """The bound application (ingress ``Api`` → ``Generator`` [+ ``SceneGenerator``]), ready for ``serve.run``.
 
     ``scenes``: ``{checkpoint_bytes, source, model_id, schema, num_cpus, torch_threads, compute_batch}``
-    of the scene model behind ``POST /scenes`` (None: no scene endpoint)."""
+    of the scene model behind ``POST /scenes`` (None: no scene endpoint). ``layout_scenes``:
+    ``{scene_checkpoint, scene_model_id}`` of the scene model a layout-conditioned generator draws for."""
     max_batch_images = max(int(max_batch_images), int(max_n))  # one full request must always fit a batch
     generator = Generator.options(
         num_replicas=num_replicas, ray_actor_options={"num_cpus": num_cpus, "num_gpus": num_gpus},
         max_ongoing_requests=max(8, 2 * max(1, max_batch_images // max(1, max_n))),
     ).bind(checkpoint_bytes, source, model_id, torch_threads, compute_batch, max_batch_images, batch_wait_timeout_s,
-           num_gpus > 0)
+           num_gpus > 0, layout_scenes)
     info = {"schema": schema, "model_id": model_id, "family": family, "resolution": resolution,
             "compute_batch": compute_batch}
     scene_generator, scene_info = None, None

@@ -113,7 +113,8 @@ def start_server(root: ServeRoot, log: Callable[[str], Any] = lambda m: print(m,
                     token_digest=token_digest(token) if token else None, num_replicas=cfg.num_replicas,
                     num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, ingress_cpus=cfg.ingress_cpus, torch_threads=threads,
                     compute_batch=cfg.compute_batch, max_n=cfg.max_n, max_body_bytes=cfg.max_body_bytes,
-                    max_batch_images=cfg.max_batch_images, batch_wait_timeout_s=cfg.batch_wait_timeout_s, scenes=scenes)
+                    max_batch_images=cfg.max_batch_images, batch_wait_timeout_s=cfg.batch_wait_timeout_s, scenes=scenes,
+                    layout_scenes=_layout_scenes(loaded))
     serve.start(http_options={"host": str(cfg.host), "port": int(cfg.port)})
     serve.run(app, name=cfg.app_name, route_prefix="/", blocking=False)
     if warning:
@@ -121,6 +122,17 @@ def start_server(root: ServeRoot, log: Callable[[str], Any] = lambda m: print(m,
     host = f"[{cfg.host}]" if ":" in str(cfg.host) else str(cfg.host)
     return RunningServer(url=f"http://{host}:{cfg.port}", app_name=cfg.app_name, model_id=loaded.model_id,
                          checkpoint=str(path), auth=token is not None)
+
+
+def _layout_scenes(loaded) -> dict[str, Any] | None:
+    """A layout-conditioned generator draws each image for a scene of the bundled scene model (as
+    a job without job.scenes does): its checkpoint path and id; None for condition-only models."""
+    from aigc_synth.models.registry import get_family
+    from aigc_synth.scenes.generators import BUNDLED_SCENE_CHECKPOINT, load_scene_generator
+
+    if not get_family(loaded.family).layout:
+        return None
+    return {"scene_checkpoint": str(BUNDLED_SCENE_CHECKPOINT), "scene_model_id": load_scene_generator(BUNDLED_SCENE_CHECKPOINT).model_id}
 
 
 def _scene_model(cfg: ServeConfig) -> dict[str, Any]:

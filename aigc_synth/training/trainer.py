@@ -171,11 +171,16 @@ def load_training_state(path: Path | str, family: Family, cfg: ImageModelConfig,
 
 
 def train(train_cfg: TrainConfig, model_cfg: ImageModelConfig, data_cfg: DataConfig,
-          schema: ConditionSchema = DEFAULT_SCHEMA, progress: bool = True) -> Path:
+          schema: ConditionSchema = DEFAULT_SCHEMA, progress: bool = True, *, dataset: Any = None) -> Path:
     """Train (or resume, or fine-tune) and export the generator; return the exported checkpoint path.
 
     ``model_cfg`` is the family's own config dataclass (:mod:`aigc_synth.models.configs`); the
     loop calls ``family.train_step`` and knows nothing else about the family.
+
+    ``dataset``: train on this dataset (anything with ``batch(indices)`` like the built-in ones,
+    e.g. a :class:`SceneImageDataset` with ``condition_probs``) instead of the one ``data_cfg``
+    describes; its ``description`` attribute (plain data), or its class name, is stored in the
+    exported meta as ``data["dataset"]``.
     """
     family = get_family(model_cfg.family)
     if not isinstance(model_cfg, family.config):
@@ -190,10 +195,13 @@ def train(train_cfg: TrainConfig, model_cfg: ImageModelConfig, data_cfg: DataCon
     if train_cfg.threads > 0:
         torch.set_num_threads(train_cfg.threads)
     torch.manual_seed(train_cfg.seed)
-    data = make_training_data(data_cfg, model_cfg, schema, train_cfg)
+    data = make_training_data(data_cfg, model_cfg, schema, train_cfg) if dataset is None else dataset
     if family.layout and not isinstance(data, SceneImageDataset):
         raise UsageError(f"model.family={family.name} needs data.source=scenes (it is conditioned on scene layouts)")
     params = asdict(model_cfg)
+    data_meta = asdict(data_cfg)
+    if dataset is not None:
+        data_meta["dataset"] = getattr(dataset, "description", None) or type(dataset).__name__
     G = build_generator(model_cfg.family, schema.cardinalities, **params)
     D = build_discriminator(model_cfg.family, schema.cardinalities, **params)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False) if model_cfg.ema_decay > 0 else None
@@ -234,7 +242,7 @@ def train(train_cfg: TrainConfig, model_cfg: ImageModelConfig, data_cfg: DataCon
         export_generator(export_path, family=model_cfg.family, model_params=params, schema=schema,
                          generator=G_ema if G_ema is not None else G,
                          meta={"step": step, "train_config": asdict(train_cfg), "recipe": params,
-                               "data": asdict(data_cfg), "train_seconds_this_run": round(elapsed, 1)})
+                               "data": data_meta, "train_seconds_this_run": round(elapsed, 1)})
 
     def save_grid(step: int) -> None:
         net = G_ema if G_ema is not None else G
@@ -277,7 +285,7 @@ def train(train_cfg: TrainConfig, model_cfg: ImageModelConfig, data_cfg: DataCon
                     export_generator(best_path, family=model_cfg.family, model_params=params, schema=schema,
                                      generator=G_ema if G_ema is not None else G,
                                      meta={"step": done, "best": best, "eval": metrics, "train_config": asdict(train_cfg),
-                                           "recipe": params, "data": asdict(data_cfg)})
+                                           "recipe": params, "data": data_meta})
             if done % train_cfg.sample_every == 0 or done == train_cfg.steps:
                 save_grid(done)
             if done % train_cfg.checkpoint_every == 0 or done == train_cfg.steps:
