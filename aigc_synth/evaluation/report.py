@@ -127,6 +127,15 @@ def markdown(result: dict[str, Any]) -> str:
         kid = "–" if r.get("kid") is None else f"{r['kid']:.4f} ± {r['kid_std']:.4f}"
         lines.append(f"| {key} | {r['n_generated']} | {kid} | {_fmt(r.get('fd'), 2)} | {_fmt(r.get('accuracy'), 3)} | "
                      f"{_fmt(r.get('diversity'), 2)} / {_fmt(r.get('diversity_reference'), 2)} |")
+    if "layout" in result:  # layout fidelity: the vehicle detector against the requested boxes
+        lay = result["layout"]
+        lines += ["", f"## Layout fidelity (detector `{lay['detector_id']}`, COCO AP50 / box recall at IoU 0.5)", "",
+                  "| images | AP50 | box recall | boxes counted | boxes ignored |", "|---|---:|---:|---:|---:|"]
+        for key, label in (("generated", "generated, requested boxes"), ("real", "real renders of the same scenes (ceiling)"),
+                           ("shuffled", "generated, another sample's boxes (floor)")):
+            r = lay[key]
+            lines.append(f"| {label} | {_fmt(r['ap50'], 3)} | {_fmt(r['recall'], 3)} | {r['num_gt']} | {r['num_ignored']} |")
+        lines.append(f"\nAP50 generated / real: {_fmt(lay.get('ap50_ratio_to_real'), 3)}")
     if "inception" in result:
         i = result["inception"]
         lines += ["", "## Inception (local weights)", "", "| FID | KID ×1e3 | IS |", "|---:|---:|---:|",
