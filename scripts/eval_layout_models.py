@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from aigc_synth.evaluation.evaluate import _clean, _score, compute_metrics  # noqa: E402
 from aigc_synth.evaluation.layout import (  # noqa: E402
     REFERENCE_SCENE_SEED,
+    draw_boxes,
     SCENE_CLASSIFIER,
     evaluation_scenes,
     layout_images,
@@ -54,24 +55,9 @@ from aigc_synth.sampling.seeds import LATENT_STREAM, derive_seeds  # noqa: E402
 from aigc_synth.schema import DEFAULT_SCHEMA  # noqa: E402
 
 ASSETS = Path(__file__).resolve().parents[1] / "aigc_synth" / "assets"
-DEFAULT_MODELS = [f"layout_gan (bundled)=default", f"cgan (previous bundled)={ASSETS / 'cgan_generator.pt'}",
+DEFAULT_MODELS = ["layout_gan (bundled)=default", f"cgan (previous bundled)={ASSETS / 'cgan_generator.pt'}",
                   "dcgan baseline (scene renders)=runs/dcgan_scenes/generator.pt"]
 SECOND_RENDER_SEED = REFERENCE_SCENE_SEED + 1
-
-
-def draw_boxes(image: np.ndarray, boxes: np.ndarray, ignore: np.ndarray, scale: int) -> np.ndarray:
-    """``image`` upscaled ``scale``× with each box outlined (green counted, grey ignored)."""
-    big = np.repeat(np.repeat(image, scale, 0), scale, 1).copy()
-    h, w = big.shape[:2]
-    for (x0, y0, x1, y1), ign in zip(boxes, ignore):
-        colour = (150, 150, 150) if ign else (0, 255, 0)
-        a0, b0 = int(np.clip(round(x0 * scale), 0, w - 1)), int(np.clip(round(y0 * scale), 0, h - 1))
-        a1, b1 = int(np.clip(round(x1 * scale) - 1, 0, w - 1)), int(np.clip(round(y1 * scale) - 1, 0, h - 1))
-        big[b0, a0:a1 + 1] = colour
-        big[b1, a0:a1 + 1] = colour
-        big[b0:b1 + 1, a0] = colour
-        big[b0:b1 + 1, a1] = colour
-    return big
 
 
 def sample_grid(path: str, out: str, seed: int, columns: int = 7, scale: int = 2) -> None:
@@ -173,7 +159,7 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     if ceiling.get("ap50"):
-        print(f"AP50 ratio to real: " + ", ".join(f"{r['name']} {r['ap50'] / ceiling['ap50']:.3f}" for r in rows[:-2]))
+        print("AP50 ratio to real: " + ", ".join(f"{r['name']} {r['ap50'] / ceiling['ap50']:.3f}" for r in rows[:-2]))
     if a.md:
         Path(a.md).write_text(table + "\n")
     if a.grid and models:

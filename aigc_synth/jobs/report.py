@@ -31,16 +31,19 @@ def write_preview(output_dir: Path | str | Store, manifest: dict[str, Any],
         return _write_scene_preview(store, manifest)
     names = list(manifest["schema"])
     found: dict[tuple, list[bytes]] = defaultdict(list)
+    boxes: dict[tuple, list[list]] = defaultdict(list)
     wanted = len(manifest["counts_per_condition"])
     for shard in manifest["shards"]:
         if "path" not in shard:
             return None
-        table = store.read_table(shard["path"], columns=[*names, "image"])
+        table = store.read_table(shard["path"])
         conds = list(zip(*[table.column(n).to_pylist() for n in names]))
         images = table.column("image").combine_chunks().field("bytes").to_pylist()
-        for cond, data in zip(conds, images):
+        shard_boxes = table.column("boxes").to_pylist() if "boxes" in table.column_names else [None] * len(images)
+        for cond, data, bx in zip(conds, images, shard_boxes):
             if len(found[cond]) < per_condition:
                 found[cond].append(data)
+                boxes[cond].append(bx)
         if len(found) >= wanted and all(len(v) >= per_condition for v in found.values()):
             break
     if not found:
@@ -50,9 +53,19 @@ def write_preview(output_dir: Path | str | Store, manifest: dict[str, Any],
     first = np.asarray(Image.open(io.BytesIO(found[rows[0]][0])).convert("RGB"))
     h, w = first.shape[:2]
     grid = np.zeros((len(rows) * h, per_condition * w, 3), np.uint8)
+    boxed = grid.copy()  # layout jobs: the right half repeats the grid with each image's boxes drawn
+    has_boxes = any(b is not None for bs in boxes.values() for b in bs)
     for r, cond in enumerate(rows):
         for c, data in enumerate(found[cond]):
-            grid[r * h:(r + 1) * h, c * w:(c + 1) * w] = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+            image = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+            grid[r * h:(r + 1) * h, c * w:(c + 1) * w] = image
+            if has_boxes:
+                from aigc_synth.evaluation.layout import draw_boxes
+
+                xyxy = np.array([[b["x0"], b["y0"], b["x1"], b["y1"]] for b in boxes[cond][c] or []], np.float64).reshape(-1, 4)
+                boxed[r * h:(r + 1) * h, c * w:(c + 1) * w] = draw_boxes(image, xyxy)
+    if has_boxes:
+        grid = np.concatenate([grid, np.full((grid.shape[0], 4, 3), 255, np.uint8), boxed], axis=1)
     return _save_preview(store, grid)
 
 
