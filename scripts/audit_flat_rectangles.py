@@ -54,7 +54,19 @@ def generated_from_checkpoint(checkpoint: str, n: int, seed: int, device: str) -
     plan = ConditionPlan({"kind": "grid"}, DEFAULT_SCHEMA, n, seed)
     ids = np.arange(n)
     codes, seeds = plan.codes_for(ids), plan.seeds_for(ids)
+    from aigc_synth.models.registry import get_family
+
+    if get_family(gen.family).layout:  # each image drawn for the scene a job with this seed samples
+        from aigc_synth.evaluation.layout import evaluation_scenes, layout_images
+
+        global LAYOUT_SCENES
+        LAYOUT_SCENES, codes = evaluation_scenes(codes, seed, DEFAULT_SCHEMA)
+        return layout_images(gen, LAYOUT_SCENES, codes, seeds), codes, seeds, f"{gen.family} {path.name}"
     return generate_images(gen, codes, seeds, device=device), codes, seeds, f"{gen.family} {path.name}"
+
+
+#: the scenes of a layout-conditioned checkpoint's images (their real rows are renders of them)
+LAYOUT_SCENES = None
 
 
 def generated_from_job(job: str, limit: int | None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, str]:
@@ -77,7 +89,12 @@ def generated_from_job(job: str, limit: int | None) -> tuple[np.ndarray, np.ndar
 
 
 def real_images(codes: np.ndarray, seeds: np.ndarray, size: int, chunk: int = 1000) -> np.ndarray:
-    """Real procedural scenes for the same (condition, seed) pairs, rendered in chunks to bound memory."""
+    """Real images for the same conditions: renders of the same scenes for a layout model, else
+    procedural scenes for the same (condition, seed) pairs, rendered in chunks to bound memory."""
+    if LAYOUT_SCENES is not None:
+        from aigc_synth.evaluation.layout import scene_reference
+
+        return scene_reference(LAYOUT_SCENES, codes, DEFAULT_SCHEMA, size)[0]
     return np.concatenate([render_scenes(codes[s:s + chunk], seeds[s:s + chunk], size=size).images
                            for s in range(0, len(codes), chunk)])
 
@@ -177,7 +194,7 @@ def main() -> None:
     rows = [summarise("generated", images, keys, kw)]
     if not args.no_real and codes is not None:
         real = real_images(codes, seeds, size)
-        rows.append(summarise("real procedural", real, keys, kw))
+        rows.append(summarise("real scene renders" if LAYOUT_SCENES is not None else "real procedural", real, keys, kw))
         # recall check: the same real images, each with a cutout square of the training geometry pasted in
         rng = np.random.default_rng(args.seed)
         pasted, truth = zip(*(paste_cutout(im, rng) for im in real))
