@@ -4,7 +4,7 @@
         [--seeds 0,1,2] [--steps 1500] [--batch-size 64] [--rare-prob 0.02] [--mix-ratio balance|R]
         [--pool-size 10000] [--pool-scenes 3000] [--test-per-combination 40] [--test-scenes 600]
         [--synthetic-size N] [--generator-override KEY=VALUE ...] [--scenes DIR] [--test-scenes-dir DIR]
-        [--threads 0]
+        [--threads N]
 
 An imbalanced real pool (fog, snow and night each ``--rare-prob``), a balanced held-out real test set
 on other scenes, a layout-conditioned generator trained on the pool only, and four training sets for a
@@ -13,15 +13,16 @@ condition classifier and a vehicle detector, all trained for the same steps and 
 downstream.json, downstream.md and downstream.png to --out. The protocol is documented in
 aigc_synth/benchmarks/downstream.py.
 
-``--quick``: pool 1,500 images (500 scenes), test 450 (10 per combination), 150 steps of batch 32,
-three seeds: about 8-12 minutes on two busy CPU cores, generator training excluded. Explicit size
-flags override the quick values.
+``--quick``: pool 1,500 images (500 scenes), test 450 (10 per combination), 250 steps of batch 32,
+three seeds: about 12 minutes on two busy CPU cores with one thread, generator training excluded.
+Explicit size flags override the quick values.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from aigc_synth.benchmarks.downstream import QUICK, DownstreamConfig
 from aigc_synth.errors import AigcSynthError
@@ -37,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> DownstreamConfig:
                    help="extra `aigc-synth train` override for --train-generator-steps (repeatable), e.g. train.batch_size=16")
     p.add_argument("--quick", action="store_true", help="small pools and steps (see the module docstring)")
     p.add_argument("--seeds", default="0,1,2", help="downstream training seeds, comma-separated")
-    p.add_argument("--steps", type=int, help="optimiser steps per model, the same for every row (1500; quick 150)")
+    p.add_argument("--steps", type=int, help="optimiser steps per model, the same for every row (1500; quick 250)")
     p.add_argument("--batch-size", type=int, help="batch size, the same for every row (64; quick 32)")
     p.add_argument("--rare-prob", type=float, default=0.02, help="pool probability of fog, of snow and of night")
     p.add_argument("--mix-ratio", default="balance",
@@ -50,7 +51,8 @@ def parse_args(argv: list[str] | None = None) -> DownstreamConfig:
     p.add_argument("--synthetic-size", type=int, help="generated images of row (c) (default: the pool size)")
     p.add_argument("--scenes", help="pool scenes from this scene folder instead of the bundled scene model")
     p.add_argument("--test-scenes-dir", help="held-out scenes from this scene folder")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (0 = torch's default; default: 1 with --quick, where the time estimate was measured, else 0)")
     a = p.parse_args(argv)
     try:
         seeds = tuple(int(s) for s in a.seeds.split(",") if s.strip())
@@ -63,7 +65,8 @@ def parse_args(argv: list[str] | None = None) -> DownstreamConfig:
     return DownstreamConfig(out=a.out, generator=a.generator, train_generator_steps=a.train_generator_steps or 0,
                             generator_overrides=tuple(a.generator_override), rare_prob=a.rare_prob, mix_ratio=mix,
                             synthetic_size=a.synthetic_size, seeds=seeds, scenes_dir=a.scenes,
-                            test_scenes_dir=a.test_scenes_dir, threads=a.threads, quick=a.quick, **base)
+                            test_scenes_dir=a.test_scenes_dir, quick=a.quick, **base,
+                            threads=a.threads if a.threads is not None else (1 if a.quick else 0))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     except AigcSynthError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_status
-    print(open(result["outputs"]["md"]).read())
+    print(Path(result["outputs"]["md"]).read_text())
     return 0
 
 

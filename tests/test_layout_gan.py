@@ -272,3 +272,20 @@ def test_evaluate_scores_a_layout_checkpoint_against_renders_of_its_scenes(layou
     assert lay["generated"]["ap50"] < lay["real"]["ap50"]  # an untrained generator draws no vehicles
     assert lay["generated"]["num_gt"] == lay["real"]["num_gt"] > 0
     assert "Layout fidelity" in (tmp_path / "ev" / "report.md").read_text()
+
+
+def test_interrupted_layout_job_resumes_to_identical_output(layout_runs, layout_checkpoint, tmp_path):
+    import shutil
+
+    from aigc_synth.io.reader import verify_output
+
+    a, _ = layout_runs
+    partial = tmp_path / "partial"
+    shutil.copytree(a, partial)
+    (partial / "manifest.json").unlink()  # a driver killed after the first shard
+    (partial / "parquet" / "part-00001.parquet").unlink()
+    shutil.rmtree(partial / "png" / "part-00001")
+    run_generation(_cfg(partial, layout_checkpoint, "resources.actors=1"), progress=False)
+    assert json.loads((partial / "run.json").read_text())["shards_skipped_on_resume"] == 1
+    assert (partial / "manifest.json").read_bytes() == (a / "manifest.json").read_bytes()
+    assert verify_output(partial) == []

@@ -1,0 +1,1 @@
+"""Benchmarks that measure what generated images are worth to a downstream model (see :mod:`.downstream`)."""
