@@ -105,7 +105,7 @@ def test_training_a_layout_model_composes_the_real_config(tiny_train_config, tmp
     scene_dir = tmp_path / "scenes"
     scene_dir.mkdir()
     pq.write_table(scenes_to_table(scenes), scene_dir / "part-00000.parquet")
-    cfg = tiny_train_config(tmp_path / "run", "model=layout_gan", "model.embed_dim=8", "model.spade_hidden=8",
+    cfg = tiny_train_config(tmp_path / "run", "model=layout_gan", "model.embed_dim=8", "model.spade_hidden=8", "model.mode_seeking=0.1",
                             "data.source=scenes", f"data.scenes={scene_dir}")
     path = train(cfg.train, cfg.model, cfg.data, progress=False)
     gen = load_generator(path)

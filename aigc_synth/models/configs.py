@@ -61,6 +61,7 @@ class LayoutGANConfig(ImageModelConfig):
     # the generator met it with pixel speckle (seen in the sample grids at 1,000-1,500 steps), and a
     # fixed layout leaves little real variety to seek (colours, light level, dash phase)
     mode_seeking: float = 0.0
+    mode_seeking_pool: int = 4  # the MSGAN term compares images average-pooled by this factor (1 = full resolution)
     aux_class_weight: float = 0.2  # AC-GAN head on weather / time / traffic (0 = off)
     # matching-aware discriminator (Reed et al. 2016): real images paired with another sample's
     # layout count as fake, so D must check that vehicles sit where the layout says

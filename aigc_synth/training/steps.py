@@ -150,7 +150,10 @@ def layout_gan_step(ctx: TrainContext, real: torch.Tensor, codes: torch.Tensor, 
     else:
         loss_g = g_loss_fn(cfg.loss, D(fake, codes_g, layout_g))
     if half:
-        ratio = (fake[:half] - fake[half:2 * half]).abs().mean() / (z[:half] - z[half:2 * half]).abs().mean()
+        # measured on average-pooled images: colours, lighting, sky must differ between the two latents;
+        # at full resolution the noise inputs met the term with pixel speckle instead
+        pooled = F.avg_pool2d(fake, cfg.mode_seeking_pool) if cfg.mode_seeking_pool > 1 else fake
+        ratio = (pooled[:half] - pooled[half:2 * half]).abs().mean() / (z[:half] - z[half:2 * half]).abs().mean()
         loss_g = loss_g + cfg.mode_seeking / (ratio + 1e-5)
     ctx.opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
