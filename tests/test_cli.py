@@ -76,6 +76,12 @@ def test_cli_generate_with_bundled_model_end_to_end(tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["num_samples"] == 90 and manifest["model"]["resolution"] == 64
     assert (out / "preview.png").is_file()
+    # the bundled model is layout-conditioned: every row names its scene and carries its boxes
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(out / "parquet")
+    assert manifest["model"]["family"] == "layout_gan" and {"scene_id", "boxes"} <= set(table.column_names)
+    assert sum(len(b) for b in table.column("boxes").to_pylist()) > 0
     assert "throughput" in proc.stdout and "fog/night" in proc.stdout and str(out) in proc.stdout
     # a healthy job prints no error lines: neither ours nor Ray's C++ core worker's (" E " / core_worker.cc)
     assert "core_worker" not in proc.stderr and not [ln for ln in proc.stderr.splitlines() if " E " in ln[:40] or "ERROR" in ln]

@@ -289,3 +289,15 @@ def test_interrupted_layout_job_resumes_to_identical_output(layout_runs, layout_
     assert json.loads((partial / "run.json").read_text())["shards_skipped_on_resume"] == 1
     assert (partial / "manifest.json").read_bytes() == (a / "manifest.json").read_bytes()
     assert verify_output(partial) == []
+
+
+def test_truncation_scales_the_latent_at_sampling_only(scenes):
+    torch.manual_seed(1)
+    kwargs = {k: v for k, v in TINY_LAYOUT.items() if k != "resolution"}
+    full = build_generator("layout_gan", DEFAULT_SCHEMA.cardinalities, resolution=32, **kwargs).eval()
+    half = build_generator("layout_gan", DEFAULT_SCHEMA.cardinalities, resolution=32, truncation=0.5, **kwargs).eval()
+    half.load_state_dict(full.state_dict())
+    z, codes = torch.randn(4, 16), torch.zeros(4, 3, dtype=torch.int64)
+    lay = torch.from_numpy(scene_layouts(scenes[:4], 32))
+    with torch.no_grad():
+        torch.testing.assert_close(half(z, codes, lay), full(z * 0.5, codes, lay))

@@ -62,6 +62,7 @@ class LayoutGANConfig(ImageModelConfig):
     # fixed layout leaves little real variety to seek (colours, light level, dash phase)
     mode_seeking: float = 0.0
     mode_seeking_pool: int = 4  # the MSGAN term compares images average-pooled by this factor (1 = full resolution)
+    truncation: float = 1.0  # ψ of the exported generator (sampling only; training always uses z as drawn)
     aux_class_weight: float = 0.2  # AC-GAN head on weather / time / traffic (0 = off)
     # matching-aware discriminator (Reed et al. 2016): real images paired with another sample's
     # layout count as fake, so D must check that vehicles sit where the layout says

@@ -77,10 +77,13 @@ class LayoutGenerator(nn.Module):
 
     def __init__(self, cardinalities: Sequence[int], resolution: int = 64, z_dim: int = 64,
                  base_channels: int = 32, embed_dim: int = 64, layout_channels: int = LAYOUT_CHANNELS,
-                 spade_hidden: int = 32):
+                 spade_hidden: int = 32, truncation: float = 1.0):
         super().__init__()
         n_up = _num_upsamplings(resolution)
         self.z_dim, self.resolution, self.layout_channels = z_dim, resolution, layout_channels
+        # truncation trick (BigGAN / StyleGAN): z is scaled by ψ before use; 1 in training. ψ < 1 trades a
+        # little variety for fewer broken images from latents far out in the tails (stored in the checkpoint)
+        self.truncation = float(truncation)
         self.embed = FactorEmbedding(cardinalities, embed_dim)
         chans = [base_channels * 2 ** (n_up - 1 - i) for i in range(n_up)] + [max(base_channels // 2, 8)]
         self.chans = chans
@@ -103,6 +106,8 @@ class LayoutGenerator(nn.Module):
         return [torch.cat([m[i] for m in maps]).to(z.device) for i in range(len(self.blocks))]
 
     def forward(self, z: torch.Tensor, codes: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
+        if self.truncation != 1.0 and not self.training:
+            z = z * self.truncation
         style = torch.cat([self.embed(codes), z], dim=1)
         x = self.stem(style).view(z.shape[0], self.chans[0], 4, 4)
         x = F.relu(self.stem_norm(x, style, layout))

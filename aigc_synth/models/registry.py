@@ -59,7 +59,7 @@ FAMILIES: dict[str, Family] = {
                    arch_keys=("resolution", "z_dim", "base_channels", "d_base_channels", "embed_dim"),
                    train_step=gan_step),
     "layout_gan": Family("layout_gan", LayoutGANConfig, LayoutGenerator, LayoutDiscriminator,
-                         generator_keys=("resolution", "z_dim", "base_channels", "embed_dim", "spade_hidden"),
+                         generator_keys=("resolution", "z_dim", "base_channels", "embed_dim", "spade_hidden", "truncation"),
                          critic_keys=("resolution", "d_base_channels", "aux_class_weight"),
                          arch_keys=("resolution", "z_dim", "base_channels", "d_base_channels", "embed_dim", "spade_hidden"),
                          train_step=layout_gan_step, layout=True),
