@@ -550,9 +550,8 @@ def train_condition_classifier(images: np.ndarray | torch.Tensor, codes: np.ndar
     factor + 4 × smooth-L1 count, AdamW one-cycle, the classifier's augmentations; exactly ``steps``
     steps of ``batch_size`` images drawn with replacement. Initial weights from ``seed``. Returns
     the model in eval mode."""
-    from aigc_synth.data.procedural import MAX_VEHICLES
     from aigc_synth.models.classifier import DomainClassifier
-    from aigc_synth.training.classifier import augment
+    from aigc_synth.training.classifier import augment, classifier_loss
     from aigc_synth.training.detector import one_cycle
 
     x_all = _nchw(images)
@@ -570,10 +569,7 @@ def train_condition_classifier(images: np.ndarray | torch.Tensor, codes: np.ndar
     for step in range(1, steps + 1):
         idx = torch.randint(0, n, (batch_size,), generator=gen)
         x = augment(DomainClassifier.prepare(x_all[idx]), gen)
-        logits, count, _ = model(x)
-        ce = sum(F.cross_entropy(lg, codes[idx, f]) for f, lg in enumerate(logits))
-        count_loss = F.smooth_l1_loss(count / MAX_VEHICLES, counts[idx] / MAX_VEHICLES)
-        loss = ce + 4.0 * count_loss
+        loss, ce, count_loss = classifier_loss(model, x, codes[idx], counts[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -162,6 +162,17 @@ def resolve_scenes(scenes: Sequence[Any] | None = None, heldout_scenes: Sequence
     return train, held, {"train": train_desc, "heldout": held_desc}
 
 
+def classifier_loss(model: DomainClassifier, x: torch.Tensor, codes: torch.Tensor,
+                    counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The training loss of the domain classifier (and of the downstream benchmark's): cross-entropy
+    per factor plus 4 × the smooth-L1 of the vehicle count, scaled by ``MAX_VEHICLES``; returns
+    (loss, cross-entropy, count loss)."""
+    logits, count, _ = model(x)
+    ce = sum(F.cross_entropy(lg, codes[:, f]) for f, lg in enumerate(logits))
+    count_loss = F.smooth_l1_loss(count / MAX_VEHICLES, counts / MAX_VEHICLES)
+    return ce + 4.0 * count_loss, ce, count_loss
+
+
 def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """[-1, 1] batch → flipped, shifted (≤ 4 px, reflect), sometimes blurred, with light noise."""
     b = x.shape[0]
@@ -248,10 +259,7 @@ def train_domain_classifier(out_path: str, steps: int = 1500, batch_size: int = 
     for step in range(1, steps + 1):
         idx = torch.randint(0, train_pool, (batch_size,), generator=gen)
         x = augment(images[idx].float() / 127.5 - 1.0, gen)
-        logits, count, _ = model(x)
-        ce = sum(F.cross_entropy(lg, codes[idx, f]) for f, lg in enumerate(logits))
-        count_loss = F.smooth_l1_loss(count / MAX_VEHICLES, counts[idx] / MAX_VEHICLES)
-        loss = ce + 4.0 * count_loss
+        loss, ce, count_loss = classifier_loss(model, x, codes[idx], counts[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step(); sched.step()
