@@ -115,7 +115,7 @@ def main() -> None:
     codes = np.repeat(combos, a.n_per_condition, axis=0)
     t0 = time.perf_counter()
     scenes, codes = evaluation_scenes(codes, a.seed, schema, a.scenes)
-    ref, boxes, visible = scene_reference(scenes, codes, schema, 64, progress=True)
+    ref, boxes, visible = scene_reference(scenes, codes, schema, 64)
     classifier = load_domain_classifier(SCENE_CLASSIFIER)
     detector = load_vehicle_detector(None)
     ref_scores = _score(classifier, ref, "score reference", True)
@@ -151,7 +151,7 @@ def main() -> None:
         if n == 0:
             floor = score_layout(detector, images, [boxes[j] for j in rolled], [visible[j] for j in rolled])
             first_floor = {"name": f"{name}: shuffled layout (floor)", "ap50": floor["ap50"], "box_recall": floor["recall"]}
-    real2, _, _ = scene_reference(scenes, codes, schema, 64, progress=True, seed=SECOND_RENDER_SEED)
+    real2, _, _ = scene_reference(scenes, codes, schema, 64, seed=SECOND_RENDER_SEED)
     rows.append(row("real (second render of the same scenes)", real2, {"family": "renderer"}))
     rows.append(first_floor)
     ceiling = rows[-2]

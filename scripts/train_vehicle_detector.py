@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from aigc_synth.data.scene_images import SceneImageDataset
-from aigc_synth.data.scene_render import render_scene
+from aigc_synth.data.scene_render import render_labelled
 from aigc_synth.io.checkpoint import save_checkpoint
 from aigc_synth.metrics.layout import DETECTOR_FORMAT, VehicleDetector, gt_filter_description, gt_ignore_mask, layout_fidelity
 from aigc_synth.models.detector import DETECTOR_INPUT
@@ -68,15 +68,7 @@ def render_pool(scenes: Sequence[Scene], n: int, seed: int) -> dict[str, Any]:
     """
     ds = SceneImageDataset(scenes, length=n, seed=seed, resolution=DETECTOR_INPUT)
     codes, seeds, scene_index = ds.items(range(n))
-    weathers, times = ds.schema.values("weather"), ds.schema.values("time_of_day")
-    w_f, t_f = ds.schema.names.index("weather"), ds.schema.names.index("time_of_day")
-    images = np.empty((n, DETECTOR_INPUT, DETECTOR_INPUT, 3), np.uint8)
-    boxes, visible = [], []
-    for i, (k, c, s) in enumerate(zip(scene_index, codes, seeds)):
-        r = render_scene(scenes[int(k)], weathers[c[w_f]], times[c[t_f]], int(s) % 2**62, DETECTOR_INPUT)
-        images[i] = r.image
-        boxes.append(r.boxes)
-        visible.append(r.visible)
+    images, boxes, visible = render_labelled([scenes[int(k)] for k in scene_index], codes, seeds, ds.schema, DETECTOR_INPUT)
     return {"images": images, "boxes": boxes, "visible": visible,
             "ignore": [gt_ignore_mask(b, v) for b, v in zip(boxes, visible)]}
 

@@ -68,7 +68,7 @@ import torch
 import torch.nn.functional as F
 
 from aigc_synth.data.scene_images import SceneImageDataset, resolve_condition_probs
-from aigc_synth.data.scene_render import render_scene, scene_boxes
+from aigc_synth.data.scene_render import render_labelled, scene_boxes
 from aigc_synth.errors import UsageError
 from aigc_synth.io.atomic import (
     atomic_write_bytes,
@@ -290,18 +290,11 @@ def concat_sets(*sets: ImageSet) -> ImageSet:
 def render_items(scenes: Sequence[Scene], scene_index: np.ndarray, codes: np.ndarray, seeds: np.ndarray,
                  origin: str) -> ImageSet:
     """Real renders at 64 px of ``scenes[scene_index[i]]`` under ``codes[i]`` with cosmetic seed ``seeds[i]``."""
-    n = len(codes)
-    images = np.empty((n, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
-    boxes, visible = [], []
-    for i, (k, c, s) in enumerate(zip(scene_index, codes, seeds)):
-        r = render_scene(scenes[int(k)], WEATHERS[c[W]], TIMES[c[T]], int(s) % 2**62, IMAGE_SIZE)
-        images[i] = r.image
-        boxes.append(r.boxes)
-        visible.append(r.visible)
     picked = [scenes[int(k)] for k in scene_index]
+    images, boxes, visible = render_labelled(picked, codes, seeds, SCHEMA, IMAGE_SIZE)
     return ImageSet(images, np.asarray(codes, np.int64), boxes, visible,
                     np.array([s.scene_id for s in picked], np.int64), np.array([s.seed for s in picked], np.int64),
-                    np.asarray(seeds, np.int64), np.array([origin] * n))
+                    np.asarray(seeds, np.int64), np.array([origin] * len(codes)))
 
 
 class PoolImages(SceneImageDataset):

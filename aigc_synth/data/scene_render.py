@@ -400,6 +400,24 @@ def scene_boxes(scene: Scene, size: int = 64) -> SceneBoxes:
     )
 
 
+def render_labelled(scenes: Sequence[Scene], codes: np.ndarray, seeds: Sequence[int], schema=DEFAULT_SCHEMA,
+                    size: int = 64) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+    """Render ``scenes[i]`` under the weather and time of ``codes[i]`` (codes of ``schema``) with
+    cosmetic seed ``seeds[i] mod 2**62``: (images uint8 (n, size, size, 3), boxes per image, visible
+    fraction per box). The one loop behind every labelled real set (evaluation reference, detector
+    training, downstream benchmark)."""
+    w, t = schema.names.index("weather"), schema.names.index("time_of_day")
+    weathers, times = schema.values("weather"), schema.values("time_of_day")
+    images = np.empty((len(scenes), size, size, 3), np.uint8)
+    boxes, visible = [], []
+    for i, (sc, c, s) in enumerate(zip(scenes, codes, seeds)):
+        r = render_scene(sc, weathers[c[w]], times[c[t]], int(s) % 2**62, size)
+        images[i] = r.image
+        boxes.append(r.boxes)
+        visible.append(r.visible)
+    return images, boxes, visible
+
+
 def render_scenes_from(scenes: Sequence[Scene], weathers: str | Sequence[str], times: str | Sequence[str],
                        seeds: int | Sequence[int], size: int = 64) -> list[RenderedScene]:
     """:func:`render_scene` for each scene; a single weather, time or seed applies to all of them.

@@ -92,7 +92,7 @@ def sample_checkpoint_on_scenes(cfg, progress: bool = True) -> tuple[dict[str, A
     t0 = time.perf_counter()
     images = layout_images(gen, scenes, codes, seeds, CHUNK, progress)
     elapsed = time.perf_counter() - t0
-    ref, boxes, visible = scene_reference(scenes, codes, gen.schema, gen.resolution, progress)
+    ref, boxes, visible = scene_reference(scenes, codes, gen.schema, gen.resolution)
     source = {"images": images, "codes": codes, "schema": gen.schema, "model_id": gen.model_id, "family": gen.family,
               "kind": "checkpoint", "sampling_img_per_s": round(len(codes) / elapsed, 1), "torch_threads": torch.get_num_threads()}
     return source, {"reference_images": ref, "boxes": boxes, "visible": visible, "reference_seed": REFERENCE_SCENE_SEED,

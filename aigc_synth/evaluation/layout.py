@@ -48,24 +48,13 @@ def evaluation_scenes(codes: np.ndarray, seed: int, schema: ConditionSchema, sce
 
 
 def scene_reference(scenes: Sequence[Scene], codes: np.ndarray, schema: ConditionSchema, resolution: int,
-                    progress: bool = False, seed: int = REFERENCE_SCENE_SEED) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+                    seed: int = REFERENCE_SCENE_SEED) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
     """(real renders uint8 (n, R, R, 3), boxes per image (k, 4), visible fraction per box); the
     cosmetic seed of image ``i`` is ``derive_seeds(seed, i)``."""
-    from tqdm import tqdm
+    from aigc_synth.data.scene_render import render_labelled
 
-    from aigc_synth.data.scene_render import render_scene
-
-    w, t = schema.names.index("weather"), schema.names.index("time_of_day")
     seeds = derive_seeds(seed, np.arange(len(scenes)))
-    images = np.empty((len(scenes), resolution, resolution, 3), np.uint8)
-    boxes, visible = [], []
-    for i in tqdm(range(len(scenes)), desc="render reference", unit="img", disable=not progress, mininterval=2):
-        r = render_scene(scenes[i], schema.factors[w][1][codes[i, w]], schema.factors[t][1][codes[i, t]],
-                         int(seeds[i]) % 2**62, resolution)
-        images[i] = r.image
-        boxes.append(r.boxes)
-        visible.append(r.visible)
-    return images, boxes, visible
+    return render_labelled(scenes, codes, seeds, schema, resolution)
 
 
 def layout_images(gen, scenes: Sequence[Scene], codes: np.ndarray, seeds: np.ndarray, chunk: int = 256,
