@@ -49,6 +49,7 @@ from aigc_synth.evaluation.layout import (  # noqa: E402
 from aigc_synth.io.atomic import atomic_write_json  # noqa: E402
 from aigc_synth.io.checkpoint import load_generator, resolve_checkpoint_path  # noqa: E402
 from aigc_synth.metrics.artifacts import flat_rectangle_rate  # noqa: E402
+from aigc_synth.metrics.distribution import real_sample_hits  # noqa: E402
 from aigc_synth.metrics.domain import load_domain_classifier  # noqa: E402
 from aigc_synth.metrics.layout import gt_ignore_mask, load_vehicle_detector, score_layout  # noqa: E402
 from aigc_synth.sampling.seeds import LATENT_STREAM, derive_seeds  # noqa: E402
@@ -131,12 +132,18 @@ def main() -> None:
         hf = high_frequency_energy(images)
         w = schema.names.index("weather")
         hf_ratio = {v: float(hf[codes[:, w] == k].mean() / ref_hf[codes[:, w] == k].mean()) for k, v in enumerate(schema.values("weather"))}
+        # the overall recall / coverage split by the real sample's weather and time (same radii)
+        recalled, covered = real_sample_hits(ref_scores.features, scores.features)
+        by_condition = {f: {v: {"recall": float(recalled[codes[:, i] == k].mean()),
+                                "coverage": float(covered[codes[:, i] == k].mean())}
+                            for k, v in enumerate(schema.values(f))}
+                        for i, f in enumerate(schema.names) if f in ("weather", "time_of_day")}
         r = {"name": name, **extra, "fd": m["overall"]["fd"], "kid": m["overall"]["kid"],
              "precision": m["overall"]["precision"], "recall": m["overall"]["recall"],
              "density": m["overall"]["density"], "coverage": m["overall"]["coverage"],
              "condition_accuracy": m["overall"]["condition_accuracy"], "ap50": lay["ap50"], "box_recall": lay["recall"],
              "flat_rectangles": flat["count"], "images": flat["images"], "intra_kid_mean": m["overall"]["intra_kid_mean"],
-             "confusion": m["confusion"], "high_frequency_ratio": hf_ratio}
+             "confusion": m["confusion"], "high_frequency_ratio": hf_ratio, "recall_coverage_by": by_condition}
         print(json.dumps({k: v for k, v in r.items() if k != "confusion"}, default=float))
         return r
 
@@ -175,6 +182,14 @@ def main() -> None:
     for r in rows:
         if "high_frequency_ratio" in r:
             lines.append(f"| {r['name']} | " + " | ".join(f"{r['high_frequency_ratio'][v]:.2f}" for v in schema.values("weather")) + " |")
+    lines += ["", "Recall / coverage split by the real sample's weather and time of day (the overall values' indicators):",
+              "", "| model | " + " | ".join(v for f in ("weather", "time_of_day") for v in schema.values(f)) + " |",
+              "|---|" + "---|" * (len(schema.values("weather")) + len(schema.values("time_of_day")))]
+    for r in rows:
+        if "recall_coverage_by" in r:
+            by = r["recall_coverage_by"]
+            lines.append(f"| {r['name']} | " + " | ".join(f"{by[f][v]['recall']:.2f} / {by[f][v]['coverage']:.2f}"
+                                                         for f in ("weather", "time_of_day") for v in schema.values(f)) + " |")
     table = "\n".join(lines)
     print(table)
     if ceiling.get("ap50"):

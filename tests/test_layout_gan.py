@@ -118,6 +118,38 @@ def test_training_a_layout_model_composes_the_real_config(tiny_train_config, tmp
         train(bad.train, bad.model, bad.data, progress=False)
 
 
+def test_a_layout_run_fine_tunes_into_the_precipitation_layer(tiny_train_config, tmp_path, scenes):
+    """A state trained without the particle layer fine-tunes into one with it (the layer starts
+    transparent: step 0 draws the source's images to within α ≈ 0.0025); resuming across the change
+    is refused with the fix; checkpoints without the layer still build without it."""
+    from aigc_synth.errors import CheckpointError
+    from aigc_synth.training.trainer import train
+
+    scene_dir = tmp_path / "scenes"
+    scene_dir.mkdir()
+    pq.write_table(scenes_to_table(scenes), scene_dir / "part-00000.parquet")
+    common = ("model=layout_gan", "model.embed_dim=8", "model.spade_hidden=8", "data.source=scenes", f"data.scenes={scene_dir}")
+    src = tiny_train_config(tmp_path / "src", *common)
+    source = load_generator(train(src.train, src.model, src.data, progress=False))
+    assert source.module.precipitation is None
+    ft = tiny_train_config(tmp_path / "ft", *common, "model.precipitation=true", "train.steps=0",
+                           f"train.init_from={tmp_path / 'src' / 'state.pt'}")
+    start = load_generator(train(ft.train, ft.model, ft.data, progress=False))
+    assert start.module.precipitation is not None and start.model_config["precipitation"] is True
+    lay = scene_layouts(scenes[:6], 32)
+    codes = np.array([DEFAULT_SCHEMA.encode(c) for c in DEFAULT_SCHEMA.combinations()[:6]])
+    a = generate_images(source, codes, np.arange(6), layouts=lay).astype(int)
+    b = generate_images(start, codes, np.arange(6), layouts=lay).astype(int)
+    assert np.abs(a - b).max() <= 2  # uint8 levels: the layer starts (almost) transparent
+    ft1 = tiny_train_config(tmp_path / "ft", *common, "model.precipitation=true", "train.steps=1",
+                            f"train.init_from={tmp_path / 'src' / 'state.pt'}")
+    tuned = load_generator(train(ft1.train, ft1.model, ft1.data, progress=False))  # resumes its own state
+    assert not torch.equal(tuned.module.precipitation.point.weight, start.module.precipitation.point.weight)
+    bad = tiny_train_config(tmp_path / "src", *common, "model.precipitation=true", "train.steps=3")
+    with pytest.raises(CheckpointError, match="train.init_from"):
+        train(bad.train, bad.model, bad.data, progress=False)  # resume of a state without the layer
+
+
 # ------------------------------------------------------------------------------------------------
 # jobs (shared local Ray)
 # ------------------------------------------------------------------------------------------------

@@ -95,3 +95,16 @@ def density_coverage(real, fake, k: int = 5) -> tuple[float, float]:
     density = inside.double().sum() / (k * len(fake))
     coverage = inside.any(dim=0).double().mean()
     return float(density), float(coverage)
+
+
+def real_sample_hits(real, fake, k_recall: int = 3, k_coverage: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Per real sample: is it inside the fake manifold (recall's indicator, k = ``k_recall``) and is
+    its own k-NN ball hit by a fake (coverage's indicator, k = ``k_coverage``)?
+
+    The means are exactly :func:`precision_recall`'s recall and :func:`density_coverage`'s coverage;
+    the per-sample form lets a report split them by condition without changing the radii."""
+    real, fake = _as64(real), _as64(fake)
+    d = torch.cdist(fake, real)  # (fake, real)
+    recalled = (d.T <= _kth_neighbour_radius(fake, k_recall)[None, :]).any(dim=1)
+    covered = (d <= _kth_neighbour_radius(real, k_coverage)[None, :]).any(dim=0)
+    return recalled.numpy(), covered.numpy()

@@ -63,6 +63,9 @@ class LayoutGANConfig(ImageModelConfig):
     mode_seeking: float = 0.0
     mode_seeking_pool: int = 4  # the MSGAN term compares images average-pooled by this factor (1 = full resolution)
     truncation: float = 1.0  # ψ of the exported generator (sampling only; training always uses z as drawn)
+    # particle layer for rain streaks / snow flakes (models/layout_gan.PrecipitationLayer); a run may
+    # fine-tune (train.init_from) a state without it into one with it: the layer starts transparent
+    precipitation: bool = False
     aux_class_weight: float = 0.2  # AC-GAN head on weather / time / traffic (0 = off)
     # matching-aware discriminator (Reed et al. 2016): real images paired with another sample's
     # layout count as fake, so D must check that vehicles sit where the layout says

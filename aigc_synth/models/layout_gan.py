@@ -8,6 +8,13 @@
   texture everywhere while the layout decides geometry; a per-level noise map (scaled by a learned
   per-channel weight, StyleGAN's noise inputs) adds the pixel-level variety a fixed layout would
   otherwise freeze.
+* Precipitation layer (optional, ``precipitation=True``): rain streaks and snow flakes are sparse,
+  pixel-sharp particles laid *over* the scene, which the normalised conv stack above smooths away
+  (measured: high-frequency energy 0.58× real under rain, 0.63× under snow, and the lowest coverage
+  of any weather). A small head turns one more full-resolution noise map into a per-pixel alpha
+  (a pointwise threshold, then a 5×5 smear that can learn slanted streaks) and the style into a
+  particle colour, and composites ``image·(1-α) + α·colour`` — the way renderers draw particles.
+  It starts with α ≈ 0, so a trained generator can be fine-tuned into it without forgetting.
 * Discriminator: the spectral-norm projection discriminator of :mod:`aigc_synth.models.cgan`, fed
   the image **and** the layout as extra input channels, so a vehicle drawn where the layout has none
   (or missing where it has one) is something it can see.
@@ -67,6 +74,30 @@ class _LayoutBlock(nn.Module):
         return F.relu(self.norm(x, style, layout))
 
 
+class PrecipitationLayer(nn.Module):
+    """Particles over an image: α from a full-resolution noise map modulated by the style, colour from
+    the style; ``image·(1-α) + α·colour``. The first conv is pointwise (per weather, a threshold on the
+    noise: how dense), the next two spread each particle (streak length and slant, flake size)."""
+
+    def __init__(self, style_dim: int, hidden: int = 8):
+        super().__init__()
+        self.point = nn.Conv2d(1, hidden, 1)
+        self.point_style = nn.Linear(style_dim, 2 * hidden)
+        self.spread = nn.Sequential(nn.Conv2d(hidden, hidden, 5, padding=2), nn.LeakyReLU(0.2),
+                                    nn.Conv2d(hidden, 1, 3, padding=1))
+        self.colour = nn.Linear(style_dim, 3)
+        nn.init.zeros_(self.point_style.weight)
+        nn.init.zeros_(self.point_style.bias)
+        nn.init.constant_(self.spread[-1].bias, -6.0)  # α ≈ 0.0025: the base image passes unchanged at the start
+
+    def forward(self, image: torch.Tensor, style: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        gain, shift = self.point_style(style)[:, :, None, None].chunk(2, dim=1)
+        h = F.leaky_relu(self.point(noise) * (1 + gain) + shift, 0.2)
+        alpha = torch.sigmoid(self.spread(h))
+        colour = torch.tanh(self.colour(style))[:, :, None, None]
+        return image * (1 - alpha) + alpha * colour
+
+
 class LayoutGenerator(nn.Module):
     """z (B, z_dim) + codes (B, F) + layout (B, L, R, R) → image (B, 3, R, R) in [-1, 1].
 
@@ -77,7 +108,7 @@ class LayoutGenerator(nn.Module):
 
     def __init__(self, cardinalities: Sequence[int], resolution: int = 64, z_dim: int = 64,
                  base_channels: int = 32, embed_dim: int = 64, layout_channels: int = LAYOUT_CHANNELS,
-                 spade_hidden: int = 32, truncation: float = 1.0):
+                 spade_hidden: int = 32, truncation: float = 1.0, precipitation: bool = False):
         super().__init__()
         n_up = _num_upsamplings(resolution)
         self.z_dim, self.resolution, self.layout_channels = z_dim, resolution, layout_channels
@@ -95,15 +126,20 @@ class LayoutGenerator(nn.Module):
             _LayoutBlock(chans[i], chans[i + 1], style_dim, layout_channels, spade_hidden if i < n_up - 2 else spade_hidden // 2)
             for i in range(n_up))
         self.to_rgb = nn.Conv2d(chans[-1], 3, 3, padding=1)
+        # absent (not merely idle) when off, so checkpoints from before the layer load unchanged
+        self.precipitation = PrecipitationLayer(style_dim) if precipitation else None
 
     def _noise(self, z: torch.Tensor) -> list[torch.Tensor]:
-        """Per-sample noise maps for every level, drawn from a generator seeded by that sample's z."""
+        """Per-sample noise maps for every level (and, last, the precipitation layer's full-resolution
+        map), drawn from a generator seeded by that sample's z."""
+        sizes = [8 * 2**i for i in range(len(self.blocks))] + ([self.resolution] if self.precipitation is not None else [])
         maps = []
         for b in range(z.shape[0]):
             seed = int((z[b, :4].double() * 1e6).abs().sum().item()) % (2**62)  # a pure function of z
             g = torch.Generator().manual_seed(seed)
-            maps.append([torch.randn(1, 1, 8 * 2**i, 8 * 2**i, generator=g) for i in range(len(self.blocks))])
-        return [torch.cat([m[i] for m in maps]).to(z.device) for i in range(len(self.blocks))]
+            # drawn in level order, the extra map last: the level maps match a generator without the layer
+            maps.append([torch.randn(1, 1, s, s, generator=g) for s in sizes])
+        return [torch.cat([m[i] for m in maps]).to(z.device) for i in range(len(sizes))]
 
     def forward(self, z: torch.Tensor, codes: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
         if self.truncation != 1.0 and not self.training:
@@ -111,9 +147,13 @@ class LayoutGenerator(nn.Module):
         style = torch.cat([self.embed(codes), z], dim=1)
         x = self.stem(style).view(z.shape[0], self.chans[0], 4, 4)
         x = F.relu(self.stem_norm(x, style, layout))
-        for block, noise in zip(self.blocks, self._noise(z)):
+        noises = self._noise(z)
+        for block, noise in zip(self.blocks, noises):
             x = block(x, style, layout, noise)
-        return torch.tanh(self.to_rgb(x))
+        image = torch.tanh(self.to_rgb(x))
+        if self.precipitation is not None:
+            image = self.precipitation(image, style, noises[-1])
+        return image
 
 
 class LayoutDiscriminator(nn.Module):

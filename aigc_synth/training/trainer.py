@@ -130,6 +130,11 @@ def layout_sample_grid(generator: torch.nn.Module, data, rows: int = 15, columns
     return grid.transpose(0, 2, 1, 3, 4).reshape(n_rows * r, n_cols * r, 3)
 
 
+#: generator modules a fine-tune may add to a trained state (they start in their documented neutral
+#: state): the layout GAN's precipitation layer
+GROWABLE_GENERATOR_MODULES = ("precipitation.",)
+
+
 def load_training_state(path: Path | str, family: Family, cfg: ImageModelConfig, schema: ConditionSchema, ctx: TrainContext,
                         G_ema: torch.nn.Module | None, resume: bool) -> dict[str, Any]:
     """The one way weights enter a run, for resume and fine-tune alike; returns the state dict.
@@ -137,7 +142,9 @@ def load_training_state(path: Path | str, family: Family, cfg: ImageModelConfig,
     The source must be a training state for the same schema whose ``family.arch_keys`` equal this
     run's (everything else, e.g. learning rates, may differ: the run's own values apply). The
     generator, its EMA and the generator's optimiser moments always load. The critic loads too,
-    except for heads the source lacks (the auxiliary classifier), which start fresh.
+    except for heads the source lacks (the auxiliary classifier), which start fresh. A fine-tune
+    (not a resume) may also add a generator layer listed in :data:`GROWABLE_GENERATOR_MODULES`; the
+    generator's optimiser then starts fresh.
     ``resume=True`` additionally restores the critic's optimiser, the RNGs and the step counter,
     which is what makes a resumed run equal an uninterrupted one.
     """
@@ -151,15 +158,21 @@ def load_training_state(path: Path | str, family: Family, cfg: ImageModelConfig,
         if source.get(key) != getattr(cfg, key):
             raise CheckpointError(f"{path} has model.{key}={source.get(key)!r}, this run {getattr(cfg, key)!r}; "
                                   "use a new train.out_dir for another architecture")
-    ctx.G.load_state_dict(state["G"])
+    g_missing, g_unexpected = ctx.G.load_state_dict(state["G"], strict=False)
+    if g_unexpected or any(not k.startswith(GROWABLE_GENERATOR_MODULES) for k in g_missing):
+        raise CheckpointError(f"{path}: generator does not match (missing {g_missing}, unexpected {g_unexpected})")
+    if g_missing and resume:
+        raise CheckpointError(f"{path} has no {sorted({k.split('.')[0] for k in g_missing})} layer, this run does: "
+                              "start a fine-tune instead (train.init_from=<that state.pt> with a new train.out_dir)")
     missing, unexpected = ctx.D.load_state_dict(state["D"], strict=False)
     if unexpected or any(not k.startswith("aux_heads.") for k in missing):
         raise CheckpointError(f"{path}: discriminator does not match (missing {missing}, unexpected {unexpected})")
     if G_ema is not None and state.get("G_ema"):
-        G_ema.load_state_dict(state["G_ema"])
-    ctx.opt_g.load_state_dict(state["opt_g"])
-    for group in ctx.opt_g.param_groups:  # the moments carry over; the hyper-parameters are this run's
-        group["lr"], group["betas"] = cfg.lr_g, (cfg.beta1, cfg.beta2)
+        G_ema.load_state_dict(state["G_ema"], strict=not g_missing)  # a gained layer starts equal in G and G_ema
+    if not g_missing:  # a generator that gained a layer needs a fresh optimiser (its parameter list changed)
+        ctx.opt_g.load_state_dict(state["opt_g"])
+        for group in ctx.opt_g.param_groups:  # the moments carry over; the hyper-parameters are this run's
+            group["lr"], group["betas"] = cfg.lr_g, (cfg.beta1, cfg.beta2)
     if resume:
         if not missing:  # a critic that gained heads needs a fresh optimiser (its parameter list changed)
             ctx.opt_d.load_state_dict(state["opt_d"])
