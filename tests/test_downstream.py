@@ -236,6 +236,9 @@ def test_tiny_end_to_end_run_writes_json_md_png_with_four_rows(tmp_path):
     quick = cli.parse_args(["--out", str(out), "--generator", "g.pt", "--quick", "--steps", "7"])
     assert quick.quick and quick.pool_size == D.QUICK["pool_size"] and quick.steps == 7 and quick.seeds == (0, 1, 2)
     assert quick.threads == 1 and cli.parse_args(["--out", str(out), "--generator", "g.pt"]).threads == 0
+    assert quick.train_generator_steps == 0  # a given generator is used as it is
+    alone = cli.parse_args(["--out", str(out), "--quick"])  # --quick alone trains a short generator on its pool
+    assert alone.generator is None and alone.train_generator_steps == D.QUICK_GENERATOR_STEPS
 
 
 # ---- the vehicle detector's training loop -----------------------------------------------------------------

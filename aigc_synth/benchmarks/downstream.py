@@ -108,6 +108,8 @@ EXTRA_SCENE_STREAM = 201  # which pool scene an extra (generated / oracle / synt
 #: ``--quick``: small sizes. Measured on a 2-core CPU busy with another training, one torch thread:
 #: preparation ~36 s (renders, 3,550 generated images at 64 px), ~57 s per row × seed, so about
 #: 12 min for 4 rows × 3 seeds, generator training excluded.
+#: generator steps ``--quick`` trains when given no generator (keeps the whole quick run under 15 min)
+QUICK_GENERATOR_STEPS = 400
 QUICK = {"pool_size": 1500, "pool_scenes": 500, "test_per_combination": 10, "test_scenes": 150,
          "steps": 250, "batch_size": 32}
 
