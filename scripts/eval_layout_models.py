@@ -59,6 +59,7 @@ ASSETS = Path(__file__).resolve().parents[1] / "aigc_synth" / "assets"
 DEFAULT_MODELS = ["layout_gan (bundled)=default", f"cgan (previous bundled)={ASSETS / 'cgan_generator.pt'}",
                   "dcgan baseline (scene renders)=runs/dcgan_scenes/generator.pt"]
 SECOND_RENDER_SEED = REFERENCE_SCENE_SEED + 1
+VARIETY_REAL_SEED = REFERENCE_SCENE_SEED + 2
 
 
 def high_frequency_energy(images: np.ndarray) -> np.ndarray:
@@ -68,6 +69,21 @@ def high_frequency_energy(images: np.ndarray) -> np.ndarray:
     pad = np.pad(x, ((0, 0), (1, 1), (1, 1)), mode="edge")
     blur = sum(pad[:, i:i + x.shape[1], j:j + x.shape[2]] for i in range(3) for j in range(3)) / 9.0
     return np.abs(x - blur).mean(axis=(1, 2))
+
+
+VARIETY_LATENTS = 8  # images per (scene, condition) group in the variety measurement
+VARIETY_STEP = 50  # every 50th evaluated sample's scene and condition forms a group (90 groups at n = 100)
+
+
+def group_variety(images: np.ndarray, features: np.ndarray, k: int) -> dict[str, float]:
+    """Variety inside groups of ``k`` consecutive images (one scene and condition each): the mean
+    per-pixel standard deviation across the group (grey levels) and the mean pairwise distance of the
+    classifier features. Real groups differ by cosmetic seed (car palettes, light level, dash phase,
+    particles); generated groups by latent."""
+    x = images.astype(np.float32).reshape(-1, k, *images.shape[1:])
+    f = np.asarray(features, np.float64).reshape(-1, k, features.shape[-1])
+    d = np.linalg.norm(f[:, :, None] - f[:, None, :], axis=-1)
+    return {"pixel_std": float(x.std(axis=1).mean()), "feature_distance": float(d.sum(axis=(1, 2)).mean() / (k * (k - 1)))}
 
 
 def sample_grid(path: str, out: str, seed: int, columns: int = 5, scale: int = 2) -> None:
@@ -123,9 +139,19 @@ def main() -> None:
     ref_hf = high_frequency_energy(ref)
     rolled = [int(j) for j in np.roll(np.arange(len(boxes)), 1)]
     rows = []
+    # variety across latents for a fixed scene and condition (the issue's collapse), against real
+    # renders of the same groups under other cosmetic seeds
+    picked = np.arange(0, len(codes), VARIETY_STEP)
+    v_scenes = [scenes[i] for i in picked for _ in range(VARIETY_LATENTS)]
+    v_codes = np.repeat(codes[picked], VARIETY_LATENTS, axis=0)
+    v_real, _, _ = scene_reference(v_scenes, v_codes, schema, 64, seed=VARIETY_REAL_SEED)
+    real_variety = group_variety(v_real, _score(classifier, v_real, "score variety (real)", True).features, VARIETY_LATENTS)
 
-    def row(name: str, images: np.ndarray, extra: dict) -> dict:
+    def row(name: str, images: np.ndarray, extra: dict, variety_images: np.ndarray) -> dict:
         scores = _score(classifier, images, f"score {name}", True)
+        v = group_variety(variety_images, _score(classifier, variety_images, f"score variety {name}", True).features,
+                          VARIETY_LATENTS)
+        variety = {**v, **{f"{k}_ratio": v[k] / real_variety[k] for k in v}}
         m = compute_metrics(codes, scores, codes, ref_scores, schema)
         lay = score_layout(detector, images, boxes, visible)
         flat = flat_rectangle_rate(images)
@@ -143,7 +169,8 @@ def main() -> None:
              "density": m["overall"]["density"], "coverage": m["overall"]["coverage"],
              "condition_accuracy": m["overall"]["condition_accuracy"], "ap50": lay["ap50"], "box_recall": lay["recall"],
              "flat_rectangles": flat["count"], "images": flat["images"], "intra_kid_mean": m["overall"]["intra_kid_mean"],
-             "confusion": m["confusion"], "high_frequency_ratio": hf_ratio, "recall_coverage_by": by_condition}
+             "confusion": m["confusion"], "high_frequency_ratio": hf_ratio, "recall_coverage_by": by_condition,
+             "latent_variety": variety}
         print(json.dumps({k: v for k, v in r.items() if k != "confusion"}, default=float))
         return r
 
@@ -153,13 +180,16 @@ def main() -> None:
         t = time.perf_counter()
         images = layout_images(gen, scenes, codes, seeds, progress=True)
         rate = len(images) / (time.perf_counter() - t)
+        v_seeds = derive_seeds(a.seed + 1, np.arange(len(v_codes)), stream=LATENT_STREAM)
         rows.append(row(name, images, {"path": path, "family": gen.family, "model_id": gen.model_id[:12],
-                                       "step": gen.meta.get("step"), "sampling_img_per_s": round(rate, 1)}))
+                                       "step": gen.meta.get("step"), "sampling_img_per_s": round(rate, 1)},
+                        layout_images(gen, v_scenes, v_codes, v_seeds)))
         if n == 0:
             floor = score_layout(detector, images, [boxes[j] for j in rolled], [visible[j] for j in rolled])
             first_floor = {"name": f"{name}: shuffled layout (floor)", "ap50": floor["ap50"], "box_recall": floor["recall"]}
     real2, _, _ = scene_reference(scenes, codes, schema, 64, seed=SECOND_RENDER_SEED)
-    rows.append(row("real (second render of the same scenes)", real2, {"family": "renderer"}))
+    v_real2, _, _ = scene_reference(v_scenes, v_codes, schema, 64, seed=VARIETY_REAL_SEED + 1)
+    rows.append(row("real (second render of the same scenes)", real2, {"family": "renderer"}, v_real2))
     rows.append(first_floor)
     ceiling = rows[-2]
     result = {"n_per_condition": a.n_per_condition, "n": int(len(codes)), "seed": a.seed, "scenes": a.scenes or "bundled scene model",
@@ -190,6 +220,13 @@ def main() -> None:
             by = r["recall_coverage_by"]
             lines.append(f"| {r['name']} | " + " | ".join(f"{by[f][v]['recall']:.2f} / {by[f][v]['coverage']:.2f}"
                                                          for f in ("weather", "time_of_day") for v in schema.values(f)) + " |")
+    lines += ["", f"Variety across latents for one scene and condition ({len(picked)} groups of {VARIETY_LATENTS}; real: "
+              "the same groups under other cosmetic seeds), generated ÷ real:", "",
+              "| model | pixel std ratio | feature distance ratio |", "|---|---|---|"]
+    for r in rows:
+        if "latent_variety" in r:
+            lv = r["latent_variety"]
+            lines.append(f"| {r['name']} | {lv['pixel_std_ratio']:.2f} | {lv['feature_distance_ratio']:.2f} |")
     table = "\n".join(lines)
     print(table)
     if ceiling.get("ap50"):
