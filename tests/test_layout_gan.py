@@ -118,10 +118,30 @@ def test_training_a_layout_model_composes_the_real_config(tiny_train_config, tmp
         train(bad.train, bad.model, bad.data, progress=False)
 
 
-def test_a_layout_run_fine_tunes_into_the_precipitation_layer(tiny_train_config, tmp_path, scenes):
-    """A state trained without the particle layer fine-tunes into one with it (the layer starts
-    transparent: step 0 draws the source's images to within α ≈ 0.0025); resuming across the change
-    is refused with the fix; checkpoints without the layer still build without it."""
+def test_vehicle_instances_give_each_visible_face_its_own_id_inside_its_box(scenes):
+    from aigc_synth.models.layout_gan import vehicle_instances
+
+    lay = torch.from_numpy(scene_layouts(scenes, 64))
+    ids = vehicle_instances(lay).numpy()
+    seen = 0
+    for sc, im in zip(scenes, ids):
+        boxes = scene_boxes(sc, 64).boxes
+        found = [k for k in np.unique(im) if k > 0]
+        assert len(found) <= len(boxes)
+        for k in found:  # every instance's pixels lie inside one of the scene's boxes
+            ys, xs = np.nonzero(im == k)
+            x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+            assert any(x0 >= b[0] - 1 and y0 >= b[1] - 1 and x1 <= b[2] + 1 and y1 <= b[3] + 1 for b in boxes), (k, boxes)
+        seen += len(found)
+    assert seen >= len(scenes)  # most scenes show at least one vehicle large enough for an interior
+    assert np.array_equal(vehicle_instances(lay[3:5]).numpy(), ids[3:5])  # a pure function of each layout
+
+
+def test_a_layout_run_fine_tunes_into_the_precipitation_layer_and_vehicle_codes(tiny_train_config, tmp_path, scenes):
+    """A state trained without the particle layer and per-vehicle codes fine-tunes into one with
+    them (both start neutral: step 0 draws the source's images to within α ≈ 0.0025); resuming
+    across the change is refused with the fix; checkpoints without them still build without them;
+    rows stay independent of their batch."""
     from aigc_synth.errors import CheckpointError
     from aigc_synth.training.trainer import train
 
@@ -132,20 +152,27 @@ def test_a_layout_run_fine_tunes_into_the_precipitation_layer(tiny_train_config,
     src = tiny_train_config(tmp_path / "src", *common)
     source = load_generator(train(src.train, src.model, src.data, progress=False))
     assert source.module.precipitation is None
-    ft = tiny_train_config(tmp_path / "ft", *common, "model.precipitation=true", "train.steps=0",
+    grow = ("model.precipitation=true", "model.instance_codes=4")
+    ft = tiny_train_config(tmp_path / "ft", *common, *grow, "train.steps=0",
                            f"train.init_from={tmp_path / 'src' / 'state.pt'}")
     start = load_generator(train(ft.train, ft.model, ft.data, progress=False))
     assert start.module.precipitation is not None and start.model_config["precipitation"] is True
+    assert start.model_config["instance_codes"] == 4
     lay = scene_layouts(scenes[:6], 32)
     codes = np.array([DEFAULT_SCHEMA.encode(c) for c in DEFAULT_SCHEMA.combinations()[:6]])
     a = generate_images(source, codes, np.arange(6), layouts=lay).astype(int)
     b = generate_images(start, codes, np.arange(6), layouts=lay).astype(int)
     assert np.abs(a - b).max() <= 2  # uint8 levels: the layer starts (almost) transparent
-    ft1 = tiny_train_config(tmp_path / "ft", *common, "model.precipitation=true", "train.steps=1",
+    ft1 = tiny_train_config(tmp_path / "ft", *common, *grow, "train.steps=1",
                             f"train.init_from={tmp_path / 'src' / 'state.pt'}")
     tuned = load_generator(train(ft1.train, ft1.model, ft1.data, progress=False))  # resumes its own state
     assert not torch.equal(tuned.module.precipitation.point.weight, start.module.precipitation.point.weight)
-    bad = tiny_train_config(tmp_path / "src", *common, "model.precipitation=true", "train.steps=3")
+    assert tuned.module.stem_norm.instance.weight.abs().sum() > 0  # the per-vehicle codes are being learnt
+    whole = generate_images(tuned, codes, np.arange(6), compute_batch=6, layouts=lay)
+    parts = np.concatenate([generate_images(tuned, codes[i:i + 2], np.arange(i, i + 2), compute_batch=2,
+                                            layouts=lay[i:i + 2]) for i in range(0, 6, 2)])
+    np.testing.assert_array_equal(whole, parts)
+    bad = tiny_train_config(tmp_path / "src", *common, *grow, "train.steps=3")
     with pytest.raises(CheckpointError, match="train.init_from"):
         train(bad.train, bad.model, bad.data, progress=False)  # resume of a state without the layer
 

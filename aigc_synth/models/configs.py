@@ -66,6 +66,9 @@ class LayoutGANConfig(ImageModelConfig):
     # particle layer for rain streaks / snow flakes (models/layout_gan.PrecipitationLayer); a run may
     # fine-tune (train.init_from) a state without it into one with it: the layer starts transparent
     precipitation: bool = False
+    # per-vehicle random codes read by every SPADE norm (models/layout_gan.vehicle_instances); 0 = off.
+    # Also fine-tunable into a state without them (zero-initialised)
+    instance_codes: int = 0
     aux_class_weight: float = 0.2  # AC-GAN head on weather / time / traffic (0 = off)
     # matching-aware discriminator (Reed et al. 2016): real images paired with another sample's
     # layout count as fake, so D must check that vehicles sit where the layout says

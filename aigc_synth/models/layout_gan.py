@@ -15,6 +15,11 @@
   (a pointwise threshold, then a 5×5 smear that can learn slanted streaks) and the style into a
   particle colour, and composites ``image·(1-α) + α·colour`` — the way renderers draw particles.
   It starts with α ≈ 0, so a trained generator can be fine-tuned into it without forgetting.
+* Per-vehicle codes (optional, ``instance_codes=C``): the global style gives every car of an image
+  the same look, while the renderer draws each vehicle's colour on its own. Each vehicle face of the
+  layout (:func:`vehicle_instances`) is filled with its own random C-vector (drawn from z's
+  generator), which every SPADE norm reads beside the layout — LostGAN's instance-specific
+  modulation (Sun & Wu 2019) without box tokens. Zero-initialised, so also fine-tunable.
 * Discriminator: the spectral-norm projection discriminator of :mod:`aigc_synth.models.cgan`, fed
   the image **and** the layout as extra input channels, so a vehicle drawn where the layout has none
   (or missing where it has one) is something it can see.
@@ -38,13 +43,46 @@ from aigc_synth.models.cgan import FactorEmbedding, ProjectionDiscriminator, _nu
 LAYOUT_CHANNELS = 6
 
 
+def _at(m: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``m`` area-resampled to ``x``'s spatial size."""
+    return F.interpolate(m, size=x.shape[-2:], mode="area") if m.shape[-1] != x.shape[-1] else m
+
+
+def vehicle_instances(layout: torch.Tensor) -> torch.Tensor:
+    """(B, L, R, R) layout → (B, R, R) int64 instance ids (0 = no vehicle), a pure function of the layout.
+
+    A vehicle's id is the largest pixel index of its face's interior (the face channels minus the
+    ``edges`` ring, so touching vehicles stay apart), found by propagating the maximum over
+    8-connected interior pixels; ring pixels then take a neighbouring interior's id. Faces hidden
+    behind others are only their visible part; faces too small for an interior get no id."""
+    b, _, h, w = layout.shape
+    face = (layout[:, 2] + layout[:, 3]) > 0.5
+    interior = face & (layout[:, 5] < 0.5)
+    ids = torch.arange(1, h * w + 1, dtype=layout.dtype, device=layout.device).view(1, h, w).expand(b, h, w)
+    lab = torch.where(interior, ids, torch.zeros_like(ids))
+    for _ in range(h + w):  # at most the longest path through a face
+        grown = F.max_pool2d(lab[:, None], 3, 1, 1)[:, 0] * interior
+        if torch.equal(grown, lab):
+            break
+        lab = grown
+    ring = face & ~interior
+    lab = torch.where(ring, F.max_pool2d(lab[:, None], 3, 1, 1)[:, 0], lab)
+    return lab.long()
+
+
 class SPADENorm(nn.Module):
     """BatchNorm (no affine) modulated per pixel by the layout and per sample by the style."""
 
-    def __init__(self, channels: int, style_dim: int, layout_channels: int, hidden: int):
+    def __init__(self, channels: int, style_dim: int, layout_channels: int, hidden: int, instance_codes: int = 0):
         super().__init__()
         self.bn = nn.BatchNorm2d(channels, affine=False)
         self.shared = nn.Sequential(nn.Conv2d(layout_channels, hidden, 3, padding=1), nn.ReLU())
+        # per-vehicle random codes (LostGAN's instance-specific modulation): zero at the start, so a
+        # trained generator can be fine-tuned into them without changing its images
+        self.instance = nn.Conv2d(instance_codes, hidden, 3, padding=1) if instance_codes else None
+        if self.instance is not None:
+            nn.init.zeros_(self.instance.weight)
+            nn.init.zeros_(self.instance.bias)
         self.gamma = nn.Conv2d(hidden, channels, 3, padding=1)
         self.beta = nn.Conv2d(hidden, channels, 3, padding=1)
         self.style = nn.Linear(style_dim, 2 * channels)
@@ -52,9 +90,13 @@ class SPADENorm(nn.Module):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
-        lay = F.interpolate(layout, size=x.shape[-2:], mode="area") if layout.shape[-1] != x.shape[-1] else layout
-        h = self.shared(lay)
+    def forward(self, x: torch.Tensor, style: torch.Tensor, layout: torch.Tensor,
+                instance: torch.Tensor | None = None) -> torch.Tensor:
+        lay = _at(layout, x)
+        if self.instance is not None:
+            h = F.relu(self.shared[0](lay) + self.instance(_at(instance, x)))
+        else:
+            h = self.shared(lay)
         g_s, b_s = self.style(style)[:, :, None, None].chunk(2, dim=1)
         return self.bn(x) * (1 + self.gamma(h) + g_s) + self.beta(h) + b_s
 
@@ -62,16 +104,17 @@ class SPADENorm(nn.Module):
 class _LayoutBlock(nn.Module):
     """×2 nearest upsampling, 3×3 conv, noise, SPADE norm, ReLU."""
 
-    def __init__(self, c_in: int, c_out: int, style_dim: int, layout_channels: int, hidden: int):
+    def __init__(self, c_in: int, c_out: int, style_dim: int, layout_channels: int, hidden: int, instance_codes: int = 0):
         super().__init__()
         self.conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
         self.noise_weight = nn.Parameter(torch.zeros(1, c_out, 1, 1))
-        self.norm = SPADENorm(c_out, style_dim, layout_channels, hidden)
+        self.norm = SPADENorm(c_out, style_dim, layout_channels, hidden, instance_codes)
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor, layout: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, style: torch.Tensor, layout: torch.Tensor, noise: torch.Tensor,
+                instance: torch.Tensor | None = None) -> torch.Tensor:
         x = self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
         x = x + self.noise_weight * noise
-        return F.relu(self.norm(x, style, layout))
+        return F.relu(self.norm(x, style, layout, instance))
 
 
 class PrecipitationLayer(nn.Module):
@@ -108,7 +151,8 @@ class LayoutGenerator(nn.Module):
 
     def __init__(self, cardinalities: Sequence[int], resolution: int = 64, z_dim: int = 64,
                  base_channels: int = 32, embed_dim: int = 64, layout_channels: int = LAYOUT_CHANNELS,
-                 spade_hidden: int = 32, truncation: float = 1.0, precipitation: bool = False):
+                 spade_hidden: int = 32, truncation: float = 1.0, precipitation: bool = False,
+                 instance_codes: int = 0):
         super().__init__()
         n_up = _num_upsamplings(resolution)
         self.z_dim, self.resolution, self.layout_channels = z_dim, resolution, layout_channels
@@ -120,10 +164,12 @@ class LayoutGenerator(nn.Module):
         self.chans = chans
         style_dim = embed_dim + z_dim
         self.stem = nn.Linear(style_dim, 4 * 4 * chans[0])
-        self.stem_norm = SPADENorm(chans[0], style_dim, layout_channels, spade_hidden)
+        self.instance_codes = int(instance_codes)
+        self.stem_norm = SPADENorm(chans[0], style_dim, layout_channels, spade_hidden, self.instance_codes)
         # the SPADE hidden width shrinks at high resolution, where its convs dominate the cost
         self.blocks = nn.ModuleList(
-            _LayoutBlock(chans[i], chans[i + 1], style_dim, layout_channels, spade_hidden if i < n_up - 2 else spade_hidden // 2)
+            _LayoutBlock(chans[i], chans[i + 1], style_dim, layout_channels,
+                         spade_hidden if i < n_up - 2 else spade_hidden // 2, self.instance_codes)
             for i in range(n_up))
         self.to_rgb = nn.Conv2d(chans[-1], 3, 3, padding=1)
         # absent (not merely idle) when off, so checkpoints from before the layer load unchanged
@@ -133,23 +179,34 @@ class LayoutGenerator(nn.Module):
         """Per-sample noise maps for every level (and, last, the precipitation layer's full-resolution
         map), drawn from a generator seeded by that sample's z."""
         sizes = [8 * 2**i for i in range(len(self.blocks))] + ([self.resolution] if self.precipitation is not None else [])
-        maps = []
+        maps, tables = [], []
         for b in range(z.shape[0]):
             seed = int((z[b, :4].double() * 1e6).abs().sum().item()) % (2**62)  # a pure function of z
             g = torch.Generator().manual_seed(seed)
-            # drawn in level order, the extra map last: the level maps match a generator without the layer
+            # drawn in level order, the optional inputs after: the level maps match a generator without them
             maps.append([torch.randn(1, 1, s, s, generator=g) for s in sizes])
-        return [torch.cat([m[i] for m in maps]).to(z.device) for i in range(len(sizes))]
+            if self.instance_codes:  # one code per possible instance id (ids are pixel indices + 1)
+                tables.append(torch.randn(self.resolution**2 + 1, self.instance_codes, generator=g))
+        out = [torch.cat([m[i] for m in maps]).to(z.device) for i in range(len(sizes))]
+        return out, (torch.stack(tables).to(z.device) if tables else None)
+
+    def _instance_map(self, layout: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
+        """(B, instance_codes, R, R): each vehicle's face filled with its own random code, 0 elsewhere."""
+        ids = vehicle_instances(layout)  # (B, R, R)
+        codes = torch.gather(tables, 1, ids.flatten(1)[..., None].expand(-1, -1, tables.shape[-1]))
+        codes = codes * (ids.flatten(1) > 0)[..., None]
+        return codes.transpose(1, 2).reshape(layout.shape[0], -1, *ids.shape[1:])
 
     def forward(self, z: torch.Tensor, codes: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
         if self.truncation != 1.0 and not self.training:
             z = z * self.truncation
         style = torch.cat([self.embed(codes), z], dim=1)
+        noises, tables = self._noise(z)
+        inst = self._instance_map(layout, tables) if tables is not None else None
         x = self.stem(style).view(z.shape[0], self.chans[0], 4, 4)
-        x = F.relu(self.stem_norm(x, style, layout))
-        noises = self._noise(z)
+        x = F.relu(self.stem_norm(x, style, layout, inst))
         for block, noise in zip(self.blocks, noises):
-            x = block(x, style, layout, noise)
+            x = block(x, style, layout, noise, inst)
         image = torch.tanh(self.to_rgb(x))
         if self.precipitation is not None:
             image = self.precipitation(image, style, noises[-1])

@@ -130,9 +130,10 @@ def layout_sample_grid(generator: torch.nn.Module, data, rows: int = 15, columns
     return grid.transpose(0, 2, 1, 3, 4).reshape(n_rows * r, n_cols * r, 3)
 
 
-#: generator modules a fine-tune may add to a trained state (they start in their documented neutral
-#: state): the layout GAN's precipitation layer
-GROWABLE_GENERATOR_MODULES = ("precipitation.",)
+def _growable(key: str) -> bool:
+    """Generator parameters a fine-tune may add to a trained state (they start in a neutral state that
+    leaves the images unchanged): the layout GAN's precipitation layer and per-vehicle code convs."""
+    return key.startswith(("precipitation.", "stem_norm.instance.")) or ".norm.instance." in key
 
 
 def load_training_state(path: Path | str, family: Family, cfg: ImageModelConfig, schema: ConditionSchema, ctx: TrainContext,
@@ -143,7 +144,7 @@ def load_training_state(path: Path | str, family: Family, cfg: ImageModelConfig,
     run's (everything else, e.g. learning rates, may differ: the run's own values apply). The
     generator, its EMA and the generator's optimiser moments always load. The critic loads too,
     except for heads the source lacks (the auxiliary classifier), which start fresh. A fine-tune
-    (not a resume) may also add a generator layer listed in :data:`GROWABLE_GENERATOR_MODULES`; the
+    (not a resume) may also add a generator layer that :func:`_growable` names; the
     generator's optimiser then starts fresh.
     ``resume=True`` additionally restores the critic's optimiser, the RNGs and the step counter,
     which is what makes a resumed run equal an uninterrupted one.
@@ -159,10 +160,10 @@ def load_training_state(path: Path | str, family: Family, cfg: ImageModelConfig,
             raise CheckpointError(f"{path} has model.{key}={source.get(key)!r}, this run {getattr(cfg, key)!r}; "
                                   "use a new train.out_dir for another architecture")
     g_missing, g_unexpected = ctx.G.load_state_dict(state["G"], strict=False)
-    if g_unexpected or any(not k.startswith(GROWABLE_GENERATOR_MODULES) for k in g_missing):
+    if g_unexpected or any(not _growable(k) for k in g_missing):
         raise CheckpointError(f"{path}: generator does not match (missing {g_missing}, unexpected {g_unexpected})")
     if g_missing and resume:
-        raise CheckpointError(f"{path} has no {sorted({k.split('.')[0] for k in g_missing})} layer, this run does: "
+        raise CheckpointError(f"{path} lacks generator layers this run has ({g_missing[0]}, …): "
                               "start a fine-tune instead (train.init_from=<that state.pt> with a new train.out_dir)")
     missing, unexpected = ctx.D.load_state_dict(state["D"], strict=False)
     if unexpected or any(not k.startswith("aux_heads.") for k in missing):
