@@ -137,9 +137,24 @@ def test_vehicle_instances_give_each_visible_face_its_own_id_inside_its_box(scen
     assert np.array_equal(vehicle_instances(lay[3:5]).numpy(), ids[3:5])  # a pure function of each layout
 
 
+def test_vehicle_mean_colours_average_each_face():
+    from aigc_synth.training.steps import vehicle_mean_colours
+
+    lay = torch.zeros(2, len(LAYOUT_CHANNELS), 16, 16)
+    lay[0, 2, 2:6, 2:6] = 1  # a car face (interior 3:5, ring around it)
+    lay[0, 5, 2:6, 2:6] = 1
+    lay[0, 5, 3:5, 3:5] = 0
+    lay[1, 3, 8:14, 4:12] = 1  # a truck face, no edges channel: all interior
+    img = torch.zeros(2, 3, 16, 16)
+    img[0, :, 2:6, 2:6] = torch.tensor([0.5, -0.5, 0.25])[:, None, None]
+    img[1, :, 8:14, 4:12] = torch.tensor([-1.0, 1.0, 0.0])[:, None, None]
+    means = vehicle_mean_colours(img, lay)
+    torch.testing.assert_close(means, torch.tensor([[0.5, -0.5, 0.25], [-1.0, 1.0, 0.0]]))
+
+
 def test_a_layout_run_fine_tunes_into_the_precipitation_layer_and_vehicle_codes(tiny_train_config, tmp_path, scenes):
     """A state trained without the particle layer and per-vehicle codes fine-tunes into one with
-    them (both start neutral: step 0 draws the source's images to within α ≈ 0.0025); resuming
+    them (step 0 draws the source's images plus sparse particles); resuming
     across the change is refused with the fix; checkpoints without them still build without them;
     rows stay independent of their batch."""
     from aigc_synth.errors import CheckpointError
@@ -152,7 +167,7 @@ def test_a_layout_run_fine_tunes_into_the_precipitation_layer_and_vehicle_codes(
     src = tiny_train_config(tmp_path / "src", *common)
     source = load_generator(train(src.train, src.model, src.data, progress=False))
     assert source.module.precipitation is None
-    grow = ("model.precipitation=true", "model.instance_codes=4")
+    grow = ("model.precipitation=true", "model.instance_codes=4", "model.mode_seeking=0.02", "model.vehicle_mode_seeking=0.05")
     ft = tiny_train_config(tmp_path / "ft", *common, *grow, "train.steps=0",
                            f"train.init_from={tmp_path / 'src' / 'state.pt'}")
     start = load_generator(train(ft.train, ft.model, ft.data, progress=False))
@@ -162,7 +177,8 @@ def test_a_layout_run_fine_tunes_into_the_precipitation_layer_and_vehicle_codes(
     codes = np.array([DEFAULT_SCHEMA.encode(c) for c in DEFAULT_SCHEMA.combinations()[:6]])
     a = generate_images(source, codes, np.arange(6), layouts=lay).astype(int)
     b = generate_images(start, codes, np.arange(6), layouts=lay).astype(int)
-    assert np.abs(a - b).max() <= 2  # uint8 levels: the layer starts (almost) transparent
+    changed = (np.abs(a - b) > 2).any(axis=-1).mean()
+    assert 0 < changed < 0.05  # step 0: the source's images plus sparse particles (vehicle codes start at zero)
     ft1 = tiny_train_config(tmp_path / "ft", *common, *grow, "train.steps=1",
                             f"train.init_from={tmp_path / 'src' / 'state.pt'}")
     tuned = load_generator(train(ft1.train, ft1.model, ft1.data, progress=False))  # resumes its own state

@@ -62,6 +62,8 @@ class LayoutGANConfig(ImageModelConfig):
     # fixed layout leaves little real variety to seek (colours, light level, dash phase)
     mode_seeking: float = 0.0
     mode_seeking_pool: int = 4  # the MSGAN term compares images average-pooled by this factor (1 = full resolution)
+    # MSGAN ratio on each vehicle's mean colour (same latent pairs; needs mode_seeking > 0 for the pairs)
+    vehicle_mode_seeking: float = 0.0
     truncation: float = 1.0  # ψ of the exported generator (sampling only; training always uses z as drawn)
     # particle layer for rain streaks / snow flakes (models/layout_gan.PrecipitationLayer); a run may
     # fine-tune (train.init_from) a state without it into one with it: the layer starts transparent

@@ -14,7 +14,8 @@
   of any weather). A small head turns one more full-resolution noise map into a per-pixel alpha
   (a pointwise threshold, then a 5×5 smear that can learn slanted streaks) and the style into a
   particle colour, and composites ``image·(1-α) + α·colour`` — the way renderers draw particles.
-  It starts with α ≈ 0, so a trained generator can be fine-tuned into it without forgetting.
+  It starts as a sparse emitter of pale dots in every weather; fine-tuning learns which weathers keep
+  them, their shape and their colour.
 * Per-vehicle codes (optional, ``instance_codes=C``): the global style gives every car of an image
   the same look, while the renderer draws each vehicle's colour on its own. Each vehicle face of the
   layout (:func:`vehicle_instances`) is filled with its own random C-vector (drawn from z's
@@ -129,9 +130,27 @@ class PrecipitationLayer(nn.Module):
         self.spread = nn.Sequential(nn.Conv2d(hidden, hidden, 5, padding=2), nn.LeakyReLU(0.2),
                                     nn.Conv2d(hidden, 1, 3, padding=1))
         self.colour = nn.Linear(style_dim, 3)
-        nn.init.zeros_(self.point_style.weight)
-        nn.init.zeros_(self.point_style.bias)
-        nn.init.constant_(self.spread[-1].bias, -6.0)  # α ≈ 0.0025: the base image passes unchanged at the start
+        # Starts as a sparse particle emitter rather than as nothing: a layer that starts transparent
+        # gets only a faint uniform haze to learn from, which the discriminator rejects, so it never
+        # opens (measured: its output bias fell from -6 over 750 fine-tuning steps). Here each hidden
+        # unit fires where the noise exceeds 2σ (≈2 % of pixels, the renderer's particle density),
+        # the spread convs start as identities, and α reaches ≈0.7 on a strong particle and < 0.001
+        # elsewhere. Which weathers keep particles (the style's gain and shift), their shape (the
+        # 5×5 smear) and colour are all learnt.
+        with torch.no_grad():
+            nn.init.constant_(self.point.weight, 3.0)
+            nn.init.constant_(self.point.bias, -6.0)
+            nn.init.zeros_(self.point_style.weight)
+            nn.init.zeros_(self.point_style.bias)
+            self.spread[0].weight.zero_()
+            self.spread[0].bias.zero_()
+            for c in range(hidden):
+                self.spread[0].weight[c, c, 2, 2] = 1.0
+            self.spread[2].weight.zero_()
+            self.spread[2].weight[0, :, 1, 1] = 4.7 / hidden  # every unit votes equally
+            self.spread[2].bias.fill_(-6.0)
+            self.colour.weight.mul_(0.1)
+            self.colour.bias.fill_(0.5)  # light grey particles to start (rain and snow are both pale)
 
     def forward(self, image: torch.Tensor, style: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         gain, shift = self.point_style(style)[:, :, None, None].chunk(2, dim=1)

@@ -110,6 +110,21 @@ def vae_step(ctx: TrainContext, real: torch.Tensor, codes: torch.Tensor) -> dict
 
 
 
+def vehicle_mean_colours(images: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
+    """(n_vehicles, 3): the mean colour of every vehicle face (:func:`vehicle_instances`) in ``images``,
+    vehicles of all images stacked."""
+    from aigc_synth.models.layout_gan import vehicle_instances
+
+    b, c, h, w = images.shape
+    ids = vehicle_instances(layout)  # (B, H, W), 0 = none
+    seg = (ids + torch.arange(b, device=ids.device)[:, None, None] * (h * w + 1)).flatten()
+    sums = torch.zeros(b * (h * w + 1), c, dtype=images.dtype, device=images.device)
+    sums = sums.index_add(0, seg, images.permute(0, 2, 3, 1).reshape(-1, c))
+    counts = torch.bincount(seg, minlength=b * (h * w + 1))
+    keep = (counts > 0) & (torch.arange(len(counts), device=ids.device) % (h * w + 1) != 0)
+    return sums[keep] / counts[keep, None].to(images.dtype)
+
+
 def layout_gan_step(ctx: TrainContext, real: torch.Tensor, codes: torch.Tensor, layout: torch.Tensor) -> dict[str, torch.Tensor]:
     """One discriminator then one generator update of the layout-conditioned GAN.
 
@@ -155,6 +170,13 @@ def layout_gan_step(ctx: TrainContext, real: torch.Tensor, codes: torch.Tensor, 
         pooled = F.avg_pool2d(fake, cfg.mode_seeking_pool) if cfg.mode_seeking_pool > 1 else fake
         ratio = (pooled[:half] - pooled[half:2 * half]).abs().mean() / (z[:half] - z[half:2 * half]).abs().mean()
         loss_g = loss_g + cfg.mode_seeking / (ratio + 1e-5)
+    if half and cfg.vehicle_mode_seeking > 0:
+        # the same MSGAN ratio on each vehicle's mean colour: the global term is dominated by sky and
+        # road, and a mean over a vehicle's pixels cannot be met with speckle
+        a, b = vehicle_mean_colours(fake[:half], layout_g[:half]), vehicle_mean_colours(fake[half:2 * half], layout_g[:half])
+        if a.shape[0]:
+            ratio_v = (a - b).abs().mean() / (z[:half] - z[half:2 * half]).abs().mean()
+            loss_g = loss_g + cfg.vehicle_mode_seeking / (ratio_v + 1e-5)
     ctx.opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     ctx.opt_g.step()
