@@ -66,7 +66,7 @@ class LayoutGANConfig(ImageModelConfig):
     vehicle_mode_seeking: float = 0.0
     truncation: float = 1.0  # ψ of the exported generator (sampling only; training always uses z as drawn)
     # particle layer for rain streaks / snow flakes (models/layout_gan.PrecipitationLayer); a run may
-    # fine-tune (train.init_from) a state without it into one with it: the layer starts transparent
+    # fine-tune (train.init_from) a state without it into one with it (experimental: see the README)
     precipitation: bool = False
     # per-vehicle random codes read by every SPADE norm (models/layout_gan.vehicle_instances); 0 = off.
     # Also fine-tunable into a state without them (zero-initialised)

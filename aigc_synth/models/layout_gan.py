@@ -14,13 +14,15 @@
   of any weather). A small head turns one more full-resolution noise map into a per-pixel alpha
   (a pointwise threshold, then a 5×5 smear that can learn slanted streaks) and the style into a
   particle colour, and composites ``image·(1-α) + α·colour`` — the way renderers draw particles.
-  It starts as a sparse emitter of pale dots in every weather; fine-tuning learns which weathers keep
-  them, their shape and their colour.
+  It starts as a sparse emitter of pale dots in every weather; fine-tuning is meant to learn which
+  weathers keep them, their shape and their colour. Experimental: in the one measured fine-tune the
+  generator switched the particles off in every weather within 250 steps (see the README).
 * Per-vehicle codes (optional, ``instance_codes=C``): the global style gives every car of an image
   the same look, while the renderer draws each vehicle's colour on its own. Each vehicle face of the
   layout (:func:`vehicle_instances`) is filled with its own random C-vector (drawn from z's
   generator), which every SPADE norm reads beside the layout — LostGAN's instance-specific
   modulation (Sun & Wu 2019) without box tokens. Zero-initialised, so also fine-tunable.
+  Experimental: a measured fine-tune with them raised variety but with noise, and lost FD.
 * Discriminator: the spectral-norm projection discriminator of :mod:`aigc_synth.models.cgan`, fed
   the image **and** the layout as extra input channels, so a vehicle drawn where the layout has none
   (or missing where it has one) is something it can see.
