@@ -220,6 +220,25 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0
 
 
+BENCHMARKS = ("downstream",)
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    """``aigc-synth benchmark downstream ARGS``: the downstream benchmark's own command line."""
+    from aigc_synth.benchmarks.downstream_cli import main as downstream_main
+
+    try:
+        return downstream_main(list(args.args), prog="aigc-synth benchmark downstream")
+    except SystemExit as exc:  # its argparse: --help (0) or a bad command line (2, message already printed)
+        return int(exc.code or 0)
+
+
+def _benchmark_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", choices=BENCHMARKS, help="which benchmark (downstream: do generated rare-condition "
+                                                     "images help a classifier and a detector?)")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="the benchmark's flags (`--help` lists them)")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a bad command line as one :class:`UsageError` line (exit 2)."""
 
@@ -247,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
                    lambda p: p.add_argument("output_dir", help="a job's output_dir (local path or URI)")),
         "export": (cmd_export, "write a job's output for other tools (SUMO, OpenSCENARIO)", _export_args),
         "submit": (cmd_submit, "run a generation job on a running cluster through its job server", None),
+        "benchmark": (cmd_benchmark, "run a benchmark (downstream: real vs real + generated rare conditions)",
+                      _benchmark_args),
     }
     for name, (fn, help_text, add_args) in verbs.items():
         p = sub.add_parser(name, help=help_text, description=help_text)

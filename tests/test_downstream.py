@@ -268,3 +268,15 @@ def test_vehicle_detector_script_help_and_the_moved_training_function(prepared):
                                    widths=(8, 8, 8, 8), init_seed=0, progress=False)
     for p, q in zip(model.state_dict().values(), again.state_dict().values()):
         assert torch.equal(p, q)  # seeded: the same run twice is the same model
+
+
+def test_cli_benchmark_verb_runs_the_downstream_command_line(tmp_path, capsys):
+    from aigc_synth.cli import main
+
+    assert main(["benchmark", "downstream", "--out", str(tmp_path / "x")]) == 2  # no generator source
+    assert "one of --generator or --train-generator-steps" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()  # refused before any work
+    assert main(["benchmark", "nosuch"]) == 2
+    assert "invalid choice" in capsys.readouterr().err
+    assert main(["benchmark", "downstream", "--help"]) == 0
+    assert "aigc-synth benchmark downstream" in capsys.readouterr().out
