@@ -68,3 +68,19 @@ def test_metrics_do_not_depend_on_row_order_or_dtype():
     perm = np.random.default_rng(3).permutation(300)
     assert frechet_distance(a, b) == pytest.approx(frechet_distance(a[perm], torch.tensor(b, dtype=torch.float32)), rel=1e-5)
     assert precision_recall(a, b) == precision_recall(a[perm], b)
+
+
+def test_real_sample_hits_are_the_indicators_of_recall_and_coverage():
+    from aigc_synth.metrics.distribution import density_coverage, precision_recall, real_sample_hits
+
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(300, 8))
+    fake = np.concatenate([rng.normal(size=(200, 8)), rng.normal(4.0, 1.0, size=(100, 8))])
+    recalled, covered = real_sample_hits(real, fake)
+    assert recalled.shape == covered.shape == (300,) and recalled.dtype == bool
+    assert recalled.mean() == precision_recall(real, fake)[1]
+    assert covered.mean() == density_coverage(real, fake)[1]
+    # a fake set that misses half of the real set (one cluster) misses exactly those real samples
+    real2 = np.concatenate([rng.normal(size=(150, 8)), rng.normal(8.0, 1.0, size=(150, 8))])
+    recalled2, covered2 = real_sample_hits(real2, rng.normal(size=(300, 8)))
+    assert covered2[150:].sum() == 0 and covered2[:150].mean() > 0.8 and recalled2[150:].sum() == 0
