@@ -16,8 +16,7 @@ aigc_synth/benchmarks/downstream.py.
 ``--quick``: pool 1,500 images (500 scenes), test 450 (10 per combination), 250 steps of batch 32,
 three seeds, and (unless a generator flag is given) a generator trained for 400 steps on that pool:
 ``aigc-synth benchmark downstream --out runs/downstream_quick --quick --threads 2``. Measured on this
-2-core machine: the downstream part 7.6 min, the generator 0.69 s/step (4.6 min for 400), so about
-12.5 minutes in all. A 400-step generator is a smoke test of the protocol, not of the generator:
+2-core machine: 12 min 41 s in all (generator 4.9 min, downstream 7.2 min). A 400-step generator is a smoke test of the protocol, not of the generator:
 the full run's figures are the ones to quote. Explicit size flags override the quick values.
 """
 
