@@ -173,6 +173,18 @@ def test_a_layout_run_fine_tunes_into_the_precipitation_layer_and_vehicle_codes(
     start = load_generator(train(ft.train, ft.model, ft.data, progress=False))
     assert start.module.precipitation is not None and start.model_config["precipitation"] is True
     assert start.model_config["instance_codes"] == 4
+    # both optimisers keep their moments: the old generator parameters theirs, the new ones none yet
+    from aigc_synth.io.checkpoint import load_checkpoint
+
+    src_state, ft_state = load_checkpoint(tmp_path / "src" / "state.pt"), load_checkpoint(tmp_path / "ft" / "state.pt")
+    old_names = [n for n, _ in source.module.named_parameters()]
+    new_names = [n for n, _ in start.module.named_parameters()]
+    for name in ("to_rgb.weight", "blocks.0.norm.gamma.weight", "embed.tables.0.weight"):
+        if name in old_names:
+            torch.testing.assert_close(ft_state["opt_g"]["state"][new_names.index(name)]["exp_avg"],
+                                       src_state["opt_g"]["state"][old_names.index(name)]["exp_avg"])
+    assert not any(new_names.index(n) in ft_state["opt_g"]["state"] for n in new_names if n.startswith("precipitation."))
+    torch.testing.assert_close(ft_state["opt_d"]["state"][0]["exp_avg_sq"], src_state["opt_d"]["state"][0]["exp_avg_sq"])
     lay = scene_layouts(scenes[:6], 32)
     codes = np.array([DEFAULT_SCHEMA.encode(c) for c in DEFAULT_SCHEMA.combinations()[:6]])
     a = generate_images(source, codes, np.arange(6), layouts=lay).astype(int)
