@@ -11,12 +11,10 @@
 * Precipitation layer (optional, ``precipitation=True``): rain streaks and snow flakes are sparse,
   pixel-sharp particles laid *over* the scene, which the normalised conv stack above smooths away
   (measured: high-frequency energy 0.58× real under rain, 0.63× under snow, and the lowest coverage
-  of any weather). A small head turns one more full-resolution noise map into a per-pixel alpha
-  (a pointwise threshold, then a 5×5 smear that can learn slanted streaks) and the style into a
-  particle colour, and composites ``image·(1-α) + α·colour`` — the way renderers draw particles.
-  It starts as a sparse emitter of pale dots in every weather; fine-tuning is meant to learn which
-  weathers keep them, their shape and their colour. Experimental: in the one measured fine-tune the
-  generator switched the particles off in every weather within 250 steps (see the README).
+  of any weather). :class:`PrecipitationLayer` turns one more full-resolution noise map into
+  particle units gated per condition, smears them with learnt kernels that start as streaks and
+  flakes, and composites ``image·(1-α) + α·colour`` — the way renderers draw particles.
+  Experimental (see the README for what fine-tunes with it measured).
 * Per-vehicle codes (optional, ``instance_codes=C``): the global style gives every car of an image
   the same look, while the renderer draws each vehicle's colour on its own. Each vehicle face of the
   layout (:func:`vehicle_instances`) is filled with its own random C-vector (drawn from z's
@@ -120,45 +118,66 @@ class _LayoutBlock(nn.Module):
         return F.relu(self.norm(x, style, layout, instance))
 
 
+def particle_kernels(hidden: int, size: int = 5) -> torch.Tensor:
+    """(hidden, size, size) starting shapes of the precipitation layer's particle units: thin streaks
+    at several slants (rain) for the first three quarters, small flakes (snow) for the rest. They are
+    priors only (every kernel is learnt), so no shape has to be discovered from the dots a zero-init
+    layer would start from."""
+    k = torch.zeros(hidden, size, size)
+    c = size // 2
+    n_streaks = max(1, (3 * hidden) // 4)
+    slants = torch.linspace(-0.6, 0.6, n_streaks)  # horizontal pixels per vertical pixel
+    for u in range(n_streaks):
+        for dy in range(-c, c + 1):
+            k[u, c + dy, c + int(round(float(slants[u]) * dy))] = 1.0
+    for u in range(n_streaks, hidden):
+        k[u, c, c] = 1.0
+        if (u - n_streaks) % 2:  # every other flake unit a plus-shaped, larger flake
+            k[u, c - 1, c] = k[u, c + 1, c] = k[u, c, c - 1] = k[u, c, c + 1] = 0.5
+    return k
+
+
 class PrecipitationLayer(nn.Module):
-    """Particles over an image: α from a full-resolution noise map modulated by the style, colour from
-    the style; ``image·(1-α) + α·colour``. The first conv is pointwise (per weather, a threshold on the
-    noise: how dense), the next two spread each particle (streak length and slant, flake size)."""
+    """Particles over an image, gated by the condition: ``image·(1-α) + α·colour``.
 
-    def __init__(self, style_dim: int, hidden: int = 8):
+    ``hidden`` full-resolution noise maps go through a pointwise threshold into as many particle
+    units (each fires on its own map's ≈0.2 % tail, so shapes do not pile up on the same pixels),
+    each unit is multiplied by its own **gate, a function
+    of the condition embedding alone** (so the generator can keep streaks in rain, flakes in snow
+    and nothing in clear weather), then smeared by a 5×5 conv that starts as
+    :func:`particle_kernels` and summed into α. The colour is a function of the condition too.
+
+    Why gates: an earlier version shared one off-switch across weathers (and started from dots); in
+    a fine-tune of a trained generator the discriminator rejected the particles in clear weather and
+    the shared switch turned them off everywhere, rain and snow included, within 250 steps."""
+
+    def __init__(self, cond_dim: int, hidden: int = 8):
         super().__init__()
-        self.point = nn.Conv2d(1, hidden, 1)
-        self.point_style = nn.Linear(style_dim, 2 * hidden)
-        self.spread = nn.Sequential(nn.Conv2d(hidden, hidden, 5, padding=2), nn.LeakyReLU(0.2),
-                                    nn.Conv2d(hidden, 1, 3, padding=1))
-        self.colour = nn.Linear(style_dim, 3)
-        # Starts as a sparse particle emitter rather than as nothing: a layer that starts transparent
-        # gets only a faint uniform haze to learn from, which the discriminator rejects, so it never
-        # opens (measured: its output bias fell from -6 over 750 fine-tuning steps). Here each hidden
-        # unit fires where the noise exceeds 2σ (≈2 % of pixels, the renderer's particle density),
-        # the spread convs start as identities, and α reaches ≈0.7 on a strong particle and < 0.001
-        # elsewhere. Which weathers keep particles (the style's gain and shift), their shape (the
-        # 5×5 smear) and colour are all learnt.
+        self.noise_channels = hidden
+        self.point = nn.Conv2d(hidden, hidden, 1, groups=hidden)
+        self.gate = nn.Linear(cond_dim, hidden)
+        self.spread = nn.Conv2d(hidden, hidden, 5, padding=2, groups=hidden)  # one shape per unit
+        self.to_alpha = nn.Conv2d(hidden, 1, 3, padding=1)
+        self.colour = nn.Linear(cond_dim, 3)
         with torch.no_grad():
-            nn.init.constant_(self.point.weight, 3.0)
-            nn.init.constant_(self.point.bias, -6.0)
-            nn.init.zeros_(self.point_style.weight)
-            nn.init.zeros_(self.point_style.bias)
-            self.spread[0].weight.zero_()
-            self.spread[0].bias.zero_()
-            for c in range(hidden):
-                self.spread[0].weight[c, c, 2, 2] = 1.0
-            self.spread[2].weight.zero_()
-            self.spread[2].weight[0, :, 1, 1] = 4.7 / hidden  # every unit votes equally
-            self.spread[2].bias.fill_(-6.0)
+            # relu(4n - 11): fires where its noise exceeds 2.75σ, 0.3 % of pixels per unit (with 8 units
+            # and the smear, about the renderer's particle cover)
+            nn.init.constant_(self.point.weight, 4.0)
+            nn.init.constant_(self.point.bias, -11.0)
+            nn.init.zeros_(self.gate.weight)
+            nn.init.zeros_(self.gate.bias)  # every gate half open in every condition at the start
+            self.spread.weight.copy_(particle_kernels(hidden)[:, None])
+            self.spread.bias.zero_()
+            self.to_alpha.weight.zero_()
+            self.to_alpha.weight[0, :, 1, 1] = 16.0  # a 3σ particle at a half-open gate: α ≈ 0.9
+            self.to_alpha.bias.fill_(-6.0)
             self.colour.weight.mul_(0.1)
-            self.colour.bias.fill_(0.5)  # light grey particles to start (rain and snow are both pale)
+            self.colour.bias.fill_(0.5)  # pale particles to start (rain and snow are both pale)
 
-    def forward(self, image: torch.Tensor, style: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        gain, shift = self.point_style(style)[:, :, None, None].chunk(2, dim=1)
-        h = F.leaky_relu(self.point(noise) * (1 + gain) + shift, 0.2)
-        alpha = torch.sigmoid(self.spread(h))
-        colour = torch.tanh(self.colour(style))[:, :, None, None]
+    def forward(self, image: torch.Tensor, cond: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        units = F.relu(self.point(noise)) * torch.sigmoid(self.gate(cond))[:, :, None, None]
+        alpha = torch.sigmoid(self.to_alpha(self.spread(units)))
+        colour = torch.tanh(self.colour(cond))[:, :, None, None]
         return image * (1 - alpha) + alpha * colour
 
 
@@ -194,21 +213,23 @@ class LayoutGenerator(nn.Module):
             for i in range(n_up))
         self.to_rgb = nn.Conv2d(chans[-1], 3, 3, padding=1)
         # absent (not merely idle) when off, so checkpoints from before the layer load unchanged
-        self.precipitation = PrecipitationLayer(style_dim) if precipitation else None
+        self.precipitation = PrecipitationLayer(embed_dim) if precipitation else None
 
     def _noise(self, z: torch.Tensor) -> list[torch.Tensor]:
         """Per-sample noise maps for every level (and, last, the precipitation layer's full-resolution
-        map), drawn from a generator seeded by that sample's z."""
-        sizes = [8 * 2**i for i in range(len(self.blocks))] + ([self.resolution] if self.precipitation is not None else [])
+        maps), drawn from a generator seeded by that sample's z."""
+        shapes = [(1, 8 * 2**i) for i in range(len(self.blocks))]
+        if self.precipitation is not None:
+            shapes.append((self.precipitation.noise_channels, self.resolution))
         maps, tables = [], []
         for b in range(z.shape[0]):
             seed = int((z[b, :4].double() * 1e6).abs().sum().item()) % (2**62)  # a pure function of z
             g = torch.Generator().manual_seed(seed)
             # drawn in level order, the optional inputs after: the level maps match a generator without them
-            maps.append([torch.randn(1, 1, s, s, generator=g) for s in sizes])
+            maps.append([torch.randn(1, c, s, s, generator=g) for c, s in shapes])
             if self.instance_codes:  # one code per possible instance id (ids are pixel indices + 1)
                 tables.append(torch.randn(self.resolution**2 + 1, self.instance_codes, generator=g))
-        out = [torch.cat([m[i] for m in maps]).to(z.device) for i in range(len(sizes))]
+        out = [torch.cat([m[i] for m in maps]).to(z.device) for i in range(len(shapes))]
         return out, (torch.stack(tables).to(z.device) if tables else None)
 
     def _instance_map(self, layout: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
@@ -221,7 +242,8 @@ class LayoutGenerator(nn.Module):
     def forward(self, z: torch.Tensor, codes: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
         if self.truncation != 1.0 and not self.training:
             z = z * self.truncation
-        style = torch.cat([self.embed(codes), z], dim=1)
+        cond = self.embed(codes)
+        style = torch.cat([cond, z], dim=1)
         noises, tables = self._noise(z)
         inst = self._instance_map(layout, tables) if tables is not None else None
         x = self.stem(style).view(z.shape[0], self.chans[0], 4, 4)
@@ -230,7 +252,7 @@ class LayoutGenerator(nn.Module):
             x = block(x, style, layout, noise, inst)
         image = torch.tanh(self.to_rgb(x))
         if self.precipitation is not None:
-            image = self.precipitation(image, style, noises[-1])
+            image = self.precipitation(image, cond, noises[-1])
         return image
 
 
