@@ -145,6 +145,14 @@ def test_fine_tune_starts_from_the_source_weights_and_adds_the_classifier(tmp_pa
     cfg.out_dir, cfg.steps = str(tmp_path / "ft1"), 1
     tuned = load_generator(train(cfg, _model(aux_class_weight=0.5), DataConfig(), progress=False))
     assert any(not torch.equal(v, w) for v, w in zip(source.module.state_dict().values(), tuned.module.state_dict().values()))
+    # the exported EMA keeps averaging from the source's EMA (not copied from the raw G for ema_start steps)
+    from aigc_synth.io.checkpoint import load_checkpoint
+
+    raw_g = load_checkpoint(tmp_path / "ft1" / "state.pt")["G"]
+    src, ema = dict(source.module.named_parameters()), dict(tuned.module.named_parameters())  # buffers are copied
+    moved_g = sum(float((raw_g[k] - src[k]).abs().sum()) for k in src)
+    moved_ema = sum(float((ema[k] - src[k]).abs().sum()) for k in src)
+    assert 0 < moved_ema < 0.01 * moved_g  # ema_decay 0.999: one step moves the EMA a thousandth of G's move
     cfg.out_dir = str(tmp_path / "bad")
     with pytest.raises(CheckpointError, match="base_channels"):
         train(cfg, _model(base_channels=16), DataConfig(), progress=False)

@@ -188,8 +188,8 @@ def load_training_state(path: Path | str, family: Family, cfg: ImageModelConfig,
     missing, unexpected = ctx.D.load_state_dict(state["D"], strict=False)
     if unexpected or any(not k.startswith("aux_heads.") for k in missing):
         raise CheckpointError(f"{path}: discriminator does not match (missing {missing}, unexpected {unexpected})")
-    if G_ema is not None and state.get("G_ema"):
-        G_ema.load_state_dict(state["G_ema"], strict=not g_missing)  # a gained layer starts equal in G and G_ema
+    if G_ema is not None:  # a gained layer starts equal in G and G_ema; a source without an EMA starts it at G
+        G_ema.load_state_dict(state["G_ema"] if state.get("G_ema") else ctx.G.state_dict(), strict=not g_missing)
     if not g_missing:
         ctx.opt_g.load_state_dict(state["opt_g"])
     else:  # the generator gained layers: its old parameters keep their moments, the new ones start fresh
@@ -287,6 +287,10 @@ def train(train_cfg: TrainConfig, model_cfg: ImageModelConfig, data_cfg: DataCon
         Image.fromarray(grid).save(tmp)
         os.replace(tmp, out / "samples" / f"step_{step:06d}.png")
 
+    # The EMA copies G until ema_start in a run from scratch (early weights are not worth averaging). A
+    # fine-tune averages from its first step instead: its EMA starts as the source's, which copying the
+    # raw G over for ema_start steps would throw away (measured: visibly noisier samples at step 100).
+    ema_start = 0 if train_cfg.init_from else model_cfg.ema_start
     B = train_cfg.batch_size
     G.train(); D.train()
     t0 = time.time()
@@ -299,7 +303,7 @@ def train(train_cfg: TrainConfig, model_cfg: ImageModelConfig, data_cfg: DataCon
             extra = {"layout": batch["layout"]} if family.layout else {}
             scalars = family.train_step(ctx, _to_unit(batch["image"]), batch["codes"], **extra)
             if G_ema is not None:
-                ema_update(G_ema, G, 0.0 if step < model_cfg.ema_start else model_cfg.ema_decay)
+                ema_update(G_ema, G, 0.0 if step < ema_start else model_cfg.ema_decay)
             done = step + 1
             values = {k: float(v.item()) for k, v in scalars.items()}
             if not all(math.isfinite(v) for v in values.values()):
