@@ -12,14 +12,17 @@ the renderer's picture of each scene under the same weather and time; the scene 
 accuracy; the vehicle detector (trained on renders only) gives layout AP50 and box recall against
 each sample's requested boxes (pycocotools). Rows:
 
-* the models given with ``--model NAME=PATH`` (default: the bundled layout model, the previous
+* the models given with ``--model NAME=PATH`` (``NAME=PATH@psi=0.8`` samples that checkpoint with
+  truncation ψ 0.8 instead of its stored one; default: the bundled layout model, the previous
   bundled cGAN and, when present, a DCGAN baseline run) — models without layout input are asked for
   the same conditions and scored against the same boxes;
 * ``real (second render)``: the same scenes rendered again with other cosmetic seeds, scored like
   a model: the real-vs-real values recall / coverage are compared with, and the AP50 ceiling;
 * the shuffled-layout floor of the first model (its images against another sample's boxes).
 
-Also the flat-rectangle rate (``aigc_synth.metrics.artifacts``) of every row's images and, with
+Also the flat-rectangle rate (``aigc_synth.metrics.artifacts``) of every row's images, the broken-image
+rate (high-frequency energy over 3× the real renders' median for that weather: the tails' garbled
+images the truncation ψ trades against variety) and, with
 ``--grid``, a sample grid of the first model: one row per weather × time, column 0 the real render,
 then latents; the right half repeats it with the requested boxes drawn (boxes the detector ignores
 in grey).
@@ -86,13 +89,37 @@ def group_variety(images: np.ndarray, features: np.ndarray, k: int) -> dict[str,
     return {"pixel_std": float(x.std(axis=1).mean()), "feature_distance": float(d.sum(axis=(1, 2)).mean() / (k * (k - 1)))}
 
 
-def sample_grid(path: str, out: str, seed: int, columns: int = 5, scale: int = 2) -> None:
+BROKEN_HF_FACTOR = 3.0  # an image with this many times the real median high-frequency energy is garbled
+
+
+def parse_model(spec: str) -> tuple[str, str, float | None]:
+    """``NAME=PATH`` or ``NAME=PATH@psi=X`` → (name, path, ψ or None for the checkpoint's own)."""
+    name, path = spec.split("=", 1)
+    if "@psi=" not in path:
+        return name, path, None
+    path, psi = path.rsplit("@psi=", 1)
+    if not 0 < float(psi) <= 1:
+        raise SystemExit(f"--model {spec}: psi must be in (0, 1]")
+    return name, path, float(psi)
+
+
+def load_model(path: str, psi: float | None):
+    """The checkpoint, with its truncation ψ replaced when ``psi`` is given."""
+    gen = load_generator(resolve_checkpoint_path(path))
+    if psi is not None:
+        if not hasattr(gen.module, "truncation"):
+            raise SystemExit(f"{path}: family {gen.family} has no truncation ψ")
+        gen.module.truncation = psi
+    return gen
+
+
+def sample_grid(path: str, out: str, seed: int, columns: int = 5, scale: int = 2, psi: float | None = None) -> None:
     """Rows = weather × time (one scene each, traffic from the scene), column 0 real, then latents."""
     from PIL import Image
 
     from aigc_synth.data.scene_render import render_scene
 
-    gen = load_generator(resolve_checkpoint_path(path))
+    gen = load_model(path, psi)
     schema = gen.schema
     pairs = [(w, t) for w in schema.values("weather") for t in schema.values("time_of_day")]
     traffic = schema.values("traffic")
@@ -125,8 +152,8 @@ def main() -> None:
     p.add_argument("--md", default=None)
     p.add_argument("--grid", default=None, help="PNG: the first model's sample grid, boxes drawn on a copy")
     a = p.parse_args()
-    models = [m.split("=", 1) for m in (a.model or DEFAULT_MODELS)]
-    models = [(n, path) for n, path in models if path == "default" or Path(path).is_file()]
+    models = [parse_model(m) for m in (a.model or DEFAULT_MODELS)]
+    models = [(n, path, psi) for n, path, psi in models if path == "default" or Path(path).is_file()]
     schema = DEFAULT_SCHEMA
     combos = np.array([schema.encode(c) for c in schema.combinations()], dtype=np.int64)
     codes = np.repeat(combos, a.n_per_condition, axis=0)
@@ -137,6 +164,9 @@ def main() -> None:
     detector = load_vehicle_detector(None)
     ref_scores = _score(classifier, ref, "score reference", True)
     ref_hf = high_frequency_energy(ref)
+    w_col = schema.names.index("weather")
+    broken_limit = BROKEN_HF_FACTOR * np.array([np.median(ref_hf[codes[:, w_col] == k])
+                                                for k in range(len(schema.values("weather")))])[codes[:, w_col]]
     rolled = [int(j) for j in np.roll(np.arange(len(boxes)), 1)]
     rows = []
     # variety across latents for a fixed scene and condition (the issue's collapse), against real
@@ -156,6 +186,7 @@ def main() -> None:
         lay = score_layout(detector, images, boxes, visible)
         flat = flat_rectangle_rate(images)
         hf = high_frequency_energy(images)
+        broken = int((hf > broken_limit).sum())
         w = schema.names.index("weather")
         hf_ratio = {v: float(hf[codes[:, w] == k].mean() / ref_hf[codes[:, w] == k].mean()) for k, v in enumerate(schema.values("weather"))}
         # the overall recall / coverage split by the real sample's weather and time (same radii)
@@ -168,20 +199,20 @@ def main() -> None:
              "precision": m["overall"]["precision"], "recall": m["overall"]["recall"],
              "density": m["overall"]["density"], "coverage": m["overall"]["coverage"],
              "condition_accuracy": m["overall"]["condition_accuracy"], "ap50": lay["ap50"], "box_recall": lay["recall"],
-             "flat_rectangles": flat["count"], "images": flat["images"], "intra_kid_mean": m["overall"]["intra_kid_mean"],
+             "flat_rectangles": flat["count"], "images": flat["images"], "broken_images": broken, "intra_kid_mean": m["overall"]["intra_kid_mean"],
              "confusion": m["confusion"], "high_frequency_ratio": hf_ratio, "recall_coverage_by": by_condition,
              "latent_variety": variety}
         print(json.dumps({k: v for k, v in r.items() if k != "confusion"}, default=float))
         return r
 
-    for n, (name, path) in enumerate(models):
-        gen = load_generator(resolve_checkpoint_path(path))
+    for n, (name, path, psi) in enumerate(models):
+        gen = load_model(path, psi)
         seeds = derive_seeds(a.seed, np.arange(len(codes)), stream=LATENT_STREAM)
         t = time.perf_counter()
         images = layout_images(gen, scenes, codes, seeds, progress=True)
         rate = len(images) / (time.perf_counter() - t)
         v_seeds = derive_seeds(a.seed + 1, np.arange(len(v_codes)), stream=LATENT_STREAM)
-        rows.append(row(name, images, {"path": path, "family": gen.family, "model_id": gen.model_id[:12],
+        rows.append(row(name, images, {"path": path, "psi": getattr(gen.module, "truncation", None), "family": gen.family, "model_id": gen.model_id[:12],
                                        "step": gen.meta.get("step"), "sampling_img_per_s": round(rate, 1)},
                         layout_images(gen, v_scenes, v_codes, v_seeds)))
         if n == 0:
@@ -197,15 +228,16 @@ def main() -> None:
               "reference_condition_accuracy": compute_metrics(codes, ref_scores, codes, ref_scores, schema)["overall"]["condition_accuracy"],
               "rows": rows, "elapsed_s": round(time.perf_counter() - t0, 1)}
     atomic_write_json(a.json, _clean(result))
-    lines = ["| model | FD ↓ | KID ↓ | precision | recall | coverage | acc. weather | acc. time | acc. traffic | layout AP50 | box recall | flat rect. |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | FD ↓ | KID ↓ | precision | recall | coverage | acc. weather | acc. time | acc. traffic | layout AP50 | box recall | flat rect. | broken |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         acc = r.get("condition_accuracy") or {}
         f = lambda k, d=3: "–" if r.get(k) is None else f"{r[k]:.{d}f}"  # noqa: E731
         lines.append(f"| {r['name']} | {f('fd', 2)} | {f('kid')} | {f('precision')} | {f('recall')} | {f('coverage')} | "
                      + " | ".join("–" if k not in acc else f"{acc[k]:.3f}" for k in ("weather", "time_of_day", "traffic"))
                      + f" | {f('ap50')} | {f('box_recall')} | "
-                     + ("–" if "flat_rectangles" not in r else f"{r['flat_rectangles']} / {r['images']}") + " |")
+                     + ("–" if "flat_rectangles" not in r else f"{r['flat_rectangles']} / {r['images']}") + " | "
+                     + ("–" if "broken_images" not in r else f"{r['broken_images']}") + " |")
     lines += ["", "High-frequency energy per weather, generated ÷ real renders (1 = as much fine detail as real: rain streaks, "
               "snow flakes, sensor noise):", "", "| model | " + " | ".join(schema.values("weather")) + " |",
               "|---|" + "---|" * len(schema.values("weather"))]
@@ -234,7 +266,7 @@ def main() -> None:
     if a.md:
         Path(a.md).write_text(table + "\n")
     if a.grid and models:
-        sample_grid(models[0][1], a.grid, a.seed)
+        sample_grid(models[0][1], a.grid, a.seed, psi=models[0][2])
         print(f"grid: {a.grid}")
 
 
