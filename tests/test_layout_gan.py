@@ -155,20 +155,20 @@ def test_vehicle_mean_colours_average_each_face():
 def test_precipitation_particles_are_gated_per_condition_and_start_as_streaks():
     from aigc_synth.models.layout_gan import PrecipitationLayer, particle_kernels
 
-    layer = PrecipitationLayer(cond_dim=2)
+    layer = PrecipitationLayer(cond_dim=2, cardinalities=[2, 3])
     noise = torch.randn(1, layer.noise_channels, 48, 48, generator=torch.Generator().manual_seed(0)).expand(2, -1, -1, -1)
     image = torch.zeros(2, 3, 48, 48)
     cond = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    codes = torch.tensor([[0, 2], [1, 2]])
     with torch.no_grad():
-        layer.gate.weight[:, 1] = -30.0  # the second condition closes every unit's gate
-    changed = ((layer(image, cond, noise) - image).abs().amax(1) > 0.1).float()
+        layer.gate[1 * 3 + 2] = -1.0  # condition (1, 2) closes every unit's gate; (0, 2) keeps them
+    changed = ((layer(image, codes, cond, noise) - image).abs().amax(1) > 0.1).float()
     assert 0.01 < changed[0].mean() < 0.2 and changed[1].sum() == 0
     with torch.no_grad():  # only the vertical-streak unit open: particles are vertical runs of 5 pixels
         vertical = [u for u, k in enumerate(particle_kernels(layer.noise_channels)) if k[:, 2].sum() == 5][0]
-        layer.gate.weight.zero_()
-        layer.gate.bias.fill_(-30.0)
-        layer.gate.bias[vertical] = 0.0
-    mask = (layer(image, cond, noise)[0] - image[0]).abs().amax(0) > 0.1
+        layer.gate.fill_(-1.0)
+        layer.gate[:, vertical] = 0.0
+    mask = (layer(image, codes, cond, noise)[0] - image[0]).abs().amax(0) > 0.1
     assert mask.any()
     ys, xs = torch.nonzero(mask, as_tuple=True)
     inner = (ys > 2) & (ys < 45)

@@ -142,20 +142,29 @@ class PrecipitationLayer(nn.Module):
 
     ``hidden`` full-resolution noise maps go through a pointwise threshold into as many particle
     units (each fires on its own map's ≈0.2 % tail, so shapes do not pile up on the same pixels),
-    each unit is multiplied by its own **gate, a function
-    of the condition embedding alone** (so the generator can keep streaks in rain, flakes in snow
-    and nothing in clear weather), then smeared by a 5×5 conv that starts as
+    each unit is multiplied by its own **gate per condition combination** (a table indexed by the
+    mixed-radix code of weather × time × traffic, so the generator can keep streaks in rain, flakes
+    in snow and nothing in clear weather), then smeared by a 5×5 conv that starts as
     :func:`particle_kernels` and summed into α. The colour is a function of the condition too.
 
-    Why gates: an earlier version shared one off-switch across weathers (and started from dots); in
-    a fine-tune of a trained generator the discriminator rejected the particles in clear weather and
-    the shared switch turned them off everywhere, rain and snow included, within 250 steps."""
+    Why a table: any parameter shared between conditions becomes an off-switch for all of them. In
+    fine-tunes of a trained generator the discriminator rejected the particles in clear weather, and
+    a switch shared across weathers (first a common threshold, then gates computed from the summed
+    condition embedding) turned them off in every weather alike, rain and snow included. A table
+    entry only hears its own condition's gradient; it is read ×``GATE_GAIN`` so that Adam's fixed
+    step size moves it as fast as the shared weights it competes with."""
 
-    def __init__(self, cond_dim: int, hidden: int = 8):
+    GATE_GAIN = 50.0
+
+    def __init__(self, cond_dim: int, cardinalities: Sequence[int], hidden: int = 8):
         super().__init__()
         self.noise_channels = hidden
         self.point = nn.Conv2d(hidden, hidden, 1, groups=hidden)
-        self.gate = nn.Linear(cond_dim, hidden)
+        radix = [1]
+        for c in reversed(list(cardinalities)[1:]):
+            radix.insert(0, radix[0] * int(c))
+        self.register_buffer("radix", torch.tensor(radix, dtype=torch.long), persistent=False)
+        self.gate = nn.Parameter(torch.zeros(int(torch.tensor(list(cardinalities)).prod()), hidden))
         self.spread = nn.Conv2d(hidden, hidden, 5, padding=2, groups=hidden)  # one shape per unit
         self.to_alpha = nn.Conv2d(hidden, 1, 3, padding=1)
         self.colour = nn.Linear(cond_dim, 3)
@@ -164,8 +173,7 @@ class PrecipitationLayer(nn.Module):
             # and the smear, about the renderer's particle cover)
             nn.init.constant_(self.point.weight, 4.0)
             nn.init.constant_(self.point.bias, -11.0)
-            nn.init.zeros_(self.gate.weight)
-            nn.init.zeros_(self.gate.bias)  # every gate half open in every condition at the start
+            # every gate half open in every condition at the start (self.gate is zeros)
             self.spread.weight.copy_(particle_kernels(hidden)[:, None])
             self.spread.bias.zero_()
             self.to_alpha.weight.zero_()
@@ -174,8 +182,9 @@ class PrecipitationLayer(nn.Module):
             self.colour.weight.mul_(0.1)
             self.colour.bias.fill_(0.5)  # pale particles to start (rain and snow are both pale)
 
-    def forward(self, image: torch.Tensor, cond: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        units = F.relu(self.point(noise)) * torch.sigmoid(self.gate(cond))[:, :, None, None]
+    def forward(self, image: torch.Tensor, codes: torch.Tensor, cond: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        gate = torch.sigmoid(self.GATE_GAIN * self.gate[(codes.long() * self.radix).sum(dim=1)])
+        units = F.relu(self.point(noise)) * gate[:, :, None, None]
         alpha = torch.sigmoid(self.to_alpha(self.spread(units)))
         colour = torch.tanh(self.colour(cond))[:, :, None, None]
         return image * (1 - alpha) + alpha * colour
@@ -213,7 +222,7 @@ class LayoutGenerator(nn.Module):
             for i in range(n_up))
         self.to_rgb = nn.Conv2d(chans[-1], 3, 3, padding=1)
         # absent (not merely idle) when off, so checkpoints from before the layer load unchanged
-        self.precipitation = PrecipitationLayer(embed_dim) if precipitation else None
+        self.precipitation = PrecipitationLayer(embed_dim, cardinalities) if precipitation else None
 
     def _noise(self, z: torch.Tensor) -> list[torch.Tensor]:
         """Per-sample noise maps for every level (and, last, the precipitation layer's full-resolution
@@ -252,7 +261,7 @@ class LayoutGenerator(nn.Module):
             x = block(x, style, layout, noise, inst)
         image = torch.tanh(self.to_rgb(x))
         if self.precipitation is not None:
-            image = self.precipitation(image, cond, noises[-1])
+            image = self.precipitation(image, codes, cond, noises[-1])
         return image
 
 
