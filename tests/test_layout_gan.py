@@ -106,11 +106,16 @@ def test_training_a_layout_model_composes_the_real_config(tiny_train_config, tmp
     scene_dir.mkdir()
     pq.write_table(scenes_to_table(scenes), scene_dir / "part-00000.parquet")
     cfg = tiny_train_config(tmp_path / "run", "model=layout_gan", "model.embed_dim=8", "model.spade_hidden=8", "model.mode_seeking=0.1",
-                            "data.source=scenes", f"data.scenes={scene_dir}")
+                            "data.source=scenes", f"data.scenes={scene_dir}",
+                            "train.eval_every=2", "train.eval_samples=16", "train.best_metric=coverage")
     path = train(cfg.train, cfg.model, cfg.data, progress=False)
     gen = load_generator(path)
     assert gen.family == "layout_gan" and gen.resolution == 32
     assert (tmp_path / "run" / "samples" / "step_000002.png").exists()
+    # periodic evaluation samples with the scenes' layouts and keeps the best checkpoint by coverage
+    evals = [r for r in map(json.loads, (tmp_path / "run" / "log.jsonl").read_text().splitlines()) if "eval_coverage" in r]
+    assert [r["step"] for r in evals] == [2] and 0 <= evals[0]["eval_coverage"] <= 1 and "eval_recall" in evals[0]
+    assert load_generator(tmp_path / "run" / "best_generator.pt").family == "layout_gan"
     bad = tiny_train_config(tmp_path / "run2", "model=layout_gan")
     from aigc_synth.errors import UsageError
 
