@@ -115,6 +115,7 @@ def test_training_a_layout_model_composes_the_real_config(tiny_train_config, tmp
     # periodic evaluation samples with the scenes' layouts and keeps the best checkpoint by coverage
     evals = [r for r in map(json.loads, (tmp_path / "run" / "log.jsonl").read_text().splitlines()) if "eval_coverage" in r]
     assert [r["step"] for r in evals] == [2] and 0 <= evals[0]["eval_coverage"] <= 1 and "eval_recall" in evals[0]
+    assert evals[0]["eval_kid_std"] > 0  # KID subsets are halves of the set, not all of it 20 times
     assert load_generator(tmp_path / "run" / "best_generator.pt").family == "layout_gan"
     bad = tiny_train_config(tmp_path / "run2", "model=layout_gan")
     from aigc_synth.errors import UsageError

@@ -56,7 +56,8 @@ class PeriodicEvaluator:
                   for s in range(0, len(self.codes), 64)]
         generator.train(was_training)
         scores = self.judge.score(np.concatenate(images))
-        kid, kid_std = kernel_inception_distance(self.ref, scores.features, subsets=20, subset_size=min(500, len(self.ref)))
+        # subsets of half the set: subsets of all of it would be identical (a std of 0 says nothing)
+        kid, kid_std = kernel_inception_distance(self.ref, scores.features, subsets=20, subset_size=min(500, max(2, len(self.ref) // 2)))
         pred = scores.predicted_codes()
         out: dict[str, Any] = {"eval_kid": round(kid, 6), "eval_kid_std": round(kid_std, 6),
                                "eval_fd": round(frechet_distance(self.ref, scores.features), 4)}
