@@ -32,6 +32,7 @@ maps come from a generator seeded by ``z`` itself, so an image stays a pure func
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -164,7 +165,7 @@ class PrecipitationLayer(nn.Module):
         for c in reversed(list(cardinalities)[1:]):
             radix.insert(0, radix[0] * int(c))
         self.register_buffer("radix", torch.tensor(radix, dtype=torch.long), persistent=False)
-        self.gate = nn.Parameter(torch.zeros(int(torch.tensor(list(cardinalities)).prod()), hidden))
+        self.gate = nn.Parameter(torch.zeros(math.prod(int(c) for c in cardinalities), hidden))
         self.spread = nn.Conv2d(hidden, hidden, 5, padding=2, groups=hidden)  # one shape per unit
         self.to_alpha = nn.Conv2d(hidden, 1, 3, padding=1)
         self.colour = nn.Linear(cond_dim, 3)
