@@ -41,7 +41,10 @@ SEED_STRIDE = 1000  # candidate k's latents come from base seed seed + k * SEED_
 
 def discriminator_scores(state_path: str, images: np.ndarray, codes: np.ndarray, layouts: np.ndarray,
                          chunk: int = 256) -> np.ndarray:
-    """The layout discriminator of training state ``state_path`` on uint8 ``images`` (n, R, R, 3)."""
+    """The layout discriminator of training state ``state_path`` on uint8 ``images`` (n, R, R, 3).
+
+    The discriminator has a minibatch-stddev input, so a score depends a little on its chunk; every
+    candidate is scored in chunks of ``chunk`` mixed conditions, as in training (batch 32)."""
     state = torch.load(state_path, weights_only=True, map_location="cpu")
     mc = state["model_config"]
     if mc.get("family") != "layout_gan":

@@ -439,3 +439,33 @@ def test_set_truncation_script_writes_a_copy_with_the_new_psi(layout_checkpoint,
         before = Path(target).read_bytes()
         done = subprocess.run([sys.executable, str(script), str(layout_checkpoint), str(target), *bad], capture_output=True, text=True)
         assert done.returncode != 0 and Path(target).read_bytes() == before
+
+
+def test_discriminator_selection_scores_match_the_states_discriminator(scenes, tmp_path):
+    import importlib.util
+
+    from aigc_synth.models.registry import build_discriminator
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "eval_discriminator_selection.py"
+    spec = importlib.util.spec_from_file_location("eval_discriminator_selection", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    torch.manual_seed(0)
+    cfg = {"family": "layout_gan", "resolution": 32, "d_base_channels": 8, "aux_class_weight": 0.2}
+    disc = build_discriminator("layout_gan", DEFAULT_SCHEMA.cardinalities, **{k: v for k, v in cfg.items() if k != "family"})
+    disc.eval()
+    state = tmp_path / "state.pt"
+    torch.save({"model_config": cfg, "D": disc.state_dict()}, state)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    codes = np.array([DEFAULT_SCHEMA.encode(c) for c in list(DEFAULT_SCHEMA.combinations())[:5]], dtype=np.int64)
+    layouts = scene_layouts(scenes[:5], 32)
+    got = mod.discriminator_scores(str(state), images, codes, layouts)  # one chunk: the minibatch-stddev input sees all 5
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    with torch.no_grad():
+        want = disc(x, torch.from_numpy(codes), torch.from_numpy(layouts).float()).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert len(np.unique(got.round(5))) == 5  # one score per image, not a constant
+    torch.save({"model_config": {**cfg, "family": "cgan"}, "D": disc.state_dict()}, state)
+    with pytest.raises(SystemExit, match="layout_gan training state"):
+        mod.discriminator_scores(str(state), images, codes, layouts)
