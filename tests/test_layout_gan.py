@@ -170,6 +170,9 @@ def test_precipitation_particles_are_gated_per_condition_and_start_as_streaks():
         layer.gate[1 * 3 + 2] = -1.0  # condition (1, 2) closes every unit's gate; (0, 2) keeps them
     changed = ((layer(image, codes, cond, noise) - image).abs().amax(1) > 0.1).float()
     assert 0.01 < changed[0].mean() < 0.2 and changed[1].sum() == 0
+    table = layer.gate_table()  # (2, 3, units): the same entries the forward pass reads
+    assert table.shape == (2, 3, layer.noise_channels)
+    assert (table[1, 2] < 1e-6).all() and torch.allclose(table[0, 2], torch.full((layer.noise_channels,), 0.5))
     with torch.no_grad():  # only the vertical-streak unit open: particles are vertical runs of 5 pixels
         vertical = [u for u, k in enumerate(particle_kernels(layer.noise_channels)) if k[:, 2].sum() == 5][0]
         layer.gate.fill_(-1.0)
@@ -226,6 +229,14 @@ def test_a_layout_run_fine_tunes_into_the_precipitation_layer_and_vehicle_codes(
     tuned = load_generator(train(ft1.train, ft1.model, ft1.data, progress=False))  # resumes its own state
     assert not torch.equal(tuned.module.precipitation.point.weight, start.module.precipitation.point.weight)
     assert tuned.module.stem_norm.instance.weight.abs().sum() > 0  # the per-vehicle codes are being learnt
+    # the run logs the particle gates per weather (mean over times, traffic levels and units); the
+    # source run, without the layer, logs none
+    logged = [json.loads(line) for line in (tmp_path / "ft" / "log.jsonl").read_text().splitlines()]
+    gates = {k: v for k, v in logged[-1].items() if k.startswith("gate_")}
+    assert sorted(gates) == sorted(f"gate_{w}" for w in DEFAULT_SCHEMA.values("weather"))
+    assert all(0.3 < v < 0.7 for v in gates.values())  # half open at the start, one step later
+    assert not any(k.startswith("gate_") for line in (tmp_path / "src" / "log.jsonl").read_text().splitlines()
+                   for k in json.loads(line))
     whole = generate_images(tuned, codes, np.arange(6), compute_batch=6, layouts=lay)
     parts = np.concatenate([generate_images(tuned, codes[i:i + 2], np.arange(i, i + 2), compute_batch=2,
                                             layouts=lay[i:i + 2]) for i in range(0, 6, 2)])

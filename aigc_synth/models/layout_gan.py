@@ -183,6 +183,12 @@ class PrecipitationLayer(nn.Module):
             self.colour.weight.mul_(0.1)
             self.colour.bias.fill_(0.5)  # pale particles to start (rain and snow are both pale)
 
+    def gate_table(self) -> torch.Tensor:
+        """The gates in (0, 1), shaped ``(*cardinalities, units)``: entry ``[w, t, f, u]`` is how open
+        particle unit ``u`` is in condition (w, t, f). Training logs their mean per first factor."""
+        shape = [int(self.gate.shape[0] // self.radix[0])] + [int(a // b) for a, b in zip(self.radix[:-1], self.radix[1:])]
+        return torch.sigmoid(self.GATE_GAIN * self.gate.detach()).view(*shape, -1)
+
     def forward(self, image: torch.Tensor, codes: torch.Tensor, cond: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         gate = torch.sigmoid(self.GATE_GAIN * self.gate[(codes.long() * self.radix).sum(dim=1)])
         units = F.relu(self.point(noise)) * gate[:, :, None, None]

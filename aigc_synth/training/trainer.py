@@ -136,6 +136,18 @@ def _growable(key: str) -> bool:
     return key.startswith(("precipitation.", "stem_norm.instance.")) or ".norm.instance." in key
 
 
+def precipitation_gates(generator: torch.nn.Module, schema) -> dict[str, float]:
+    """``{"gate_<value>": mean gate}`` per value of the schema's first factor (weather by default) for a
+    generator with a precipitation layer, else ``{}``: whether particles stay on in rain and snow and
+    off in clear weather is the layer's whole point, so a run logs it instead of leaving it to be dug
+    out of ``state.pt``."""
+    layer = getattr(generator, "precipitation", None)
+    if layer is None:
+        return {}
+    means = layer.gate_table().flatten(1).mean(dim=1)
+    return {f"gate_{value}": round(float(m), 4) for value, m in zip(schema.values(schema.names[0]), means)}
+
+
 def _moments_with_new_parameters(saved: dict[str, Any], generator: torch.nn.Module, new_keys: set[str]) -> dict[str, Any]:
     """A saved optimiser state re-indexed for ``generator`` after it gained the parameters ``new_keys``.
 
@@ -310,7 +322,8 @@ def train(train_cfg: TrainConfig, model_cfg: ImageModelConfig, data_cfg: DataCon
                 raise FloatingPointError(f"non-finite loss at step {done}: {values}")
             if done % train_cfg.log_every == 0 or done == train_cfg.steps:
                 rec = {"step": done, **{k: round(v, 5) for k, v in values.items()},
-                       "sec_per_step": round(time.time() - t_step, 4), "elapsed_s": round(time.time() - t0, 1)}
+                       "sec_per_step": round(time.time() - t_step, 4), "elapsed_s": round(time.time() - t0, 1),
+                       **precipitation_gates(G, schema)}
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
                 bar.set_postfix({k: f"{v:.3f}" for k, v in values.items() if k.startswith("loss")})
