@@ -153,9 +153,12 @@ class PrecipitationLayer(nn.Module):
     a switch shared across weathers (first a common threshold, then gates computed from the summed
     condition embedding) turned them off in every weather alike, rain and snow included. A table
     entry only hears its own condition's gradient; it is read ×``GATE_GAIN`` so that Adam's fixed
-    step size moves it as fast as the shared weights it competes with."""
+    step size moves it as fast as the shared weights it competes with. At ×50 (lr 2·10⁻⁴) a run from
+    scratch took 1,000 steps to move the clear-weather gates from 0.50 to 0.29, where particles are
+    still plainly visible; ×200 lets a gate cross from half open to nearly shut in ~50 steps of
+    consistent gradient."""
 
-    GATE_GAIN = 50.0
+    GATE_GAIN = 200.0
 
     def __init__(self, cond_dim: int, cardinalities: Sequence[int], hidden: int = 8):
         super().__init__()
