@@ -237,6 +237,22 @@ def test_a_layout_run_fine_tunes_into_the_precipitation_layer_and_vehicle_codes(
     assert all(0.3 < v < 0.7 for v in gates.values())  # half open at the start, one step later
     assert not any(k.startswith("gate_") for line in (tmp_path / "src" / "log.jsonl").read_text().splitlines()
                    for k in json.loads(line))
+    # scripts/diagnose_precipitation.py asks the state's own networks about the gates
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("diagnose_precipitation", Path(__file__).resolve().parents[1] / "scripts" / "diagnose_precipitation.py")
+    diag = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(diag)
+    rows = diag.diagnose(str(tmp_path / "ft" / "state.pt"), str(scene_dir), batches=1, batch_size=8)
+    assert list(rows) == list(DEFAULT_SCHEMA.values("weather")) and sum(r["n"] for r in rows.values()) == 8
+    for weather, r in rows.items():
+        assert r["gate"] == pytest.approx(gates[f"gate_{weather}"], abs=1e-3)  # the state's gates, as logged
+        assert all(np.isfinite(v) for v in r.values())
+    seen = [r for r in rows.values() if r["n"]]
+    assert any(r["D(gate=0.0)"] != r["D(gate=0.88)"] for r in seen)  # forcing the gates changes the images
+    assert any(r["grad_adv"] != 0 for r in seen)
+    with pytest.raises(SystemExit, match="precipitation=true"):
+        diag.diagnose(str(tmp_path / "src" / "state.pt"), str(scene_dir), batches=1, batch_size=8)
     whole = generate_images(tuned, codes, np.arange(6), compute_batch=6, layouts=lay)
     parts = np.concatenate([generate_images(tuned, codes[i:i + 2], np.arange(i, i + 2), compute_batch=2,
                                             layouts=lay[i:i + 2]) for i in range(0, 6, 2)])
