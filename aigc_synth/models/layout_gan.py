@@ -163,6 +163,7 @@ class PrecipitationLayer(nn.Module):
     def __init__(self, cond_dim: int, cardinalities: Sequence[int], hidden: int = 8):
         super().__init__()
         self.noise_channels = hidden
+        self.cardinalities = tuple(int(c) for c in cardinalities)
         self.point = nn.Conv2d(hidden, hidden, 1, groups=hidden)
         radix = [1]
         for c in reversed(list(cardinalities)[1:]):
@@ -189,8 +190,7 @@ class PrecipitationLayer(nn.Module):
     def gate_table(self) -> torch.Tensor:
         """The gates in (0, 1), shaped ``(*cardinalities, units)``: entry ``[w, t, f, u]`` is how open
         particle unit ``u`` is in condition (w, t, f). Training logs their mean per first factor."""
-        shape = [int(self.gate.shape[0] // self.radix[0])] + [int(a // b) for a, b in zip(self.radix[:-1], self.radix[1:])]
-        return torch.sigmoid(self.GATE_GAIN * self.gate.detach()).view(*shape, -1)
+        return torch.sigmoid(self.GATE_GAIN * self.gate.detach()).view(*self.cardinalities, -1)
 
     def forward(self, image: torch.Tensor, codes: torch.Tensor, cond: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         gate = torch.sigmoid(self.GATE_GAIN * self.gate[(codes.long() * self.radix).sum(dim=1)])
