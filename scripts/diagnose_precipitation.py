@@ -35,7 +35,6 @@ from aigc_synth.schema import ConditionSchema  # noqa: E402
 from aigc_synth.training.steps import aux_class_loss  # noqa: E402
 
 GATE_LEVELS = (0.0, 0.15, 0.5, 0.88)
-GENERATOR_KEYS = ("resolution", "z_dim", "base_channels", "embed_dim", "spade_hidden", "precipitation", "instance_codes")
 
 
 def diagnose(state_path: str, scenes: str, batches: int = 8, batch_size: int = 32, seed: int = 0) -> dict[str, dict]:
@@ -46,13 +45,11 @@ def diagnose(state_path: str, scenes: str, batches: int = 8, batch_size: int = 3
     if mc.get("family") != "layout_gan" or not mc.get("precipitation"):
         raise SystemExit(f"{state_path}: a layout_gan state trained with model.precipitation=true is needed")
     schema = ConditionSchema.from_dict(state["schema"])
-    gen_params = {k: mc[k] for k in GENERATOR_KEYS}
-    disc = build_discriminator("layout_gan", schema.cardinalities, resolution=mc["resolution"],
-                               d_base_channels=mc["d_base_channels"], aux_class_weight=mc["aux_class_weight"])
+    disc = build_discriminator("layout_gan", schema.cardinalities, **mc)  # the builders pick their own keys
     disc.load_state_dict(state["D"])
-    raw = build_generator("layout_gan", schema.cardinalities, **gen_params)
+    raw = build_generator("layout_gan", schema.cardinalities, **mc)
     raw.load_state_dict(state["G"])
-    ema = build_generator("layout_gan", schema.cardinalities, **gen_params)
+    ema = build_generator("layout_gan", schema.cardinalities, **mc)
     ema.load_state_dict(state["G_ema"])
     ema.eval()
     data = SceneImageDataset(read_scenes(scenes), seed=seed, resolution=mc["resolution"], schema=schema)

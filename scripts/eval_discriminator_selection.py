@@ -49,8 +49,7 @@ def discriminator_scores(state_path: str, images: np.ndarray, codes: np.ndarray,
     mc = state["model_config"]
     if mc.get("family") != "layout_gan":
         raise SystemExit(f"{state_path}: a layout_gan training state is needed, not {mc.get('family')}")
-    disc = build_discriminator("layout_gan", DEFAULT_SCHEMA.cardinalities, resolution=mc["resolution"],
-                               d_base_channels=mc["d_base_channels"], aux_class_weight=mc["aux_class_weight"])
+    disc = build_discriminator("layout_gan", DEFAULT_SCHEMA.cardinalities, **mc)  # picks its own keys
     disc.load_state_dict(state["D"])
     disc.eval()
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
