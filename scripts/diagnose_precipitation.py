@@ -47,9 +47,9 @@ def diagnose(state_path: str, scenes: str, batches: int = 8, batch_size: int = 3
     schema = ConditionSchema.from_dict(state["schema"])
     disc = build_discriminator("layout_gan", schema.cardinalities, **mc)  # the builders pick their own keys
     disc.load_state_dict(state["D"])
-    raw = build_generator("layout_gan", schema.cardinalities, **mc)
+    raw = build_generator("layout_gan", schema.cardinalities, factors=schema.factors, **mc)
     raw.load_state_dict(state["G"])
-    ema = build_generator("layout_gan", schema.cardinalities, **mc)
+    ema = build_generator("layout_gan", schema.cardinalities, factors=schema.factors, **mc)
     ema.load_state_dict(state["G_ema"])
     ema.eval()
     data = SceneImageDataset(read_scenes(scenes), seed=seed, resolution=mc["resolution"], schema=schema)

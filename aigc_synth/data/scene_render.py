@@ -72,6 +72,20 @@ _WHITE = np.array([0.92, 0.92, 0.92], np.float32)
 _YELLOW = np.array([0.95, 0.80, 0.20], np.float32)
 _TAIL = np.array([1.0, 0.12, 0.08], np.float32)
 _GLOW = {"day": 0.0, "dusk": 0.6, "night": 1.0}  # how strongly lamps (and the ego's head lights) shine
+# Precipitation particles, shared with models/particles.py (the layout generator's particle overlay
+# draws them with the same statistics): a particle seeds where the cosmetic uniform noise exceeds
+# 1 - fraction; rain smears each seed along a slanted streak, snow grows it into a small flake.
+RAIN_SEED_FRACTION = 0.015
+RAIN_STREAK_STEPS = 4  # the streak: seed plus shifts (s, s // 2) for s = 1..4, down and right
+RAIN_OPACITY = 0.55
+RAIN_COLOUR = (0.75, 0.78, 0.85)
+RAIN_MIN_LIGHT = 0.45  # particles stay visible at night (lit by the ego's beam and lamps)
+SNOW_SEED_FRACTION = 0.035
+SNOW_COLOUR = (0.97, 0.97, 1.0)
+SNOW_MIN_LIGHT = 0.55
+PRECIPITATION_HAZE = (200.0, 0.48)  # rain and snow's light haze: extinction length (m), cap
+FOG_COLOUR = (0.78, 0.79, 0.80)
+LIGHT_JITTER = 0.08  # each image's light level is the time of day's times U(1 - j, 1 + j)
 WEATHERS: tuple[str, ...] = DEFAULT_SCHEMA.values("weather")
 TIMES: tuple[str, ...] = DEFAULT_SCHEMA.values("time_of_day")
 
@@ -171,6 +185,27 @@ def _shift(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
     return out
 
 
+def particle_alpha(weather: str, noise: np.ndarray) -> np.ndarray | None:
+    """Opacity (H, W) of the rain streaks or snow flakes seeded by ``noise`` (uniform [0, 1), H × W),
+    or ``None`` for weathers without particles."""
+    if weather == "rain":
+        seeds_mask = noise > 1 - RAIN_SEED_FRACTION
+        streak = seeds_mask.astype(np.float32)
+        for s_ in range(1, RAIN_STREAK_STEPS + 1):
+            streak += _shift(seeds_mask, s_, s_ // 2)
+        return np.float32(RAIN_OPACITY) * np.clip(streak, 0, 1)
+    if weather == "snow":
+        flakes = (noise > 1 - SNOW_SEED_FRACTION).astype(np.float32)
+        return np.clip(flakes + 0.5 * _shift(flakes, 0, 1) + 0.5 * _shift(flakes, 1, 0), 0, 1)
+    return None
+
+
+def particle_colour(weather: str, light: float) -> np.ndarray:
+    """RGB of ``weather``'s particles at light level ``light`` (before haze)."""
+    colour, floor = (RAIN_COLOUR, RAIN_MIN_LIGHT) if weather == "rain" else (SNOW_COLOUR, SNOW_MIN_LIGHT)
+    return np.array(colour, np.float32) * np.float32(max(light, floor))
+
+
 def _face_layers(kind: str) -> list[tuple[tuple[float, float, float, float], str]]:
     """Parts of a rear face as (u0, v0, u1, v1) fractions of the face (u right, v down) and a role."""
     if kind == "truck":
@@ -218,14 +253,14 @@ def render_scene(scene: Scene, weather: str, time_of_day: str, seed: int, size: 
         verge = np.array((0.25 + g, 0.45 + g, 0.18 + g) if weather in ("clear", "overcast") else (0.22 + g, 0.33 + g, 0.18 + g),
                          np.float32)
         road = np.array((0.30, 0.30, 0.32) if weather != "rain" else (0.17, 0.17, 0.19), np.float32)
-    light = np.float32(_LIGHT[time_of_day] * rng.uniform(0.92, 1.08))
+    light = np.float32(_LIGHT[time_of_day] * rng.uniform(1 - LIGHT_JITTER, 1 + LIGHT_JITTER))
     tint = np.asarray(_TINT[time_of_day], np.float32)
     # Fog as a metric extinction length; rain and snow get a light haze. The cap keeps the sky from
     # vanishing entirely, like procedural's horizon value (1 - exp(-density * 1.3)).
     if weather == "fog":
         fog_len, fog_cap = rng.uniform(35.0, 60.0), 0.97
     elif weather in ("rain", "snow"):
-        fog_len, fog_cap = 200.0, 0.48
+        fog_len, fog_cap = PRECIPITATION_HAZE
     else:
         fog_len, fog_cap = 1.0, 0.0
     dash_phase = rng.uniform(0.0, DASH_PERIOD)
@@ -340,21 +375,12 @@ def render_scene(scene: Scene, weather: str, time_of_day: str, seed: int, size: 
         img += glow_strength * np.clip(glow, 0, 1.5) * np.float32(0.7)
 
     # ---- weather (after lighting, like procedural) -------------------------------------------------
-    if weather == "rain":
-        seeds_mask = noise > 0.985
-        streak = seeds_mask.astype(np.float32)
-        for s_ in range(1, 5):  # sparse seeds smeared along a slanted line
-            streak += _shift(seeds_mask, s_, s_ // 2)
-        streak = np.clip(streak, 0, 1)[..., None]
-        rain_col = np.array([0.75, 0.78, 0.85], np.float32) * np.float32(max(light, 0.45))
-        img = img * (1 - 0.55 * streak) + 0.55 * streak * rain_col
-    if weather == "snow":
-        flakes = (noise > 0.965).astype(np.float32)
-        big = np.clip(flakes + 0.5 * _shift(flakes, 0, 1) + 0.5 * _shift(flakes, 1, 0), 0, 1)[..., None]
-        img = img * (1 - big) + big * np.array([0.97, 0.97, 1.0], np.float32) * np.float32(max(light, 0.55))
+    alpha = particle_alpha(weather, noise)
+    if alpha is not None:
+        img = img * (1 - alpha[..., None]) + alpha[..., None] * particle_colour(weather, light)
     if fog_cap > 0:  # blend toward the fog colour by each pixel's own distance; lamps still pierce it
         amount = fog_amt[..., None]
-        fog_col = np.array([0.78, 0.79, 0.80], np.float32) * np.float32(light * 0.9 + 0.1) * tint
+        fog_col = np.array(FOG_COLOUR, np.float32) * np.float32(light * 0.9 + 0.1) * tint
         img = img * (1 - amount) + fog_col * amount + 0.5 * glow_strength * emissive * (1 - amount)
 
     img += (noise[..., None] - np.float32(0.5)) * np.float32(0.03)  # mild sensor noise

@@ -153,7 +153,7 @@ def load_generator_from_bytes(data: bytes, source: str = "<bytes>", device: str 
     ckpt = _check_generator(_safe_load(io.BytesIO(data), label=source), source)
     schema = ConditionSchema.from_dict(ckpt["schema"])
     try:
-        module = build_generator(ckpt["family"], schema.cardinalities, **ckpt["model_config"])
+        module = build_generator(ckpt["family"], schema.cardinalities, factors=schema.factors, **ckpt["model_config"])
         module.load_state_dict(ckpt["state_dict"])
     except (RuntimeError, TypeError, ValueError) as exc:
         raise CheckpointError(f"exported generator {source} does not match its model config: {first_line(exc, 200)}") from None

@@ -71,6 +71,9 @@ class LayoutGANConfig(ImageModelConfig):
     # per-vehicle random codes read by every SPADE norm (models/layout_gan.vehicle_instances); 0 = off.
     # Also fine-tunable into a state without them (zero-initialised)
     instance_codes: int = 0
+    # the renderer's rain streaks / snow flakes drawn over the image by a fixed overlay
+    # (models/particles.py): right for the bundled renderer's data only; needs a weather factor
+    particles: bool = False
     aux_class_weight: float = 0.2  # AC-GAN head on weather / time / traffic (0 = off)
     # matching-aware discriminator (Reed et al. 2016): real images paired with another sample's
     # layout count as fake, so D must check that vehicles sit where the layout says

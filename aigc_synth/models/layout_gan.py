@@ -40,6 +40,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from aigc_synth.models.cgan import FactorEmbedding, ProjectionDiscriminator, _num_upsamplings
+from aigc_synth.models.particles import ParticleOverlay
 
 #: Number of layout channels (:data:`aigc_synth.data.layout.LAYOUT_CHANNELS`), fixed by the format.
 LAYOUT_CHANNELS = 6
@@ -211,7 +212,8 @@ class LayoutGenerator(nn.Module):
     def __init__(self, cardinalities: Sequence[int], resolution: int = 64, z_dim: int = 64,
                  base_channels: int = 32, embed_dim: int = 64, layout_channels: int = LAYOUT_CHANNELS,
                  spade_hidden: int = 32, truncation: float = 1.0, precipitation: bool = False,
-                 instance_codes: int = 0):
+                 instance_codes: int = 0, particles: bool = False,
+                 factors: Sequence[tuple[str, Sequence[str]]] | None = None):
         super().__init__()
         n_up = _num_upsamplings(resolution)
         self.z_dim, self.resolution, self.layout_channels = z_dim, resolution, layout_channels
@@ -233,6 +235,13 @@ class LayoutGenerator(nn.Module):
         self.to_rgb = nn.Conv2d(chans[-1], 3, 3, padding=1)
         # absent (not merely idle) when off, so checkpoints from before the layer load unchanged
         self.precipitation = PrecipitationLayer(embed_dim, cardinalities) if precipitation else None
+        # the renderer's rain streaks / snow flakes drawn over the image (models/particles.py); needs the
+        # schema's factor names and values (``factors``) to know which codes mean rain, snow, night
+        if particles and precipitation:
+            raise ValueError("particles (fixed overlay) and precipitation (learnt layer) are alternatives; pick one")
+        if particles and factors is None:
+            raise ValueError("particles=True needs factors: the condition schema's (name, values) pairs")
+        self.particles = ParticleOverlay(factors, resolution) if particles else None
 
     def _noise(self, z: torch.Tensor) -> list[torch.Tensor]:
         """Per-sample noise maps for every level (and, last, the precipitation layer's full-resolution
@@ -248,7 +257,11 @@ class LayoutGenerator(nn.Module):
             maps.append([torch.randn(1, c, s, s, generator=g) for c, s in shapes])
             if self.instance_codes:  # one code per possible instance id (ids are pixel indices + 1)
                 tables.append(torch.randn(self.resolution**2 + 1, self.instance_codes, generator=g))
-        out = [torch.cat([m[i] for m in maps]).to(z.device) for i in range(len(shapes))]
+            if self.particles is not None:  # uniform seeds and a light jitter, after everything else
+                maps[-1].append(torch.rand(1, 1, self.resolution, self.resolution, generator=g))
+                maps[-1].append(torch.rand(1, generator=g))
+        n = len(shapes) + (2 if self.particles is not None else 0)
+        out = [torch.cat([m[i] for m in maps]).to(z.device) for i in range(n)]
         return out, (torch.stack(tables).to(z.device) if tables else None)
 
     def _instance_map(self, layout: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
@@ -271,7 +284,9 @@ class LayoutGenerator(nn.Module):
             x = block(x, style, layout, noise, inst)
         image = torch.tanh(self.to_rgb(x))
         if self.precipitation is not None:
-            image = self.precipitation(image, codes, cond, noises[-1])
+            image = self.precipitation(image, codes, cond, noises[len(self.blocks)])
+        if self.particles is not None:
+            image = self.particles(image, codes, layout, noises[-2], noises[-1])
         return image
 
 

@@ -60,7 +60,7 @@ FAMILIES: dict[str, Family] = {
                    train_step=gan_step),
     "layout_gan": Family("layout_gan", LayoutGANConfig, LayoutGenerator, LayoutDiscriminator,
                          generator_keys=("resolution", "z_dim", "base_channels", "embed_dim", "spade_hidden", "truncation",
-                                         "precipitation", "instance_codes"),
+                                         "precipitation", "instance_codes", "particles"),
                          critic_keys=("resolution", "d_base_channels", "aux_class_weight"),
                          arch_keys=("resolution", "z_dim", "base_channels", "d_base_channels", "embed_dim", "spade_hidden"),
                          train_step=layout_gan_step, layout=True),
@@ -96,9 +96,16 @@ def generator_kwargs(family: str, params: Any) -> dict[str, Any]:
     return {k: p[k] for k in get_family(family).generator_keys if k in p}
 
 
-def build_generator(family_name: str, cardinalities: Sequence[int], **params: Any) -> nn.Module:
-    """Build a generator; ``params`` may hold extra (e.g. discriminator) keys, which are ignored."""
-    return get_family(family_name).generator(list(cardinalities), **generator_kwargs(family_name, params))
+def build_generator(family_name: str, cardinalities: Sequence[int], factors: Sequence[tuple[str, Sequence[str]]] | None = None,
+                    **params: Any) -> nn.Module:
+    """Build a generator; ``params`` may hold extra (e.g. discriminator) keys, which are ignored.
+
+    ``factors`` (the schema's ``(name, values)`` pairs) reaches generators that need value names:
+    the layout GAN's particle overlay (which codes mean rain, snow, night)."""
+    kwargs = generator_kwargs(family_name, params)
+    if kwargs.get("particles"):
+        kwargs["factors"] = factors
+    return get_family(family_name).generator(list(cardinalities), **kwargs)
 
 
 def build_discriminator(family_name: str, cardinalities: Sequence[int], **params: Any) -> nn.Module:

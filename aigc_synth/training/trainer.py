@@ -250,7 +250,7 @@ def train(train_cfg: TrainConfig, model_cfg: ImageModelConfig, data_cfg: DataCon
     data_meta = asdict(data_cfg)
     if dataset is not None:
         data_meta["dataset"] = getattr(dataset, "description", None) or type(dataset).__name__
-    G = build_generator(model_cfg.family, schema.cardinalities, **params)
+    G = build_generator(model_cfg.family, schema.cardinalities, factors=schema.factors, **params)
     D = build_discriminator(model_cfg.family, schema.cardinalities, **params)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False) if model_cfg.ema_decay > 0 else None
     betas = (model_cfg.beta1, model_cfg.beta2)
