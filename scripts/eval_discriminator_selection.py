@@ -77,7 +77,7 @@ def main() -> None:
     ref, _, _ = scene_reference(scenes, codes, schema, 64)
     classifier = load_domain_classifier(SCENE_CLASSIFIER)
     ref_scores = _score(classifier, ref, "score reference", True)
-    gen = load_model(a.generator, a.psi)
+    gen = load_model(a.generator, {} if a.psi is None else {"psi": a.psi})
     layouts = scene_layouts(scenes, gen.resolution)
     candidates, scores = [], []
     for k in range(a.k):

@@ -13,7 +13,8 @@ accuracy; the vehicle detector (trained on renders only) gives layout AP50 and b
 each sample's requested boxes (pycocotools). Rows:
 
 * the models given with ``--model NAME=PATH`` (``NAME=PATH@psi=0.8`` samples that checkpoint with
-  truncation ψ 0.8 instead of its stored one; default: the bundled layout model, the previous
+  truncation ψ 0.8 instead of its stored one, ``@particles=on|off`` with or without the fixed
+  rain/snow particle overlay; default: the bundled layout model, the previous
   bundled cGAN and, when present, a DCGAN baseline run) — models without layout input are asked for
   the same conditions and scored against the same boxes;
 * ``real (second render)``: the same scenes rendered again with other cosmetic seeds, scored like
@@ -35,6 +36,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -55,6 +57,7 @@ from aigc_synth.metrics.artifacts import flat_rectangle_rate  # noqa: E402
 from aigc_synth.metrics.distribution import real_sample_hits  # noqa: E402
 from aigc_synth.metrics.domain import load_domain_classifier  # noqa: E402
 from aigc_synth.metrics.layout import gt_ignore_mask, load_vehicle_detector, score_layout  # noqa: E402
+from aigc_synth.models.particles import ParticleOverlay  # noqa: E402
 from aigc_synth.sampling.seeds import LATENT_STREAM, derive_seeds  # noqa: E402
 from aigc_synth.schema import DEFAULT_SCHEMA  # noqa: E402
 
@@ -92,34 +95,43 @@ def group_variety(images: np.ndarray, features: np.ndarray, k: int) -> dict[str,
 BROKEN_HF_FACTOR = 3.0  # an image with this many times the real median high-frequency energy is garbled
 
 
-def parse_model(spec: str) -> tuple[str, str, float | None]:
-    """``NAME=PATH`` or ``NAME=PATH@psi=X`` → (name, path, ψ or None for the checkpoint's own)."""
+def parse_model(spec: str) -> tuple[str, str, dict[str, Any]]:
+    """``NAME=PATH`` with optional ``@psi=X`` and ``@particles=on|off`` → (name, path, sampling
+    options; empty for the checkpoint's own)."""
     name, path = spec.split("=", 1)
-    if "@psi=" not in path:
-        return name, path, None
-    path, psi = path.rsplit("@psi=", 1)
-    if not 0 < float(psi) <= 1:
-        raise SystemExit(f"--model {spec}: psi must be in (0, 1]")
-    return name, path, float(psi)
+    path, *opts = path.split("@")
+    options: dict[str, Any] = {}
+    for opt in opts:
+        key, _, value = opt.partition("=")
+        if key == "psi" and value and 0 < float(value) <= 1:
+            options["psi"] = float(value)
+        elif key == "particles" and value in ("on", "off"):
+            options["particles"] = value == "on"
+        else:
+            raise SystemExit(f"--model {spec}: options are @psi=X with X in (0, 1] and @particles=on|off")
+    return name, path, options
 
 
-def load_model(path: str, psi: float | None):
-    """The checkpoint, with its truncation ψ replaced when ``psi`` is given."""
+def load_model(path: str, options: dict[str, Any] | None = None):
+    """The checkpoint with its truncation ψ and particle overlay replaced by ``options``' (weights unchanged)."""
     gen = load_generator(resolve_checkpoint_path(path))
-    if psi is not None:
-        if not hasattr(gen.module, "truncation"):
-            raise SystemExit(f"{path}: family {gen.family} has no truncation ψ")
-        gen.module.truncation = psi
+    options = options or {}
+    if options and gen.family != "layout_gan":
+        raise SystemExit(f"{path}: family {gen.family} has no sampling options")
+    if "psi" in options:
+        gen.module.truncation = options["psi"]
+    if "particles" in options:
+        gen.module.particles = ParticleOverlay(gen.schema.factors, gen.resolution) if options["particles"] else None
     return gen
 
 
-def sample_grid(path: str, out: str, seed: int, columns: int = 5, scale: int = 2, psi: float | None = None) -> None:
+def sample_grid(path: str, out: str, seed: int, columns: int = 5, scale: int = 2, options: dict[str, Any] | None = None) -> None:
     """Rows = weather × time (one scene each, traffic from the scene), column 0 real, then latents."""
     from PIL import Image
 
     from aigc_synth.data.scene_render import render_scene
 
-    gen = load_model(path, psi)
+    gen = load_model(path, options)
     schema = gen.schema
     pairs = [(w, t) for w in schema.values("weather") for t in schema.values("time_of_day")]
     traffic = schema.values("traffic")
@@ -153,7 +165,7 @@ def main() -> None:
     p.add_argument("--grid", default=None, help="PNG: the first model's sample grid, boxes drawn on a copy")
     a = p.parse_args()
     models = [parse_model(m) for m in (a.model or DEFAULT_MODELS)]
-    models = [(n, path, psi) for n, path, psi in models if path == "default" or Path(path).is_file()]
+    models = [(n, path, opts) for n, path, opts in models if path == "default" or Path(path).is_file()]
     schema = DEFAULT_SCHEMA
     combos = np.array([schema.encode(c) for c in schema.combinations()], dtype=np.int64)
     codes = np.repeat(combos, a.n_per_condition, axis=0)
@@ -205,14 +217,15 @@ def main() -> None:
         print(json.dumps({k: v for k, v in r.items() if k != "confusion"}, default=float))
         return r
 
-    for n, (name, path, psi) in enumerate(models):
-        gen = load_model(path, psi)
+    for n, (name, path, opts) in enumerate(models):
+        gen = load_model(path, opts)
         seeds = derive_seeds(a.seed, np.arange(len(codes)), stream=LATENT_STREAM)
         t = time.perf_counter()
         images = layout_images(gen, scenes, codes, seeds, progress=True)
         rate = len(images) / (time.perf_counter() - t)
         v_seeds = derive_seeds(a.seed + 1, np.arange(len(v_codes)), stream=LATENT_STREAM)
-        rows.append(row(name, images, {"path": path, "psi": getattr(gen.module, "truncation", None), "family": gen.family, "model_id": gen.model_id[:12],
+        rows.append(row(name, images, {"path": path, "psi": getattr(gen.module, "truncation", None),
+                                       "particles": getattr(gen.module, "particles", None) is not None, "family": gen.family, "model_id": gen.model_id[:12],
                                        "step": gen.meta.get("step"), "sampling_img_per_s": round(rate, 1)},
                         layout_images(gen, v_scenes, v_codes, v_seeds)))
         if n == 0:
@@ -266,7 +279,7 @@ def main() -> None:
     if a.md:
         Path(a.md).write_text(table + "\n")
     if a.grid and models:
-        sample_grid(models[0][1], a.grid, a.seed, psi=models[0][2])
+        sample_grid(models[0][1], a.grid, a.seed, options=models[0][2])
         print(f"grid: {a.grid}")
 
 

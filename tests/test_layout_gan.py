@@ -447,22 +447,24 @@ def test_truncation_scales_the_latent_at_sampling_only(scenes):
         torch.testing.assert_close(half(z, codes, lay), full(z * 0.5, codes, lay))
 
 
-def test_set_truncation_script_writes_a_copy_with_the_new_psi(layout_checkpoint, tmp_path):
+def test_sampling_options_script_writes_a_copy_with_new_psi_and_particles(layout_checkpoint, tmp_path):
     import subprocess
     import sys
 
-    script = Path(__file__).resolve().parents[1] / "scripts" / "set_truncation.py"
+    script = Path(__file__).resolve().parents[1] / "scripts" / "set_sampling_options.py"
     out = tmp_path / "psi.pt"
-    done = subprocess.run([sys.executable, str(script), str(layout_checkpoint), str(out), "--psi", "0.7", "--why", "test"],
-                          capture_output=True, text=True)
+    done = subprocess.run([sys.executable, str(script), str(layout_checkpoint), str(out), "--psi", "0.7", "--particles", "on",
+                           "--why", "test"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     source, copy = load_generator(layout_checkpoint), load_generator(out)
     assert copy.module.truncation == 0.7 and copy.meta["truncation"] == {"psi": 0.7, "why": "test"}
+    assert source.module.particles is None and copy.module.particles is not None
+    assert copy.meta["sampling_options"] == {"truncation": 0.7, "particles": True, "why": "test"}
     assert copy.model_id != source.model_id
     for (k, v), w in zip(source.module.state_dict().items(), copy.module.state_dict().values()):
         assert torch.equal(v, w), k  # the weights are unchanged
-    for bad in (["--psi", "1.5"], ["--psi", "0.5"]):  # out of range; and a copy onto its own source
-        target = out if bad[1] == "1.5" else layout_checkpoint
+    for bad in (["--psi", "1.5"], ["--psi", "0.5"], []):  # out of range; a copy onto its own source; nothing to set
+        target = layout_checkpoint if bad[:2] == ["--psi", "0.5"] else out
         before = Path(target).read_bytes()
         done = subprocess.run([sys.executable, str(script), str(layout_checkpoint), str(target), *bad], capture_output=True, text=True)
         assert done.returncode != 0 and Path(target).read_bytes() == before
