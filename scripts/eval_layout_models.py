@@ -77,6 +77,21 @@ def high_frequency_energy(images: np.ndarray) -> np.ndarray:
     return np.abs(x - blur).mean(axis=(1, 2))
 
 
+BORDER_WIDTH = 3  # px: the frame where zero padding leaves its trace in a convolutional generator
+
+
+def border_energy(images: np.ndarray, width: int = BORDER_WIDTH) -> np.ndarray:
+    """Per image, the mean |pixel - its 3×3 box blur| per colour channel over the outer ``width``-pixel
+    frame: the bright / coloured seams a generator's zero padding draws along the image border (seen in
+    the sample grids) score high here; the real renders have only their sensor noise there."""
+    x = images.astype(np.float32)
+    pad = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+    blur = sum(pad[:, i:i + x.shape[1], j:j + x.shape[2]] for i in range(3) for j in range(3)) / 9.0
+    frame = np.ones(x.shape[1:3], bool)
+    frame[width:-width, width:-width] = False
+    return np.abs(x - blur)[:, frame].mean(axis=(1, 2))
+
+
 VARIETY_LATENTS = 8  # images per (scene, condition) group in the variety measurement
 VARIETY_STEP = 50  # every 50th evaluated sample's scene and condition forms a group (90 groups at n = 100)
 
@@ -176,6 +191,7 @@ def main() -> None:
     detector = load_vehicle_detector(None)
     ref_scores = _score(classifier, ref, "score reference", True)
     ref_hf = high_frequency_energy(ref)
+    ref_border = float(border_energy(ref).mean())
     w_col = schema.names.index("weather")
     broken_limit = BROKEN_HF_FACTOR * np.array([np.median(ref_hf[codes[:, w_col] == k])
                                                 for k in range(len(schema.values("weather")))])[codes[:, w_col]]
@@ -201,6 +217,7 @@ def main() -> None:
         broken = int((hf > broken_limit).sum())
         w = schema.names.index("weather")
         hf_ratio = {v: float(hf[codes[:, w] == k].mean() / ref_hf[codes[:, w] == k].mean()) for k, v in enumerate(schema.values("weather"))}
+        border_ratio = float(border_energy(images).mean() / ref_border)
         # the overall recall / coverage split by the real sample's weather and time (same radii)
         recalled, covered = real_sample_hits(ref_scores.features, scores.features)
         by_condition = {f: {v: {"recall": float(recalled[codes[:, i] == k].mean()),
@@ -212,7 +229,7 @@ def main() -> None:
              "density": m["overall"]["density"], "coverage": m["overall"]["coverage"],
              "condition_accuracy": m["overall"]["condition_accuracy"], "ap50": lay["ap50"], "box_recall": lay["recall"],
              "flat_rectangles": flat["count"], "images": flat["images"], "broken_images": broken, "intra_kid_mean": m["overall"]["intra_kid_mean"],
-             "confusion": m["confusion"], "high_frequency_ratio": hf_ratio, "recall_coverage_by": by_condition,
+             "confusion": m["confusion"], "high_frequency_ratio": hf_ratio, "border_ratio": border_ratio, "recall_coverage_by": by_condition,
              "latent_variety": variety}
         print(json.dumps({k: v for k, v in r.items() if k != "confusion"}, default=float))
         return r
@@ -252,11 +269,13 @@ def main() -> None:
                      + ("–" if "flat_rectangles" not in r else f"{r['flat_rectangles']} / {r['images']}") + " | "
                      + ("–" if "broken_images" not in r else f"{r['broken_images']}") + " |")
     lines += ["", "High-frequency energy per weather, generated ÷ real renders (1 = as much fine detail as real: rain streaks, "
-              "snow flakes, sensor noise):", "", "| model | " + " | ".join(schema.values("weather")) + " |",
-              "|---|" + "---|" * len(schema.values("weather"))]
+              f"snow flakes, sensor noise); *border*: the same per colour channel in the outer {BORDER_WIDTH}-px frame, all weathers "
+              "(padding seams):", "", "| model | " + " | ".join(schema.values("weather")) + " | border |",
+              "|---|" + "---|" * (len(schema.values("weather")) + 1)]
     for r in rows:
         if "high_frequency_ratio" in r:
-            lines.append(f"| {r['name']} | " + " | ".join(f"{r['high_frequency_ratio'][v]:.2f}" for v in schema.values("weather")) + " |")
+            lines.append(f"| {r['name']} | " + " | ".join(f"{r['high_frequency_ratio'][v]:.2f}" for v in schema.values("weather"))
+                         + f" | {r['border_ratio']:.2f} |")
     lines += ["", "Recall / coverage split by the real sample's weather and time of day (the overall values' indicators):",
               "", "| model | " + " | ".join(v for f in ("weather", "time_of_day") for v in schema.values(f)) + " |",
               "|---|" + "---|" * (len(schema.values("weather")) + len(schema.values("time_of_day")))]
