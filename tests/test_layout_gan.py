@@ -454,12 +454,15 @@ def test_sampling_options_script_writes_a_copy_with_new_psi_and_particles(layout
     script = Path(__file__).resolve().parents[1] / "scripts" / "set_sampling_options.py"
     out = tmp_path / "psi.pt"
     done = subprocess.run([sys.executable, str(script), str(layout_checkpoint), str(out), "--psi", "0.7", "--particles", "on",
-                           "--why", "test"], capture_output=True, text=True)
+                           "--padding", "replicate", "--why", "test"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     source, copy = load_generator(layout_checkpoint), load_generator(out)
     assert copy.module.truncation == 0.7 and copy.meta["truncation"] == {"psi": 0.7, "why": "test"}
     assert source.module.particles is None and copy.module.particles is not None
-    assert copy.meta["sampling_options"] == {"truncation": 0.7, "particles": True, "why": "test"}
+    assert copy.meta["sampling_options"] == {"truncation": 0.7, "particles": True, "padding_mode": "replicate", "why": "test"}
+    assert source.module.padding_mode == "zeros" and copy.module.padding_mode == "replicate"
+    assert all(m.padding_mode == "replicate" for m in copy.module.modules()
+               if isinstance(m, torch.nn.Conv2d) and m.padding != (0, 0))
     assert copy.model_id != source.model_id
     for (k, v), w in zip(source.module.state_dict().items(), copy.module.state_dict().values()):
         assert torch.equal(v, w), k  # the weights are unchanged
@@ -498,3 +501,17 @@ def test_discriminator_selection_scores_match_the_states_discriminator(scenes, t
     torch.save({"model_config": {**cfg, "family": "cgan"}, "D": disc.state_dict()}, state)
     with pytest.raises(SystemExit, match="layout_gan training state"):
         mod.discriminator_scores(str(state), images, codes, layouts)
+
+
+def test_padding_mode_changes_the_image_not_the_weights_and_rejects_unknown_modes(scenes):
+    torch.manual_seed(0)
+    zeros = build_generator("layout_gan", DEFAULT_SCHEMA.cardinalities, **TINY_LAYOUT).eval()
+    replicate = build_generator("layout_gan", DEFAULT_SCHEMA.cardinalities, padding_mode="replicate", **TINY_LAYOUT).eval()
+    replicate.load_state_dict(zeros.state_dict())  # same weights: padding is not a parameter
+    z, codes = torch.randn(2, 16), torch.zeros(2, 3, dtype=torch.int64)
+    lay = torch.from_numpy(scene_layouts(scenes[:2], 32))
+    with torch.no_grad():
+        a, b = zeros(z, codes, lay), replicate(z, codes, lay)
+    assert not torch.equal(a, b)
+    with pytest.raises(ValueError, match="padding_mode"):
+        build_generator("layout_gan", DEFAULT_SCHEMA.cardinalities, padding_mode="circular", **TINY_LAYOUT)

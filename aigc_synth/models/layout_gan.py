@@ -213,7 +213,7 @@ class LayoutGenerator(nn.Module):
                  base_channels: int = 32, embed_dim: int = 64, layout_channels: int = LAYOUT_CHANNELS,
                  spade_hidden: int = 32, truncation: float = 1.0, precipitation: bool = False,
                  instance_codes: int = 0, particles: bool = False,
-                 factors: Sequence[tuple[str, Sequence[str]]] | None = None):
+                 factors: Sequence[tuple[str, Sequence[str]]] | None = None, padding_mode: str = "zeros"):
         super().__init__()
         n_up = _num_upsamplings(resolution)
         self.z_dim, self.resolution, self.layout_channels = z_dim, resolution, layout_channels
@@ -242,6 +242,19 @@ class LayoutGenerator(nn.Module):
         if particles and factors is None:
             raise ValueError("particles=True needs factors: the condition schema's (name, values) pairs")
         self.particles = ParticleOverlay(factors, resolution) if particles else None
+        self.set_padding_mode(padding_mode)
+
+    def set_padding_mode(self, mode: str) -> None:
+        """Pad every 3×3 / 5×5 conv with ``mode`` (``zeros``, ``replicate`` or ``reflect``). Zero padding
+        tells each conv where the border is, and the generator draws a bright / coloured seam along it
+        (``border`` in ``scripts/eval_layout_models.py``: 2× the real renders' energy); replicate padding
+        leaves no such cue. No weights change, so a trained generator can switch."""
+        if mode not in ("zeros", "replicate", "reflect"):
+            raise ValueError(f"padding_mode must be zeros, replicate or reflect; got {mode!r}")
+        self.padding_mode = mode
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d) and m.padding != (0, 0):
+                m.padding_mode = mode
 
     def _noise(self, z: torch.Tensor) -> list[torch.Tensor]:
         """Per-sample noise maps for every level (and, last, the precipitation layer's full-resolution
