@@ -166,7 +166,9 @@ def layout_gan_step(ctx: TrainContext, real: torch.Tensor, codes: torch.Tensor, 
         loss_g = g_loss_fn(cfg.loss, D(fake, codes_g, layout_g))
     if half:
         # measured on average-pooled images: colours, lighting, sky must differ between the two latents;
-        # at full resolution the noise inputs met the term with pixel speckle instead
+        # at full resolution the noise inputs met the term with pixel speckle instead. With the particle
+        # overlay on, rain / snow pairs also differ by their particles (seeded from z), which eases the
+        # term for those samples (pooling averages most of it away)
         pooled = F.avg_pool2d(fake, cfg.mode_seeking_pool) if cfg.mode_seeking_pool > 1 else fake
         ratio = (pooled[:half] - pooled[half:2 * half]).abs().mean() / (z[:half] - z[half:2 * half]).abs().mean()
         loss_g = loss_g + cfg.mode_seeking / (ratio + 1e-5)
