@@ -74,7 +74,7 @@ class LayoutGANConfig(ImageModelConfig):
     # the renderer's rain streaks / snow flakes drawn over the image by a fixed overlay
     # (models/particles.py): right for the bundled renderer's data only; needs a weather factor
     particles: bool = False
-    # padding of the generator's convs: zeros (as trained until the particle fine-tune) or replicate,
+    # padding of the generator's convs: zeros (every bundled model so far) or replicate,
     # which removes the seam zero padding draws along the image border (models/layout_gan.set_padding_mode)
     padding_mode: str = "zeros"
     aux_class_weight: float = 0.2  # AC-GAN head on weather / time / traffic (0 = off)

@@ -247,7 +247,7 @@ class LayoutGenerator(nn.Module):
     def set_padding_mode(self, mode: str) -> None:
         """Pad every 3×3 / 5×5 conv with ``mode`` (``zeros``, ``replicate`` or ``reflect``). Zero padding
         tells each conv where the border is, and the generator draws a bright / coloured seam along it
-        (``border`` in ``scripts/eval_layout_models.py``: 2× the real renders' energy); replicate padding
+        (``border`` in ``scripts/eval_layout_models.py``: 1.6× the real renders' energy); replicate padding
         leaves no such cue. No weights change, so a trained generator can switch."""
         if mode not in ("zeros", "replicate", "reflect"):
             raise ValueError(f"padding_mode must be zeros, replicate or reflect; got {mode!r}")
