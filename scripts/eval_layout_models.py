@@ -57,7 +57,6 @@ from aigc_synth.metrics.artifacts import flat_rectangle_rate  # noqa: E402
 from aigc_synth.metrics.distribution import real_sample_hits  # noqa: E402
 from aigc_synth.metrics.domain import load_domain_classifier  # noqa: E402
 from aigc_synth.metrics.layout import gt_ignore_mask, load_vehicle_detector, score_layout  # noqa: E402
-from aigc_synth.models.particles import ParticleOverlay  # noqa: E402
 from aigc_synth.sampling.seeds import LATENT_STREAM, derive_seeds  # noqa: E402
 from aigc_synth.schema import DEFAULT_SCHEMA  # noqa: E402
 
@@ -139,7 +138,7 @@ def load_model(path: str, options: dict[str, Any] | None = None):
     if "psi" in options:
         gen.module.truncation = options["psi"]
     if "particles" in options:
-        gen.module.particles = ParticleOverlay(gen.schema.factors, gen.resolution) if options["particles"] else None
+        gen.module.set_particles(options["particles"], gen.schema.factors)
     if "padding" in options:
         gen.module.set_padding_mode(options["padding"])
     return gen

@@ -237,12 +237,18 @@ class LayoutGenerator(nn.Module):
         self.precipitation = PrecipitationLayer(embed_dim, cardinalities) if precipitation else None
         # the renderer's rain streaks / snow flakes drawn over the image (models/particles.py); needs the
         # schema's factor names and values (``factors``) to know which codes mean rain, snow, night
-        if particles and precipitation:
-            raise ValueError("particles (fixed overlay) and precipitation (learnt layer) are alternatives; pick one")
-        if particles and factors is None:
-            raise ValueError("particles=True needs factors: the condition schema's (name, values) pairs")
-        self.particles = ParticleOverlay(factors, resolution) if particles else None
+        self.set_particles(particles, factors)
         self.set_padding_mode(padding_mode)
+
+    def set_particles(self, enabled: bool, factors: Sequence[tuple[str, Sequence[str]]] | None = None) -> None:
+        """Switch the fixed particle overlay (:class:`~aigc_synth.models.particles.ParticleOverlay`) on or
+        off; ``factors`` are the schema's ``(name, values)`` pairs. It has no weights, so a trained
+        generator can switch."""
+        if enabled and self.precipitation is not None:
+            raise ValueError("particles (fixed overlay) and precipitation (learnt layer) are alternatives; pick one")
+        if enabled and factors is None:
+            raise ValueError("particles=True needs factors: the condition schema's (name, values) pairs")
+        self.particles = ParticleOverlay(factors, self.resolution) if enabled else None
 
     def set_padding_mode(self, mode: str) -> None:
         """Pad every 3×3 / 5×5 conv with ``mode`` (``zeros``, ``replicate`` or ``reflect``). Zero padding
@@ -257,8 +263,9 @@ class LayoutGenerator(nn.Module):
                 m.padding_mode = mode
 
     def _noise(self, z: torch.Tensor) -> list[torch.Tensor]:
-        """Per-sample noise maps for every level (and, last, the precipitation layer's full-resolution
-        maps), drawn from a generator seeded by that sample's z."""
+        """Per-sample noise maps for every level, then the precipitation layer's full-resolution maps and
+        the particle overlay's uniform seeds and light jitter when those are on, drawn from a generator
+        seeded by that sample's z (optional inputs last, so the level maps never depend on them)."""
         shapes = [(1, 8 * 2**i) for i in range(len(self.blocks))]
         if self.precipitation is not None:
             shapes.append((self.precipitation.noise_channels, self.resolution))
