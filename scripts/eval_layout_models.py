@@ -14,8 +14,8 @@ each sample's requested boxes (pycocotools). Rows:
 
 * the models given with ``--model NAME=PATH`` (``NAME=PATH@psi=0.8`` samples that checkpoint with
   truncation ψ 0.8 instead of its stored one, ``@particles=on|off`` with or without the fixed
-  rain/snow particle overlay, ``@padding=replicate`` with the generator's convs padded that way; default: the bundled layout model, the previous
-  bundled cGAN and, when present, a DCGAN baseline run) — models without layout input are asked for
+  rain/snow particle overlay, ``@padding=replicate`` with the generator's convs padded that way;
+  default: the bundled layout model, the previous bundled cGAN and, when present, a DCGAN baseline run) — models without layout input are asked for
   the same conditions and scored against the same boxes;
 * ``real (second render)``: the same scenes rendered again with other cosmetic seeds, scored like
   a model: the real-vs-real values recall / coverage are compared with, and the AP50 ceiling;
@@ -67,13 +67,18 @@ SECOND_RENDER_SEED = REFERENCE_SCENE_SEED + 1
 VARIETY_REAL_SEED = REFERENCE_SCENE_SEED + 2
 
 
+def _blur_residual(x: np.ndarray) -> np.ndarray:
+    """|x - its 3×3 box blur| for images (N, H, W[, C]), edges replicated."""
+    pads = ((0, 0), (1, 1), (1, 1)) + ((0, 0),) * (x.ndim - 3)
+    pad = np.pad(x, pads, mode="edge")
+    blur = sum(pad[:, i:i + x.shape[1], j:j + x.shape[2]] for i in range(3) for j in range(3)) / 9.0
+    return np.abs(x - blur)
+
+
 def high_frequency_energy(images: np.ndarray) -> np.ndarray:
     """Per image, the mean |pixel - its 3×3 box blur| (grey levels): rain streaks, snow flakes and
     sensor noise live here; a generator that smooths them away scores lower than the real renders."""
-    x = images.astype(np.float32).mean(axis=3)
-    pad = np.pad(x, ((0, 0), (1, 1), (1, 1)), mode="edge")
-    blur = sum(pad[:, i:i + x.shape[1], j:j + x.shape[2]] for i in range(3) for j in range(3)) / 9.0
-    return np.abs(x - blur).mean(axis=(1, 2))
+    return _blur_residual(images.astype(np.float32).mean(axis=3)).mean(axis=(1, 2))
 
 
 BORDER_WIDTH = 3  # px: the frame where zero padding leaves its trace in a convolutional generator
@@ -83,12 +88,9 @@ def border_energy(images: np.ndarray, width: int = BORDER_WIDTH) -> np.ndarray:
     """Per image, the mean |pixel - its 3×3 box blur| per colour channel over the outer ``width``-pixel
     frame: the bright / coloured seams a generator's zero padding draws along the image border (seen in
     the sample grids) score high here; the real renders have only their sensor noise there."""
-    x = images.astype(np.float32)
-    pad = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
-    blur = sum(pad[:, i:i + x.shape[1], j:j + x.shape[2]] for i in range(3) for j in range(3)) / 9.0
-    frame = np.ones(x.shape[1:3], bool)
+    frame = np.ones(images.shape[1:3], bool)
     frame[width:-width, width:-width] = False
-    return np.abs(x - blur)[:, frame].mean(axis=(1, 2))
+    return _blur_residual(images.astype(np.float32))[:, frame].mean(axis=(1, 2))
 
 
 VARIETY_LATENTS = 8  # images per (scene, condition) group in the variety measurement

@@ -515,3 +515,25 @@ def test_padding_mode_changes_the_image_not_the_weights_and_rejects_unknown_mode
     assert not torch.equal(a, b)
     with pytest.raises(ValueError, match="padding_mode"):
         build_generator("layout_gan", DEFAULT_SCHEMA.cardinalities, padding_mode="circular", **TINY_LAYOUT)
+
+
+def test_evaluation_border_energy_sees_a_seam_and_its_options_parse():
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "eval_layout_models.py"
+    spec = importlib.util.spec_from_file_location("eval_layout_models", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rng = np.random.default_rng(0)
+    clean = rng.integers(100, 110, (4, 32, 32, 3)).astype(np.uint8)
+    seam = clean.copy()
+    seam[:, 1, 1:-1] = 250  # a bright line one pixel inside the top edge
+    assert mod.border_energy(seam).mean() > 3 * mod.border_energy(clean).mean()
+    # interior detail does not count as border
+    inner = clean.copy()
+    inner[:, 16, 8:24] = 250
+    np.testing.assert_allclose(mod.border_energy(inner), mod.border_energy(clean))
+    assert mod.parse_model("a=x.pt@psi=0.7@particles=on@padding=replicate") == (
+        "a", "x.pt", {"psi": 0.7, "particles": True, "padding": "replicate"})
+    with pytest.raises(SystemExit):
+        mod.parse_model("a=x.pt@psi=2")
