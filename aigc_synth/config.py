@@ -56,6 +56,7 @@ class TrainConfig:
     batch_size: int = 32
     seed: int = 0
     threads: int = 0  # torch intra-op threads; 0 = all cores
+    device: str = "auto"  # auto (cuda when available, else cpu) | cpu | cuda | cuda:N
     log_every: int = 25
     sample_every: int = 250
     checkpoint_every: int = 250

@@ -40,7 +40,7 @@ def compose_config():
 
 #: Tiny CPU overrides on top of the real ``conf/train.yaml`` (lightning-hydra-template style).
 TINY_TRAIN_OVERRIDES = ["model.resolution=32", "model.z_dim=16", "model.base_channels=8", "model.d_base_channels=8",
-                        "train.steps=2", "train.batch_size=8", "train.threads=1", "train.eval_every=0",
+                        "train.steps=2", "train.batch_size=8", "train.threads=1", "train.eval_every=0", "train.device=cpu",
                         "train.log_every=1", "train.sample_every=2", "train.checkpoint_every=2"]
 
 

@@ -200,7 +200,8 @@ def test_a_layout_run_fine_tunes_into_the_precipitation_layer_and_vehicle_codes(
     src = tiny_train_config(tmp_path / "src", *common)
     source = load_generator(train(src.train, src.model, src.data, progress=False))
     assert source.module.precipitation is None
-    grow = ("model.precipitation=true", "model.instance_codes=4", "model.mode_seeking=0.02", "model.vehicle_mode_seeking=0.05")
+    grow = ("model.precipitation=true", "model.instance_codes=4", "model.mode_seeking=0.02", "model.vehicle_mode_seeking=0.05",
+            "model.vehicle_head=true")
     ft = tiny_train_config(tmp_path / "ft", *common, *grow, "train.steps=0",
                            f"train.init_from={tmp_path / 'src' / 'state.pt'}")
     start = load_generator(train(ft.train, ft.model, ft.data, progress=False))
@@ -229,6 +230,7 @@ def test_a_layout_run_fine_tunes_into_the_precipitation_layer_and_vehicle_codes(
     tuned = load_generator(train(ft1.train, ft1.model, ft1.data, progress=False))  # resumes its own state
     assert not torch.equal(tuned.module.precipitation.point.weight, start.module.precipitation.point.weight)
     assert tuned.module.stem_norm.instance.weight.abs().sum() > 0  # the per-vehicle codes are being learnt
+    assert tuned.module.vehicle_rgb.weight.abs().sum() > 0 and tuned.module.vehicle_colour.weight.abs().sum() > 0
     # the run logs the particle gates per weather (mean over times, traffic levels and units); the
     # source run, without the layer, logs none
     logged = [json.loads(line) for line in (tmp_path / "ft" / "log.jsonl").read_text().splitlines()]
@@ -515,6 +517,25 @@ def test_padding_mode_changes_the_image_not_the_weights_and_rejects_unknown_mode
     assert not torch.equal(a, b)
     with pytest.raises(ValueError, match="padding_mode"):
         build_generator("layout_gan", DEFAULT_SCHEMA.cardinalities, padding_mode="circular", **TINY_LAYOUT)
+
+
+def test_vehicle_head_paints_inside_vehicle_faces_only(scenes):
+    """The vehicle head starts at zero (a trained generator's images are unchanged when it is added);
+    once non-zero it changes pixels where the layout has a vehicle face and nowhere else."""
+    torch.manual_seed(0)
+    plain = build_generator("layout_gan", DEFAULT_SCHEMA.cardinalities, instance_codes=2, **TINY_LAYOUT).eval()
+    headed = build_generator("layout_gan", DEFAULT_SCHEMA.cardinalities, instance_codes=2, vehicle_head=True, **TINY_LAYOUT).eval()
+    missing, unexpected = headed.load_state_dict(plain.state_dict(), strict=False)
+    assert sorted(missing) == ["vehicle_colour.bias", "vehicle_colour.weight", "vehicle_rgb.bias", "vehicle_rgb.weight"]
+    z, codes = torch.randn(3, 16), torch.zeros(3, 3, dtype=torch.int64)
+    lay = torch.from_numpy(scene_layouts(scenes[:3], 32))
+    with torch.no_grad():
+        torch.testing.assert_close(headed(z, codes, lay), plain(z, codes, lay))
+        headed.vehicle_rgb.weight.normal_()
+        delta = (headed(z, codes, lay) - plain(z, codes, lay)).abs().amax(dim=1)
+    face = (lay[:, 2] + lay[:, 3]) > 0
+    assert face.any() and (delta[face] > 1e-3).any()
+    assert torch.all(delta[~face] == 0)
 
 
 def test_evaluation_border_energy_sees_a_seam_and_its_options_parse():

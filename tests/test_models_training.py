@@ -77,7 +77,8 @@ def _model(family="cgan", **overrides):
 
 
 def _train(out, steps, family="cgan", **model):
-    cfg = TrainConfig(out_dir=str(out), steps=steps, batch_size=8, log_every=1, sample_every=2, checkpoint_every=2, threads=1, eval_every=0)
+    cfg = TrainConfig(out_dir=str(out), steps=steps, batch_size=8, log_every=1, sample_every=2, checkpoint_every=2, threads=1, eval_every=0,
+                      device="cpu")
     return train(cfg, _model(family, **model), DataConfig(), progress=False)
 
 
@@ -93,6 +94,23 @@ def test_train_step_logs_grid_and_checkpoints(tmp_path):
     gen = load_generator(path)
     assert gen.schema == DEFAULT_SCHEMA and gen.family == "cgan" and gen.resolution == 32
     assert load_checkpoint(tmp_path / "state.pt")["step"] == 2
+
+
+def test_training_device_is_checked_before_any_work(tmp_path):
+    """train.device: auto means CUDA only where there is one; a device this machine lacks, or a name
+    that is no device, is refused before the run directory exists; the export records the device."""
+    from aigc_synth.training.trainer import resolve_device
+
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    bad = ["tpu", "gpu0", "mps"] + ([] if torch.cuda.is_available() else ["cuda", "cuda:0"])
+    for name in bad:
+        cfg = TrainConfig(out_dir=str(tmp_path / name), steps=1, device=name, eval_every=0)
+        with pytest.raises(ValueError, match="train.device"):
+            train(cfg, _model(), DataConfig(), progress=False)
+        assert not (tmp_path / name).exists()
+    path = _train(tmp_path / "ok", 1)
+    assert load_checkpoint(path)["meta"]["device"] == "cpu"
 
 
 def test_resume_equals_uninterrupted_training(tmp_path):

@@ -77,6 +77,9 @@ class LayoutGANConfig(ImageModelConfig):
     # padding of the generator's convs: zeros (every bundled model so far) or replicate,
     # which removes the seam zero padding draws along the image border (models/layout_gan.set_padding_mode)
     padding_mode: str = "zeros"
+    # an RGB conv (plus a per-vehicle colour from the instance codes) added inside vehicle faces only,
+    # by their exact coverage (models/layout_gan.LayoutGenerator); zero-initialised, so fine-tunable
+    vehicle_head: bool = False
     aux_class_weight: float = 0.2  # AC-GAN head on weather / time / traffic (0 = off)
     # matching-aware discriminator (Reed et al. 2016): real images paired with another sample's
     # layout count as fake, so D must check that vehicles sit where the layout says

@@ -44,6 +44,7 @@ from aigc_synth.models.particles import ParticleOverlay
 
 #: Number of layout channels (:data:`aigc_synth.data.layout.LAYOUT_CHANNELS`), fixed by the format.
 LAYOUT_CHANNELS = 6
+_CAR, _TRUCK = 2, 3  # the face channels of the layout (data/layout.py's LAYOUT_CHANNELS order)
 
 
 def _at(m: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -213,7 +214,8 @@ class LayoutGenerator(nn.Module):
                  base_channels: int = 32, embed_dim: int = 64, layout_channels: int = LAYOUT_CHANNELS,
                  spade_hidden: int = 32, truncation: float = 1.0, precipitation: bool = False,
                  instance_codes: int = 0, particles: bool = False,
-                 factors: Sequence[tuple[str, Sequence[str]]] | None = None, padding_mode: str = "zeros"):
+                 factors: Sequence[tuple[str, Sequence[str]]] | None = None, padding_mode: str = "zeros",
+                 vehicle_head: bool = False):
         super().__init__()
         n_up = _num_upsamplings(resolution)
         self.z_dim, self.resolution, self.layout_channels = z_dim, resolution, layout_channels
@@ -233,6 +235,17 @@ class LayoutGenerator(nn.Module):
                          spade_hidden if i < n_up - 2 else spade_hidden // 2, self.instance_codes)
             for i in range(n_up))
         self.to_rgb = nn.Conv2d(chans[-1], 3, 3, padding=1)
+        # vehicle head: a second RGB conv (and, with per-vehicle codes, a per-vehicle colour) added only
+        # inside the layout's vehicle faces, weighted by their exact pixel coverage. The shared conv
+        # stack draws boundaries only as sharp as a 3×3 conv after nearest upsampling can, and bleeds
+        # a face's colour into the road; the renderer's faces are anti-aliased rectangles of one
+        # colour. Zero-initialised: a trained generator fine-tunes into it with its images unchanged.
+        self.vehicle_rgb = nn.Conv2d(chans[-1], 3, 3, padding=1) if vehicle_head else None
+        self.vehicle_colour = nn.Conv2d(self.instance_codes, 3, 1) if vehicle_head and self.instance_codes else None
+        for layer in (self.vehicle_rgb, self.vehicle_colour):
+            if layer is not None:
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
         # absent (not merely idle) when off, so checkpoints from before the layer load unchanged
         self.precipitation = PrecipitationLayer(embed_dim, cardinalities) if precipitation else None
         # the renderer's rain streaks / snow flakes drawn over the image (models/particles.py); needs the
@@ -302,7 +315,14 @@ class LayoutGenerator(nn.Module):
         x = F.relu(self.stem_norm(x, style, layout, inst))
         for block, noise in zip(self.blocks, noises):
             x = block(x, style, layout, noise, inst)
-        image = torch.tanh(self.to_rgb(x))
+        pre = self.to_rgb(x)
+        if self.vehicle_rgb is not None:
+            face = (layout[:, _CAR] + layout[:, _TRUCK]).clamp(0, 1)[:, None]
+            own = self.vehicle_rgb(x)
+            if self.vehicle_colour is not None:
+                own = own + self.vehicle_colour(inst)
+            pre = pre + face * own
+        image = torch.tanh(pre)
         if self.precipitation is not None:
             image = self.precipitation(image, codes, cond, noises[len(self.blocks)])
         if self.particles is not None:

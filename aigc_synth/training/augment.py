@@ -15,8 +15,10 @@ def translation(x: torch.Tensor, ratio: float = 0.125, generator: torch.Generato
     """Shift each image by up to ``ratio`` of its size, filling with zeros."""
     b, _, h, w = x.shape
     sh, sw = int(h * ratio + 0.5), int(w * ratio + 0.5)
-    dy = torch.randint(-sh, sh + 1, (b, 1, 1), generator=generator, device=x.device)
-    dx = torch.randint(-sw, sw + 1, (b, 1, 1), generator=generator, device=x.device)
+    # drawn on the CPU generator, then moved: the same draws on every device (a CPU generator cannot
+    # fill a CUDA tensor)
+    dy = torch.randint(-sh, sh + 1, (b, 1, 1), generator=generator).to(x.device)
+    dx = torch.randint(-sw, sw + 1, (b, 1, 1), generator=generator).to(x.device)
     gy, gx = torch.meshgrid(torch.arange(h, device=x.device), torch.arange(w, device=x.device), indexing="ij")
     gy = torch.clamp(gy[None] + dy + 1, 0, h + 1)
     gx = torch.clamp(gx[None] + dx + 1, 0, w + 1)
@@ -29,8 +31,8 @@ def cutout(x: torch.Tensor, ratio: float = 0.5, generator: torch.Generator | Non
     """Zero a random square of ``ratio`` × size per image."""
     b, _, h, w = x.shape
     ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
-    oy = torch.randint(0, h + (1 - ch % 2), (b, 1, 1), generator=generator, device=x.device)
-    ox = torch.randint(0, w + (1 - cw % 2), (b, 1, 1), generator=generator, device=x.device)
+    oy = torch.randint(0, h + (1 - ch % 2), (b, 1, 1), generator=generator).to(x.device)
+    ox = torch.randint(0, w + (1 - cw % 2), (b, 1, 1), generator=generator).to(x.device)
     gy, gx = torch.meshgrid(torch.arange(h, device=x.device), torch.arange(w, device=x.device), indexing="ij")
     inside_y = (gy[None] >= oy - ch // 2) & (gy[None] < oy - ch // 2 + ch)
     inside_x = (gx[None] >= ox - cw // 2) & (gx[None] < ox - cw // 2 + cw)

@@ -59,7 +59,7 @@ def gan_step(ctx: TrainContext, real: torch.Tensor, codes: torch.Tensor) -> dict
     """One discriminator update then one generator update (cGAN and DCGAN)."""
     G, D, cfg, policies, aug_gen = ctx.G, ctx.D, ctx.cfg, ctx.policies, ctx.aug_gen
     B = real.shape[0]
-    z = torch.randn(B, G.z_dim)
+    z = torch.randn(B, G.z_dim).to(real.device)  # the CPU stream on every device: resumes stay exact
     fake_codes = codes  # generate the same condition mix as the real batch
     with torch.no_grad():
         fake = G(z, fake_codes)
@@ -137,7 +137,7 @@ def layout_gan_step(ctx: TrainContext, real: torch.Tensor, codes: torch.Tensor, 
     G, D, cfg = ctx.G, ctx.D, ctx.cfg
     B = real.shape[0]
     half = B // 2 if cfg.mode_seeking > 0 else 0
-    z = torch.randn(B, G.z_dim)
+    z = torch.randn(B, G.z_dim).to(real.device)  # the CPU stream on every device: resumes stay exact
     codes_g = torch.cat([codes[:half], codes[:half], codes[2 * half:]]) if half else codes
     layout_g = torch.cat([layout[:half], layout[:half], layout[2 * half:]]) if half else layout
     with torch.no_grad():

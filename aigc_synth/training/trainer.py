@@ -130,10 +130,39 @@ def layout_sample_grid(generator: torch.nn.Module, data, rows: int = 15, columns
     return grid.transpose(0, 2, 1, 3, 4).reshape(n_rows * r, n_cols * r, 3)
 
 
+def resolve_device(name: str) -> torch.device:
+    """``train.device`` → a torch device: ``auto`` is the first CUDA device when there is one, else
+    the CPU; asking for CUDA where there is none fails here, before any work."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"train.device must be auto, cpu, cuda or cuda:N; got {name!r}") from exc
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"train.device must be auto, cpu, cuda or cuda:N; got {name!r}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"train.device={name}: this machine has no CUDA device (torch {torch.__version__}); "
+                             "use train.device=cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"train.device={name}: only {torch.cuda.device_count()} CUDA device(s) here")
+    return device
+
+
+def _on_cpu(module: torch.nn.Module) -> torch.nn.Module:
+    """``module`` itself when it lives on the CPU, else a CPU copy: sample grids and periodic evaluation
+    run on the CPU whatever the training device, so they are the same computation everywhere."""
+    param = next(module.parameters(), None)
+    return module if param is None or param.device.type == "cpu" else copy.deepcopy(module).cpu()
+
+
 def _growable(key: str) -> bool:
     """Generator parameters a fine-tune may add to a trained state (they start in a neutral state that
-    leaves the images unchanged): the layout GAN's precipitation layer and per-vehicle code convs."""
-    return key.startswith(("precipitation.", "stem_norm.instance.")) or ".norm.instance." in key
+    leaves the images unchanged): the layout GAN's precipitation layer, per-vehicle code convs and
+    vehicle head."""
+    return (key.startswith(("precipitation.", "stem_norm.instance.", "vehicle_rgb.", "vehicle_colour."))
+            or ".norm.instance." in key)
 
 
 def precipitation_gates(generator: torch.nn.Module, schema) -> dict[str, float]:
@@ -237,6 +266,7 @@ def train(train_cfg: TrainConfig, model_cfg: ImageModelConfig, data_cfg: DataCon
         raise ValueError(f"model.aux_class_weight must be >= 0, got {model_cfg.aux_class_weight}")
     if train_cfg.init_from and not Path(train_cfg.init_from).is_file():
         raise FileNotFoundError(f"train.init_from: no such file {train_cfg.init_from}")
+    device = resolve_device(train_cfg.device)
     out = Path(train_cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "samples").mkdir(exist_ok=True)
@@ -250,8 +280,8 @@ def train(train_cfg: TrainConfig, model_cfg: ImageModelConfig, data_cfg: DataCon
     data_meta = asdict(data_cfg)
     if dataset is not None:
         data_meta["dataset"] = getattr(dataset, "description", None) or type(dataset).__name__
-    G = build_generator(model_cfg.family, schema.cardinalities, factors=schema.factors, **params)
-    D = build_discriminator(model_cfg.family, schema.cardinalities, **params)
+    G = build_generator(model_cfg.family, schema.cardinalities, factors=schema.factors, **params).to(device)
+    D = build_discriminator(model_cfg.family, schema.cardinalities, **params).to(device)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False) if model_cfg.ema_decay > 0 else None
     betas = (model_cfg.beta1, model_cfg.beta2)
     g_params = list(G.parameters()) + (list(D.parameters()) if family.joint_optimizer else [])
@@ -290,10 +320,11 @@ def train(train_cfg: TrainConfig, model_cfg: ImageModelConfig, data_cfg: DataCon
         export_generator(export_path, family=model_cfg.family, model_params=params, schema=schema,
                          generator=G_ema if G_ema is not None else G,
                          meta={"step": step, "train_config": asdict(train_cfg), "recipe": params,
-                               "data": data_meta, "train_seconds_this_run": round(elapsed, 1)})
+                               "data": data_meta, "train_seconds_this_run": round(elapsed, 1),
+                               "device": str(device)})
 
     def save_grid(step: int) -> None:
-        net = G_ema if G_ema is not None else G
+        net = _on_cpu(G_ema if G_ema is not None else G)
         grid = layout_sample_grid(net, data) if family.layout else sample_grid(net, schema)
         tmp = out / "samples" / f".tmp-step_{step:06d}.png"
         Image.fromarray(grid).save(tmp)
@@ -312,8 +343,8 @@ def train(train_cfg: TrainConfig, model_cfg: ImageModelConfig, data_cfg: DataCon
         for step in bar:
             t_step = time.time()
             batch = data.batch(range(step * B, (step + 1) * B))
-            extra = {"layout": batch["layout"]} if family.layout else {}
-            scalars = family.train_step(ctx, _to_unit(batch["image"]), batch["codes"], **extra)
+            extra = {"layout": batch["layout"].to(device)} if family.layout else {}
+            scalars = family.train_step(ctx, _to_unit(batch["image"]).to(device), batch["codes"].to(device), **extra)
             if G_ema is not None:
                 ema_update(G_ema, G, 0.0 if step < ema_start else model_cfg.ema_decay)
             done = step + 1
@@ -328,7 +359,7 @@ def train(train_cfg: TrainConfig, model_cfg: ImageModelConfig, data_cfg: DataCon
                 log.flush()
                 bar.set_postfix({k: f"{v:.3f}" for k, v in values.items() if k.startswith("loss")})
             if evaluator is not None and (done % train_cfg.eval_every == 0 or done == train_cfg.steps):
-                metrics = evaluator(G_ema if G_ema is not None else G)
+                metrics = evaluator(_on_cpu(G_ema if G_ema is not None else G))
                 log.write(json.dumps({"step": done, **metrics}) + "\n")
                 log.flush()
                 value = metrics[f"eval_{train_cfg.best_metric}"]
