@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eval_layout_models import load_model  # noqa: E402
 
 from aigc_synth.data.layout import scene_layouts  # noqa: E402
+from aigc_synth.sampling.layout import dash_phases  # noqa: E402
 from aigc_synth.evaluation.evaluate import _score, compute_metrics  # noqa: E402
 from aigc_synth.evaluation.layout import SCENE_CLASSIFIER, evaluation_scenes, layout_images, scene_reference  # noqa: E402
 from aigc_synth.metrics.domain import load_domain_classifier  # noqa: E402
@@ -78,13 +79,12 @@ def main() -> None:
     classifier = load_domain_classifier(SCENE_CLASSIFIER)
     ref_scores = _score(classifier, ref, "score reference", True)
     gen = load_model(a.generator, {} if a.psi is None else {"psi": a.psi})
-    layouts = scene_layouts(scenes, gen.resolution)
     candidates, scores = [], []
     for k in range(a.k):
         seeds = derive_seeds(a.seed + k * SEED_STRIDE, np.arange(len(codes)), stream=LATENT_STREAM)
         images = layout_images(gen, scenes, codes, seeds)
         candidates.append(images)
-        scores.append(discriminator_scores(a.state, images, codes, layouts))
+        scores.append(discriminator_scores(a.state, images, codes, scene_layouts(scenes, gen.resolution, dash_phases(gen, seeds))))
     candidates, scores = np.stack(candidates), np.stack(scores)
     rows = {}
     for name, pick in (("first candidate (plain sampling)", np.zeros(len(codes), int)),

@@ -67,6 +67,39 @@ def test_layout_channels_match_the_renderers_boxes(scenes):
         assert lay[0][:20].sum() == 0  # no road above the horizon (row 26 at 64 px)
 
 
+def test_dashed_layouts_dash_the_separators_where_the_render_paints_them(scenes):
+    """A dashed-lane training item's layout has its separator dashes where its real image has paint
+    (the render's own phase): dash pixels are far brighter than gap pixels; images are unchanged;
+    the other channels do not move; the default layout is the solid one."""
+    solid = SceneImageDataset(scenes, seed=3, resolution=64)
+    dashed = SceneImageDataset(scenes, seed=3, resolution=64, dashed_lanes=True)
+    a, b = solid.batch(range(48)), dashed.batch(range(48))
+    assert torch.equal(a["image"], b["image"])
+    lines_solid, lines_dashed = a["layout"][:, 1].numpy(), b["layout"][:, 1].numpy()
+    assert np.all(lines_dashed <= lines_solid + 1e-5)  # dashing only removes paint (up to float rounding)
+    dash, gap = lines_dashed > 0.5, (lines_solid > 0.5) & (lines_dashed < 0.05)
+    assert dash.sum() > 100 and gap.sum() > 100
+    grey = b["image"].numpy().astype(float).mean(axis=1)
+    assert grey[dash].mean() > grey[gap].mean() + 30
+    for other in (0, 2, 3, 4, 5):  # road, vehicles, nearness and edges do not depend on the phase
+        assert torch.equal(a["layout"][:, other], b["layout"][:, other])
+    assert np.array_equal(scene_layout(scenes[0], 64), scene_layouts(scenes[:1], 64)[0])  # solid by default
+
+
+def test_dash_phases_come_from_each_samples_seed_and_only_for_dashed_models():
+    from aigc_synth.data.scene_render import DASH_PERIOD
+    from aigc_synth.sampling.layout import dash_phases
+
+    plain = build_generator("layout_gan", DEFAULT_SCHEMA.cardinalities, **TINY_LAYOUT)
+    dashed = build_generator("layout_gan", DEFAULT_SCHEMA.cardinalities, dashed_lanes=True, **TINY_LAYOUT)
+    seeds = np.arange(200, dtype=np.int64) * 7919
+    assert dash_phases(plain, seeds) is None
+    phases = dash_phases(dashed, seeds)
+    assert phases.shape == (200,) and np.all((phases >= 0) & (phases < DASH_PERIOD))
+    assert len(np.unique(np.round(phases, 6))) == 200 and phases.std() > 2.5  # spread over the period
+    np.testing.assert_array_equal(phases[50:60], dash_phases(dashed, seeds[50:60]))  # per sample, any batch
+
+
 def test_scene_boxes_equal_the_rendered_boxes(scenes):
     for sc in scenes[:8]:
         b, r = scene_boxes(sc, 64), render_scene(sc, "fog", "night", 3, 64)

@@ -28,10 +28,12 @@ from aigc_synth.data.scene_render import (
     CAMERA_HEIGHT,
     HORIZON,
     LINE_WIDTH,
+    FOCAL,
     SHOULDER,
     _coverage,
     _project,
     _span_coverage,
+    dash_coverage,
 )
 from aigc_synth.scenes.format import LANE_WIDTH, Scene
 
@@ -48,8 +50,11 @@ def _face_alpha(box: tuple[float, float, float, float], size: int) -> tuple[slic
     return slice(iy0, iy1), slice(ix0, ix1), np.outer(wy, wx)
 
 
-def scene_layout(scene: Scene, size: int = 64) -> np.ndarray:
-    """float32 ``(len(LAYOUT_CHANNELS), size, size)`` layout of ``scene`` (see the module docstring)."""
+def scene_layout(scene: Scene, size: int = 64, dash_phase: float | None = None) -> np.ndarray:
+    """float32 ``(len(LAYOUT_CHANNELS), size, size)`` layout of ``scene`` (see the module docstring).
+
+    ``dash_phase`` (m): draw the lane separators dashed, exactly as the renderer does with that phase;
+    ``None`` draws every boundary solid."""
     H = W = int(size)
     hz, cx, h = HORIZON * H, W / 2.0, CAMERA_HEIGHT
     ys = (np.arange(H, dtype=np.float32) + 0.5)[:, None]
@@ -61,9 +66,11 @@ def scene_layout(scene: Scene, size: int = 64) -> np.ndarray:
     out = np.zeros((len(LAYOUT_CHANNELS), H, W), np.float32)
     road, lines, car, truck, near, edges = out
     road[:] = _span_coverage(cx - (x_left + SHOULDER) * k, cx - (x_right - SHOULDER) * k, xs) * ground
+    dashes = dash_coverage(ys - np.float32(hz), FOCAL * W * h, dash_phase) if dash_phase is not None else None
     for b in range(scene.num_lanes + 1):
         xb = x_right + b * LANE_WIDTH
-        lines += _span_coverage(cx - (xb + LINE_WIDTH / 2) * k, cx - (xb - LINE_WIDTH / 2) * k, xs) * ground
+        line = _span_coverage(cx - (xb + LINE_WIDTH / 2) * k, cx - (xb - LINE_WIDTH / 2) * k, xs) * ground
+        lines += line * dashes if dashes is not None and 0 < b < scene.num_lanes else line
     np.clip(lines, 0.0, 1.0, out=lines)
     for v in _project(scene, W):  # far to near: nearer faces overwrite, as in the renderer
         face = _face_alpha(v.box, W)
@@ -85,8 +92,10 @@ def scene_layout(scene: Scene, size: int = 64) -> np.ndarray:
     return np.clip(out, 0.0, 1.0)
 
 
-def scene_layouts(scenes: Sequence[Scene], size: int = 64) -> np.ndarray:
-    """Stacked :func:`scene_layout` of each scene: float32 ``(n, C, size, size)``."""
+def scene_layouts(scenes: Sequence[Scene], size: int = 64, dash_phases: Sequence[float] | None = None) -> np.ndarray:
+    """Stacked :func:`scene_layout` of each scene (``dash_phases``: one per scene, or ``None`` for
+    solid separators): float32 ``(n, C, size, size)``."""
     if not len(scenes):
         return np.zeros((0, len(LAYOUT_CHANNELS), size, size), np.float32)
-    return np.stack([scene_layout(s, size) for s in scenes])
+    phases = [None] * len(scenes) if dash_phases is None else list(dash_phases)
+    return np.stack([scene_layout(s, size, p) for s, p in zip(scenes, phases, strict=True)])

@@ -96,7 +96,9 @@ class RenderedScene:
 
     ``image`` uint8 (H, W, 3); ``boxes`` float32 (n, 4) as x0, y0, x1, y1 pixels clipped to the
     image; ``agents`` int64 (n,) index into ``scene.agents`` of each box (ascending); ``visible``
-    float32 (n,) in (0, 1], see the module docstring; ``labels`` the agents' kinds.
+    float32 (n,) in (0, 1], see the module docstring; ``labels`` the agents' kinds; ``dash_phase``
+    (m) where the seed started the separators' dash pattern (a layout drawn with it dashes the same
+    lines, :func:`aigc_synth.data.layout.scene_layout`).
     """
 
     image: np.ndarray
@@ -107,6 +109,7 @@ class RenderedScene:
     weather: str = "clear"
     time_of_day: str = "day"
     seed: int = 0
+    dash_phase: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -175,6 +178,18 @@ def _span_coverage(lo: np.ndarray, hi: np.ndarray, xs: np.ndarray) -> np.ndarray
 def _dash_integral(z: np.ndarray) -> np.ndarray:
     """Length of dash painted between depth 0 and ``z`` (so dash coverage of a row is exact)."""
     return np.floor(z / DASH_PERIOD) * DASH_LENGTH + np.minimum(np.mod(z, DASH_PERIOD), DASH_LENGTH)
+
+
+def dash_coverage(dy: np.ndarray, fh: float, phase: float) -> np.ndarray:
+    """Share of each row a dashed separator paints: ``dy`` (H, 1) row centres minus the horizon row,
+    ``fh`` focal length (px) × camera height (m), ``phase`` (m) where the dash pattern starts. Exact:
+    the dash length inside the row's depth span over that span; the row straddling the horizon
+    reaches infinity and sees the mean duty cycle."""
+    z_near = np.float32(fh) / (dy + 0.5)
+    far_ok = dy > 0.5
+    z_far = np.float32(fh) / np.where(far_ok, dy - 0.5, 1.0)
+    return np.where(far_ok, (_dash_integral(z_far + phase) - _dash_integral(z_near + phase))
+                    / np.maximum(z_far - z_near, 1e-6), DASH_LENGTH / DASH_PERIOD).astype(np.float32)
 
 
 def _shift(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
@@ -299,11 +314,7 @@ def render_scene(scene: Scene, weather: str, time_of_day: str, seed: int, size: 
     img = img * (1 - ground[..., None]) + ground_col * ground[..., None]
 
     # lane markings: exact horizontal coverage per row; dashes by their exact share of the row's depth span
-    z_near = np.float32(f * h) / (dy + 0.5)
-    far_ok = dy > 0.5  # the row straddling the horizon reaches infinity: it sees the mean duty cycle
-    z_far = np.float32(f * h) / np.where(far_ok, dy - 0.5, 1.0)
-    dash_cov = np.where(far_ok, (_dash_integral(z_far + dash_phase) - _dash_integral(z_near + dash_phase))
-                        / np.maximum(z_far - z_near, 1e-6), DASH_LENGTH / DASH_PERIOD).astype(np.float32)
+    dash_cov = dash_coverage(dy, f * h, dash_phase)
     mark_alpha = np.float32(0.35 if weather == "snow" else 0.9)  # snow half-covers the paint
     for b in range(scene.num_lanes + 1):
         xb = x_right + b * LANE_WIDTH
@@ -388,7 +399,7 @@ def render_scene(scene: Scene, weather: str, time_of_day: str, seed: int, size: 
 
     boxes = scene_boxes(scene, W)
     return RenderedScene(image=image, boxes=boxes.boxes, agents=boxes.agents, visible=boxes.visible, labels=boxes.labels,
-                         weather=weather, time_of_day=time_of_day, seed=int(seed))
+                         weather=weather, time_of_day=time_of_day, seed=int(seed), dash_phase=float(dash_phase))
 
 
 @dataclass

@@ -80,6 +80,10 @@ class LayoutGANConfig(ImageModelConfig):
     # an RGB conv (plus a per-vehicle colour from the instance codes) added inside vehicle faces only,
     # by their exact coverage (models/layout_gan.LayoutGenerator); zero-initialised, so fine-tunable
     vehicle_head: bool = False
+    # layouts with the lane separators dashed as the renderer paints them (the training image's dash
+    # phase; at sampling a phase drawn from each sample's seed) instead of solid lines, which the
+    # generator could only draw as faint continuous lines (the dash phase was left to z)
+    dashed_lanes: bool = False
     aux_class_weight: float = 0.2  # AC-GAN head on weather / time / traffic (0 = off)
     # matching-aware discriminator (Reed et al. 2016): real images paired with another sample's
     # layout count as fake, so D must check that vehicles sit where the layout says

@@ -215,13 +215,16 @@ class LayoutGenerator(nn.Module):
                  spade_hidden: int = 32, truncation: float = 1.0, precipitation: bool = False,
                  instance_codes: int = 0, particles: bool = False,
                  factors: Sequence[tuple[str, Sequence[str]]] | None = None, padding_mode: str = "zeros",
-                 vehicle_head: bool = False):
+                 vehicle_head: bool = False, dashed_lanes: bool = False):
         super().__init__()
         n_up = _num_upsamplings(resolution)
         self.z_dim, self.resolution, self.layout_channels = z_dim, resolution, layout_channels
         # truncation trick (BigGAN / StyleGAN): z is scaled by ψ before use; 1 in training. ψ < 1 trades a
         # little variety for fewer broken images from latents far out in the tails (stored in the checkpoint)
         self.truncation = float(truncation)
+        # trained on layouts whose lane separators are dashed (data/layout.scene_layout's dash_phase):
+        # no effect on the network, it tells the sampler to draw them so (sampling/layout.dash_phases)
+        self.dashed_lanes = bool(dashed_lanes)
         self.embed = FactorEmbedding(cardinalities, embed_dim)
         chans = [base_channels * 2 ** (n_up - 1 - i) for i in range(n_up)] + [max(base_channels // 2, 8)]
         self.chans = chans

@@ -69,7 +69,8 @@ def make_training_data(data: DataConfig, model: ImageModelConfig, schema: Condit
             raise UsageError("data.source=scenes needs data.scenes (a directory of scene Parquet: a scene job's output)")
         scenes = read_scenes(data.scenes)
         print(f"scenes: {len(scenes)} from {data.scenes}")
-        return SceneImageDataset(scenes, seed=train.seed, resolution=model.resolution, schema=schema)
+        return SceneImageDataset(scenes, seed=train.seed, resolution=model.resolution, schema=schema,
+                                 dashed_lanes=getattr(model, "dashed_lanes", False))
     if data.source == "bdd100k":
         from aigc_synth.data.bdd100k import BDD100KDataset, format_skipped
 
