@@ -8,14 +8,17 @@ exactly inside the boxes the renderer reports for that scene.
 
 Channels (:data:`LAYOUT_CHANNELS`, float32 in [0, 1], shape ``(C, size, size)``)
     ``road``        asphalt (lanes and shoulders) not hidden by a vehicle
-    ``lane_lines``  every lane boundary as a solid line (dash phase is cosmetic, left to ``z``)
+    ``lane_lines``  every lane boundary as a solid line; with a ``dash_phase`` the separators are
+                    dashed exactly as the renderer paints them with that phase (the renderer draws
+                    the phase from its cosmetic seed: a dashed-lane model gets the training image's
+                    phase, and at sampling one drawn from each sample's seed)
     ``car``         visible share of each pixel covered by a car's rear face
     ``truck``       the same for trucks
     ``nearness``    ``min(1, NEAR_SCALE / depth)`` of the front-most face: lets the generator size
                     lamps and details, and separates a near car from a far one behind it
     ``edges``       a one-pixel ring inside each visible face: separates touching vehicles
 
-The map is a pure function of ``(scene, size)``; it never looks at pixels.
+The map is a pure function of ``(scene, size, dash_phase)``; it never looks at pixels.
 """
 
 from __future__ import annotations
