@@ -57,6 +57,9 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0  # torch intra-op threads; 0 = all cores
     device: str = "auto"  # auto (cuda when available, else cpu) | cpu | cuda | cuda:N
+    # processes that build (render) the next batches while the current step trains; 0 = in the loop.
+    # Batches are a pure function of the step, so any value trains bit-identically
+    loader_workers: int = 0
     log_every: int = 25
     sample_every: int = 250
     checkpoint_every: int = 250

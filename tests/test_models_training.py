@@ -113,6 +113,20 @@ def test_training_device_is_checked_before_any_work(tmp_path):
     assert load_checkpoint(path)["meta"]["device"] == "cpu"
 
 
+def test_loader_workers_train_bit_identically(tmp_path):
+    """Batches built ahead by loader processes are the loop's own batches: same weights after the run;
+    a negative count is refused before any work."""
+    cfg = dict(steps=3, batch_size=8, log_every=1, sample_every=10, checkpoint_every=10, threads=1, eval_every=0, device="cpu")
+    inline = load_generator(train(TrainConfig(out_dir=str(tmp_path / "a"), **cfg), _model(), DataConfig(), progress=False))
+    ahead = load_generator(train(TrainConfig(out_dir=str(tmp_path / "b"), loader_workers=2, **cfg), _model(), DataConfig(),
+                                 progress=False))
+    for (k, v), (_, w) in zip(inline.module.state_dict().items(), ahead.module.state_dict().items()):
+        assert torch.equal(v, w), k
+    with pytest.raises(ValueError, match="loader_workers"):
+        train(TrainConfig(out_dir=str(tmp_path / "c"), loader_workers=-1, **cfg), _model(), DataConfig(), progress=False)
+    assert not (tmp_path / "c").exists()
+
+
 def test_resume_equals_uninterrupted_training(tmp_path):
     straight = load_generator(_train(tmp_path / "a", 4))
     _train(tmp_path / "b", 2)

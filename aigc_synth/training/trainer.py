@@ -158,6 +158,36 @@ def _on_cpu(module: torch.nn.Module) -> torch.nn.Module:
     return module if param is None or param.device.type == "cpu" else copy.deepcopy(module).cpu()
 
 
+class _StepBatches(torch.utils.data.Dataset):
+    """Item ``step`` = the training batch of that step (``data.batch`` of its ``batch_size`` indices):
+    a pure function of the step, so loader workers that build batches ahead change nothing."""
+
+    def __init__(self, data, batch_size: int, steps: int):
+        self.data, self.batch_size, self.steps = data, int(batch_size), int(steps)
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, step: int) -> dict[str, Any]:
+        return self.data.batch(range(step * self.batch_size, (step + 1) * self.batch_size))
+
+
+def _as_is(batch: Any) -> Any:
+    return batch
+
+
+def step_batches(data, batch_size: int, start: int, steps: int, workers: int):
+    """The batches of steps ``start .. steps - 1`` in order; ``workers > 0`` builds them in that many
+    processes (rendering scene images is the CPU cost a GPU step would otherwise wait for)."""
+    if workers <= 0:
+        return (data.batch(range(s * batch_size, (s + 1) * batch_size)) for s in range(start, steps))
+    return iter(torch.utils.data.DataLoader(_StepBatches(data, batch_size, steps), sampler=range(start, steps), batch_size=None,
+                                            num_workers=workers, collate_fn=_as_is, prefetch_factor=4,
+                                            # the workers' base seed from a generator of their own: drawn from the
+                                            # global one it would shift every later latent of the run
+                                            generator=torch.Generator().manual_seed(0)))
+
+
 def _growable(key: str) -> bool:
     """Generator parameters a fine-tune may add to a trained state (they start in a neutral state that
     leaves the images unchanged): the layout GAN's precipitation layer, per-vehicle code convs and
@@ -268,6 +298,8 @@ def train(train_cfg: TrainConfig, model_cfg: ImageModelConfig, data_cfg: DataCon
     if train_cfg.init_from and not Path(train_cfg.init_from).is_file():
         raise FileNotFoundError(f"train.init_from: no such file {train_cfg.init_from}")
     device = resolve_device(train_cfg.device)
+    if train_cfg.loader_workers < 0:
+        raise ValueError(f"train.loader_workers must be >= 0, got {train_cfg.loader_workers}")
     out = Path(train_cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "samples").mkdir(exist_ok=True)
@@ -340,10 +372,11 @@ def train(train_cfg: TrainConfig, model_cfg: ImageModelConfig, data_cfg: DataCon
     t0 = time.time()
     bar = tqdm(range(start, train_cfg.steps), initial=start, total=train_cfg.steps, disable=not progress,
                desc=f"train {model_cfg.family}", unit="step")
+    batches = step_batches(data, B, start, train_cfg.steps, train_cfg.loader_workers)
     with open(log_path, "a") as log:
         for step in bar:
             t_step = time.time()
-            batch = data.batch(range(step * B, (step + 1) * B))
+            batch = next(batches)
             extra = {"layout": batch["layout"].to(device)} if family.layout else {}
             scalars = family.train_step(ctx, _to_unit(batch["image"]).to(device), batch["codes"].to(device), **extra)
             if G_ema is not None:
