@@ -7,6 +7,7 @@ actors' processes never inherit them: the job only works because the driver forw
 
 from __future__ import annotations
 
+import io
 import hashlib
 import json
 import logging
@@ -113,7 +114,12 @@ def test_readers_and_report_over_s3(s3, s3_run):
     assert fog[0]["image"].shape == (3, 32, 32) and fog[0]["conditions"]["weather"] == "fog"
     # the CLI hands report functions Path(cfg.output_dir), which folds "s3://" into "s3:/"
     assert write_preview(Path(uri), manifest) == "s3://bucket/run1/preview.png"
-    assert _read(s3.fs, "run1", "preview.png").startswith(b"\x89PNG")
+    preview = _read(s3.fs, "run1", "preview.png")
+    assert preview.startswith(b"\x89PNG")
+    from PIL import Image
+
+    # 64 samples over 45 conditions: one row each, as many columns as the fullest row (2)
+    assert Image.open(io.BytesIO(preview)).size == (2 * 32, len(manifest["counts_per_condition"]) * 32)
     summary = format_summary(Path(uri), manifest)
     assert "output: s3://bucket/run1?" in summary and "preview: s3://bucket/run1/preview.png" in summary
 

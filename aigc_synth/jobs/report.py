@@ -22,7 +22,8 @@ PREVIEW_PER_CONDITION = 8
 
 def write_preview(output_dir: Path | str | Store, manifest: dict[str, Any],
                   per_condition: int = PREVIEW_PER_CONDITION) -> Path | str | None:
-    """``preview.png``: one row per generated condition (schema order), up to 8 samples each.
+    """``preview.png``: one row per generated condition (schema order), up to 8 samples each (as many
+    columns as the fullest row: a small job's preview is not mostly empty).
 
     Returns its local path, or ``scheme://bucket/prefix/preview.png`` for an object-store output.
     """
@@ -52,7 +53,8 @@ def write_preview(output_dir: Path | str | Store, manifest: dict[str, Any],
     rows = sorted(found, key=lambda c: [order[n][v] for n, v in zip(names, c)])
     first = np.asarray(Image.open(io.BytesIO(found[rows[0]][0])).convert("RGB"))
     h, w = first.shape[:2]
-    grid = np.zeros((len(rows) * h, per_condition * w, 3), np.uint8)
+    columns = max(len(v) for v in found.values())
+    grid = np.zeros((len(rows) * h, columns * w, 3), np.uint8)
     boxed = grid.copy()  # layout jobs: the right half repeats the grid with each image's boxes drawn
     has_boxes = any(b is not None for bs in boxes.values() for b in bs)
     for r, cond in enumerate(rows):
