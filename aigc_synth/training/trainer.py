@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from aigc_synth.config import DataConfig, TrainConfig
 from aigc_synth.data.datasets import FolderDataset, ProceduralDrivingDataset
+from aigc_synth.data.layout import scene_layout
 from aigc_synth.data.scene_images import SceneImageDataset
 from aigc_synth.data.scene_render import render_scene
 from aigc_synth.errors import UsageError
@@ -122,9 +123,12 @@ def layout_sample_grid(generator: torch.nn.Module, data, rows: int = 15, columns
         codes[schema.names.index("weather")] = schema.factors[schema.names.index("weather")][1].index(cond["weather"])
         codes[schema.names.index("time_of_day")] = schema.factors[schema.names.index("time_of_day")][1].index(cond["time_of_day"])
         k = int(item["scene_index"][0])
-        real = render_scene(data.scenes[k], cond["weather"], cond["time_of_day"], 7, data.resolution).image
-        fake = to_uint8(generator(z, codes[None].expand(columns - 1, -1), item["layout"].expand(columns - 1, -1, -1, -1)))
-        out.append(np.concatenate([real[None], fake]))
+        real = render_scene(data.scenes[k], cond["weather"], cond["time_of_day"], 7, data.resolution)
+        layout = item["layout"]
+        if getattr(data, "dashed_lanes", False):  # the real column's dashes, so the row can be judged by them
+            layout = torch.from_numpy(scene_layout(data.scenes[k], data.resolution, real.dash_phase))[None]
+        fake = to_uint8(generator(z, codes[None].expand(columns - 1, -1), layout.expand(columns - 1, -1, -1, -1)))
+        out.append(np.concatenate([real.image[None], fake]))
     generator.train(was_training)
     grid = np.stack(out)
     n_rows, n_cols, r = grid.shape[0], grid.shape[1], grid.shape[2]
