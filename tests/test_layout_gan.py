@@ -234,12 +234,13 @@ def test_a_layout_run_fine_tunes_into_the_precipitation_layer_and_vehicle_codes(
     source = load_generator(train(src.train, src.model, src.data, progress=False))
     assert source.module.precipitation is None
     grow = ("model.precipitation=true", "model.instance_codes=4", "model.mode_seeking=0.02", "model.vehicle_mode_seeking=0.05",
-            "model.vehicle_head=true")
+            "model.vehicle_head=true", "model.dashed_lanes=true")
     ft = tiny_train_config(tmp_path / "ft", *common, *grow, "train.steps=0",
                            f"train.init_from={tmp_path / 'src' / 'state.pt'}")
     start = load_generator(train(ft.train, ft.model, ft.data, progress=False))
     assert start.module.precipitation is not None and start.model_config["precipitation"] is True
     assert start.model_config["instance_codes"] == 4
+    assert start.module.dashed_lanes and not source.module.dashed_lanes  # a sampling flag: no weights, no growth
     # both optimisers keep their moments: the old generator parameters theirs, the new ones none yet
     from aigc_synth.io.checkpoint import load_checkpoint
 
