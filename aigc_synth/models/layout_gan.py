@@ -39,12 +39,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from aigc_synth.data.layout import LAYOUT_CHANNELS as LAYOUT_CHANNEL_NAMES
 from aigc_synth.models.cgan import FactorEmbedding, ProjectionDiscriminator, _num_upsamplings
 from aigc_synth.models.particles import ParticleOverlay
 
 #: Number of layout channels (:data:`aigc_synth.data.layout.LAYOUT_CHANNELS`), fixed by the format.
 LAYOUT_CHANNELS = 6
-_CAR, _TRUCK = 2, 3  # the face channels of the layout (data/layout.py's LAYOUT_CHANNELS order)
+_CAR, _TRUCK = (LAYOUT_CHANNEL_NAMES.index(c) for c in ("car", "truck"))  # the vehicle-face channels
 
 
 def _at(m: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
