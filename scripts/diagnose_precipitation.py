@@ -75,7 +75,7 @@ def diagnose(state_path: str, scenes: str, batches: int = 8, batch_size: int = 3
         count += torch.bincount(weather, minlength=n_weather).float()
         with torch.no_grad():
             for level, g in forced.items():
-                s = disc(g(z, codes, layout), codes, layout)
+                s = disc(g(z, codes, layout), codes, layout).reshape(batch_size, -1).mean(1)  # a multi-scale critic: mean of its scales
                 score_sum[level] += torch.zeros(n_weather).index_add_(0, weather, s)
         logits, class_logits = disc(raw(z, codes, layout), codes, layout, return_aux=True)
         for name, loss in (("adv", -logits.mean()), ("aux", mc["aux_class_weight"] * aux_class_loss(class_logits, codes))):

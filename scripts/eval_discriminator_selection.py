@@ -56,8 +56,8 @@ def discriminator_scores(state_path: str, images: np.ndarray, codes: np.ndarray,
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
     with torch.no_grad():
         return torch.cat([disc(x[i:i + chunk], torch.from_numpy(codes[i:i + chunk]),
-                               torch.from_numpy(np.asarray(layouts[i:i + chunk], np.float32)))
-                          for i in range(0, len(x), chunk)]).numpy()
+                               torch.from_numpy(np.asarray(layouts[i:i + chunk], np.float32))).reshape(len(x[i:i + chunk]), -1).mean(1)
+                          for i in range(0, len(x), chunk)]).numpy()  # a multi-scale critic: the mean over its scales
 
 
 def main() -> None:

@@ -234,7 +234,7 @@ def test_a_layout_run_fine_tunes_into_the_precipitation_layer_and_vehicle_codes(
     source = load_generator(train(src.train, src.model, src.data, progress=False))
     assert source.module.precipitation is None
     grow = ("model.precipitation=true", "model.instance_codes=4", "model.mode_seeking=0.02", "model.vehicle_mode_seeking=0.05",
-            "model.vehicle_head=true", "model.dashed_lanes=true")
+            "model.vehicle_head=true", "model.dashed_lanes=true", "model.skip_rgb=true", "model.multiscale_d=true")
     ft = tiny_train_config(tmp_path / "ft", *common, *grow, "train.steps=0",
                            f"train.init_from={tmp_path / 'src' / 'state.pt'}")
     start = load_generator(train(ft.train, ft.model, ft.data, progress=False))
@@ -253,6 +253,16 @@ def test_a_layout_run_fine_tunes_into_the_precipitation_layer_and_vehicle_codes(
                                        src_state["opt_g"]["state"][old_names.index(name)]["exp_avg"])
     assert not any(new_names.index(n) in ft_state["opt_g"]["state"] for n in new_names if n.startswith("precipitation."))
     torch.testing.assert_close(ft_state["opt_d"]["state"][0]["exp_avg_sq"], src_state["opt_d"]["state"][0]["exp_avg_sq"])
+    # the critic gained its low-resolution net: the old parameters keep their moments, the new ones have none
+    from aigc_synth.models.registry import build_discriminator
+
+    critic = build_discriminator("layout_gan", DEFAULT_SCHEMA.cardinalities, **{k: v for k, v in start.model_config.items() if k != "family"},
+                                 d_base_channels=ft.model.d_base_channels, aux_class_weight=ft.model.aux_class_weight,
+                                 multiscale_d=True)
+    d_names = [n for n, _ in critic.named_parameters()]
+    assert any(n.startswith("low.") for n in d_names)
+    assert not any(i in ft_state["opt_d"]["state"] for i, n in enumerate(d_names) if n.startswith("low."))
+    assert len(ft_state["opt_d"]["state"]) == len(src_state["opt_d"]["state"])
     lay = scene_layouts(scenes[:6], 32)
     codes = np.array([DEFAULT_SCHEMA.encode(c) for c in DEFAULT_SCHEMA.combinations()[:6]])
     a = generate_images(source, codes, np.arange(6), layouts=lay).astype(int)
@@ -265,6 +275,7 @@ def test_a_layout_run_fine_tunes_into_the_precipitation_layer_and_vehicle_codes(
     assert not torch.equal(tuned.module.precipitation.point.weight, start.module.precipitation.point.weight)
     assert tuned.module.stem_norm.instance.weight.abs().sum() > 0  # the per-vehicle codes are being learnt
     assert tuned.module.vehicle_rgb.weight.abs().sum() > 0 and tuned.module.vehicle_colour.weight.abs().sum() > 0
+    assert all(rgb.weight.abs().sum() > 0 for rgb in tuned.module.skip_rgbs)
     # the run logs the particle gates per weather (mean over times, traffic levels and units); the
     # source run, without the layer, logs none
     logged = [json.loads(line) for line in (tmp_path / "ft" / "log.jsonl").read_text().splitlines()]
@@ -570,6 +581,40 @@ def test_vehicle_head_paints_inside_vehicle_faces_only(scenes):
     face = (lay[:, 2] + lay[:, 3]) > 0
     assert face.any() and (delta[face] > 1e-3).any()
     assert torch.all(delta[~face] == 0)
+
+
+def test_skip_rgb_starts_neutral_and_the_multiscale_critic_scores_both_scales(scenes):
+    """Skip RGB convs start at zero (a trained generator's images are unchanged when they are added)
+    and, once non-zero, add a smooth coarse image; the multi-scale critic returns one logit per
+    scale, its low-resolution column reading only the pooled image."""
+    from aigc_synth.models.registry import build_discriminator
+
+    torch.manual_seed(0)
+    plain = build_generator("layout_gan", DEFAULT_SCHEMA.cardinalities, **TINY_LAYOUT).eval()
+    skip = build_generator("layout_gan", DEFAULT_SCHEMA.cardinalities, skip_rgb=True, **TINY_LAYOUT).eval()
+    missing, unexpected = skip.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("skip_rgbs.") for k in missing)
+    z, codes = torch.randn(3, 16), torch.zeros(3, 3, dtype=torch.int64)
+    lay = torch.from_numpy(scene_layouts(scenes[:3], 32))
+    with torch.no_grad():
+        torch.testing.assert_close(skip(z, codes, lay), plain(z, codes, lay))
+        skip.skip_rgbs[0].bias.fill_(0.5)  # the coarsest level's constant: a uniform shift of the pre-tanh image
+        before, after = plain(z, codes, lay), skip(z, codes, lay)
+    unsaturated = (before.abs() < 0.9) & (after.abs() < 0.9)
+    assert unsaturated.float().mean() > 0.5
+    shift = (torch.atanh(after) - torch.atanh(before))[unsaturated]
+    torch.testing.assert_close(shift, torch.full_like(shift, 0.5), atol=1e-3, rtol=0)
+    critic = build_discriminator("layout_gan", DEFAULT_SCHEMA.cardinalities, resolution=32, d_base_channels=8,
+                                 aux_class_weight=0.2, multiscale_d=True).eval()  # eval: no power-iteration updates
+    image = torch.rand(3, 3, 32, 32) * 2 - 1
+    logits, class_logits = critic(image, codes, lay, return_aux=True)
+    assert logits.shape == (3, 2) and len(class_logits) == 3
+    # pixel-level detail that 2x pooling averages away moves the full-resolution logit only
+    checker = (torch.arange(32)[:, None] + torch.arange(32)[None, :]) % 2 * 0.2 - 0.1
+    with torch.no_grad():
+        a, b = critic(image, codes, lay), critic(image + checker, codes, lay)
+    assert not torch.allclose(a[:, 0], b[:, 0]) and torch.allclose(a[:, 1], b[:, 1], atol=1e-5)
+    assert build_discriminator("layout_gan", DEFAULT_SCHEMA.cardinalities, resolution=32, d_base_channels=8)(image, codes, lay).shape == (3,)
 
 
 def test_evaluation_border_energy_sees_a_seam_and_its_options_parse():

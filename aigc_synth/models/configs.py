@@ -84,6 +84,11 @@ class LayoutGANConfig(ImageModelConfig):
     # phase; at sampling a phase drawn from each sample's seed) instead of solid lines, which the
     # generator could only draw as faint continuous lines (the dash phase was left to z)
     dashed_lanes: bool = False
+    # StyleGAN2-style skip RGB convs on the coarse levels (models/layout_gan.LayoutGenerator); zero-initialised,
+    # so fine-tunable into a state without them
+    skip_rgb: bool = False
+    # a second discriminator on 2x-pooled images (pix2pixHD / SPADE multi-scale critic); a fine-tune may add it
+    multiscale_d: bool = False
     aux_class_weight: float = 0.2  # AC-GAN head on weather / time / traffic (0 = off)
     # matching-aware discriminator (Reed et al. 2016): real images paired with another sample's
     # layout count as fake, so D must check that vehicles sit where the layout says

@@ -216,7 +216,7 @@ class LayoutGenerator(nn.Module):
                  spade_hidden: int = 32, truncation: float = 1.0, precipitation: bool = False,
                  instance_codes: int = 0, particles: bool = False,
                  factors: Sequence[tuple[str, Sequence[str]]] | None = None, padding_mode: str = "zeros",
-                 vehicle_head: bool = False, dashed_lanes: bool = False):
+                 vehicle_head: bool = False, dashed_lanes: bool = False, skip_rgb: bool = False):
         super().__init__()
         n_up = _num_upsamplings(resolution)
         self.z_dim, self.resolution, self.layout_channels = z_dim, resolution, layout_channels
@@ -239,6 +239,12 @@ class LayoutGenerator(nn.Module):
                          spade_hidden if i < n_up - 2 else spade_hidden // 2, self.instance_codes)
             for i in range(n_up))
         self.to_rgb = nn.Conv2d(chans[-1], 3, 3, padding=1)
+        # skip RGB (StyleGAN2's skip generator): a 1×1 RGB conv on every lower level's output, upsampled
+        # bilinearly and added before the tanh. Smooth gradients (sky, road, fog) then come from coarse
+        # levels directly, where the last conv could only draw them as low-frequency blotches (the
+        # bundled model's sky varies twice as much along a row as the renderer's). Zero-initialised,
+        # so a trained generator fine-tunes into it with its images unchanged.
+        self.skip_rgbs = nn.ModuleList(nn.Conv2d(c, 3, 1) for c in chans[1:-1]) if skip_rgb else None
         # vehicle head: a second RGB conv (and, with per-vehicle codes, a per-vehicle colour) added only
         # inside the layout's vehicle faces, weighted by their exact pixel coverage. The shared conv
         # stack draws boundaries only as sharp as a 3×3 conv after nearest upsampling can, and bleeds
@@ -246,7 +252,7 @@ class LayoutGenerator(nn.Module):
         # colour. Zero-initialised: a trained generator fine-tunes into it with its images unchanged.
         self.vehicle_rgb = nn.Conv2d(chans[-1], 3, 3, padding=1) if vehicle_head else None
         self.vehicle_colour = nn.Conv2d(self.instance_codes, 3, 1) if vehicle_head and self.instance_codes else None
-        for layer in (self.vehicle_rgb, self.vehicle_colour):
+        for layer in (self.vehicle_rgb, self.vehicle_colour, *(self.skip_rgbs or ())):
             if layer is not None:
                 nn.init.zeros_(layer.weight)
                 nn.init.zeros_(layer.bias)
@@ -317,9 +323,14 @@ class LayoutGenerator(nn.Module):
         inst = self._instance_map(layout, tables) if tables is not None else None
         x = self.stem(style).view(z.shape[0], self.chans[0], 4, 4)
         x = F.relu(self.stem_norm(x, style, layout, inst))
+        coarse = []
         for block, noise in zip(self.blocks, noises):
             x = block(x, style, layout, noise, inst)
+            coarse.append(x)
         pre = self.to_rgb(x)
+        if self.skip_rgbs is not None:
+            for rgb, level in zip(self.skip_rgbs, coarse[:-1]):
+                pre = pre + F.interpolate(rgb(level), size=pre.shape[-2:], mode="bilinear", align_corners=False)
         if self.vehicle_rgb is not None:
             face = (layout[:, _CAR] + layout[:, _TRUCK]).clamp(0, 1)[:, None]
             own = self.vehicle_rgb(x)
@@ -335,13 +346,29 @@ class LayoutGenerator(nn.Module):
 
 
 class LayoutDiscriminator(nn.Module):
-    """(image, codes, layout) → logit (B,): the projection discriminator on image ⊕ layout channels."""
+    """(image, codes, layout) → logit (B,): the projection discriminator on image ⊕ layout channels.
+
+    ``multiscale=True`` adds a second projection discriminator on 2× average-pooled image ⊕ layout
+    (pix2pixHD / SPADE's multi-scale critic): it sees the coarse structure (sky and road gradients,
+    lighting) with the same capacity the full-resolution one spends on edges. The logits are then
+    (B, 2), one column per scale; the hinge losses average over every element, i.e. over the scales.
+    The auxiliary class heads stay on the full-resolution net.
+    """
 
     def __init__(self, cardinalities: Sequence[int], resolution: int = 64, base_channels: int = 32,
-                 aux_head: bool = False, layout_channels: int = LAYOUT_CHANNELS):
+                 aux_head: bool = False, layout_channels: int = LAYOUT_CHANNELS, multiscale: bool = False):
         super().__init__()
         self.net = ProjectionDiscriminator(cardinalities, resolution, base_channels, aux_head=aux_head,
                                            in_channels=3 + layout_channels)
+        self.low = (ProjectionDiscriminator(cardinalities, resolution // 2, base_channels, in_channels=3 + layout_channels)
+                    if multiscale else None)
 
     def forward(self, x: torch.Tensor, codes: torch.Tensor, layout: torch.Tensor, return_aux: bool = False):
-        return self.net(torch.cat([x, layout * 2 - 1], dim=1), codes, return_aux=return_aux)
+        pair = torch.cat([x, layout * 2 - 1], dim=1)
+        out = self.net(pair, codes, return_aux=return_aux)
+        if self.low is None:
+            return out
+        low = self.low(F.avg_pool2d(pair, 2), codes)
+        if return_aux:
+            return torch.stack([out[0], low], dim=1), out[1]
+        return torch.stack([out, low], dim=1)

@@ -194,9 +194,9 @@ def step_batches(data, batch_size: int, start: int, steps: int, workers: int):
 
 def _growable(key: str) -> bool:
     """Generator parameters a fine-tune may add to a trained state (they start in a neutral state that
-    leaves the images unchanged): the layout GAN's precipitation layer, per-vehicle code convs and
-    vehicle head."""
-    return (key.startswith(("precipitation.", "stem_norm.instance.", "vehicle_rgb.", "vehicle_colour."))
+    leaves the images unchanged): the layout GAN's precipitation layer, per-vehicle code convs,
+    vehicle head and skip RGB convs."""
+    return (key.startswith(("precipitation.", "stem_norm.instance.", "vehicle_rgb.", "vehicle_colour.", "skip_rgbs."))
             or ".norm.instance." in key)
 
 
@@ -212,17 +212,23 @@ def precipitation_gates(generator: torch.nn.Module, schema) -> dict[str, float]:
     return {f"gate_{value}": round(float(m), 4) for value, m in zip(schema.values(schema.names[0]), means)}
 
 
-def _moments_with_new_parameters(saved: dict[str, Any], generator: torch.nn.Module, new_keys: set[str]) -> dict[str, Any]:
-    """A saved optimiser state re-indexed for ``generator`` after it gained the parameters ``new_keys``.
+def _critic_growable(key: str) -> bool:
+    """Critic parameters a fine-tune may add: the auxiliary class heads and the layout GAN's
+    low-resolution discriminator (``model.multiscale_d``)."""
+    return key.startswith(("aux_heads.", "low.")) or ".aux_heads." in key
 
-    The saved state indexes the old generator's parameters in registration order, which is this
-    generator's order with the new parameters left out (modules are only ever added, never moved).
+
+def _moments_with_new_parameters(saved: dict[str, Any], module: torch.nn.Module, new_keys: set[str]) -> dict[str, Any]:
+    """A saved optimiser state re-indexed for ``module`` after it gained the parameters ``new_keys``.
+
+    The saved state indexes the old module's parameters in registration order, which is this
+    module's order with the new parameters left out (modules are only ever added, never moved).
     The new parameters get no entry, so Adam starts their moments at their first step."""
-    names = [n for n, _ in generator.named_parameters()]
+    names = [n for n, _ in module.named_parameters()]
     old_names = [n for n in names if n not in new_keys]
     groups = saved["param_groups"]
     if len(groups) != 1 or len(groups[0]["params"]) != len(old_names):
-        raise CheckpointError(f"the source's generator optimiser has {sum(len(g['params']) for g in groups)} parameters "
+        raise CheckpointError(f"the source's optimiser has {sum(len(g['params']) for g in groups)} parameters "
                               f"in {len(groups)} groups, expected {len(old_names)} in 1")
     position = {n: i for i, n in enumerate(names)}
     old_index = groups[0]["params"]
@@ -237,8 +243,8 @@ def load_training_state(path: Path | str, family: Family, cfg: ImageModelConfig,
     The source must be a training state for the same schema whose ``family.arch_keys`` equal this
     run's (everything else, e.g. learning rates, may differ: the run's own values apply). The
     generator, its EMA and both optimisers' moments always load. The critic loads too, except for
-    heads the source lacks (the auxiliary classifier), which start fresh (and then so does the
-    critic's optimiser). A fine-tune (not a resume) may also add a generator layer that
+    parts the source lacks (:func:`_critic_growable`: the auxiliary classifier, the multi-scale
+    critic's low-resolution net), which start fresh with fresh moments. A fine-tune (not a resume) may also add a generator layer that
     :func:`_growable` names: the existing parameters keep their moments, only the new ones start
     fresh. (With both optimisers restarted, a layout GAN fine-tune's critic loss fell 2.4 → 0.9 at
     the restart and the run ended with FD 1.96 → 6.86.)
@@ -262,7 +268,7 @@ def load_training_state(path: Path | str, family: Family, cfg: ImageModelConfig,
         raise CheckpointError(f"{path} lacks generator layers this run has ({g_missing[0]}, …): "
                               "start a fine-tune instead (train.init_from=<that state.pt> with a new train.out_dir)")
     missing, unexpected = ctx.D.load_state_dict(state["D"], strict=False)
-    if unexpected or any(not k.startswith("aux_heads.") for k in missing):
+    if unexpected or any(not _critic_growable(k) for k in missing):
         raise CheckpointError(f"{path}: discriminator does not match (missing {missing}, unexpected {unexpected})")
     if G_ema is not None:  # a gained layer starts equal in G and G_ema; a source without an EMA starts it at G
         G_ema.load_state_dict(state["G_ema"] if state.get("G_ema") else ctx.G.state_dict(), strict=not g_missing)
@@ -272,10 +278,10 @@ def load_training_state(path: Path | str, family: Family, cfg: ImageModelConfig,
         ctx.opt_g.load_state_dict(_moments_with_new_parameters(state["opt_g"], ctx.G, set(g_missing)))
     for group in ctx.opt_g.param_groups:  # the moments carry over; the hyper-parameters are this run's
         group["lr"], group["betas"] = cfg.lr_g, (cfg.beta1, cfg.beta2)
-    if not missing:  # a critic that gained heads needs a fresh optimiser (its parameter list changed)
-        ctx.opt_d.load_state_dict(state["opt_d"])
-        for group in ctx.opt_d.param_groups:
-            group["lr"], group["betas"] = cfg.lr_d, (cfg.beta1, cfg.beta2)
+    # a critic that gained heads or a scale: its old parameters keep their moments, the new ones start fresh
+    ctx.opt_d.load_state_dict(_moments_with_new_parameters(state["opt_d"], ctx.D, set(missing)) if missing else state["opt_d"])
+    for group in ctx.opt_d.param_groups:
+        group["lr"], group["betas"] = cfg.lr_d, (cfg.beta1, cfg.beta2)
     if resume:
         ctx.aug_gen.set_state(state["aug_rng"])
         torch.set_rng_state(state["torch_rng"])
