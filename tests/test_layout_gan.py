@@ -637,3 +637,57 @@ def test_evaluation_border_energy_sees_a_seam_and_its_options_parse():
         "a", "x.pt", {"psi": 0.7, "particles": True, "padding": "replicate"})
     with pytest.raises(SystemExit):
         mod.parse_model("a=x.pt@psi=2")
+
+
+def test_row_calibration_fits_on_training_renders_and_corrects_the_row_means(layout_checkpoint, scenes, tmp_path):
+    """calibrate_generator.py writes a copy whose per-(time of day) row means match the renderer's on
+    the fit set and reduce the error on other renders of the scenes; the correction is sampling-only
+    (training mode is the source's), per sample (batch-independent), and bad requests write nothing."""
+    import importlib.util
+
+    from aigc_synth.training.calibration import calibration_keys
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "calibrate_generator.py"
+    spec = importlib.util.spec_from_file_location("calibrate_generator", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    scene_dir = tmp_path / "scenes"
+    scene_dir.mkdir()
+    pq.write_table(scenes_to_table(scenes), scene_dir / "part-00000.parquet")
+    out = tmp_path / "calibrated.pt"
+    mod.main([str(layout_checkpoint), str(out), "--scenes", str(scene_dir), "--n", "300", "--factors", "time_of_day", "--why", "test"])
+    source, copy = load_generator(layout_checkpoint), load_generator(out)
+    assert copy.model_id != source.model_id and copy.model_config["calibration_factors"] == [1]
+    assert copy.meta["calibration"]["factor_names"] == ["time_of_day"] and copy.meta["calibration"]["n"] == 300
+    assert copy.module.row_calibration.shape == (3, 3, 32) and copy.module.row_calibration.abs().sum() > 0
+
+    def row_error(gen, seed):  # |mean over samples of (real - generated)| per key, row and colour, in grey levels
+        data = SceneImageDataset(scenes, seed=seed, resolution=32)
+        b = data.batch(range(300))
+        codes = b["codes"].numpy()
+        fake = generate_images(gen, codes, np.arange(300) + 10_000 * seed, layouts=b["layout"].numpy())
+        diff = (b["image"].numpy().astype(float) - fake.transpose(0, 3, 1, 2)).mean(axis=3)
+        keys = calibration_keys(codes, [1], DEFAULT_SCHEMA.cardinalities)
+        return np.mean([np.abs(diff[keys == k].mean(axis=0)).mean() for k in range(3)])
+
+    before, after = row_error(source, 5), row_error(copy, 5)
+    assert after < 0.6 * before, (before, after)  # other renders and latents than the fit's
+    # sampling only: in training mode the copy is the source
+    lay = torch.from_numpy(scene_layouts(scenes[:6], 32))
+    z, codes = torch.randn(6, 16), torch.tensor([[0, t % 3, 0] for t in range(6)])
+    with torch.no_grad():
+        torch.testing.assert_close(copy.module.train()(z, codes, lay), source.module.train()(z, codes, lay))
+    copy.module.eval()
+    codes_np, lay_np = codes.numpy(), lay.numpy()
+    whole = generate_images(copy, codes_np, np.arange(6), layouts=lay_np)
+    one_by_one = np.concatenate([generate_images(copy, codes_np[i:i + 1], np.arange(6)[i:i + 1], layouts=lay_np[i:i + 1])
+                                 for i in range(6)])
+    np.testing.assert_array_equal(whole, one_by_one)
+    for bad in (["--factors", "season"], ["--n", "0"]):
+        target = tmp_path / "bad.pt"
+        with pytest.raises(SystemExit):
+            mod.main([str(layout_checkpoint), str(target), "--scenes", str(scene_dir), *bad])
+        assert not target.exists()
+    with pytest.raises(SystemExit, match="already calibrated"):
+        mod.main([str(out), str(tmp_path / "twice.pt"), "--scenes", str(scene_dir)])
+    assert not (tmp_path / "twice.pt").exists()

@@ -216,7 +216,8 @@ class LayoutGenerator(nn.Module):
                  spade_hidden: int = 32, truncation: float = 1.0, precipitation: bool = False,
                  instance_codes: int = 0, particles: bool = False,
                  factors: Sequence[tuple[str, Sequence[str]]] | None = None, padding_mode: str = "zeros",
-                 vehicle_head: bool = False, dashed_lanes: bool = False, skip_rgb: bool = False):
+                 vehicle_head: bool = False, dashed_lanes: bool = False, skip_rgb: bool = False,
+                 calibration_factors: Sequence[int] = ()):
         super().__init__()
         n_up = _num_upsamplings(resolution)
         self.z_dim, self.resolution, self.layout_channels = z_dim, resolution, layout_channels
@@ -256,6 +257,16 @@ class LayoutGenerator(nn.Module):
             if layer is not None:
                 nn.init.zeros_(layer.weight)
                 nn.init.zeros_(layer.bias)
+        # per-condition row-colour calibration (training/calibration.py): a (K, 3, R) table of offsets
+        # added to each image row at sampling time, K = the combinations of the factors it is keyed by;
+        # fitted after training, zero (and absent) until then, never applied in training mode
+        self.calibration_factors = tuple(int(f) for f in calibration_factors)
+        if self.calibration_factors:
+            cards = [int(cardinalities[f]) for f in self.calibration_factors]
+            self.register_buffer("row_calibration", torch.zeros(math.prod(cards), 3, resolution))
+            self._calibration_strides = [math.prod(cards[i + 1:]) for i in range(len(cards))]
+        else:
+            self.row_calibration = None
         # absent (not merely idle) when off, so checkpoints from before the layer load unchanged
         self.precipitation = PrecipitationLayer(embed_dim, cardinalities) if precipitation else None
         # the renderer's rain streaks / snow flakes drawn over the image (models/particles.py); needs the
@@ -342,7 +353,13 @@ class LayoutGenerator(nn.Module):
             image = self.precipitation(image, codes, cond, noises[len(self.blocks)])
         if self.particles is not None:
             image = self.particles(image, codes, layout, noises[-2], noises[-1])
+        if self.row_calibration is not None and not self.training:
+            image = (image + self.row_calibration[self.calibration_key(codes)][..., None]).clamp(-1, 1)
         return image
+
+    def calibration_key(self, codes: torch.Tensor) -> torch.Tensor:
+        """(B,) row of :attr:`row_calibration` for each sample's codes (its calibration factors' combination)."""
+        return sum(codes[:, f] * stride for f, stride in zip(self.calibration_factors, self._calibration_strides))
 
 
 class LayoutDiscriminator(nn.Module):

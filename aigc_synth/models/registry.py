@@ -61,7 +61,7 @@ FAMILIES: dict[str, Family] = {
     "layout_gan": Family("layout_gan", LayoutGANConfig, LayoutGenerator, LayoutDiscriminator,
                          generator_keys=("resolution", "z_dim", "base_channels", "embed_dim", "spade_hidden", "truncation",
                                          "precipitation", "instance_codes", "particles",
-                                         "padding_mode", "vehicle_head", "dashed_lanes", "skip_rgb"),
+                                         "padding_mode", "vehicle_head", "dashed_lanes", "skip_rgb", "calibration_factors"),
                          critic_keys=("resolution", "d_base_channels", "aux_class_weight", "multiscale_d"),
                          arch_keys=("resolution", "z_dim", "base_channels", "d_base_channels", "embed_dim", "spade_hidden"),
                          train_step=layout_gan_step, layout=True),
