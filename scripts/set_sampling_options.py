@@ -50,6 +50,9 @@ def main() -> None:
     gen = load_generator(a.source)  # validates the checkpoint
     if gen.family != "layout_gan":
         raise SystemExit(f"{a.source}: family {gen.family} has no sampling options (layout_gan only)")
+    if getattr(gen.module, "row_calibration", None) is not None:  # its table was fitted for the current options
+        raise SystemExit(f"{a.source} carries a row calibration fitted for its current options: set the options on the "
+                         "uncalibrated source, then run scripts/calibrate_generator.py again")
     options = {k: v for k, v in (("truncation", a.psi), ("particles", None if a.particles is None else a.particles == "on"),
                                  ("padding_mode", a.padding)) if v is not None}
     ckpt = load_checkpoint(a.source)

@@ -691,3 +691,9 @@ def test_row_calibration_fits_on_training_renders_and_corrects_the_row_means(lay
     with pytest.raises(SystemExit, match="already calibrated"):
         mod.main([str(out), str(tmp_path / "twice.pt"), "--scenes", str(scene_dir)])
     assert not (tmp_path / "twice.pt").exists()
+    import subprocess
+    import sys
+
+    options = Path(__file__).resolve().parents[1] / "scripts" / "set_sampling_options.py"
+    done = subprocess.run([sys.executable, str(options), str(out), str(tmp_path / "psi.pt"), "--psi", "0.7"], capture_output=True, text=True)
+    assert done.returncode != 0 and "calibrat" in done.stderr and not (tmp_path / "psi.pt").exists()
