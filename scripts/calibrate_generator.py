@@ -4,8 +4,8 @@
     python scripts/calibrate_generator.py runs/pcodes_vms02/best_generator.pt calibrated.pt \
         --scenes data/scenes/train --n 9000
 
-Fits, on renders of the *training* scenes, the mean difference (real − generated) of every image row
-and colour per combination of ``--factors`` (default: every factor the scene images draw, i.e. all
+Fits, on renders of the *training* scenes, the median (``--estimator mean``: mean) difference
+(real − generated) of every image row and colour per combination of ``--factors`` (default: every factor the scene images draw, i.e. all
 but traffic, which the scene and its layout carry), and stores it in the copy; the generator adds it
 when sampling (see ``aigc_synth/training/calibration.py``). Set the sampling options
 (``scripts/set_sampling_options.py``: ψ, particles, padding) first: the fit is for the options the
@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from aigc_synth.data.scene_images import SceneImageDataset  # noqa: E402
 from aigc_synth.io.checkpoint import load_checkpoint, load_generator, save_checkpoint  # noqa: E402
 from aigc_synth.scenes.dataset import read_scenes  # noqa: E402
-from aigc_synth.training.calibration import calibrated_checkpoint, fit_row_calibration  # noqa: E402
+from aigc_synth.training.calibration import ESTIMATORS, calibrated_checkpoint, fit_row_calibration  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--scenes", required=True, help="the training scenes (a folder of scene Parquet)")
     p.add_argument("--n", type=int, default=9000, help="renders to fit on (default 9000: ~600 per weather x time)")
     p.add_argument("--factors", default=None, help="comma-separated factor names keying the table (default: all but traffic)")
+    p.add_argument("--estimator", choices=ESTIMATORS, default="median",
+                   help="median (default; robust to broken tail images) or mean of the per-image row differences")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--why", default="", help="how the calibration was chosen (stored in meta)")
     a = p.parse_args(argv)
@@ -58,8 +60,9 @@ def main(argv: list[str] | None = None) -> None:
     dataset = SceneImageDataset(scenes, seed=a.seed, resolution=gen.resolution, schema=gen.schema,
                                 dashed_lanes=bool(getattr(gen.module, "dashed_lanes", False)))
     t0 = time.perf_counter()
-    calibration = fit_row_calibration(gen, dataset, a.n, [names.index(n) for n in chosen], seed=a.seed)
-    provenance = {"scenes": str(a.scenes), "n": a.n, "seed": a.seed, "factor_names": chosen, "source_model_id": gen.model_id,
+    calibration = fit_row_calibration(gen, dataset, a.n, [names.index(n) for n in chosen], seed=a.seed,
+                                      estimator=a.estimator)
+    provenance = {"scenes": str(a.scenes), "n": a.n, "seed": a.seed, "estimator": a.estimator, "factor_names": chosen, "source_model_id": gen.model_id,
                   "fitted_with": {"truncation": gen.module.truncation, "particles": gen.module.particles is not None,
                                   "padding_mode": gen.module.padding_mode},
                   "why": a.why}

@@ -697,3 +697,30 @@ def test_row_calibration_fits_on_training_renders_and_corrects_the_row_means(lay
     options = Path(__file__).resolve().parents[1] / "scripts" / "set_sampling_options.py"
     done = subprocess.run([sys.executable, str(options), str(out), str(tmp_path / "psi.pt"), "--psi", "0.7"], capture_output=True, text=True)
     assert done.returncode != 0 and "calibrat" in done.stderr and not (tmp_path / "psi.pt").exists()
+
+
+def test_the_median_calibration_ignores_broken_tail_images_the_mean_follows(scenes):
+    """A stand-in generator draws flat mid-grey, except a white image for ~7 % of latents (the broken
+    tail a high ψ samples): the median fit matches the clean fit, the mean fit is pulled by the tail."""
+    from aigc_synth.io.checkpoint import LoadedGenerator
+    from aigc_synth.training.calibration import fit_row_calibration
+
+    class Flat(torch.nn.Module):
+        def __init__(self, tail: float):
+            super().__init__()
+            self.resolution, self.z_dim, self.tail, self.row_calibration = 32, 8, tail, None
+
+        def forward(self, z, codes, layout):
+            return (z[:, :1, None, None] > self.tail).float().expand(-1, 3, 32, 32).clone()
+
+    def fit(tail: float, estimator: str) -> np.ndarray:
+        gen = LoadedGenerator(module=Flat(tail), family="layout_gan", model_config={}, schema=DEFAULT_SCHEMA,
+                              model_id="x" * 64, path="-", meta={})
+        data = SceneImageDataset(scenes, seed=3, resolution=32)
+        return fit_row_calibration(gen, data, 400, [1], estimator=estimator).table
+
+    tail_shift = {e: np.abs(fit(1.5, e) - fit(99.0, e)).mean() for e in ("median", "mean")}
+    assert tail_shift["mean"] > 0.04  # ~7 % of images 127 levels too bright: the mean moves ~0.07
+    assert tail_shift["median"] < 0.3 * tail_shift["mean"], tail_shift
+    with pytest.raises(ValueError, match="estimator"):
+        fit(1.5, "mode")

@@ -8,9 +8,8 @@ each row differs from the renderer's by 2.6 grey levels on average and up to 20 
 
 The calibration measures that difference on the *training* distribution, pairwise: real renders of
 training scenes and generated images for the same scenes, conditions and layouts, under the
-generator's own sampling options (ψ, particles). The mean difference per row, colour and
-combination of the calibration factors is the least-squares additive correction of the first
-moment; :class:`~aigc_synth.models.layout_gan.LayoutGenerator` adds it at sampling time
+generator's own sampling options (ψ, particles). The median (or mean) difference per row, colour
+and combination of the calibration factors is the additive correction of the first moment; :class:`~aigc_synth.models.layout_gan.LayoutGenerator` adds it at sampling time
 (``row_calibration``, never in training). It corrects means only: variety across latents, layout
 fidelity and per-image structure are untouched.
 """
@@ -52,11 +51,23 @@ def calibration_keys(codes: np.ndarray, factors: Sequence[int], cardinalities: S
     return np.ravel_multi_index(tuple(np.asarray(codes)[:, f] for f in factors), cards).astype(np.int64)
 
 
-def fit_row_calibration(gen, dataset, n: int, factors: Sequence[int], seed: int = 0, batch: int = 256) -> RowCalibration:
+ESTIMATORS = ("median", "mean")
+
+
+def fit_row_calibration(gen, dataset, n: int, factors: Sequence[int], seed: int = 0, batch: int = 256,
+                        estimator: str = "median") -> RowCalibration:
     """Fit the row-colour table of layout generator ``gen`` (a :class:`~aigc_synth.io.checkpoint.LoadedGenerator`
     without a calibration, sampled with its own options) on ``n`` items of ``dataset`` (a
     :class:`~aigc_synth.data.scene_images.SceneImageDataset` of training scenes): each item's real
-    render against ``gen``'s image for the same codes and layout, with a latent seed of its own."""
+    render against ``gen``'s image for the same codes and layout, with a latent seed of its own.
+
+    ``estimator``: ``median`` (default) or ``mean`` of the per-item differences of row means. The
+    mean is the least-squares shift, but a few broken images from the latent tails pull it, and then
+    every image pays: at ψ 1 a mean fit *lowered* recall / coverage 0.861 / 0.764 → 0.765 / 0.657 where
+    the median raised them to 0.904 / 0.856 (60 samples per condition); at ψ 0.6 the two agree within
+    0.012 (README, Layout model figures)."""
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
     from aigc_synth.sampling.sampler import generate_images
 
     if getattr(gen.module, "row_calibration", None) is not None:
@@ -68,9 +79,7 @@ def fit_row_calibration(gen, dataset, n: int, factors: Sequence[int], seed: int 
     if not factors or len(set(factors)) != len(factors) or not all(0 <= f < len(cards) for f in factors):
         raise ValueError(f"factors must be distinct indices of the schema's {len(cards)} factors, got {factors}")
     k = math.prod(int(cards[f]) for f in factors)
-    res = gen.resolution
-    sums = np.zeros((k, 3, res))
-    counts = np.zeros(k, np.int64)
+    diffs, keys_all = [], []
     for start in range(0, n, batch):
         idx = np.arange(start, min(start + batch, n))
         b = dataset.batch(idx)
@@ -78,11 +87,15 @@ def fit_row_calibration(gen, dataset, n: int, factors: Sequence[int], seed: int 
         fake = generate_images(gen, codes, derive_seeds(seed, idx, stream=CALIBRATION_STREAM), layouts=b["layout"].numpy())
         # per image and row: mean over columns of real - fake, in [-1, 1] units
         diff = (b["image"].numpy().astype(np.float64) - fake.transpose(0, 3, 1, 2).astype(np.float64)).mean(axis=3) / 127.5
-        keys = calibration_keys(codes, factors, cards)
-        np.add.at(sums, keys, diff)
-        counts += np.bincount(keys, minlength=k)
-    table = np.where(counts[:, None, None] >= MIN_SAMPLES_PER_KEY, sums / np.maximum(counts, 1)[:, None, None], 0.0)
-    return RowCalibration(factors=factors, table=table.astype(np.float32), counts=counts)
+        diffs.append(diff.astype(np.float32))
+        keys_all.append(calibration_keys(codes, factors, cards))
+    diff, keys = np.concatenate(diffs), np.concatenate(keys_all)
+    counts = np.bincount(keys, minlength=k)
+    reduce = np.median if estimator == "median" else np.mean
+    table = np.zeros((k, 3, gen.resolution), np.float32)
+    for key in np.flatnonzero(counts >= MIN_SAMPLES_PER_KEY):  # rarer keys stay uncorrected
+        table[key] = reduce(diff[keys == key], axis=0)
+    return RowCalibration(factors=factors, table=table, counts=counts)
 
 
 def calibrated_checkpoint(ckpt: dict, calibration: RowCalibration, provenance: dict) -> dict:
