@@ -241,10 +241,10 @@ class LayoutGenerator(nn.Module):
             for i in range(n_up))
         self.to_rgb = nn.Conv2d(chans[-1], 3, 3, padding=1)
         # skip RGB (StyleGAN2's skip generator): a 1×1 RGB conv on every lower level's output, upsampled
-        # bilinearly and added before the tanh. Smooth gradients (sky, road, fog) then come from coarse
-        # levels directly, where the last conv could only draw them as low-frequency blotches (the
-        # bundled model's sky varies twice as much along a row as the renderer's). Zero-initialised,
-        # so a trained generator fine-tunes into it with its images unchanged.
+        # bilinearly and added before the tanh, so smooth gradients (sky, road, fog) can come from coarse
+        # levels directly (the bundled model's sky varies twice as much along a row as the renderer's).
+        # Zero-initialised, so a trained generator fine-tunes into it with its images unchanged; as a
+        # 750-step fine-tune it did not help (README, Layout model figures), from scratch it is untried.
         self.skip_rgbs = nn.ModuleList(nn.Conv2d(c, 3, 1) for c in chans[1:-1]) if skip_rgb else None
         # vehicle head: a second RGB conv (and, with per-vehicle codes, a per-vehicle colour) added only
         # inside the layout's vehicle faces, weighted by their exact pixel coverage. The shared conv

@@ -4,14 +4,15 @@ A GAN's images can be right in every structure and still be off in colour by a f
 per condition, in a pattern that depends on the image row (sky gradient, road brightness near the
 horizon, a snowy road drawn too bright). The discriminator barely penalises such small first-moment
 errors, yet feature-space metrics see them: on the bundled model, the per-(weather, time) mean of
-each row differs from the renderer's by 2.6 grey levels on average and up to 20 (snow day road).
+each row differs from the renderer's by 2.6 grey levels on average and up to 17 (the snowy road).
 
 The calibration measures that difference on the *training* distribution, pairwise: real renders of
 training scenes and generated images for the same scenes, conditions and layouts, under the
 generator's own sampling options (ψ, particles). The median (or mean) difference per row, colour
-and combination of the calibration factors is the additive correction of the first moment; :class:`~aigc_synth.models.layout_gan.LayoutGenerator` adds it at sampling time
-(``row_calibration``, never in training). It corrects means only: variety across latents, layout
-fidelity and per-image structure are untouched.
+and combination of the calibration factors is the additive correction of the first moment;
+:class:`~aigc_synth.models.layout_gan.LayoutGenerator` adds it at sampling time (``row_calibration``,
+never in training). It corrects means only: variety across latents, layout fidelity and per-image
+structure are the model's own.
 """
 
 from __future__ import annotations

@@ -244,8 +244,8 @@ def load_training_state(path: Path | str, family: Family, cfg: ImageModelConfig,
     run's (everything else, e.g. learning rates, may differ: the run's own values apply). The
     generator, its EMA and both optimisers' moments always load. The critic loads too, except for
     parts the source lacks (:func:`_critic_growable`: the auxiliary classifier, the multi-scale
-    critic's low-resolution net), which start fresh with fresh moments. A fine-tune (not a resume) may also add a generator layer that
-    :func:`_growable` names: the existing parameters keep their moments, only the new ones start
+    critic's low-resolution net), which start fresh (its other parameters keep their moments). A
+    fine-tune (not a resume) may also add a generator layer that :func:`_growable` names: the existing parameters keep their moments, only the new ones start
     fresh. (With both optimisers restarted, a layout GAN fine-tune's critic loss fell 2.4 → 0.9 at
     the restart and the run ended with FD 1.96 → 6.86.)
     ``resume=True`` additionally restores the RNGs and the step counter, which is what makes a
