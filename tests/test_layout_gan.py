@@ -645,7 +645,7 @@ def test_row_calibration_fits_on_training_renders_and_corrects_the_row_means(lay
     (training mode is the source's), per sample (batch-independent), and bad requests write nothing."""
     import importlib.util
 
-    from aigc_synth.training.calibration import calibration_keys
+    from aigc_synth.models.layout_gan import calibration_keys
 
     script = Path(__file__).resolve().parents[1] / "scripts" / "calibrate_generator.py"
     spec = importlib.util.spec_from_file_location("calibrate_generator", script)
@@ -670,6 +670,10 @@ def test_row_calibration_fits_on_training_renders_and_corrects_the_row_means(lay
         keys = calibration_keys(codes, [1], DEFAULT_SCHEMA.cardinalities)
         return np.mean([np.abs(diff[keys == k].mean(axis=0)).mean() for k in range(3)])
 
+    grid = np.array([DEFAULT_SCHEMA.encode(c) for c in DEFAULT_SCHEMA.combinations()])  # one definition, numpy or torch
+    expected = np.ravel_multi_index((grid[:, 0], grid[:, 1]), DEFAULT_SCHEMA.cardinalities[:2])
+    np.testing.assert_array_equal(calibration_keys(grid, [0, 1], DEFAULT_SCHEMA.cardinalities), expected)
+    np.testing.assert_array_equal(calibration_keys(torch.from_numpy(grid), [0, 1], DEFAULT_SCHEMA.cardinalities).numpy(), expected)
     before, after = row_error(source, 5), row_error(copy, 5)
     assert after < 0.6 * before, (before, after)  # other renders and latents than the fit's
     # sampling only: in training mode the copy is the source

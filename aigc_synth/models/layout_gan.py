@@ -261,10 +261,10 @@ class LayoutGenerator(nn.Module):
         # added to each image row at sampling time, K = the combinations of the factors it is keyed by;
         # fitted after training, zero (and absent) until then, never applied in training mode
         self.calibration_factors = tuple(int(f) for f in calibration_factors)
+        self.cardinalities = tuple(int(c) for c in cardinalities)
         if self.calibration_factors:
-            cards = [int(cardinalities[f]) for f in self.calibration_factors]
-            self.register_buffer("row_calibration", torch.zeros(math.prod(cards), 3, resolution))
-            self._calibration_strides = [math.prod(cards[i + 1:]) for i in range(len(cards))]
+            keys = math.prod(self.cardinalities[f] for f in self.calibration_factors)
+            self.register_buffer("row_calibration", torch.zeros(keys, 3, resolution))
         else:
             self.row_calibration = None
         # absent (not merely idle) when off, so checkpoints from before the layer load unchanged
@@ -354,12 +354,19 @@ class LayoutGenerator(nn.Module):
         if self.particles is not None:
             image = self.particles(image, codes, layout, noises[-2], noises[-1])
         if self.row_calibration is not None and not self.training:
-            image = (image + self.row_calibration[self.calibration_key(codes)][..., None]).clamp(-1, 1)
+            key = calibration_keys(codes, self.calibration_factors, self.cardinalities)
+            image = (image + self.row_calibration[key][..., None]).clamp(-1, 1)
         return image
 
-    def calibration_key(self, codes: torch.Tensor) -> torch.Tensor:
-        """(B,) row of :attr:`row_calibration` for each sample's codes (its calibration factors' combination)."""
-        return sum(codes[:, f] * stride for f, stride in zip(self.calibration_factors, self._calibration_strides))
+
+def calibration_keys(codes, factors: Sequence[int], cardinalities: Sequence[int]):
+    """(n,) row of a row-colour calibration table for each row of ``codes`` (a tensor or an array):
+    the row-major index of its values of ``factors``. The one definition, for the generator that
+    reads the table and the fit that writes it (``training/calibration.py``)."""
+    key = 0
+    for f in factors:
+        key = key * int(cardinalities[f]) + codes[:, f]
+    return key
 
 
 class LayoutDiscriminator(nn.Module):

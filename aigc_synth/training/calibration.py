@@ -24,6 +24,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from aigc_synth.models.layout_gan import calibration_keys
 from aigc_synth.sampling.seeds import CALIBRATION_STREAM, derive_seeds
 
 #: Keys (combinations) fitted from fewer samples than this get no correction (too noisy to trust).
@@ -44,12 +45,6 @@ class RowCalibration:
         levels = np.abs(self.table) * 127.5
         return {"mean_abs_grey_levels": round(float(levels.mean()), 3), "max_abs_grey_levels": round(float(levels.max()), 3),
                 "min_samples_per_key": int(self.counts.min()), "keys": int(len(self.counts))}
-
-
-def calibration_keys(codes: np.ndarray, factors: Sequence[int], cardinalities: Sequence[int]) -> np.ndarray:
-    """(n,) key of each row of ``codes``: the row-major index of its values of ``factors``."""
-    cards = [int(cardinalities[f]) for f in factors]
-    return np.ravel_multi_index(tuple(np.asarray(codes)[:, f] for f in factors), cards).astype(np.int64)
 
 
 ESTIMATORS = ("median", "mean")
@@ -89,7 +84,7 @@ def fit_row_calibration(gen, dataset, n: int, factors: Sequence[int], seed: int 
         # per image and row: mean over columns of real - fake, in [-1, 1] units
         diff = (b["image"].numpy().astype(np.float64) - fake.transpose(0, 3, 1, 2).astype(np.float64)).mean(axis=3) / 127.5
         diffs.append(diff.astype(np.float32))
-        keys_all.append(calibration_keys(codes, factors, cards))
+        keys_all.append(np.asarray(calibration_keys(codes, factors, cards), np.int64))
     diff, keys = np.concatenate(diffs), np.concatenate(keys_all)
     counts = np.bincount(keys, minlength=k)
     reduce = np.median if estimator == "median" else np.mean
