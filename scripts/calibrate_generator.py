@@ -5,8 +5,9 @@
         --scenes data/scenes/train --n 9000
 
 Fits, on renders of the *training* scenes, the median (``--estimator mean``: mean) difference
-(real − generated) of every image row and colour per combination of ``--factors`` (default: every factor the scene images draw, i.e. all
-but traffic, which the scene and its layout carry), and stores it in the copy; the generator adds it
+(real − generated) of every image row and colour per combination of ``--factors`` (default: every
+factor the scene images draw, i.e. all but traffic, which the scene and its layout carry), and
+stores it in the copy; the generator adds it
 when sampling (see ``aigc_synth/training/calibration.py``). Set the sampling options
 (``scripts/set_sampling_options.py``: ψ, particles, padding) first: the fit is for the options the
 source samples with, which are recorded in ``meta["calibration"]``. The copy gets a new

@@ -29,6 +29,8 @@ from aigc_synth.sampling.seeds import CALIBRATION_STREAM, derive_seeds
 
 #: Keys (combinations) fitted from fewer samples than this get no correction (too noisy to trust).
 MIN_SAMPLES_PER_KEY = 50
+#: How the per-item differences are reduced: see :func:`fit_row_calibration`.
+ESTIMATORS = ("median", "mean")
 
 
 @dataclass
@@ -45,9 +47,6 @@ class RowCalibration:
         levels = np.abs(self.table) * 127.5
         return {"mean_abs_grey_levels": round(float(levels.mean()), 3), "max_abs_grey_levels": round(float(levels.max()), 3),
                 "min_samples_per_key": int(self.counts.min()), "keys": int(len(self.counts))}
-
-
-ESTIMATORS = ("median", "mean")
 
 
 def fit_row_calibration(gen, dataset, n: int, factors: Sequence[int], seed: int = 0, batch: int = 256,
