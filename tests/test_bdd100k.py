@@ -14,6 +14,7 @@ from PIL import Image
 from aigc_synth.data.bdd100k import (
     BDD100KDataset,
     export_bdd100k,
+    format_skipped,
     image_extension,
     load_bdd100k_mapping,
     read_bdd100k,
@@ -123,6 +124,48 @@ def test_traffic_counts_only_vehicle_categories(tmp_path):
         (rec,), skipped = read_bdd100k(tmp_path, tmp_path / "l.json")
         assert rec.conditions == {"weather": "clear", "time_of_day": "night", "traffic": level} and not skipped
         assert [b[4] for b in rec.boxes] == cats  # every box2d is kept; polygons are not boxes
+
+
+def test_boxes_are_clipped_to_the_image_and_boxes_outside_it_dropped_and_counted(tmp_path):
+    """A box partly off the image is clipped; one wholly off it (or huge, or without area) is dropped,
+    counted by reason, and does not count toward the traffic level; nothing overflows when scaled."""
+    import warnings
+
+    Image.new("RGB", (1280, 720)).save(tmp_path / "a.jpg")
+    boxes = [(-50, 10, 100, 60),            # partly left of the image: clipped to x1 = 0
+             (1200, 700, 1400, 900),        # partly off the bottom right: clipped to the corner
+             (-1e6, 10, -5e5, 20),          # wholly left of the image
+             (1e308, 1e308, 1e308, 1e308),  # finite but far outside (and without area)
+             (2000, 10, 1e308, 20),         # wholly right of it
+             (30, 30, 30, 40)]              # zero width inside the image
+    frame = {"name": "a.jpg", "attributes": {"weather": "clear", "timeofday": "daytime"},
+             "labels": [{"id": str(k), "category": "car", "box2d": dict(zip(("x1", "y1", "x2", "y2"), b))}
+                        for k, b in enumerate(boxes)]}
+    (tmp_path / "l.json").write_text(json.dumps([frame]))
+    (rec,), skipped = read_bdd100k(tmp_path, tmp_path / "l.json")
+    assert [b[:4] for b in rec.boxes] == [(0.0, 10.0, 100.0, 60.0), (1200.0, 700.0, 1280.0, 720.0)]
+    assert not skipped and skipped.boxes == {"outside the image": 2, "no area": 2}
+    assert rec.conditions["traffic"] == "light"  # two kept cars, not six
+    assert "4 boxes dropped (outside the image: 2, no area: 2)" in format_skipped(skipped)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow when scaled to the training resolution
+        ds = BDD100KDataset(tmp_path, tmp_path / "l.json", DEFAULT_SCHEMA, resolution=32)
+        assert np.isfinite(ds.boxes[0]).all() and ds.boxes[0].max() <= 32
+
+
+def test_unreadable_image_is_skipped_and_counted(tmp_path):
+    Image.new("RGB", (64, 64)).save(tmp_path / "a.jpg")
+    (tmp_path / "b.jpg").write_text("not an image")
+    frames = [{"name": n, "attributes": {"weather": "clear", "timeofday": "daytime"}, "labels": []} for n in ("a.jpg", "b.jpg")]
+    (tmp_path / "l.json").write_text(json.dumps(frames))
+    records, skipped = read_bdd100k(tmp_path, tmp_path / "l.json")
+    assert [r.path.name for r in records] == ["a.jpg"] and skipped == {"unreadable image": 1}
+
+
+def test_deeply_nested_labels_are_one_clear_error(tmp_path):
+    (tmp_path / "l.json").write_text("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(UsageError, match="nested too deeply"):
+        read_bdd100k(tmp_path, tmp_path / "l.json")
 
 
 def test_dataset_scales_boxes_and_batches_like_folder_dataset(fixture):

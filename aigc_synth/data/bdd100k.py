@@ -182,6 +182,8 @@ def _load_frames(labels_json: Path) -> list[Any]:
             data = json.load(fh)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"BDD100K labels {labels_json} is not valid JSON: {' '.join(str(exc).split())[:200]}") from None
+    except RecursionError:  # json nests with the C stack: a hostile or broken file must not crash us
+        raise UsageError(f"BDD100K labels {labels_json} is nested too deeply to be a labels file") from None
     if isinstance(data, Mapping) and isinstance(data.get("frames"), list):  # the Scalabel "dataset" form
         data = data["frames"]
     if not isinstance(data, list):
@@ -207,14 +209,50 @@ def _frame_boxes(frame: Mapping[str, Any]) -> list[Box] | None:
     return boxes
 
 
+class Skipped(Counter):
+    """Skipped frames by reason (a Counter), plus ``boxes``: boxes dropped from kept frames, by reason."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.boxes: Counter = Counter()
+
+
+def clip_boxes(boxes: Sequence[Box], width: int, height: int, dropped: Counter) -> list[Box]:
+    """``boxes`` clipped to a ``width`` × ``height`` image; a box with no area inside it is dropped and
+    counted in ``dropped`` (``outside the image``, or ``no area`` for a zero-width / zero-height box)."""
+    kept: list[Box] = []
+    for x1, y1, x2, y2, category in boxes:
+        if x2 <= x1 or y2 <= y1:
+            dropped["no area"] += 1
+            continue
+        cx1, cy1, cx2, cy2 = max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height))
+        if cx2 <= cx1 or cy2 <= cy1:
+            dropped["outside the image"] += 1
+            continue
+        kept.append((cx1, cy1, cx2, cy2, category))
+    return kept
+
+
+def _image_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from the image's header, None when it is not a readable image."""
+    try:
+        with Image.open(path) as im:  # lazy: reads the header only
+            return im.size
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None
+
+
 def read_bdd100k(images_dir: str | Path, labels_json: str | Path, schema: ConditionSchema = DEFAULT_SCHEMA,
-                 mapping: str | Path | Mapping[str, Any] | None = None) -> tuple[list[BDD100KRecord], Counter]:
+                 mapping: str | Path | Mapping[str, Any] | None = None) -> tuple[list[BDD100KRecord], Skipped]:
     """Read a BDD100K labels JSON against the images in ``images_dir``; return ``(records, skipped)``.
 
     ``skipped`` counts skipped frames by their first reason, in this order: ``malformed frame``,
     ``duplicate name``, ``<attribute>=<value>`` (a value the mapping does not know, ``undefined``
-    included; ``<missing>`` when the attribute is absent), ``malformed box2d``, ``missing image``.
-    Each skipped frame counts once, so ``len(records) + sum(skipped.values())`` is the frame count.
+    included; ``<missing>`` when the attribute is absent), ``malformed box2d``, ``missing image``,
+    ``unreadable image``, then an unknown explicit traffic attribute. Each skipped frame counts once,
+    so ``len(records) + sum(skipped.values())`` is the frame count. Boxes of kept frames are clipped
+    to their image (its header gives the size); those with no area inside it are dropped, counted in
+    ``skipped.boxes``, and never count toward the traffic level.
     Raises :class:`~aigc_synth.errors.UsageError` (one line) for a missing/invalid labels file or
     image directory and when no frame is usable.
     """
@@ -226,7 +264,7 @@ def read_bdd100k(images_dir: str | Path, labels_json: str | Path, schema: Condit
     traffic = m["traffic"]
     counted = set(traffic["count_categories"]) if traffic else set()
     records: list[BDD100KRecord] = []
-    skipped: Counter = Counter()
+    skipped = Skipped()
     seen: set[str] = set()
     for frame in frames:
         if not isinstance(frame, Mapping) or not isinstance(frame.get("name"), str) or not frame["name"]:
@@ -249,6 +287,14 @@ def read_bdd100k(images_dir: str | Path, labels_json: str | Path, schema: Condit
         boxes = _frame_boxes(frame)
         if reason is None and boxes is None:
             reason = "malformed box2d"
+        path = images_dir / name
+        if reason is None and not path.is_file():
+            reason = "missing image"
+        size = _image_size(path) if reason is None else None
+        if reason is None and size is None:
+            reason = "unreadable image"
+        if reason is None:
+            boxes = clip_boxes(boxes or [], *size, skipped.boxes)
         if reason is None and traffic:
             explicit = attrs.get(traffic["attribute"]) if traffic["attribute"] else None
             if explicit is not None:
@@ -259,9 +305,6 @@ def read_bdd100k(images_dir: str | Path, labels_json: str | Path, schema: Condit
             else:
                 vehicles = sum(1 for b in boxes or [] if b[4] in counted)
                 conditions[traffic["factor"]] = traffic_level(vehicles, traffic["levels"])
-        path = images_dir / name
-        if reason is None and not path.is_file():
-            reason = "missing image"
         if reason is not None:
             skipped[reason] += 1
             continue
@@ -274,10 +317,14 @@ def read_bdd100k(images_dir: str | Path, labels_json: str | Path, schema: Condit
 
 
 def format_skipped(skipped: Mapping[str, int]) -> str:
-    """``"3 skipped (weather=undefined: 2, missing image: 1)"`` for logs."""
-    if not skipped:
-        return "0 skipped"
-    return f"{sum(skipped.values())} skipped (" + ", ".join(f"{k}: {v}" for k, v in Counter(skipped).most_common()) + ")"
+    """``"3 skipped (weather=undefined: 2, missing image: 1)"`` for logs, then the dropped boxes if any
+    (``"; 2 boxes dropped (outside the image: 2)"``)."""
+    text = "0 skipped" if not skipped else (
+        f"{sum(skipped.values())} skipped (" + ", ".join(f"{k}: {v}" for k, v in Counter(skipped).most_common()) + ")")
+    boxes = getattr(skipped, "boxes", None)
+    if boxes:
+        text += f"; {sum(boxes.values())} boxes dropped (" + ", ".join(f"{k}: {v}" for k, v in boxes.most_common()) + ")"
+    return text
 
 
 class BDD100KDataset(Dataset):

@@ -25,8 +25,13 @@ OUTPUT_ENTRIES = ("parquet", "png", MANIFEST, JOB_FINGERPRINT, RUN_INFO, PREVIEW
 
 def job_fingerprint(job) -> dict[str, Any]:
     """What must match for a rerun to resume into an output directory."""
-    spec = {k: v for k, v in job.job_spec.items() if k != "checkpoint"}
-    return {"job": spec, "model_id": job.model_id, "schema": job.schema}
+    return {"job": job.job_spec, "model_id": job.model_id, "schema": job.schema}
+
+
+def job_sources(job) -> dict[str, str]:
+    """Where this run read its model (and scenes) from: machine-specific, so in ``run.json`` only."""
+    names = ("checkpoint", "scenes", "scene_checkpoint")
+    return {k: getattr(job, k) for k in names if getattr(job, k, None)}
 
 
 def library_versions() -> dict[str, str]:
@@ -51,7 +56,7 @@ def build_manifest(job, counts_per_condition: dict[str, int], entries: list[dict
         "job": job.job_spec,
         "schema": job.schema,
         "model_id": job.model_id,
-        "model": {"family": job.family, "config": job.model_config, "checkpoint": job.checkpoint, "resolution": job.resolution},
+        "model": {"family": job.family, "config": job.model_config, "resolution": job.resolution},
         "determinism": {"compute_batch": job.compute_batch, "png_compress_level": PNG_COMPRESS_LEVEL,
                         "latent": "torch.randn(z_dim) from torch.Generator(cpu).manual_seed(seed)",
                         "seed": "splitmix64(job.seed, sample_id)",
@@ -102,9 +107,12 @@ def summarize_profile(profiles: list[dict[str, Any]], actors: int, generate_s: f
 
 
 def build_run_info(pool, pool_size: int, batch_size: int, timings: dict[str, float], skipped: int,
-                   generated: int, profile: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``run.json``: resources, timings (as given, already rounded), resume figures and the profile of this run."""
+                   generated: int, profile: dict[str, Any] | None = None,
+                   sources: dict[str, str] | None = None) -> dict[str, Any]:
+    """``run.json``: resources, timings (as given, already rounded), resume figures, the profile of this
+    run and its ``sources`` (:func:`job_sources`: the paths the manifest leaves out)."""
     return {
+        "sources": sources or {},
         "resources": {"actors": pool_size, "cpus_per_actor": pool.cpus_per_actor, "gpus_per_actor": pool.gpus_per_actor,
                       "torch_threads": pool.torch_threads, "batch_size": batch_size,
                       "cluster_cpus": pool.cluster_cpus, "cluster_gpus": pool.cluster_gpus},

@@ -232,13 +232,19 @@ def validate_job(cfg: GenerateRoot) -> ResolvedJob:
         resolution=model.resolution, batch_size=res.batch_size, compute_batch=job.compute_batch, sampler=job.sampler, gate=gate,
         image_format=job.image_format, image_quality=job.image_quality, **layout,
     )
+    # no paths: the model is its id and given scenes are their content hash, so the same job run from
+    # another checkout or machine writes the same manifest (paths go to run.json, see job_sources)
     resolved.job_spec = {"name": job.name, **({"sampler": job.sampler} if job.sampler != "image" else {}), "num_samples": job.num_samples, "seed": job.seed, "shard_size": job.shard_size,
-                         "compute_batch": job.compute_batch,
-                         "formats": formats, "plan": plan_dict, "checkpoint": resolved.checkpoint}
+                         "compute_batch": job.compute_batch, "formats": formats, "plan": plan_dict}
     if job.image_format != DEFAULT_IMAGE_FORMAT:  # only then, so png jobs keep their fingerprints and manifest bytes
         resolved.job_spec.update(image_format=job.image_format, image_quality=job.image_quality)
     if layout:  # only for layout models, so other jobs keep their fingerprints
-        resolved.job_spec.update({k: v for k, v in layout.items() if k in ("scenes", "scene_model_id")})
+        if layout.get("scenes"):
+            from aigc_synth.scenes.dataset import scenes_id
+
+            resolved.job_spec["scenes_id"] = scenes_id(layout["scenes"])
+        if layout.get("scene_model_id"):
+            resolved.job_spec["scene_model_id"] = layout["scene_model_id"]
     if gate is not None:  # only when on, so ungated jobs keep their fingerprints
         resolved.job_spec["gate"] = {k: gate[k] for k in ("max_tries", "min_confidence", "classifier_id")}
     try:

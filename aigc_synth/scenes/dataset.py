@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import zlib
 from pathlib import Path
 
 import numpy as np
-
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from aigc_synth.scenes.format import Scene, SceneError, table_to_scenes
@@ -39,11 +40,22 @@ def read_scenes(path: str | Path, limit: int | None = None) -> list[Scene]:
     for f in scene_files(path):
         try:
             scenes += table_to_scenes(pq.read_table(f))
-        except OSError as exc:
-            raise SceneError(f"cannot read {f}: {exc}") from None
+        except (OSError, pa.ArrowException) as exc:  # unreadable, or not Parquet at all (ArrowInvalid)
+            raise SceneError(f"cannot read {f}: {' '.join(str(exc).split())[:200]}") from None
         if limit is not None and len(scenes) >= limit:
             return scenes[:limit]
     return scenes
+
+
+def scenes_id(path: str | Path) -> str:
+    """sha256 identifying the scenes under ``path`` by content, not by location: over the sha256 of
+    each of its Parquet files, in :func:`scene_files` order. Two copies of a scene set share it."""
+    from aigc_synth.io.atomic import sha256_file
+
+    digest = hashlib.sha256()
+    for f in scene_files(path):
+        digest.update(sha256_file(f).encode())
+    return digest.hexdigest()
 
 
 def split_seed(seed: int, split: str) -> int:
