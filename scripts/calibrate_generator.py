@@ -58,14 +58,12 @@ def main(argv: list[str] | None = None) -> None:
     scenes = read_scenes(a.scenes)
     if not scenes:
         raise SystemExit(f"--scenes {a.scenes}: no scenes")
-    dataset = SceneImageDataset(scenes, seed=a.seed, resolution=gen.resolution, schema=gen.schema,
-                                dashed_lanes=bool(getattr(gen.module, "dashed_lanes", False)))
+    dataset = SceneImageDataset(scenes, seed=a.seed, resolution=gen.resolution, schema=gen.schema)
     t0 = time.perf_counter()
     calibration = fit_row_calibration(gen, dataset, a.n, [names.index(n) for n in chosen], seed=a.seed,
                                       estimator=a.estimator)
     provenance = {"scenes": str(a.scenes), "n": a.n, "seed": a.seed, "estimator": a.estimator, "factor_names": chosen, "source_model_id": gen.model_id,
-                  "fitted_with": {"truncation": gen.module.truncation, "particles": gen.module.particles is not None,
-                                  "padding_mode": gen.module.padding_mode},
+                  "fitted_with": {"truncation": gen.module.truncation, "particles": gen.module.particles is not None},
                   "why": a.why}
     save_checkpoint(calibrated_checkpoint(load_checkpoint(a.source), calibration, provenance), a.out)  # atomic
     check = load_generator(a.out)  # the copy rebuilds

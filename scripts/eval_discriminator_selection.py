@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eval_layout_models import load_model  # noqa: E402
 
 from aigc_synth.data.layout import scene_layouts  # noqa: E402
-from aigc_synth.sampling.layout import dash_phases  # noqa: E402
 from aigc_synth.evaluation.evaluate import _score, compute_metrics  # noqa: E402
 from aigc_synth.evaluation.layout import SCENE_CLASSIFIER, evaluation_scenes, layout_images, scene_reference  # noqa: E402
+from aigc_synth.io.checkpoint import current_model_config, load_module_weights  # noqa: E402
 from aigc_synth.metrics.domain import load_domain_classifier  # noqa: E402
 from aigc_synth.models.registry import build_discriminator  # noqa: E402
 from aigc_synth.sampling.seeds import LATENT_STREAM, derive_seeds  # noqa: E402
@@ -50,14 +50,15 @@ def discriminator_scores(state_path: str, images: np.ndarray, codes: np.ndarray,
     mc = state["model_config"]
     if mc.get("family") != "layout_gan":
         raise SystemExit(f"{state_path}: a layout_gan training state is needed, not {mc.get('family')}")
+    mc = current_model_config("layout_gan", mc, state_path)  # refuses a state trained with a retired option
     disc = build_discriminator("layout_gan", DEFAULT_SCHEMA.cardinalities, **mc)  # picks its own keys
-    disc.load_state_dict(state["D"])
+    load_module_weights(disc, state["D"], f"{state_path}'s discriminator")
     disc.eval()
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
     with torch.no_grad():
         return torch.cat([disc(x[i:i + chunk], torch.from_numpy(codes[i:i + chunk]),
-                               torch.from_numpy(np.asarray(layouts[i:i + chunk], np.float32))).reshape(len(x[i:i + chunk]), -1).mean(1)
-                          for i in range(0, len(x), chunk)]).numpy()  # a multi-scale critic: the mean over its scales
+                               torch.from_numpy(np.asarray(layouts[i:i + chunk], np.float32)))
+                          for i in range(0, len(x), chunk)]).numpy()
 
 
 def main() -> None:
@@ -84,7 +85,7 @@ def main() -> None:
         seeds = derive_seeds(a.seed + k * SEED_STRIDE, np.arange(len(codes)), stream=LATENT_STREAM)
         images = layout_images(gen, scenes, codes, seeds)
         candidates.append(images)
-        scores.append(discriminator_scores(a.state, images, codes, scene_layouts(scenes, gen.resolution, dash_phases(gen, seeds))))
+        scores.append(discriminator_scores(a.state, images, codes, scene_layouts(scenes, gen.resolution)))
     candidates, scores = np.stack(candidates), np.stack(scores)
     rows = {}
     for name, pick in (("first candidate (plain sampling)", np.zeros(len(codes), int)),

@@ -14,8 +14,7 @@ each sample's requested boxes (pycocotools). Rows:
 
 * the models given with ``--model NAME=PATH`` (``NAME=PATH@psi=0.8`` samples that checkpoint with
   truncation ψ 0.8 instead of its stored one, ``@particles=on|off`` with or without the fixed
-  rain/snow particle overlay, ``@padding=replicate`` with the generator's convs padded that way;
-  default: the bundled layout model, the previous bundled cGAN and, when present, a DCGAN baseline run) — models without layout input are asked for
+  rain/snow particle overlay; default: the bundled layout model, the previous bundled cGAN and, when present, a DCGAN baseline run) — models without layout input are asked for
   the same conditions and scored against the same boxes;
 * ``real (second render)``: the same scenes rendered again with other cosmetic seeds, scored like
   a model: the real-vs-real values recall / coverage are compared with, and the AP50 ceiling;
@@ -112,8 +111,8 @@ BROKEN_HF_FACTOR = 3.0  # an image with this many times the real median high-fre
 
 
 def parse_model(spec: str) -> tuple[str, str, dict[str, Any]]:
-    """``NAME=PATH`` with optional ``@psi=X``, ``@particles=on|off`` and ``@padding=zeros|replicate|reflect``
-    → (name, path, sampling options; empty for the checkpoint's own)."""
+    """``NAME=PATH`` with optional ``@psi=X`` and ``@particles=on|off`` → (name, path, sampling options;
+    empty for the checkpoint's own)."""
     name, path = spec.split("=", 1)
     path, *opts = path.split("@")
     options: dict[str, Any] = {}
@@ -123,11 +122,8 @@ def parse_model(spec: str) -> tuple[str, str, dict[str, Any]]:
             options["psi"] = float(value)
         elif key == "particles" and value in ("on", "off"):
             options["particles"] = value == "on"
-        elif key == "padding" and value in ("zeros", "replicate", "reflect"):
-            options["padding"] = value
         else:
-            raise SystemExit(f"--model {spec}: options are @psi=X with X in (0, 1], @particles=on|off and "
-                             "@padding=zeros|replicate|reflect")
+            raise SystemExit(f"--model {spec}: options are @psi=X with X in (0, 1] and @particles=on|off")
     return name, path, options
 
 
@@ -141,8 +137,6 @@ def load_model(path: str, options: dict[str, Any] | None = None):
         gen.module.truncation = options["psi"]
     if "particles" in options:
         gen.module.set_particles(options["particles"], gen.schema.factors)
-    if "padding" in options:
-        gen.module.set_padding_mode(options["padding"])
     return gen
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Write a copy of an exported layout generator with other sampling options: truncation ψ, particles, padding.
+"""Write a copy of an exported layout generator with other sampling options: truncation ψ, particles.
 
     python scripts/set_sampling_options.py runs/lowlr/best_generator.pt aigc_synth/assets/default_generator.pt \
         --psi 0.6 --particles on --why "eval_layout_models.py: ..."
@@ -10,9 +10,7 @@ Both options change how a trained generator samples, never its weights:
   sampling (training is unaffected);
 * ``--particles on|off``: the fixed rain/snow particle overlay (``aigc_synth.models.particles``), the
   renderer's own streaks and flakes drawn over the image. It has no weights, so a generator trained
-  without it can sample with it (and the reverse);
-* ``--padding zeros|replicate|reflect``: how the generator's convs pad (``set_padding_mode``); zero
-  padding draws a seam along the image border.
+  without it can sample with it (and the reverse).
 
 The options go into the checkpoint's ``model_config``; ``meta["sampling_options"]`` keeps them with
 the reason they were chosen (``meta["truncation"]`` too, for ψ, as before). Compare candidates first
@@ -37,12 +35,10 @@ def main() -> None:
     p.add_argument("out", help="where to write the copy (may not be the source)")
     p.add_argument("--psi", type=float, default=None, help="truncation in (0, 1]; 1 = none")
     p.add_argument("--particles", choices=("on", "off"), default=None, help="the fixed rain/snow particle overlay")
-    p.add_argument("--padding", choices=("zeros", "replicate", "reflect"), default=None,
-                   help="padding of the generator's convs (replicate removes the border seam)")
     p.add_argument("--why", default="", help="how the options were chosen (stored in meta)")
     a = p.parse_args()
-    if a.psi is None and a.particles is None and a.padding is None:
-        raise SystemExit("nothing to set: give --psi, --particles and/or --padding")
+    if a.psi is None and a.particles is None:
+        raise SystemExit("nothing to set: give --psi and/or --particles")
     if a.psi is not None and not 0 < a.psi <= 1:
         raise SystemExit(f"--psi must be in (0, 1], got {a.psi}")
     if Path(a.out).resolve() == Path(a.source).resolve():
@@ -53,8 +49,8 @@ def main() -> None:
     if getattr(gen.module, "row_calibration", None) is not None:  # its table was fitted for the current options
         raise SystemExit(f"{a.source} carries a row calibration fitted for its current options: set the options on the "
                          "uncalibrated source, then run scripts/calibrate_generator.py again")
-    options = {k: v for k, v in (("truncation", a.psi), ("particles", None if a.particles is None else a.particles == "on"),
-                                 ("padding_mode", a.padding)) if v is not None}
+    options = {k: v for k, v in (("truncation", a.psi), ("particles", None if a.particles is None else a.particles == "on"))
+               if v is not None}
     ckpt = load_checkpoint(a.source)
     ckpt["model_config"] = {**ckpt["model_config"], **options}
     meta = dict(ckpt.get("meta", {}))
@@ -65,7 +61,7 @@ def main() -> None:
     save_checkpoint(ckpt, a.out)  # atomic: temp name, then rename
     check = load_generator(a.out)  # the copy rebuilds (e.g. particles need a weather factor)
     print(f"{a.out}: psi {check.module.truncation}, particles {'on' if check.module.particles is not None else 'off'}, "
-          f"padding {check.module.padding_mode}, model_id {check.model_id[:12]}")
+          f"model_id {check.model_id[:12]}")
 
 
 if __name__ == "__main__":

@@ -65,39 +65,7 @@ def test_layout_channels_match_the_renderers_boxes(scenes):
         if len(boxes):
             assert vehicles.sum() > 0
         assert lay[0][:20].sum() == 0  # no road above the horizon (row 26 at 64 px)
-
-
-def test_dashed_layouts_dash_the_separators_where_the_render_paints_them(scenes):
-    """A dashed-lane training item's layout has its separator dashes where its real image has paint
-    (the render's own phase): dash pixels are far brighter than gap pixels; images are unchanged;
-    the other channels do not move; the default layout is the solid one."""
-    solid = SceneImageDataset(scenes, seed=3, resolution=64)
-    dashed = SceneImageDataset(scenes, seed=3, resolution=64, dashed_lanes=True)
-    a, b = solid.batch(range(48)), dashed.batch(range(48))
-    assert torch.equal(a["image"], b["image"])
-    lines_solid, lines_dashed = a["layout"][:, 1].numpy(), b["layout"][:, 1].numpy()
-    assert np.all(lines_dashed <= lines_solid + 1e-5)  # dashing only removes paint (up to float rounding)
-    dash, gap = lines_dashed > 0.5, (lines_solid > 0.5) & (lines_dashed < 0.05)
-    assert dash.sum() > 100 and gap.sum() > 100
-    grey = b["image"].numpy().astype(float).mean(axis=1)
-    assert grey[dash].mean() > grey[gap].mean() + 30
-    for other in (0, 2, 3, 4, 5):  # road, vehicles, nearness and edges do not depend on the phase
-        assert torch.equal(a["layout"][:, other], b["layout"][:, other])
-    assert np.array_equal(scene_layout(scenes[0], 64), scene_layouts(scenes[:1], 64)[0])  # solid by default
-
-
-def test_dash_phases_come_from_each_samples_seed_and_only_for_dashed_models():
-    from aigc_synth.data.scene_render import DASH_PERIOD
-    from aigc_synth.sampling.layout import dash_phases
-
-    plain = build_generator("layout_gan", DEFAULT_SCHEMA.cardinalities, **TINY_LAYOUT)
-    dashed = build_generator("layout_gan", DEFAULT_SCHEMA.cardinalities, dashed_lanes=True, **TINY_LAYOUT)
-    seeds = np.arange(200, dtype=np.int64) * 7919
-    assert dash_phases(plain, seeds) is None
-    phases = dash_phases(dashed, seeds)
-    assert phases.shape == (200,) and np.all((phases >= 0) & (phases < DASH_PERIOD))
-    assert len(np.unique(np.round(phases, 6))) == 200 and phases.std() > 2.5  # spread over the period
-    np.testing.assert_array_equal(phases[50:60], dash_phases(dashed, seeds[50:60]))  # per sample, any batch
+    assert np.array_equal(scene_layout(scenes[0], 64), scene_layouts(scenes[:1], 64)[0])
 
 
 def test_scene_boxes_equal_the_rendered_boxes(scenes):
@@ -191,38 +159,11 @@ def test_vehicle_mean_colours_average_each_face():
     torch.testing.assert_close(means, torch.tensor([[0.5, -0.5, 0.25], [-1.0, 1.0, 0.0]]))
 
 
-def test_precipitation_particles_are_gated_per_condition_and_start_as_streaks():
-    from aigc_synth.models.layout_gan import PrecipitationLayer, particle_kernels
-
-    layer = PrecipitationLayer(cond_dim=2, cardinalities=[2, 3])
-    noise = torch.randn(1, layer.noise_channels, 48, 48, generator=torch.Generator().manual_seed(0)).expand(2, -1, -1, -1)
-    image = torch.zeros(2, 3, 48, 48)
-    cond = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    codes = torch.tensor([[0, 2], [1, 2]])
-    with torch.no_grad():
-        layer.gate[1 * 3 + 2] = -1.0  # condition (1, 2) closes every unit's gate; (0, 2) keeps them
-    changed = ((layer(image, codes, cond, noise) - image).abs().amax(1) > 0.1).float()
-    assert 0.01 < changed[0].mean() < 0.2 and changed[1].sum() == 0
-    table = layer.gate_table()  # (2, 3, units): the same entries the forward pass reads
-    assert table.shape == (2, 3, layer.noise_channels)
-    assert (table[1, 2] < 1e-6).all() and torch.allclose(table[0, 2], torch.full((layer.noise_channels,), 0.5))
-    with torch.no_grad():  # only the vertical-streak unit open: particles are vertical runs of 5 pixels
-        vertical = [u for u, k in enumerate(particle_kernels(layer.noise_channels)) if k[:, 2].sum() == 5][0]
-        layer.gate.fill_(-1.0)
-        layer.gate[:, vertical] = 0.0
-    mask = (layer(image, codes, cond, noise)[0] - image[0]).abs().amax(0) > 0.1
-    assert mask.any()
-    ys, xs = torch.nonzero(mask, as_tuple=True)
-    inner = (ys > 2) & (ys < 45)
-    assert (mask[ys[inner] - 1, xs[inner]] | mask[ys[inner] + 1, xs[inner]]).all()  # no isolated dots
-    assert not (mask[:, :-1] & mask[:, 1:]).any()  # and no horizontal extent
-
-
-def test_a_layout_run_fine_tunes_into_the_precipitation_layer_and_vehicle_codes(tiny_train_config, tmp_path, scenes):
-    """A state trained without the particle layer and per-vehicle codes fine-tunes into one with
-    them (step 0 draws the source's images plus sparse particles); resuming
-    across the change is refused with the fix; checkpoints without them still build without them;
-    rows stay independent of their batch."""
+def test_a_layout_run_fine_tunes_into_vehicle_codes_particles_and_class_heads(tiny_train_config, tmp_path, scenes):
+    """A state trained without per-vehicle codes, the particle overlay and the critic's class heads
+    fine-tunes into one with them (step 0 draws the source's images, plus the overlay's particles in
+    rain and snow); both optimisers keep the old parameters' moments; resuming across the change is
+    refused with the fix; rows stay independent of their batch."""
     from aigc_synth.errors import CheckpointError
     from aigc_synth.training.trainer import train
 
@@ -230,18 +171,16 @@ def test_a_layout_run_fine_tunes_into_the_precipitation_layer_and_vehicle_codes(
     scene_dir.mkdir()
     pq.write_table(scenes_to_table(scenes), scene_dir / "part-00000.parquet")
     common = ("model=layout_gan", "model.embed_dim=8", "model.spade_hidden=8", "data.source=scenes", f"data.scenes={scene_dir}")
-    src = tiny_train_config(tmp_path / "src", *common)
+    src = tiny_train_config(tmp_path / "src", *common, "model.aux_class_weight=0")
     source = load_generator(train(src.train, src.model, src.data, progress=False))
-    assert source.module.precipitation is None
-    grow = ("model.precipitation=true", "model.instance_codes=4", "model.mode_seeking=0.02", "model.vehicle_mode_seeking=0.05",
-            "model.vehicle_head=true", "model.dashed_lanes=true", "model.skip_rgb=true", "model.multiscale_d=true")
+    assert source.module.instance_codes == 0 and source.module.particles is None
+    grow = ("model.instance_codes=4", "model.particles=true", "model.mode_seeking=0.02", "model.vehicle_mode_seeking=0.05",
+            "model.aux_class_weight=0.2")
     ft = tiny_train_config(tmp_path / "ft", *common, *grow, "train.steps=0",
                            f"train.init_from={tmp_path / 'src' / 'state.pt'}")
     start = load_generator(train(ft.train, ft.model, ft.data, progress=False))
-    assert start.module.precipitation is not None and start.model_config["precipitation"] is True
-    assert start.model_config["instance_codes"] == 4
-    assert start.module.dashed_lanes and not source.module.dashed_lanes  # a sampling flag: no weights, no growth
-    # both optimisers keep their moments: the old generator parameters theirs, the new ones none yet
+    assert start.model_config["instance_codes"] == 4 and start.module.particles is not None
+    # both optimisers keep their moments: the old parameters theirs, the new ones none yet
     from aigc_synth.io.checkpoint import load_checkpoint
 
     src_state, ft_state = load_checkpoint(tmp_path / "src" / "state.pt"), load_checkpoint(tmp_path / "ft" / "state.pt")
@@ -251,62 +190,99 @@ def test_a_layout_run_fine_tunes_into_the_precipitation_layer_and_vehicle_codes(
         if name in old_names:
             torch.testing.assert_close(ft_state["opt_g"]["state"][new_names.index(name)]["exp_avg"],
                                        src_state["opt_g"]["state"][old_names.index(name)]["exp_avg"])
-    assert not any(new_names.index(n) in ft_state["opt_g"]["state"] for n in new_names if n.startswith("precipitation."))
+    assert any(".instance." in n for n in new_names)
+    assert not any(new_names.index(n) in ft_state["opt_g"]["state"] for n in new_names if ".instance." in n)
     torch.testing.assert_close(ft_state["opt_d"]["state"][0]["exp_avg_sq"], src_state["opt_d"]["state"][0]["exp_avg_sq"])
-    # the critic gained its low-resolution net: the old parameters keep their moments, the new ones have none
+    # the critic gained its class heads: the old parameters keep their moments, the new ones have none
     from aigc_synth.models.registry import build_discriminator
 
-    critic = build_discriminator("layout_gan", DEFAULT_SCHEMA.cardinalities, **{k: v for k, v in start.model_config.items() if k != "family"},
-                                 d_base_channels=ft.model.d_base_channels, aux_class_weight=ft.model.aux_class_weight,
-                                 multiscale_d=True)
+    critic = build_discriminator("layout_gan", DEFAULT_SCHEMA.cardinalities, resolution=32,
+                                 d_base_channels=ft.model.d_base_channels, aux_class_weight=ft.model.aux_class_weight)
     d_names = [n for n, _ in critic.named_parameters()]
-    assert any(n.startswith("low.") for n in d_names)
-    assert not any(i in ft_state["opt_d"]["state"] for i, n in enumerate(d_names) if n.startswith("low."))
+    assert any(".aux_heads." in n for n in d_names)
+    assert not any(i in ft_state["opt_d"]["state"] for i, n in enumerate(d_names) if ".aux_heads." in n)
     assert len(ft_state["opt_d"]["state"]) == len(src_state["opt_d"]["state"])
+    # step 0: the source's images (the vehicle codes start at zero), plus sparse particles in rain and snow
     lay = scene_layouts(scenes[:6], 32)
-    codes = np.array([DEFAULT_SCHEMA.encode(c) for c in DEFAULT_SCHEMA.combinations()[:6]])
+    weathers = ("clear", "overcast", "rain", "fog", "snow", "rain")
+    codes = np.array([DEFAULT_SCHEMA.encode({"weather": w, "time_of_day": "day", "traffic": "light"}) for w in weathers])
     a = generate_images(source, codes, np.arange(6), layouts=lay).astype(int)
     b = generate_images(start, codes, np.arange(6), layouts=lay).astype(int)
-    changed = (np.abs(a - b) > 2).any(axis=-1).mean()
-    assert 0 < changed < 0.12  # step 0: the source's images plus sparse particles (vehicle codes start at zero)
+    for w, x, y in zip(weathers, a, b):
+        changed = (np.abs(x - y) > 2).any(axis=-1).mean()
+        assert (0 < changed < 0.12) if w in ("rain", "snow") else changed == 0, (w, changed)
     ft1 = tiny_train_config(tmp_path / "ft", *common, *grow, "train.steps=1",
                             f"train.init_from={tmp_path / 'src' / 'state.pt'}")
     tuned = load_generator(train(ft1.train, ft1.model, ft1.data, progress=False))  # resumes its own state
-    assert not torch.equal(tuned.module.precipitation.point.weight, start.module.precipitation.point.weight)
     assert tuned.module.stem_norm.instance.weight.abs().sum() > 0  # the per-vehicle codes are being learnt
-    assert tuned.module.vehicle_rgb.weight.abs().sum() > 0 and tuned.module.vehicle_colour.weight.abs().sum() > 0
-    assert all(rgb.weight.abs().sum() > 0 for rgb in tuned.module.skip_rgbs)
-    # the run logs the particle gates per weather (mean over times, traffic levels and units); the
-    # source run, without the layer, logs none
-    logged = [json.loads(line) for line in (tmp_path / "ft" / "log.jsonl").read_text().splitlines()]
-    gates = {k: v for k, v in logged[-1].items() if k.startswith("gate_")}
-    assert sorted(gates) == sorted(f"gate_{w}" for w in DEFAULT_SCHEMA.values("weather"))
-    assert all(0.3 < v < 0.7 for v in gates.values())  # half open at the start, one step later
-    assert not any(k.startswith("gate_") for line in (tmp_path / "src" / "log.jsonl").read_text().splitlines()
-                   for k in json.loads(line))
-    # scripts/diagnose_precipitation.py asks the state's own networks about the gates
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("diagnose_precipitation", Path(__file__).resolve().parents[1] / "scripts" / "diagnose_precipitation.py")
-    diag = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(diag)
-    rows = diag.diagnose(str(tmp_path / "ft" / "state.pt"), str(scene_dir), batches=1, batch_size=8)
-    assert list(rows) == list(DEFAULT_SCHEMA.values("weather")) and sum(r["n"] for r in rows.values()) == 8
-    for weather, r in rows.items():
-        assert r["gate"] == pytest.approx(gates[f"gate_{weather}"], abs=1e-3)  # the state's gates, as logged
-        assert all(np.isfinite(v) for v in r.values())
-    seen = [r for r in rows.values() if r["n"]]
-    assert any(r["D(gate=0.0)"] != r["D(gate=0.88)"] for r in seen)  # forcing the gates changes the images
-    assert any(r["grad_adv"] != 0 for r in seen)
-    with pytest.raises(SystemExit, match="precipitation=true"):
-        diag.diagnose(str(tmp_path / "src" / "state.pt"), str(scene_dir), batches=1, batch_size=8)
+    tuned_state = load_checkpoint(tmp_path / "ft" / "state.pt")
+    assert all(i in tuned_state["opt_d"]["state"] for i, n in enumerate(d_names) if ".aux_heads." in n)  # so are the heads
     whole = generate_images(tuned, codes, np.arange(6), compute_batch=6, layouts=lay)
     parts = np.concatenate([generate_images(tuned, codes[i:i + 2], np.arange(i, i + 2), compute_batch=2,
                                             layouts=lay[i:i + 2]) for i in range(0, 6, 2)])
     np.testing.assert_array_equal(whole, parts)
     bad = tiny_train_config(tmp_path / "src", *common, *grow, "train.steps=3")
     with pytest.raises(CheckpointError, match="train.init_from"):
-        train(bad.train, bad.model, bad.data, progress=False)  # resume of a state without the layer
+        train(bad.train, bad.model, bad.data, progress=False)  # resume of a state without the layers
+    # a state trained with an option that has since been retired is refused by name
+    from aigc_synth.io.checkpoint import save_checkpoint
+
+    src_state["model_config"] = {**src_state["model_config"], "old_layer": True}
+    save_checkpoint(src_state, tmp_path / "retired.pt")
+    bad = tiny_train_config(tmp_path / "ft2", *common, f"train.init_from={tmp_path / 'retired.pt'}")
+    with pytest.raises(CheckpointError, match=r"model\.old_layer=True.*retired"):
+        train(bad.train, bad.model, bad.data, progress=False)
+
+
+# ------------------------------------------------------------------------------------------------
+# retired options: checkpoints written while an option existed
+# ------------------------------------------------------------------------------------------------
+def _variant(source: Path, path: Path, config: dict | None = None, weights: dict | None = None) -> Path:
+    """A copy of exported generator ``source`` with extra ``model_config`` keys and / or state-dict entries."""
+    ckpt = torch.load(source, weights_only=True)
+    ckpt["model_config"] = {**ckpt["model_config"], **(config or {})}
+    ckpt["state_dict"] = {**ckpt["state_dict"], **(weights or {})}
+    torch.save(ckpt, path)
+    return path
+
+
+def test_a_retired_option_that_was_off_is_dropped_on_load(layout_checkpoint, scenes, tmp_path):
+    """Keys that the family no longer knows load when they were off switches (False, 0, None): the
+    model is the one without them, byte for byte; the bundled model stores such a key."""
+    from aigc_synth.io.checkpoint import BUNDLED_CHECKPOINT, read_generator_header
+
+    source = load_generator(layout_checkpoint)
+    old = load_generator(_variant(layout_checkpoint, tmp_path / "old.pt", {"old_layer": False, "old_width": 0, "old_mode": None}))
+    assert old.model_config == source.model_config and not {"old_layer", "old_width", "old_mode"} & set(old.model_config)
+    codes = np.array([DEFAULT_SCHEMA.encode(c) for c in DEFAULT_SCHEMA.combinations()[:4]])
+    lay = scene_layouts(scenes[:4], 32)
+    np.testing.assert_array_equal(generate_images(old, codes, np.arange(4), layouts=lay),
+                                  generate_images(source, codes, np.arange(4), layouts=lay))
+    stored = read_generator_header(BUNDLED_CHECKPOINT)["model_config"]
+    assert set(stored) - set(load_generator(BUNDLED_CHECKPOINT).model_config)  # a retired switch, off: dropped
+
+
+def test_a_retired_option_that_was_on_or_its_weights_are_refused_with_one_line(layout_checkpoint, tmp_path):
+    from aigc_synth.errors import CheckpointError
+    from tests.helpers import run_cli
+
+    for key, value in (("old_layer", True), ("old_width", 4), ("old_mode", "replicate")):
+        bad = _variant(layout_checkpoint, tmp_path / f"{key}.pt", {key: value})
+        with pytest.raises(CheckpointError, match=rf"trained with model\.{key}={value!r}.*retired \(see docs/experiments\.md\)"):
+            load_generator(bad)
+    # weights of a layer the model has no place for are refused, not ignored (its switch off or absent)
+    extra = {"old_layer.weight": torch.zeros(3, 8, 3, 3), "old_layer.bias": torch.zeros(3)}
+    for config in ({"old_layer": False}, None):
+        bad = _variant(layout_checkpoint, tmp_path / "weights.pt", config, extra)
+        with pytest.raises(CheckpointError, match=r"weights of layers this model does not have \(old_layer\.weight, old_layer\.bias\)"):
+            load_generator(bad)
+    # through the CLI: exit status 2, one line naming the option, nothing written
+    bad = _variant(layout_checkpoint, tmp_path / "on.pt", {"old_layer": True})
+    out = tmp_path / "out"
+    proc = run_cli("generate", f"output_dir={out}", f"job.checkpoint={bad}", cwd=tmp_path)
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert "model.old_layer=True" in lines[0] and "retired" in lines[0] and not out.exists()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -501,15 +477,12 @@ def test_sampling_options_script_writes_a_copy_with_new_psi_and_particles(layout
     script = Path(__file__).resolve().parents[1] / "scripts" / "set_sampling_options.py"
     out = tmp_path / "psi.pt"
     done = subprocess.run([sys.executable, str(script), str(layout_checkpoint), str(out), "--psi", "0.7", "--particles", "on",
-                           "--padding", "replicate", "--why", "test"], capture_output=True, text=True)
+                           "--why", "test"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     source, copy = load_generator(layout_checkpoint), load_generator(out)
     assert copy.module.truncation == 0.7 and copy.meta["truncation"] == {"psi": 0.7, "why": "test"}
     assert source.module.particles is None and copy.module.particles is not None
-    assert copy.meta["sampling_options"] == {"truncation": 0.7, "particles": True, "padding_mode": "replicate", "why": "test"}
-    assert source.module.padding_mode == "zeros" and copy.module.padding_mode == "replicate"
-    assert all(m.padding_mode == "replicate" for m in copy.module.modules()
-               if isinstance(m, torch.nn.Conv2d) and m.padding != (0, 0))
+    assert copy.meta["sampling_options"] == {"truncation": 0.7, "particles": True, "why": "test"}
     assert copy.model_id != source.model_id
     for (k, v), w in zip(source.module.state_dict().items(), copy.module.state_dict().values()):
         assert torch.equal(v, w), k  # the weights are unchanged
@@ -550,73 +523,6 @@ def test_discriminator_selection_scores_match_the_states_discriminator(scenes, t
         mod.discriminator_scores(str(state), images, codes, layouts)
 
 
-def test_padding_mode_changes_the_image_not_the_weights_and_rejects_unknown_modes(scenes):
-    torch.manual_seed(0)
-    zeros = build_generator("layout_gan", DEFAULT_SCHEMA.cardinalities, **TINY_LAYOUT).eval()
-    replicate = build_generator("layout_gan", DEFAULT_SCHEMA.cardinalities, padding_mode="replicate", **TINY_LAYOUT).eval()
-    replicate.load_state_dict(zeros.state_dict())  # same weights: padding is not a parameter
-    z, codes = torch.randn(2, 16), torch.zeros(2, 3, dtype=torch.int64)
-    lay = torch.from_numpy(scene_layouts(scenes[:2], 32))
-    with torch.no_grad():
-        a, b = zeros(z, codes, lay), replicate(z, codes, lay)
-    assert not torch.equal(a, b)
-    with pytest.raises(ValueError, match="padding_mode"):
-        build_generator("layout_gan", DEFAULT_SCHEMA.cardinalities, padding_mode="circular", **TINY_LAYOUT)
-
-
-def test_vehicle_head_paints_inside_vehicle_faces_only(scenes):
-    """The vehicle head starts at zero (a trained generator's images are unchanged when it is added);
-    once non-zero it changes pixels where the layout has a vehicle face and nowhere else."""
-    torch.manual_seed(0)
-    plain = build_generator("layout_gan", DEFAULT_SCHEMA.cardinalities, instance_codes=2, **TINY_LAYOUT).eval()
-    headed = build_generator("layout_gan", DEFAULT_SCHEMA.cardinalities, instance_codes=2, vehicle_head=True, **TINY_LAYOUT).eval()
-    missing, unexpected = headed.load_state_dict(plain.state_dict(), strict=False)
-    assert sorted(missing) == ["vehicle_colour.bias", "vehicle_colour.weight", "vehicle_rgb.bias", "vehicle_rgb.weight"]
-    z, codes = torch.randn(3, 16), torch.zeros(3, 3, dtype=torch.int64)
-    lay = torch.from_numpy(scene_layouts(scenes[:3], 32))
-    with torch.no_grad():
-        torch.testing.assert_close(headed(z, codes, lay), plain(z, codes, lay))
-        headed.vehicle_rgb.weight.normal_()
-        delta = (headed(z, codes, lay) - plain(z, codes, lay)).abs().amax(dim=1)
-    face = (lay[:, 2] + lay[:, 3]) > 0
-    assert face.any() and (delta[face] > 1e-3).any()
-    assert torch.all(delta[~face] == 0)
-
-
-def test_skip_rgb_starts_neutral_and_the_multiscale_critic_scores_both_scales(scenes):
-    """Skip RGB convs start at zero (a trained generator's images are unchanged when they are added)
-    and, once non-zero, add a smooth coarse image; the multi-scale critic returns one logit per
-    scale, its low-resolution column reading only the pooled image."""
-    from aigc_synth.models.registry import build_discriminator
-
-    torch.manual_seed(0)
-    plain = build_generator("layout_gan", DEFAULT_SCHEMA.cardinalities, **TINY_LAYOUT).eval()
-    skip = build_generator("layout_gan", DEFAULT_SCHEMA.cardinalities, skip_rgb=True, **TINY_LAYOUT).eval()
-    missing, unexpected = skip.load_state_dict(plain.state_dict(), strict=False)
-    assert not unexpected and missing and all(k.startswith("skip_rgbs.") for k in missing)
-    z, codes = torch.randn(3, 16), torch.zeros(3, 3, dtype=torch.int64)
-    lay = torch.from_numpy(scene_layouts(scenes[:3], 32))
-    with torch.no_grad():
-        torch.testing.assert_close(skip(z, codes, lay), plain(z, codes, lay))
-        skip.skip_rgbs[0].bias.fill_(0.5)  # the coarsest level's constant: a uniform shift of the pre-tanh image
-        before, after = plain(z, codes, lay), skip(z, codes, lay)
-    unsaturated = (before.abs() < 0.9) & (after.abs() < 0.9)
-    assert unsaturated.float().mean() > 0.5
-    shift = (torch.atanh(after) - torch.atanh(before))[unsaturated]
-    torch.testing.assert_close(shift, torch.full_like(shift, 0.5), atol=1e-3, rtol=0)
-    critic = build_discriminator("layout_gan", DEFAULT_SCHEMA.cardinalities, resolution=32, d_base_channels=8,
-                                 aux_class_weight=0.2, multiscale_d=True).eval()  # eval: no power-iteration updates
-    image = torch.rand(3, 3, 32, 32) * 2 - 1
-    logits, class_logits = critic(image, codes, lay, return_aux=True)
-    assert logits.shape == (3, 2) and len(class_logits) == 3
-    # pixel-level detail that 2x pooling averages away moves the full-resolution logit only
-    checker = (torch.arange(32)[:, None] + torch.arange(32)[None, :]) % 2 * 0.2 - 0.1
-    with torch.no_grad():
-        a, b = critic(image, codes, lay), critic(image + checker, codes, lay)
-    assert not torch.allclose(a[:, 0], b[:, 0]) and torch.allclose(a[:, 1], b[:, 1], atol=1e-5)
-    assert build_discriminator("layout_gan", DEFAULT_SCHEMA.cardinalities, resolution=32, d_base_channels=8)(image, codes, lay).shape == (3,)
-
-
 def test_evaluation_border_energy_sees_a_seam_and_its_options_parse():
     import importlib.util
 
@@ -633,10 +539,10 @@ def test_evaluation_border_energy_sees_a_seam_and_its_options_parse():
     inner = clean.copy()
     inner[:, 16, 8:24] = 250
     np.testing.assert_allclose(mod.border_energy(inner), mod.border_energy(clean))
-    assert mod.parse_model("a=x.pt@psi=0.7@particles=on@padding=replicate") == (
-        "a", "x.pt", {"psi": 0.7, "particles": True, "padding": "replicate"})
-    with pytest.raises(SystemExit):
-        mod.parse_model("a=x.pt@psi=2")
+    assert mod.parse_model("a=x.pt@psi=0.7@particles=on") == ("a", "x.pt", {"psi": 0.7, "particles": True})
+    for bad in ("a=x.pt@psi=2", "a=x.pt@padding=replicate"):
+        with pytest.raises(SystemExit):
+            mod.parse_model(bad)
 
 
 def test_row_calibration_fits_on_training_renders_and_corrects_the_row_means(layout_checkpoint, scenes, tmp_path):

@@ -71,12 +71,9 @@ def test_particles_add_no_weights_and_change_only_rain_and_snow(layouts):
     torch.testing.assert_close(batch, alone, rtol=0, atol=1e-5)
 
 
-def test_particles_need_a_weather_factor_and_exclude_the_learnt_layer():
+def test_particles_need_a_weather_factor():
     with pytest.raises(ValueError, match="needs factors"):
         build_generator("layout_gan", DEFAULT_SCHEMA.cardinalities, particles=True, **TINY)
-    with pytest.raises(ValueError, match="alternatives"):
-        build_generator("layout_gan", DEFAULT_SCHEMA.cardinalities, factors=DEFAULT_SCHEMA.factors, particles=True,
-                        precipitation=True, **TINY)
     with pytest.raises(ValueError, match="'weather' factor"):
         ParticleOverlay((("season", ("summer", "winter")),), 32)
 

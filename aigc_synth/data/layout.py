@@ -8,17 +8,15 @@ exactly inside the boxes the renderer reports for that scene.
 
 Channels (:data:`LAYOUT_CHANNELS`, float32 in [0, 1], shape ``(C, size, size)``)
     ``road``        asphalt (lanes and shoulders) not hidden by a vehicle
-    ``lane_lines``  every lane boundary as a solid line; with a ``dash_phase`` the separators are
-                    dashed exactly as the renderer paints them with that phase (the renderer draws
-                    the phase from its cosmetic seed: a dashed-lane model gets the training image's
-                    phase, and at sampling one drawn from each sample's seed)
+    ``lane_lines``  every lane boundary as a solid line (the renderer dashes the separators at a
+                    phase drawn from its cosmetic seed, which the layout does not fix)
     ``car``         visible share of each pixel covered by a car's rear face
     ``truck``       the same for trucks
     ``nearness``    ``min(1, NEAR_SCALE / depth)`` of the front-most face: lets the generator size
                     lamps and details, and separates a near car from a far one behind it
     ``edges``       a one-pixel ring inside each visible face: separates touching vehicles
 
-The map is a pure function of ``(scene, size, dash_phase)``; it never looks at pixels.
+The map is a pure function of ``(scene, size)``; it never looks at pixels.
 """
 
 from __future__ import annotations
@@ -31,12 +29,10 @@ from aigc_synth.data.scene_render import (
     CAMERA_HEIGHT,
     HORIZON,
     LINE_WIDTH,
-    FOCAL,
     SHOULDER,
     _coverage,
     _project,
     _span_coverage,
-    dash_coverage,
 )
 from aigc_synth.scenes.format import LANE_WIDTH, Scene
 
@@ -53,11 +49,8 @@ def _face_alpha(box: tuple[float, float, float, float], size: int) -> tuple[slic
     return slice(iy0, iy1), slice(ix0, ix1), np.outer(wy, wx)
 
 
-def scene_layout(scene: Scene, size: int = 64, dash_phase: float | None = None) -> np.ndarray:
-    """float32 ``(len(LAYOUT_CHANNELS), size, size)`` layout of ``scene`` (see the module docstring).
-
-    ``dash_phase`` (m): draw the lane separators dashed, exactly as the renderer does with that phase;
-    ``None`` draws every boundary solid."""
+def scene_layout(scene: Scene, size: int = 64) -> np.ndarray:
+    """float32 ``(len(LAYOUT_CHANNELS), size, size)`` layout of ``scene`` (see the module docstring)."""
     H = W = int(size)
     hz, cx, h = HORIZON * H, W / 2.0, CAMERA_HEIGHT
     ys = (np.arange(H, dtype=np.float32) + 0.5)[:, None]
@@ -69,11 +62,9 @@ def scene_layout(scene: Scene, size: int = 64, dash_phase: float | None = None) 
     out = np.zeros((len(LAYOUT_CHANNELS), H, W), np.float32)
     road, lines, car, truck, near, edges = out
     road[:] = _span_coverage(cx - (x_left + SHOULDER) * k, cx - (x_right - SHOULDER) * k, xs) * ground
-    dashes = dash_coverage(ys - np.float32(hz), FOCAL * W * h, dash_phase) if dash_phase is not None else None
     for b in range(scene.num_lanes + 1):
         xb = x_right + b * LANE_WIDTH
-        line = _span_coverage(cx - (xb + LINE_WIDTH / 2) * k, cx - (xb - LINE_WIDTH / 2) * k, xs) * ground
-        lines += line * dashes if dashes is not None and 0 < b < scene.num_lanes else line
+        lines += _span_coverage(cx - (xb + LINE_WIDTH / 2) * k, cx - (xb - LINE_WIDTH / 2) * k, xs) * ground
     np.clip(lines, 0.0, 1.0, out=lines)
     for v in _project(scene, W):  # far to near: nearer faces overwrite, as in the renderer
         face = _face_alpha(v.box, W)
@@ -95,10 +86,8 @@ def scene_layout(scene: Scene, size: int = 64, dash_phase: float | None = None) 
     return np.clip(out, 0.0, 1.0)
 
 
-def scene_layouts(scenes: Sequence[Scene], size: int = 64, dash_phases: Sequence[float] | None = None) -> np.ndarray:
-    """Stacked :func:`scene_layout` of each scene (``dash_phases``: one per scene, or ``None`` for
-    solid separators): float32 ``(n, C, size, size)``."""
+def scene_layouts(scenes: Sequence[Scene], size: int = 64) -> np.ndarray:
+    """Stacked :func:`scene_layout` of each scene: float32 ``(n, C, size, size)``."""
     if not len(scenes):
         return np.zeros((0, len(LAYOUT_CHANNELS), size, size), np.float32)
-    phases = [None] * len(scenes) if dash_phases is None else list(dash_phases)
-    return np.stack([scene_layout(s, size, p) for s, p in zip(scenes, phases, strict=True)])
+    return np.stack([scene_layout(s, size) for s in scenes])

@@ -10,10 +10,6 @@ Weather and time of day are uniform by default; ``condition_probs={"weather": {"
 draws them from given per-factor probabilities instead (same per-item uniform, inverse CDF), e.g.
 a training pool where fog, snow and night are rare. Factors it leaves out stay uniform, and
 without it every item is exactly what it always was.
-
-``dashed_lanes=True`` draws each item's layout with the lane separators dashed at the phase its
-render used (what a generator with ``model.dashed_lanes`` is trained on); by default they are solid
-and the layout depends on the scene alone.
 """
 
 from __future__ import annotations
@@ -70,19 +66,17 @@ def resolve_condition_probs(condition_probs: Mapping[str, Mapping[str, float]],
 class SceneImageDataset(Dataset):
     """``length`` renders of ``scenes``; see the module docstring. Items are dicts with ``image``
     uint8 (3, H, W), ``codes`` int64 (F,), ``layout`` float32 (L, H, W), ``scene_index``, ``seed``,
-    ``boxes`` float32 (n, 4) and ``labels``. ``condition_probs``, ``dashed_lanes``: see the module
-    docstring."""
+    ``boxes`` float32 (n, 4) and ``labels``. ``condition_probs``: see the module docstring."""
 
     def __init__(self, scenes: Sequence[Scene], length: int = 2**62, seed: int = 0, resolution: int = 64,
                  schema: ConditionSchema = DEFAULT_SCHEMA,
-                 condition_probs: Mapping[str, Mapping[str, float]] | None = None, dashed_lanes: bool = False):
+                 condition_probs: Mapping[str, Mapping[str, float]] | None = None):
         if schema.to_dict() != DEFAULT_SCHEMA.to_dict():
             raise SchemaError("scene images carry the default driving schema only")
         if not len(scenes):
             raise ValueError("no scenes to render")
         self.scenes, self.length, self.seed, self.resolution, self.schema = list(scenes), int(length), int(seed), int(resolution), schema
         self._layouts: dict[int, np.ndarray] = {}
-        self.dashed_lanes = bool(dashed_lanes)
         self._traffic = schema.names.index("traffic")
         self.condition_probs = None if condition_probs is None else resolve_condition_probs(condition_probs, schema)
         self._cumulative: dict[int, np.ndarray] = {}
@@ -118,8 +112,7 @@ class SceneImageDataset(Dataset):
         return {
             "image": torch.from_numpy(np.stack([r.image for r in rendered])).permute(0, 3, 1, 2).contiguous(),
             "codes": torch.from_numpy(codes),
-            "layout": torch.from_numpy(np.stack([scene_layout(self.scenes[k], self.resolution, r.dash_phase) if self.dashed_lanes
-                                                 else self.layout(int(k)) for k, r in zip(scene_index, rendered)])),
+            "layout": torch.from_numpy(np.stack([self.layout(int(k)) for k in scene_index])),
             "scene_index": torch.from_numpy(scene_index),
             "seed": torch.from_numpy(seeds),
             "boxes": [torch.from_numpy(r.boxes) for r in rendered],

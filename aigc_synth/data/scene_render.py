@@ -96,9 +96,7 @@ class RenderedScene:
 
     ``image`` uint8 (H, W, 3); ``boxes`` float32 (n, 4) as x0, y0, x1, y1 pixels clipped to the
     image; ``agents`` int64 (n,) index into ``scene.agents`` of each box (ascending); ``visible``
-    float32 (n,) in (0, 1], see the module docstring; ``labels`` the agents' kinds; ``dash_phase``
-    (m) where the seed started the separators' dash pattern (a layout drawn with it dashes the same
-    lines, :func:`aigc_synth.data.layout.scene_layout`).
+    float32 (n,) in (0, 1], see the module docstring; ``labels`` the agents' kinds.
     """
 
     image: np.ndarray
@@ -109,7 +107,6 @@ class RenderedScene:
     weather: str = "clear"
     time_of_day: str = "day"
     seed: int = 0
-    dash_phase: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -399,7 +396,7 @@ def render_scene(scene: Scene, weather: str, time_of_day: str, seed: int, size: 
 
     boxes = scene_boxes(scene, W)
     return RenderedScene(image=image, boxes=boxes.boxes, agents=boxes.agents, visible=boxes.visible, labels=boxes.labels,
-                         weather=weather, time_of_day=time_of_day, seed=int(seed), dash_phase=float(dash_phase))
+                         weather=weather, time_of_day=time_of_day, seed=int(seed))
 
 
 @dataclass

@@ -64,15 +64,12 @@ def layout_images(gen, scenes: Sequence[Scene], codes: np.ndarray, seeds: np.nda
 
     from aigc_synth.data.layout import scene_layouts
     from aigc_synth.models.registry import get_family
-    from aigc_synth.sampling.layout import dash_phases
     from aigc_synth.sampling.sampler import generate_images
 
     uses_layout = get_family(gen.family).layout
-    phases = dash_phases(gen, seeds)
     out = np.empty((len(codes), gen.resolution, gen.resolution, 3), np.uint8)
     for s in tqdm(range(0, len(codes), chunk), desc="sample", unit="batch", disable=not progress):
-        lay = (scene_layouts(scenes[s:s + chunk], gen.resolution, None if phases is None else phases[s:s + chunk])
-               if uses_layout else None)
+        lay = scene_layouts(scenes[s:s + chunk], gen.resolution) if uses_layout else None
         out[s:s + chunk] = generate_images(gen, codes[s:s + chunk], seeds[s:s + chunk], layouts=lay)
     return out
 

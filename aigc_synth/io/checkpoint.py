@@ -7,6 +7,13 @@ pickled code is refused, never executed.
 An **exported generator** (``format = aigc_synth.generator/v1``) holds the EMA generator weights,
 the model family and its keyword arguments, and the condition schema it was trained on. Its sha256
 is the ``model_id`` written into every generated row.
+
+Retired options. A model option that was measured as no gain is removed from the code, but
+checkpoints written while it existed still store it in their ``model_config``
+(:func:`current_model_config`): where it was off (``False``, ``0``, ``None``) the model never used
+it, so the key is dropped and the checkpoint loads as before; where it was on, the checkpoint needs
+code that no longer exists and is refused with one line naming the option. Weights that the rebuilt
+model has no place for are refused too, never silently ignored.
 """
 
 from __future__ import annotations
@@ -15,22 +22,24 @@ import hashlib
 import io
 import os
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
 from aigc_synth.errors import CheckpointError, first_line
 from aigc_synth.io.atomic import atomic_path, sha256_file
-from aigc_synth.models.registry import build_generator, generator_kwargs
+from aigc_synth.models.registry import build_generator, generator_kwargs, get_family
 from aigc_synth.schema import ConditionSchema, SchemaError
 
 GENERATOR_FORMAT = "aigc_synth.generator/v1"
 #: The small default generator shipped inside the package (``job.checkpoint=null`` / ``default``).
 BUNDLED_CHECKPOINT = Path(__file__).resolve().parent.parent / "assets" / "default_generator.pt"
 TRAIN_STATE_FORMAT = "aigc_synth.train_state/v1"
+#: Where the options removed from the code are recorded (what they were, what they measured).
+RETIRED_OPTIONS_RECORD = "docs/experiments.md"
 
 
 def resolve_checkpoint_path(checkpoint: str | os.PathLike | None) -> Path:
@@ -137,6 +146,53 @@ def _check_generator(ckpt: dict[str, Any], path: str) -> dict[str, Any]:
     return ckpt
 
 
+def _is_off(value: Any) -> bool:
+    """``False``, ``0`` (``0.0``) or ``None``: an option that was switched off."""
+    return value is None or (isinstance(value, (bool, int, float)) and value == 0)
+
+
+def current_model_config(family: str, model_config: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """``model_config`` (an exported generator's or a training state's) with the keys that the
+    family's config and generator no longer know dropped, when their value is an off switch.
+
+    An unknown key with any other value is an option the checkpoint was trained *with* that this
+    version no longer has (see the module docstring): :class:`CheckpointError` naming it."""
+    try:
+        fam = get_family(family)
+    except ValueError as exc:
+        raise CheckpointError(f"{source}: {exc}") from None
+    known = {"family", *fam.generator_keys, *fam.critic_keys, *(f.name for f in fields(fam.config))}
+    out = {}
+    for key, value in model_config.items():
+        if key in known:
+            out[key] = value
+        elif not _is_off(value):
+            raise CheckpointError(f"{source} was trained with model.{key}={value!r}, an option of the {family} family that "
+                                  f"was retired (see {RETIRED_OPTIONS_RECORD}); this version cannot rebuild that model")
+    return out
+
+
+def _listed(keys: list[str], limit: int = 4) -> str:
+    return ", ".join(keys[:limit]) + (f", … ({len(keys)} in all)" if len(keys) > limit else "")
+
+
+def load_module_weights(module: nn.Module, state_dict: Mapping[str, Any], source: str) -> None:
+    """``module.load_state_dict(state_dict)``, every mismatch a one-line :class:`CheckpointError`:
+    weights the module has no place for (e.g. a retired option's layer) are refused, not ignored."""
+    own = module.state_dict()
+    unexpected = [k for k in state_dict if k not in own]
+    if unexpected:
+        raise CheckpointError(f"{source} does not match its model config: it holds weights of layers this model does not "
+                              f"have ({_listed(unexpected)}); a retired option's layers? (see {RETIRED_OPTIONS_RECORD})")
+    missing = [k for k in own if k not in state_dict]
+    if missing:
+        raise CheckpointError(f"{source} does not match its model config: it lacks weights ({_listed(missing)})")
+    try:
+        module.load_state_dict(state_dict)
+    except RuntimeError as exc:  # shapes: torch lists them on the lines after its first
+        raise CheckpointError(f"{source} does not match its model config: {' '.join(str(exc).split())[:300]}") from None
+
+
 def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedGenerator:
     """Rebuild an exported generator from its checkpoint (safe load) and move it to ``device``."""
     path = Path(path)
@@ -152,11 +208,12 @@ def load_generator_from_bytes(data: bytes, source: str = "<bytes>", device: str 
     """
     ckpt = _check_generator(_safe_load(io.BytesIO(data), label=source), source)
     schema = ConditionSchema.from_dict(ckpt["schema"])
+    model_config = current_model_config(ckpt["family"], ckpt["model_config"], f"exported generator {source}")
     try:
-        module = build_generator(ckpt["family"], schema.cardinalities, factors=schema.factors, **ckpt["model_config"])
-        module.load_state_dict(ckpt["state_dict"])
+        module = build_generator(ckpt["family"], schema.cardinalities, factors=schema.factors, **model_config)
     except (RuntimeError, TypeError, ValueError) as exc:
         raise CheckpointError(f"exported generator {source} does not match its model config: {first_line(exc, 200)}") from None
+    load_module_weights(module, ckpt["state_dict"], f"exported generator {source}")
     module.eval().requires_grad_(False).to(device)
-    return LoadedGenerator(module=module, family=ckpt["family"], model_config=dict(ckpt["model_config"]), schema=schema,
+    return LoadedGenerator(module=module, family=ckpt["family"], model_config=model_config, schema=schema,
                            model_id=hashlib.sha256(data).hexdigest(), path=source, meta=dict(ckpt.get("meta", {})))

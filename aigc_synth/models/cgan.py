@@ -20,10 +20,10 @@ from torch.nn import functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
 
-def _num_upsamplings(resolution: int, allowed: tuple[int, ...] = (32, 64, 128)) -> int:
+def _num_upsamplings(resolution: int) -> int:
     n = int(round(math.log2(resolution / 4)))
-    if resolution not in allowed or 4 * 2**n != resolution:
-        raise ValueError(f"resolution must be {', '.join(map(str, allowed[:-1]))} or {allowed[-1]}, got {resolution}")
+    if resolution not in (32, 64, 128) or 4 * 2**n != resolution:
+        raise ValueError(f"resolution must be 32, 64 or 128, got {resolution}")
     return n
 
 
@@ -133,8 +133,7 @@ class ProjectionDiscriminator(nn.Module):
     def __init__(self, cardinalities: Sequence[int], resolution: int = 64, base_channels: int = 32,
                  aux_head: bool = False, in_channels: int = 3):
         super().__init__()
-        # 16 too: the layout GAN's multi-scale critic reads a 32-px model's images pooled to 16 px
-        n_down = _num_upsamplings(resolution, (16, 32, 64, 128))
+        n_down = _num_upsamplings(resolution)
         chans = [base_channels * 2**i for i in range(n_down)]
         layers: list[nn.Module] = [spectral_norm(nn.Conv2d(in_channels, chans[0], 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
         for i in range(n_down - 1):

@@ -65,30 +65,12 @@ class LayoutGANConfig(ImageModelConfig):
     # MSGAN ratio on each vehicle's mean colour (same latent pairs; needs mode_seeking > 0 for the pairs)
     vehicle_mode_seeking: float = 0.0
     truncation: float = 1.0  # ψ of the exported generator (sampling only; training always uses z as drawn)
-    # particle layer for rain streaks / snow flakes (models/layout_gan.PrecipitationLayer); a run may
-    # fine-tune (train.init_from) a state without it into one with it (experimental: see the README)
-    precipitation: bool = False
     # per-vehicle random codes read by every SPADE norm (models/layout_gan.vehicle_instances); 0 = off.
     # Also fine-tunable into a state without them (zero-initialised)
     instance_codes: int = 0
     # the renderer's rain streaks / snow flakes drawn over the image by a fixed overlay
     # (models/particles.py): right for the bundled renderer's data only; needs a weather factor
     particles: bool = False
-    # padding of the generator's convs: zeros (every bundled model so far) or replicate,
-    # which removes the seam zero padding draws along the image border (models/layout_gan.set_padding_mode)
-    padding_mode: str = "zeros"
-    # an RGB conv (plus a per-vehicle colour from the instance codes) added inside vehicle faces only,
-    # by their exact coverage (models/layout_gan.LayoutGenerator); zero-initialised, so fine-tunable
-    vehicle_head: bool = False
-    # layouts with the lane separators dashed as the renderer paints them (the training image's dash
-    # phase; at sampling a phase drawn from each sample's seed) instead of solid lines, which the
-    # generator could only draw as faint continuous lines (the dash phase was left to z)
-    dashed_lanes: bool = False
-    # StyleGAN2-style skip RGB convs on the coarse levels (models/layout_gan.LayoutGenerator); zero-initialised,
-    # so fine-tunable into a state without them
-    skip_rgb: bool = False
-    # a second discriminator on 2x-pooled images (pix2pixHD / SPADE multi-scale critic); a fine-tune may add it
-    multiscale_d: bool = False
     aux_class_weight: float = 0.2  # AC-GAN head on weather / time / traffic (0 = off)
     # matching-aware discriminator (Reed et al. 2016): real images paired with another sample's
     # layout count as fake, so D must check that vehicles sit where the layout says

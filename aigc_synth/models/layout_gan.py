@@ -8,13 +8,8 @@
   texture everywhere while the layout decides geometry; a per-level noise map (scaled by a learned
   per-channel weight, StyleGAN's noise inputs) adds the pixel-level variety a fixed layout would
   otherwise freeze.
-* Precipitation layer (optional, ``precipitation=True``): rain streaks and snow flakes are sparse,
-  pixel-sharp particles laid *over* the scene, which the normalised conv stack above smooths away
-  (measured: high-frequency energy 0.58× real under rain, 0.63× under snow, and the lowest coverage
-  of any weather). :class:`PrecipitationLayer` turns one more full-resolution noise map into
-  particle units gated per condition, smears them with learnt kernels that start as streaks and
-  flakes, and composites ``image·(1-α) + α·colour`` — the way renderers draw particles.
-  Experimental (see the README for what fine-tunes with it measured).
+* Particle overlay (optional, ``particles=True``): the renderer's rain streaks and snow flakes,
+  drawn over the image by a fixed, weightless overlay (:mod:`aigc_synth.models.particles`).
 * Per-vehicle codes (optional, ``instance_codes=C``): the global style gives every car of an image
   the same look, while the renderer draws each vehicle's colour on its own. Each vehicle face of the
   layout (:func:`vehicle_instances`) is filled with its own random C-vector (drawn from z's
@@ -39,13 +34,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from aigc_synth.data.layout import LAYOUT_CHANNELS as LAYOUT_CHANNEL_NAMES
 from aigc_synth.models.cgan import FactorEmbedding, ProjectionDiscriminator, _num_upsamplings
 from aigc_synth.models.particles import ParticleOverlay
 
 #: Number of layout channels (:data:`aigc_synth.data.layout.LAYOUT_CHANNELS`), fixed by the format.
 LAYOUT_CHANNELS = 6
-_CAR, _TRUCK = (LAYOUT_CHANNEL_NAMES.index(c) for c in ("car", "truck"))  # the vehicle-face channels
 
 
 def _at(m: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -122,87 +115,6 @@ class _LayoutBlock(nn.Module):
         return F.relu(self.norm(x, style, layout, instance))
 
 
-def particle_kernels(hidden: int, size: int = 5) -> torch.Tensor:
-    """(hidden, size, size) starting shapes of the precipitation layer's particle units: thin streaks
-    at several slants (rain) for the first three quarters, small flakes (snow) for the rest. They are
-    priors only (every kernel is learnt), so no shape has to be discovered from the dots a zero-init
-    layer would start from."""
-    k = torch.zeros(hidden, size, size)
-    c = size // 2
-    n_streaks = max(1, (3 * hidden) // 4)
-    slants = torch.linspace(-0.6, 0.6, n_streaks)  # horizontal pixels per vertical pixel
-    for u in range(n_streaks):
-        for dy in range(-c, c + 1):
-            k[u, c + dy, c + int(round(float(slants[u]) * dy))] = 1.0
-    for u in range(n_streaks, hidden):
-        k[u, c, c] = 1.0
-        if (u - n_streaks) % 2:  # every other flake unit a plus-shaped, larger flake
-            k[u, c - 1, c] = k[u, c + 1, c] = k[u, c, c - 1] = k[u, c, c + 1] = 0.5
-    return k
-
-
-class PrecipitationLayer(nn.Module):
-    """Particles over an image, gated by the condition: ``image·(1-α) + α·colour``.
-
-    ``hidden`` full-resolution noise maps go through a pointwise threshold into as many particle
-    units (each fires on its own map's ≈0.2 % tail, so shapes do not pile up on the same pixels),
-    each unit is multiplied by its own **gate per condition combination** (a table indexed by the
-    mixed-radix code of weather × time × traffic, so the generator can keep streaks in rain, flakes
-    in snow and nothing in clear weather), then smeared by a 5×5 conv that starts as
-    :func:`particle_kernels` and summed into α. The colour is a function of the condition too.
-
-    Why a table: any parameter shared between conditions becomes an off-switch for all of them. In
-    fine-tunes of a trained generator the discriminator rejected the particles in clear weather, and
-    a switch shared across weathers (first a common threshold, then gates computed from the summed
-    condition embedding) turned them off in every weather alike, rain and snow included. A table
-    entry only hears its own condition's gradient; it is read ×``GATE_GAIN`` so that Adam's fixed
-    step size moves it as fast as the shared weights it competes with. At ×50 (lr 2·10⁻⁴) a run from
-    scratch took 1,000 steps to move the clear-weather gates from 0.50 to 0.29, where particles are
-    still plainly visible; ×200 lets a gate cross from half open to nearly shut in ~50 steps of
-    consistent gradient."""
-
-    GATE_GAIN = 200.0
-
-    def __init__(self, cond_dim: int, cardinalities: Sequence[int], hidden: int = 8):
-        super().__init__()
-        self.noise_channels = hidden
-        self.cardinalities = tuple(int(c) for c in cardinalities)
-        self.point = nn.Conv2d(hidden, hidden, 1, groups=hidden)
-        radix = [1]
-        for c in reversed(list(cardinalities)[1:]):
-            radix.insert(0, radix[0] * int(c))
-        self.register_buffer("radix", torch.tensor(radix, dtype=torch.long), persistent=False)
-        self.gate = nn.Parameter(torch.zeros(math.prod(int(c) for c in cardinalities), hidden))
-        self.spread = nn.Conv2d(hidden, hidden, 5, padding=2, groups=hidden)  # one shape per unit
-        self.to_alpha = nn.Conv2d(hidden, 1, 3, padding=1)
-        self.colour = nn.Linear(cond_dim, 3)
-        with torch.no_grad():
-            # relu(4n - 11): fires where its noise exceeds 2.75σ, 0.3 % of pixels per unit (with 8 units
-            # and the smear, about the renderer's particle cover)
-            nn.init.constant_(self.point.weight, 4.0)
-            nn.init.constant_(self.point.bias, -11.0)
-            # every gate half open in every condition at the start (self.gate is zeros)
-            self.spread.weight.copy_(particle_kernels(hidden)[:, None])
-            self.spread.bias.zero_()
-            self.to_alpha.weight.zero_()
-            self.to_alpha.weight[0, :, 1, 1] = 16.0  # a 3σ particle at a half-open gate: α ≈ 0.9
-            self.to_alpha.bias.fill_(-6.0)
-            self.colour.weight.mul_(0.1)
-            self.colour.bias.fill_(0.5)  # pale particles to start (rain and snow are both pale)
-
-    def gate_table(self) -> torch.Tensor:
-        """The gates in (0, 1), shaped ``(*cardinalities, units)``: entry ``[w, t, f, u]`` is how open
-        particle unit ``u`` is in condition (w, t, f). Training logs their mean per first factor."""
-        return torch.sigmoid(self.GATE_GAIN * self.gate.detach()).view(*self.cardinalities, -1)
-
-    def forward(self, image: torch.Tensor, codes: torch.Tensor, cond: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        gate = torch.sigmoid(self.GATE_GAIN * self.gate[(codes.long() * self.radix).sum(dim=1)])
-        units = F.relu(self.point(noise)) * gate[:, :, None, None]
-        alpha = torch.sigmoid(self.to_alpha(self.spread(units)))
-        colour = torch.tanh(self.colour(cond))[:, :, None, None]
-        return image * (1 - alpha) + alpha * colour
-
-
 class LayoutGenerator(nn.Module):
     """z (B, z_dim) + codes (B, F) + layout (B, L, R, R) → image (B, 3, R, R) in [-1, 1].
 
@@ -213,20 +125,14 @@ class LayoutGenerator(nn.Module):
 
     def __init__(self, cardinalities: Sequence[int], resolution: int = 64, z_dim: int = 64,
                  base_channels: int = 32, embed_dim: int = 64, layout_channels: int = LAYOUT_CHANNELS,
-                 spade_hidden: int = 32, truncation: float = 1.0, precipitation: bool = False,
-                 instance_codes: int = 0, particles: bool = False,
-                 factors: Sequence[tuple[str, Sequence[str]]] | None = None, padding_mode: str = "zeros",
-                 vehicle_head: bool = False, dashed_lanes: bool = False, skip_rgb: bool = False,
-                 calibration_factors: Sequence[int] = ()):
+                 spade_hidden: int = 32, truncation: float = 1.0, instance_codes: int = 0, particles: bool = False,
+                 factors: Sequence[tuple[str, Sequence[str]]] | None = None, calibration_factors: Sequence[int] = ()):
         super().__init__()
         n_up = _num_upsamplings(resolution)
         self.z_dim, self.resolution, self.layout_channels = z_dim, resolution, layout_channels
         # truncation trick (BigGAN / StyleGAN): z is scaled by ψ before use; 1 in training. ψ < 1 trades a
         # little variety for fewer broken images from latents far out in the tails (stored in the checkpoint)
         self.truncation = float(truncation)
-        # trained on layouts whose lane separators are dashed (data/layout.scene_layout's dash_phase):
-        # no effect on the network, it tells the sampler to draw them so (sampling/layout.dash_phases)
-        self.dashed_lanes = bool(dashed_lanes)
         self.embed = FactorEmbedding(cardinalities, embed_dim)
         chans = [base_channels * 2 ** (n_up - 1 - i) for i in range(n_up)] + [max(base_channels // 2, 8)]
         self.chans = chans
@@ -240,23 +146,6 @@ class LayoutGenerator(nn.Module):
                          spade_hidden if i < n_up - 2 else spade_hidden // 2, self.instance_codes)
             for i in range(n_up))
         self.to_rgb = nn.Conv2d(chans[-1], 3, 3, padding=1)
-        # skip RGB (StyleGAN2's skip generator): a 1×1 RGB conv on every lower level's output, upsampled
-        # bilinearly and added before the tanh, so smooth gradients (sky, road, fog) can come from coarse
-        # levels directly (the bundled model's sky varies twice as much along a row as the renderer's).
-        # Zero-initialised, so a trained generator fine-tunes into it with its images unchanged; as a
-        # 750-step fine-tune it did not help (README, Layout model figures), from scratch it is untried.
-        self.skip_rgbs = nn.ModuleList(nn.Conv2d(c, 3, 1) for c in chans[1:-1]) if skip_rgb else None
-        # vehicle head: a second RGB conv (and, with per-vehicle codes, a per-vehicle colour) added only
-        # inside the layout's vehicle faces, weighted by their exact pixel coverage. The shared conv
-        # stack draws boundaries only as sharp as a 3×3 conv after nearest upsampling can, and bleeds
-        # a face's colour into the road; the renderer's faces are anti-aliased rectangles of one
-        # colour. Zero-initialised: a trained generator fine-tunes into it with its images unchanged.
-        self.vehicle_rgb = nn.Conv2d(chans[-1], 3, 3, padding=1) if vehicle_head else None
-        self.vehicle_colour = nn.Conv2d(self.instance_codes, 3, 1) if vehicle_head and self.instance_codes else None
-        for layer in (self.vehicle_rgb, self.vehicle_colour, *(self.skip_rgbs or ())):
-            if layer is not None:
-                nn.init.zeros_(layer.weight)
-                nn.init.zeros_(layer.bias)
         # per-condition row-colour calibration (training/calibration.py): a (K, 3, R) table of offsets
         # added to each image row at sampling time, K = the combinations of the factors it is keyed by;
         # fitted after training, zero (and absent) until then, never applied in training mode
@@ -267,42 +156,23 @@ class LayoutGenerator(nn.Module):
             self.register_buffer("row_calibration", torch.zeros(keys, 3, resolution))
         else:
             self.row_calibration = None
-        # absent (not merely idle) when off, so checkpoints from before the layer load unchanged
-        self.precipitation = PrecipitationLayer(embed_dim, cardinalities) if precipitation else None
         # the renderer's rain streaks / snow flakes drawn over the image (models/particles.py); needs the
         # schema's factor names and values (``factors``) to know which codes mean rain, snow, night
         self.set_particles(particles, factors)
-        self.set_padding_mode(padding_mode)
 
     def set_particles(self, enabled: bool, factors: Sequence[tuple[str, Sequence[str]]] | None = None) -> None:
         """Switch the fixed particle overlay (:class:`~aigc_synth.models.particles.ParticleOverlay`) on or
         off; ``factors`` are the schema's ``(name, values)`` pairs. It has no weights, so a trained
         generator can switch."""
-        if enabled and self.precipitation is not None:
-            raise ValueError("particles (fixed overlay) and precipitation (learnt layer) are alternatives; pick one")
         if enabled and factors is None:
             raise ValueError("particles=True needs factors: the condition schema's (name, values) pairs")
         self.particles = ParticleOverlay(factors, self.resolution) if enabled else None
 
-    def set_padding_mode(self, mode: str) -> None:
-        """Pad every 3×3 / 5×5 conv with ``mode`` (``zeros``, ``replicate`` or ``reflect``). Zero padding
-        tells each conv where the border is, and the generator draws a bright / coloured seam along it
-        (``border`` in ``scripts/eval_layout_models.py``: 1.6× the real renders' energy); replicate padding
-        leaves no such cue. No weights change, so a trained generator can switch."""
-        if mode not in ("zeros", "replicate", "reflect"):
-            raise ValueError(f"padding_mode must be zeros, replicate or reflect; got {mode!r}")
-        self.padding_mode = mode
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d) and m.padding != (0, 0):
-                m.padding_mode = mode
-
     def _noise(self, z: torch.Tensor) -> list[torch.Tensor]:
-        """Per-sample noise maps for every level, then the precipitation layer's full-resolution maps and
-        the particle overlay's uniform seeds and light jitter when those are on, drawn from a generator
-        seeded by that sample's z (optional inputs last, so the level maps never depend on them)."""
+        """Per-sample noise maps for every level, then the per-vehicle code tables and the particle
+        overlay's uniform seeds and light jitter when those are on, drawn from a generator seeded by that
+        sample's z (optional inputs last, so the level maps never depend on them)."""
         shapes = [(1, 8 * 2**i) for i in range(len(self.blocks))]
-        if self.precipitation is not None:
-            shapes.append((self.precipitation.noise_channels, self.resolution))
         maps, tables = [], []
         for b in range(z.shape[0]):
             seed = int((z[b, :4].double() * 1e6).abs().sum().item()) % (2**62)  # a pure function of z
@@ -334,23 +204,9 @@ class LayoutGenerator(nn.Module):
         inst = self._instance_map(layout, tables) if tables is not None else None
         x = self.stem(style).view(z.shape[0], self.chans[0], 4, 4)
         x = F.relu(self.stem_norm(x, style, layout, inst))
-        coarse = []
         for block, noise in zip(self.blocks, noises):
             x = block(x, style, layout, noise, inst)
-            coarse.append(x)
-        pre = self.to_rgb(x)
-        if self.skip_rgbs is not None:
-            for rgb, level in zip(self.skip_rgbs, coarse[:-1]):
-                pre = pre + F.interpolate(rgb(level), size=pre.shape[-2:], mode="bilinear", align_corners=False)
-        if self.vehicle_rgb is not None:
-            face = (layout[:, _CAR] + layout[:, _TRUCK]).clamp(0, 1)[:, None]
-            own = self.vehicle_rgb(x)
-            if self.vehicle_colour is not None:
-                own = own + self.vehicle_colour(inst)
-            pre = pre + face * own
-        image = torch.tanh(pre)
-        if self.precipitation is not None:
-            image = self.precipitation(image, codes, cond, noises[len(self.blocks)])
+        image = torch.tanh(self.to_rgb(x))
         if self.particles is not None:
             image = self.particles(image, codes, layout, noises[-2], noises[-1])
         if self.row_calibration is not None and not self.training:
@@ -370,29 +226,13 @@ def calibration_keys(codes, factors: Sequence[int], cardinalities: Sequence[int]
 
 
 class LayoutDiscriminator(nn.Module):
-    """(image, codes, layout) → logit (B,): the projection discriminator on image ⊕ layout channels.
-
-    ``multiscale=True`` adds a second projection discriminator on 2× average-pooled image ⊕ layout
-    (pix2pixHD / SPADE's multi-scale critic): it sees the coarse structure (sky and road gradients,
-    lighting) with the same capacity the full-resolution one spends on edges. The logits are then
-    (B, 2), one column per scale; the hinge losses average over every element, i.e. over the scales.
-    The auxiliary class heads stay on the full-resolution net.
-    """
+    """(image, codes, layout) → logit (B,): the projection discriminator on image ⊕ layout channels."""
 
     def __init__(self, cardinalities: Sequence[int], resolution: int = 64, base_channels: int = 32,
-                 aux_head: bool = False, layout_channels: int = LAYOUT_CHANNELS, multiscale: bool = False):
+                 aux_head: bool = False, layout_channels: int = LAYOUT_CHANNELS):
         super().__init__()
         self.net = ProjectionDiscriminator(cardinalities, resolution, base_channels, aux_head=aux_head,
                                            in_channels=3 + layout_channels)
-        self.low = (ProjectionDiscriminator(cardinalities, resolution // 2, base_channels, in_channels=3 + layout_channels)
-                    if multiscale else None)
 
     def forward(self, x: torch.Tensor, codes: torch.Tensor, layout: torch.Tensor, return_aux: bool = False):
-        pair = torch.cat([x, layout * 2 - 1], dim=1)
-        out = self.net(pair, codes, return_aux=return_aux)
-        if self.low is None:
-            return out
-        low = self.low(F.avg_pool2d(pair, 2), codes)
-        if return_aux:
-            return torch.stack([out[0], low], dim=1), out[1]
-        return torch.stack([out, low], dim=1)
+        return self.net(torch.cat([x, layout * 2 - 1], dim=1), codes, return_aux=return_aux)

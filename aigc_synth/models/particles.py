@@ -2,9 +2,9 @@
 
 Why not learnt. Streaks and flakes are sparse, sharp and random in position: what a small
 convolutional generator draws worst (the bundled model paints snow as blotchy texture and rain as
-nothing) and what its discriminator, trained on them, rejects when they come out slightly wrong. The
-learnt :class:`~aigc_synth.models.layout_gan.PrecipitationLayer` was rejected by its discriminator
-in every run (the gates closed even in rain; see the README). This overlay instead draws particles
+nothing) and what its discriminator, trained on them, rejects when they come out slightly wrong. A
+learnt particle layer, gated per condition, was rejected by its discriminator in every run (the gates
+closed even in rain) and has been retired (``docs/experiments.md``). This overlay instead draws particles
 with the renderer's own statistics (:mod:`aigc_synth.data.scene_render`'s ``RAIN_*`` / ``SNOW_*``
 constants and :func:`~aigc_synth.data.scene_render.particle_alpha`, in torch), in the weathers that
 have them, so the generator only has to learn the scene behind them: physically based weather

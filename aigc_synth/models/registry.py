@@ -60,9 +60,8 @@ FAMILIES: dict[str, Family] = {
                    train_step=gan_step),
     "layout_gan": Family("layout_gan", LayoutGANConfig, LayoutGenerator, LayoutDiscriminator,
                          generator_keys=("resolution", "z_dim", "base_channels", "embed_dim", "spade_hidden", "truncation",
-                                         "precipitation", "instance_codes", "particles",
-                                         "padding_mode", "vehicle_head", "dashed_lanes", "skip_rgb", "calibration_factors"),
-                         critic_keys=("resolution", "d_base_channels", "aux_class_weight", "multiscale_d"),
+                                         "instance_codes", "particles", "calibration_factors"),
+                         critic_keys=("resolution", "d_base_channels", "aux_class_weight"),
                          arch_keys=("resolution", "z_dim", "base_channels", "d_base_channels", "embed_dim", "spade_hidden"),
                          train_step=layout_gan_step, layout=True),
     "dcgan": Family("dcgan", DCGANConfig, DCGANGenerator, DCGANDiscriminator,
@@ -117,8 +116,6 @@ def build_discriminator(family_name: str, cardinalities: Sequence[int], **params
         kwargs["base_channels"] = kwargs.pop("d_base_channels")
     if "aux_class_weight" in kwargs:  # the module takes a switch, not a loss weight
         kwargs["aux_head"] = kwargs.pop("aux_class_weight") > 0
-    if "multiscale_d" in kwargs:
-        kwargs["multiscale"] = kwargs.pop("multiscale_d")
     return fam.critic(list(cardinalities), **kwargs)
 
 

@@ -102,11 +102,10 @@ class ImageSampler:
         columns: dict[str, np.ndarray] = {"seed": seeds}
         layouts = None
         if self.scene_source is not None:  # layout models: the scene first, then the image that shows it
-            from aigc_synth.sampling.layout import dash_phases, layouts_and_labels
+            from aigc_synth.sampling.layout import layouts_and_labels
 
             scenes, codes = self.scene_source.scenes_for(ids, codes, self.plan.schema)
-            layouts, columns["scene_id"], columns["boxes"] = layouts_and_labels(scenes, self.gen.resolution,
-                                                                                dash_phases(self.gen, seeds))
+            layouts, columns["scene_id"], columns["boxes"] = layouts_and_labels(scenes, self.gen.resolution)
         for f, (name, values) in enumerate(self.plan.schema.factors):
             columns[name] = np.asarray(values, dtype=object)[codes[:, f]]
         return SampleBatch(sample_ids=ids, columns=columns, images=self.images(codes, seeds, layouts), codes=codes)

@@ -22,8 +22,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from aigc_synth.data.layout import scene_layouts
-from aigc_synth.data.scene_render import DASH_PERIOD, scene_boxes
-from aigc_synth.sampling.seeds import DASH_STREAM, derive_seeds, uniform_from_seeds
+from aigc_synth.data.scene_render import scene_boxes
+from aigc_synth.sampling.seeds import derive_seeds, uniform_from_seeds
 from aigc_synth.schema import ConditionSchema
 from aigc_synth.scenes.format import Scene
 
@@ -71,21 +71,10 @@ class SceneSource:
         return scenes, codes
 
 
-def dash_phases(generator, seeds: np.ndarray) -> np.ndarray | None:
-    """The lane dashes' phase (m) of each sample for a generator trained on dashed-lane layouts
-    (``model.dashed_lanes``), a pure function of the sample's latent seed (so of the image); ``None``
-    (solid separators, as every earlier checkpoint was trained) for any other generator."""
-    module = getattr(generator, "module", generator)
-    if not getattr(module, "dashed_lanes", False):
-        return None
-    return DASH_PERIOD * uniform_from_seeds(derive_seeds(0, np.asarray(seeds, np.int64), stream=DASH_STREAM))
-
-
-def layouts_and_labels(scenes: Sequence[Scene], resolution: int, phases: Sequence[float] | None = None
-                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def layouts_and_labels(scenes: Sequence[Scene], resolution: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(layouts float32 (n, L, R, R), scene ids int64 (n,), boxes: object array of per-row lists of
-    ``{x0, y0, x1, y1, agent, label, visible}`` dicts in pixels); ``phases``: :func:`dash_phases`."""
-    layouts = scene_layouts(scenes, resolution, phases)
+    ``{x0, y0, x1, y1, agent, label, visible}`` dicts in pixels)."""
+    layouts = scene_layouts(scenes, resolution)
     ids = np.array([s.scene_id for s in scenes], np.int64)
     boxes = np.empty(len(scenes), dtype=object)
     for n, s in enumerate(scenes):

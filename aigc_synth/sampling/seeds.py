@@ -18,7 +18,6 @@ LATENT_STREAM = 0  #: the per-sample latent seed (attempt 0)
 PLAN_STREAM = 1  #: 1..F: per-factor plan draws (mixture plans; the procedural dataset's conditions)
 PERMUTATION_STREAM = 99  #: the Feistel keys of exact plans (indexed by round, not by sample)
 GATE_STREAM = 1 << 20  #: + t: the seed of a sample's gate attempt t ≥ 1 (far from the streams above)
-DASH_STREAM = (1 << 21) + 3  #: keyed by a latent seed: the lane dashes' phase in a dashed-lane layout
 CALIBRATION_STREAM = (1 << 22) + 5  #: the latents of a row-colour calibration fit (training/calibration.py)
 
 

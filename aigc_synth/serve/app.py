@@ -88,12 +88,12 @@ class Generator:
         seeds = np.concatenate([np.asarray(s, dtype=np.int64) for _, s, *_ in items])
         layouts, labels = None, [None] * len(codes)
         if self.scenes is not None:
-            from aigc_synth.sampling.layout import dash_phases, layouts_and_labels
+            from aigc_synth.sampling.layout import layouts_and_labels
 
             parts, labels = [], []
-            for c, s, _, ids, job_seed in items:  # each request is a slice of its own job (its seed)
+            for c, _, _, ids, job_seed in items:  # each request is a slice of its own job (its seed)
                 scenes, _ = self.scenes.scenes_for(np.asarray(ids, np.int64), np.asarray(c, np.int64), self.gen.schema, seed=job_seed)
-                lay, scene_ids, boxes = layouts_and_labels(scenes, self.gen.resolution, dash_phases(self.gen, s))
+                lay, scene_ids, boxes = layouts_and_labels(scenes, self.gen.resolution)
                 parts.append(lay)
                 labels += [{"scene_id": int(i), "boxes": b} for i, b in zip(scene_ids, boxes)]
             layouts = np.concatenate(parts)

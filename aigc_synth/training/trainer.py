@@ -29,11 +29,17 @@ from tqdm import tqdm
 
 from aigc_synth.config import DataConfig, TrainConfig
 from aigc_synth.data.datasets import FolderDataset, ProceduralDrivingDataset
-from aigc_synth.data.layout import scene_layout
 from aigc_synth.data.scene_images import SceneImageDataset
 from aigc_synth.data.scene_render import render_scene
 from aigc_synth.errors import UsageError
-from aigc_synth.io.checkpoint import TRAIN_STATE_FORMAT, CheckpointError, export_generator, load_checkpoint, save_checkpoint
+from aigc_synth.io.checkpoint import (
+    TRAIN_STATE_FORMAT,
+    CheckpointError,
+    current_model_config,
+    export_generator,
+    load_checkpoint,
+    save_checkpoint,
+)
 from aigc_synth.models.configs import ImageModelConfig
 from aigc_synth.models.registry import Family, build_discriminator, build_generator, get_family
 from aigc_synth.sampling.sampler import to_uint8
@@ -70,8 +76,7 @@ def make_training_data(data: DataConfig, model: ImageModelConfig, schema: Condit
             raise UsageError("data.source=scenes needs data.scenes (a directory of scene Parquet: a scene job's output)")
         scenes = read_scenes(data.scenes)
         print(f"scenes: {len(scenes)} from {data.scenes}")
-        return SceneImageDataset(scenes, seed=train.seed, resolution=model.resolution, schema=schema,
-                                 dashed_lanes=getattr(model, "dashed_lanes", False))
+        return SceneImageDataset(scenes, seed=train.seed, resolution=model.resolution, schema=schema)
     if data.source == "bdd100k":
         from aigc_synth.data.bdd100k import BDD100KDataset, format_skipped
 
@@ -125,8 +130,6 @@ def layout_sample_grid(generator: torch.nn.Module, data, rows: int = 15, columns
         k = int(item["scene_index"][0])
         real = render_scene(data.scenes[k], cond["weather"], cond["time_of_day"], 7, data.resolution)
         layout = item["layout"]
-        if getattr(data, "dashed_lanes", False):  # the real column's dashes, so the row can be judged by them
-            layout = torch.from_numpy(scene_layout(data.scenes[k], data.resolution, real.dash_phase))[None]
         fake = to_uint8(generator(z, codes[None].expand(columns - 1, -1), layout.expand(columns - 1, -1, -1, -1)))
         out.append(np.concatenate([real.image[None], fake]))
     generator.train(was_training)
@@ -194,28 +197,13 @@ def step_batches(data, batch_size: int, start: int, steps: int, workers: int):
 
 def _growable(key: str) -> bool:
     """Generator parameters a fine-tune may add to a trained state (they start in a neutral state that
-    leaves the images unchanged): the layout GAN's precipitation layer, per-vehicle code convs,
-    vehicle head and skip RGB convs."""
-    return (key.startswith(("precipitation.", "stem_norm.instance.", "vehicle_rgb.", "vehicle_colour.", "skip_rgbs."))
-            or ".norm.instance." in key)
-
-
-def precipitation_gates(generator: torch.nn.Module, schema) -> dict[str, float]:
-    """``{"gate_<value>": mean gate}`` per value of the schema's first factor (weather by default) for a
-    generator with a precipitation layer, else ``{}``: whether particles stay on in rain and snow and
-    off in clear weather is the layer's whole point, so a run logs it instead of leaving it to be dug
-    out of ``state.pt``."""
-    layer = getattr(generator, "precipitation", None)
-    if layer is None:
-        return {}
-    means = layer.gate_table().flatten(1).mean(dim=1)
-    return {f"gate_{value}": round(float(m), 4) for value, m in zip(schema.values(schema.names[0]), means)}
+    leaves the images unchanged): the layout GAN's per-vehicle code convs."""
+    return key.startswith("stem_norm.instance.") or ".norm.instance." in key
 
 
 def _critic_growable(key: str) -> bool:
-    """Critic parameters a fine-tune may add: the auxiliary class heads and the layout GAN's
-    low-resolution discriminator (``model.multiscale_d``)."""
-    return key.startswith(("aux_heads.", "low.")) or ".aux_heads." in key
+    """Critic parameters a fine-tune may add: the auxiliary class heads."""
+    return key.startswith("aux_heads.") or ".aux_heads." in key
 
 
 def _moments_with_new_parameters(saved: dict[str, Any], module: torch.nn.Module, new_keys: set[str]) -> dict[str, Any]:
@@ -243,11 +231,12 @@ def load_training_state(path: Path | str, family: Family, cfg: ImageModelConfig,
     The source must be a training state for the same schema whose ``family.arch_keys`` equal this
     run's (everything else, e.g. learning rates, may differ: the run's own values apply). The
     generator, its EMA and both optimisers' moments always load. The critic loads too, except for
-    parts the source lacks (:func:`_critic_growable`: the auxiliary classifier, the multi-scale
-    critic's low-resolution net), which start fresh (its other parameters keep their moments). A
-    fine-tune (not a resume) may also add a generator layer that :func:`_growable` names: the existing parameters keep their moments, only the new ones start
-    fresh. (With both optimisers restarted, a layout GAN fine-tune's critic loss fell 2.4 → 0.9 at
-    the restart and the run ended with FD 1.96 → 6.86.)
+    parts the source lacks (:func:`_critic_growable`: the auxiliary classifier), which start fresh
+    (its other parameters keep their moments). A fine-tune (not a resume) may also add a generator
+    layer that :func:`_growable` names: the existing parameters keep their moments, only the new
+    ones start fresh. (With both optimisers restarted, a layout GAN fine-tune's critic loss fell
+    2.4 → 0.9 at the restart and the run ended with FD 1.96 → 6.86.) A source trained with an option
+    that has since been retired is refused (:func:`~aigc_synth.io.checkpoint.current_model_config`).
     ``resume=True`` additionally restores the RNGs and the step counter, which is what makes a
     resumed run equal an uninterrupted one.
     """
@@ -261,6 +250,7 @@ def load_training_state(path: Path | str, family: Family, cfg: ImageModelConfig,
         if source.get(key) != getattr(cfg, key):
             raise CheckpointError(f"{path} has model.{key}={source.get(key)!r}, this run {getattr(cfg, key)!r}; "
                                   "use a new train.out_dir for another architecture")
+    current_model_config(family.name, source, str(path))  # a state trained with a retired option is refused
     g_missing, g_unexpected = ctx.G.load_state_dict(state["G"], strict=False)
     if g_unexpected or any(not _growable(k) for k in g_missing):
         raise CheckpointError(f"{path}: generator does not match (missing {g_missing}, unexpected {g_unexpected})")
@@ -278,7 +268,7 @@ def load_training_state(path: Path | str, family: Family, cfg: ImageModelConfig,
         ctx.opt_g.load_state_dict(_moments_with_new_parameters(state["opt_g"], ctx.G, set(g_missing)))
     for group in ctx.opt_g.param_groups:  # the moments carry over; the hyper-parameters are this run's
         group["lr"], group["betas"] = cfg.lr_g, (cfg.beta1, cfg.beta2)
-    # a critic that gained heads or a scale: its old parameters keep their moments, the new ones start fresh
+    # a critic that gained heads: its old parameters keep their moments, the new ones start fresh
     ctx.opt_d.load_state_dict(_moments_with_new_parameters(state["opt_d"], ctx.D, set(missing)) if missing else state["opt_d"])
     for group in ctx.opt_d.param_groups:
         group["lr"], group["betas"] = cfg.lr_d, (cfg.beta1, cfg.beta2)
@@ -397,8 +387,7 @@ def train(train_cfg: TrainConfig, model_cfg: ImageModelConfig, data_cfg: DataCon
                 raise FloatingPointError(f"non-finite loss at step {done}: {values}")
             if done % train_cfg.log_every == 0 or done == train_cfg.steps:
                 rec = {"step": done, **{k: round(v, 5) for k, v in values.items()},
-                       "sec_per_step": round(time.time() - t_step, 4), "elapsed_s": round(time.time() - t0, 1),
-                       **precipitation_gates(G, schema)}
+                       "sec_per_step": round(time.time() - t_step, 4), "elapsed_s": round(time.time() - t0, 1)}
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
                 bar.set_postfix({k: f"{v:.3f}" for k, v in values.items() if k.startswith("loss")})
