@@ -247,13 +247,15 @@ def _variant(source: Path, path: Path, config: dict | None = None, weights: dict
 
 
 def test_a_retired_option_that_was_off_is_dropped_on_load(layout_checkpoint, scenes, tmp_path):
-    """Keys that the family no longer knows load when they were off switches (False, 0, None): the
-    model is the one without them, byte for byte; the bundled model stores such a key."""
+    """Keys that the family no longer knows load when they were off switches (False, 0, None, or
+    PyTorch's default conv padding "zeros"): the model is the one without them, byte for byte; the
+    bundled model stores such a key."""
     from aigc_synth.io.checkpoint import BUNDLED_CHECKPOINT, read_generator_header
 
     source = load_generator(layout_checkpoint)
-    old = load_generator(_variant(layout_checkpoint, tmp_path / "old.pt", {"old_layer": False, "old_width": 0, "old_mode": None}))
-    assert old.model_config == source.model_config and not {"old_layer", "old_width", "old_mode"} & set(old.model_config)
+    old = load_generator(_variant(layout_checkpoint, tmp_path / "old.pt", {"old_layer": False, "old_width": 0, "old_mode": None,
+                                                                               "old_pad": "zeros"}))
+    assert old.model_config == source.model_config and not {"old_layer", "old_width", "old_mode", "old_pad"} & set(old.model_config)
     codes = np.array([DEFAULT_SCHEMA.encode(c) for c in DEFAULT_SCHEMA.combinations()[:4]])
     lay = scene_layouts(scenes[:4], 32)
     np.testing.assert_array_equal(generate_images(old, codes, np.arange(4), layouts=lay),

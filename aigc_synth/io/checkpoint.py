@@ -146,9 +146,14 @@ def _check_generator(ckpt: dict[str, Any], path: str) -> dict[str, Any]:
     return ckpt
 
 
+#: A retired option's stored value that means "what the network does without it": PyTorch's own
+#: conv padding (some layout checkpoints record it explicitly).
+NEUTRAL_STRINGS = ("zeros",)
+
+
 def _is_off(value: Any) -> bool:
-    """``False``, ``0`` (``0.0``) or ``None``: an option that was switched off."""
-    return value is None or (isinstance(value, (bool, int, float)) and value == 0)
+    """``False``, ``0`` (``0.0``), ``None`` or a neutral string: an option that changed nothing."""
+    return value is None or value in NEUTRAL_STRINGS or (isinstance(value, (bool, int, float)) and value == 0)
 
 
 def current_model_config(family: str, model_config: Mapping[str, Any], source: str) -> dict[str, Any]:
