@@ -109,7 +109,7 @@ def resolve_scene_source(job: Any, family: str, schema: ConditionSchema, checkpo
         except SceneError as exc:
             raise JobSpecError(f"job.scenes: {exc}") from None
         if not scenes:
-            raise JobSpecError(f"job.scenes: {path} holds no scene Parquet files (run a scene job first: job=scenes)")
+            raise JobSpecError(f"job.scenes: {path} holds no scenes (its Parquet files have 0 rows; run a scene job first: job=scenes)")
         traffic = set(schema.values("traffic"))
         bad = sorted({s.traffic for s in scenes} - traffic)
         if bad:

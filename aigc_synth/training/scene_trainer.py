@@ -47,13 +47,13 @@ def train_scene_model(train_cfg: TrainConfig, model_cfg: SceneModelConfig, data_
     """Train / fit / export a scene family; return the exported generator's path."""
     if model_cfg.family not in SCENE_FAMILIES:
         raise UsageError(f"not a scene family: {model_cfg.family!r}; available: {list(SCENE_FAMILIES)}")
-    out = Path(train_cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(train_cfg.out_dir)  # created only once the inputs are checked (bad input leaves nothing behind)
     export_path, log_path = out / "generator.pt", out / "log.jsonl"
     params = asdict(model_cfg)
     if isinstance(model_cfg, SceneRandomConfig):
         if not 0 <= model_cfg.speed_low <= model_cfg.speed_high:
             raise UsageError(f"model.speed_low/high must satisfy 0 <= low <= high, got {model_cfg.speed_low}, {model_cfg.speed_high}")
+        out.mkdir(parents=True, exist_ok=True)
         export_scene_generator(export_path, family="scene_random", model_config=params, state={}, traffic=TRAFFIC_LEVELS,
                                lanes=LANE_COUNTS, meta={"train_config": asdict(train_cfg)})
         _log(log_path, {"step": 0, "family": "scene_random", "note": "no parameters"})
@@ -65,12 +65,15 @@ def train_scene_model(train_cfg: TrainConfig, model_cfg: SceneModelConfig, data_
         scenes = read_scenes(data_cfg.scenes)
     except SceneError as exc:
         raise UsageError(f"data.scenes: {exc}") from None
+    if not scenes:
+        raise UsageError(f"data.scenes: {data_cfg.scenes} holds no scenes (its Parquet files have 0 rows)")
     traffic, lanes = _cells(scenes)
     data_meta = {"scenes": str(data_cfg.scenes), "num_scenes": len(scenes)}
     if model_cfg.family == "scene_marginal":
         from aigc_synth.scenes.baselines import MarginalSceneSampler
 
         state = MarginalSceneSampler.fit(scenes).to_dict()
+        out.mkdir(parents=True, exist_ok=True)
         export_scene_generator(export_path, family="scene_marginal", model_config=params, state=state, traffic=traffic,
                                lanes=lanes, meta={"data": data_meta, "train_config": asdict(train_cfg)})
         _log(log_path, {"step": 0, "family": "scene_marginal", "fitted_on": len(scenes)})
@@ -111,6 +114,7 @@ def _train_ar(train_cfg: TrainConfig, cfg: SceneARConfig, scenes: list[Scene], t
         opt.load_state_dict(state["opt"])
         start, best = int(state["step"]), dict(state.get("best", {}))
         print(f"resuming from {state_path} at step {start}")
+    out.mkdir(parents=True, exist_ok=True)
     meta = {"data": data_meta, "train_config": asdict(train_cfg), "recipe": params,
             "parameters": sum(p.numel() for p in model.parameters())}
 

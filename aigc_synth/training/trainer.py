@@ -300,9 +300,7 @@ def train(train_cfg: TrainConfig, model_cfg: ImageModelConfig, data_cfg: DataCon
     device = resolve_device(train_cfg.device)
     if train_cfg.loader_workers < 0:
         raise ValueError(f"train.loader_workers must be >= 0, got {train_cfg.loader_workers}")
-    out = Path(train_cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "samples").mkdir(exist_ok=True)
+    out = Path(train_cfg.out_dir)  # created only once every input has been checked (below)
     if train_cfg.threads > 0:
         torch.set_num_threads(train_cfg.threads)
     torch.manual_seed(train_cfg.seed)
@@ -342,6 +340,8 @@ def train(train_cfg: TrainConfig, model_cfg: ImageModelConfig, data_cfg: DataCon
         load_training_state(train_cfg.init_from, family, model_cfg, schema, ctx, G_ema, resume=False)
         print(f"fine-tuning from {train_cfg.init_from}")
     G, D, opt_g, opt_d, aug_gen = ctx.G, ctx.D, ctx.opt_g, ctx.opt_d, ctx.aug_gen
+    # every input is checked (data, model, state to resume or fine-tune from): only now the run directory
+    (out / "samples").mkdir(parents=True, exist_ok=True)
 
     def save_all(step: int, elapsed: float) -> None:
         save_checkpoint({
