@@ -11,6 +11,9 @@ onto ``conf/``::
     aigc-synth submit [--address URL] [--no-wait] -- [overrides]   # generate on a running cluster (job server)
     aigc-synth serve [overrides]       # online generation endpoint (Ray Serve), until Ctrl-C
 
+``--verbose`` (before or after the verb; or ``AIGC_SYNTH_VERBOSE=1``) also prints Ray's log lines, which
+otherwise go only to Ray's session logs (:mod:`aigc_synth.jobs.logfilter`).
+
 Every error a user can cause ends as one line on stderr and exit status 2 (1 for runtime
 failures), with nothing written: the verbs raise :class:`aigc_synth.errors.AigcSynthError`
 subclasses, which carry their exit status, and :func:`main` catches the base class once.
@@ -20,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from pathlib import Path
@@ -31,10 +33,10 @@ from aigc_synth.errors import EXIT_FAILURE, EXIT_USAGE, AigcSynthError, UsageErr
 
 
 def _quiet_ray_logs() -> None:
+    """No usage-stats prompt, no Ray Data progress bars (ours is the one bar). Ray's log lines are kept off
+    the console where Ray starts: :func:`aigc_synth.jobs.cluster.connect_ray` (``--verbose`` brings them back)."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
-    for name in ("ray", "ray.data", "ray._private"):
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -254,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="aigc-synth", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                      epilog="Examples:\n  aigc-synth generate\n  aigc-synth generate job=rare_conditions job.num_samples=500\n"
                             "  aigc-synth train model=dcgan_baseline train.steps=200")
+    verbose_help = ("also print Ray's log lines on the console (as AIGC_SYNTH_VERBOSE=1 does); "
+                    "they always go to Ray's session logs")
+    parser.add_argument("--verbose", action="store_true", help=verbose_help)
     sub = parser.add_subparsers(dest="command", metavar="VERB", parser_class=_Parser)
     verbs: dict[str, tuple[Callable[[argparse.Namespace], int], str, Callable[[argparse.ArgumentParser], None]]] = {
         "generate": (cmd_generate, "run a generation job (Ray) → Parquet/PNG shards + manifest", _overrides),
@@ -271,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     }
     for name, (fn, help_text, add_args) in verbs.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
+        # after the verb too; SUPPRESS: absent here, it leaves `aigc-synth --verbose VERB` as parsed
+        p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=verbose_help)
         if add_args is None:
             from aigc_synth.jobs.submit import add_submit_arguments
 
@@ -283,12 +290,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    verb = argv[0] if argv else "generate"
+    verb = next((a for a in argv if not a.startswith("-")), "generate")
     try:
-        args = build_parser().parse_args(argv or ["generate"])
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:  # no verb (`aigc-synth`, `aigc-synth --verbose`): generate
+            args = parser.parse_args([*argv, "generate"])
         if getattr(args, "overrides", None) and args.overrides[0] == "--":  # `submit -- overrides`
             args.overrides = args.overrides[1:]
         verb = args.command
+        if args.verbose:
+            from aigc_synth.jobs.logfilter import set_verbose
+
+            set_verbose()
         return args.func(args)
     except AigcSynthError as exc:
         print(f"aigc-synth {verb}: error: {exc}", file=sys.stderr)

@@ -25,7 +25,12 @@ def connect_ray(address: str | None, num_cpus: int | None = None) -> float:
     """Join ``address`` / ``RAY_ADDRESS`` / ``auto``, or start a local instance; return seconds taken."""
     import ray
 
+    from aigc_synth.jobs.logfilter import configure_ray_console
+
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Ray's log lines stay off the console (and in its session logs) unless --verbose / AIGC_SYNTH_VERBOSE=1;
+    # before ray.init, which logs the token-authentication warning of a new local cluster
+    log_to_driver = configure_ray_console()
     t0 = time.time()
     if ray.is_initialized():
         return 0.0
@@ -34,10 +39,10 @@ def connect_ray(address: str | None, num_cpus: int | None = None) -> float:
         _check_reachable(address)
     try:
         if address:
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, log_to_driver=log_to_driver)
         else:
             # "local" forces a fresh instance instead of silently joining a `ray start` cluster
-            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=log_to_driver)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise JobSpecError(f"cannot connect to Ray at {address or 'a new local instance'}: {first_line(exc)}") from None
     return time.time() - t0

@@ -151,16 +151,16 @@ def run_generation(cfg: GenerateRoot, progress: bool = True, log=print) -> dict[
         if separate_encode:  # encoding + writing as CPU tasks in the reserved share
             ds = ds.map_batches(encode_and_commit, batch_size=1, fn_kwargs={"job": asdict(job), "storage_env": env},
                                 num_cpus=max(0.1, min(1.0, float(cfg.resources.reserve_cpus))))
-        bar = tqdm(total=job.num_samples, initial=sum(e["rows"] for e in entries), unit="img", desc="generate",
-                   disable=not progress)
-        # Ray is up already, so its daemons keep the real stderr; only this process's fd 2 is filtered
-        with drop_stderr_lines():
+        # Ray is up already, so its daemons keep the real stderr; only this process's fd 2 is filtered.
+        # The bar closes before a failure propagates: the CLI's error line comes after it, not under it
+        with drop_stderr_lines(), tqdm(total=job.num_samples, initial=sum(e["rows"] for e in entries),
+                                       unit="scene" if job.sampler == "scenes" else "img", desc="generate",
+                                       disable=not progress) as bar:
             for row in _iterate_with_timeout(ds.iter_rows(), cfg.resources.progress_timeout_s):
                 entry = json.loads(row["entry"])
                 entries.append(entry)
                 profiles.append(json.loads(row["profile"]))
                 bar.update(entry["rows"])
-            bar.close()
     generated = job.num_samples - sum(e["rows"] for e in committed.values())
     gen_s = time.time() - t_gen
     entries.sort(key=lambda e: e["shard"])
