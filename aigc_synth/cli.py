@@ -7,6 +7,7 @@ onto ``conf/``::
     aigc-synth train [overrides]       # train a generator; exports generator.pt
     aigc-synth info CHECKPOINT         # show an exported generator's schema and config
     aigc-synth verify OUTPUT_DIR       # check every shard against the manifest
+    aigc-synth export OUTPUT_DIR --format F --out DIR   # for other tools (checks the shards it reads first)
     aigc-synth evaluate [overrides]    # metrics + report for a checkpoint or a job's output
     aigc-synth submit [--address URL] [--no-wait] -- [overrides]   # generate on a running cluster (job server)
     aigc-synth serve [overrides]       # online generation endpoint (Ray Serve), until Ctrl-C
@@ -70,21 +71,22 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from aigc_synth.exporters import export_output
+    from aigc_synth.exporters import export
 
-    written = export_output(args.output_dir, args.format, args.out, args.limit)
-    print(f"exported {len(written)} scene(s) as {args.format} → {args.out}")
+    result = export(args.output_dir, args.format, args.out, args.limit)
+    print(f"exported {result.describe()} as {args.format} → {args.out}")
     return 0
 
 
 def _export_args(p: argparse.ArgumentParser) -> None:
     from aigc_synth.exporters import EXPORTERS
 
-    p.add_argument("output_dir", help="a finished scene job's output_dir (or a folder of scene Parquet files)")
+    p.add_argument("output_dir", help="a finished job's output_dir (for sumo / openscenario also a folder of scene "
+                                      "Parquet files); every shard read is checked against the job's manifest first")
     p.add_argument("--format", required=True, choices=sorted(EXPORTERS),
                    help="; ".join(f"{e.name}: {e.summary}" for e in EXPORTERS.values()))
     p.add_argument("--out", required=True, help="directory to write (must not exist, or be empty)")
-    p.add_argument("--limit", type=int, default=None, help="export only the first N scenes")
+    p.add_argument("--limit", type=int, default=None, help="export only the first N images or scenes")
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -269,7 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
                  lambda p: p.add_argument("checkpoint", help="checkpoint path, or 'default'")),
         "verify": (cmd_verify, "check every shard of a job output against its manifest",
                    lambda p: p.add_argument("output_dir", help="a job's output_dir (local path or URI)")),
-        "export": (cmd_export, "write a job's output for other tools (SUMO, OpenSCENARIO)", _export_args),
+        "export": (cmd_export, "write a job's output for other tools (SUMO, OpenSCENARIO, WebDataset, COCO, BDD100K)",
+                   _export_args),
         "submit": (cmd_submit, "run a generation job on a running cluster through its job server", None),
         "benchmark": (cmd_benchmark, "run a benchmark (downstream: real vs real + generated rare conditions)",
                       _benchmark_args),

@@ -127,5 +127,9 @@ class JobStalledError(RuntimeFailure):
     """No shard finished within ``resources.progress_timeout_s``: Ray is likely waiting forever."""
 
 
+class IntegrityError(RuntimeFailure):
+    """A job's output does not match its manifest: a shard changed or went missing after the job wrote it."""
+
+
 class SubmitError(RuntimeFailure):
     """The cluster or the job failed (unreachable job server, refused submission)."""

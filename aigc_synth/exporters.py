@@ -2,10 +2,12 @@
 
 Each format is an :class:`Exporter` in :data:`EXPORTERS`: what kind of job output it reads
 (``scenes`` or ``image``), the optional dependency it needs, and the writer. Everything is checked
-before anything is written - the input is a finished job of the right kind, every scene is valid
-(no overlapping or out-of-window agents), the dependency is installed, ``--out`` is absent or
-empty - and the writers stage their files and move them into place, so a failed export leaves
-nothing behind.
+before anything is written - the input is a finished job of the right kind, every shard it reads
+matches the job's manifest (sha256, as ``aigc-synth verify`` checks it:
+:func:`aigc_synth.io.reader.check_shards`), every scene is valid (no overlapping or out-of-window
+agents), the dependency is installed, ``--out`` is absent or empty - and the writers stage their
+files and move them into place, so a failed export leaves nothing behind. A folder of scene Parquet
+files that is not a job's output has no manifest to check against.
 """
 
 from __future__ import annotations
@@ -71,9 +73,27 @@ EXPORTERS: dict[str, Exporter] = {
 }
 
 
+@dataclass(frozen=True)
+class ExportResult:
+    files: list[Path]  # the main files written
+    count: int  # samples exported: images or scenes
+    unit: str  # "image" | "scene"
+
+    def describe(self) -> str:
+        """``1000 images``, ``1 scene``."""
+        return f"{self.count} {self.unit}{'' if self.count == 1 else 's'}"
+
+
 def export_output(source: str | Path, fmt: str, out: str | Path, limit: int | None = None) -> list[Path]:
     """Export a job's output (or a folder of scene Parquet) to ``out``; return the main files written."""
-    from aigc_synth.scenes.dataset import read_scenes
+    return export(source, fmt, out, limit).files
+
+
+def export(source: str | Path, fmt: str, out: str | Path, limit: int | None = None) -> ExportResult:
+    """:func:`export_output`, also saying how many images or scenes were exported. Raises UsageError for
+    bad input and IntegrityError (exit status 1) when a shard to read does not match the manifest."""
+    from aigc_synth.io.reader import check_shards
+    from aigc_synth.scenes.dataset import job_manifest, read_scenes
     from aigc_synth.scenes.format import require_valid
 
     if fmt not in EXPORTERS:
@@ -96,9 +116,14 @@ def export_output(source: str | Path, fmt: str, out: str | Path, limit: int | No
             raise UsageError(str(exc)) from None
         if manifest["job"].get("sampler", "image") != "image":
             raise UsageError(f"--format {fmt} exports image jobs; {source} holds scenes (use sumo or openscenario)")
-        return exporter.write(list(iter_image_rows(source, limit)), out)
+        check_shards(source, limit)  # the shards iter_image_rows reads: as the job wrote them, or nothing is read
+        rows = list(iter_image_rows(source, limit))
+        return ExportResult(exporter.write(rows, out), len(rows), "image")
+    manifest = job_manifest(source)
+    if manifest is not None and manifest.get("job", {}).get("sampler") == "scenes":
+        check_shards(source, limit)  # the shards read_scenes reads (an image job: refused by read_scenes)
     scenes = read_scenes(source, limit)
     if not scenes:
         raise UsageError(f"{source} holds no scenes")
     require_valid(scenes)  # before the first file: an invalid scene exports nothing
-    return exporter.write(scenes, out)
+    return ExportResult(exporter.write(scenes, out), len(scenes), "scene")

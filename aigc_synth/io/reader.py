@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from aigc_synth.errors import first_line
+from aigc_synth.errors import IntegrityError, first_line
 from aigc_synth.io.atomic import TMP_MARKER, LocalStore, Store, StorageError, open_store
 from aigc_synth.io.shards import png_folder_sha256
 from aigc_synth.schema import ConditionSchema
@@ -108,6 +108,36 @@ class GeneratedDataset(Dataset):
                 "codes": torch.tensor(self.schema.encode(meta["conditions"]))}
 
 
+def shard_problem(store: Store, shard: Mapping[str, Any]) -> str | None:
+    """What is wrong with one Parquet shard of a manifest (``shard["path"]``), or None: the file is
+    missing, its sha256 is not the manifest's, or it holds another number of rows."""
+    if not store.is_file(shard["path"]):
+        return f"missing shard file {shard['path']}"
+    if store.sha256(shard["path"]) != shard["sha256"]:
+        return f"{shard['path']}: sha256 mismatch"
+    rows = store.read_metadata(shard["path"]).num_rows
+    if rows != shard["rows"]:
+        return f"{shard['path']}: {rows} rows, manifest says {shard['rows']}"
+    return None
+
+
+def check_shards(output_dir: str | Path | Store, limit: int | None = None) -> None:
+    """Before reading a job's Parquet shards: each one a reader of the first ``limit`` rows (every row
+    without a limit) opens, in manifest order, must pass :func:`shard_problem`, as in ``aigc-synth verify``.
+    Raises IntegrityError naming the first shard that does not."""
+    store = open_store(output_dir)
+    manifest = load_manifest(store)
+    done = 0
+    for shard in manifest["shards"]:
+        if limit is not None and done >= limit:
+            return
+        problem = shard_problem(store, shard)
+        if problem:
+            raise IntegrityError(f"{problem} in {store.display}: not what the job wrote "
+                                 f"(`aigc-synth verify {store.display}` checks every shard)")
+        done += shard["rows"]
+
+
 def verify_output(output_dir: str | Path | Store) -> list[str]:
     """Check a job's output against its manifest; return a list of problems (empty = valid)."""
     problems: list[str] = []
@@ -123,15 +153,10 @@ def verify_output(output_dir: str | Path | Store) -> list[str]:
         expected_next = shard["last_sample_id"] + 1
         total += shard["rows"]
         if "path" in shard:
-            if not root.is_file(shard["path"]):
-                problems.append(f"missing shard file {shard['path']}")
+            problem = shard_problem(root, shard)
+            if problem:  # one problem per shard: its PNG folder is not checked then
+                problems.append(problem)
                 continue
-            if root.sha256(shard["path"]) != shard["sha256"]:
-                problems.append(f"{shard['path']}: sha256 mismatch")
-                continue
-            rows = root.read_metadata(shard["path"]).num_rows
-            if rows != shard["rows"]:
-                problems.append(f"{shard['path']}: {rows} rows, manifest says {shard['rows']}")
         if "png_dir" in shard:
             if not root.is_dir(shard["png_dir"]):
                 problems.append(f"missing PNG folder {shard['png_dir']}")

@@ -14,13 +14,20 @@ import pyarrow.parquet as pq
 from aigc_synth.scenes.format import Scene, SceneError, table_to_scenes
 
 
+def job_manifest(path: str | Path) -> dict | None:
+    """The manifest of the finished aigc_synth job at ``path``, or None (a folder of Parquet files, one
+    file, or a folder with a manifest of its own: scripts/build_scene_dataset.py writes one)."""
+    manifest = Path(path).expanduser() / "manifest.json"
+    data = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    return data if data.get("format") == "aigc_synth.manifest/v1" else None
+
+
 def scene_files(path: str | Path) -> list[Path]:
     """The Parquet files of ``path``: a finished scene job (its manifest's shards, in order), a
     directory (every ``*.parquet`` below it, sorted) or a single file. SceneError if there are none."""
     path = Path(path).expanduser()
-    manifest = path / "manifest.json"
-    data = json.loads(manifest.read_text()) if manifest.is_file() else {}
-    if data.get("format") == "aigc_synth.manifest/v1":  # a job's output (scripts/build_scene_dataset.py writes its own)
+    data = job_manifest(path)
+    if data is not None:  # a job's output
         if data.get("job", {}).get("sampler") != "scenes":
             raise SceneError(f"{path} holds an image job's output, not scenes")
         return [path / shard["path"] for shard in data["shards"]]
