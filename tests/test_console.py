@@ -54,7 +54,7 @@ def test_a_default_job_prints_only_its_own_lines_and_one_bar(tmp_path, job, unit
         assert summary in proc.stdout and f"output: {out}" in proc.stdout
         bars = [ln for ln in console if re.search(r"\d+%\|", ln)]
         assert bars and all(ln.startswith("generate: ") and re.search(fr"{unit}/s|s/{unit}\]", ln) for ln in bars), bars
-        assert bars[-1].startswith("generate: 100%") and "8/8" in bars[-1]
+        assert bars[0].startswith("generate:   0%") and bars[-1].startswith("generate: 100%") and "8/8" in bars[-1]
         # what the console no longer shows is still in Ray Data's session log
         logs = list(ray_tmp.glob("ray/session_2*/logs/ray-data/ray-data.log"))
         assert len(logs) == 1 and "Execution plan of Dataset" in logs[0].read_text()
@@ -132,3 +132,21 @@ def test_ray_console_handlers_follow_the_verbose_setting(monkeypatch, value, ver
     finally:
         monkeypatch.setenv(VERBOSE_ENV, "1")
         configure_ray_console()  # as Ray set them, for the rest of this test session
+
+
+def test_the_stderr_filter_keeps_the_bar_a_dropped_core_worker_line_follows(capfd, monkeypatch):
+    """The benign C++ line comes when the actors start, right after the bar's first "\\r<bar>" (no newline):
+    the bar passes on at once, so dropping that line does not take the bar with it."""
+    import time
+
+    from aigc_synth.jobs.logfilter import BENIGN, drop_stderr_lines
+
+    monkeypatch.delenv(VERBOSE_ENV, raising=False)
+    benign = b"[2026-12-05 08:03:46,444 E 1 2] core_worker.cc:2465: Actor 'MapWorker' " + BENIGN[0] + b"\n"
+    with drop_stderr_lines():
+        os.write(2, b"\rgenerate:   0%|          | 0/8")
+        time.sleep(0.3)  # separate writes, as the bar and the core worker make them
+        os.write(2, benign)
+        time.sleep(0.3)
+        os.write(2, b"\rgenerate: 100%|##########| 8/8\nreal error line\n")
+    assert capfd.readouterr().err == "\rgenerate:   0%|          | 0/8\rgenerate: 100%|##########| 8/8\nreal error line\n"

@@ -26,7 +26,7 @@ constructor arguments in the object store and max_restarts > 0`` at ERROR level
 never applies, but it reads like a failure on every healthy job. The line comes from C++ straight
 to file descriptor 2, so Python logging cannot filter it: for the duration of a job the driver's
 fd 2 goes through a pipe and a thread that forwards everything except lines containing
-:data:`BENIGN` (progress bars' ``\\r`` updates pass through at once). Any other known C++ line
+:data:`BENIGN` (progress bars' ``\\r`` redraws pass through at once). Any other known C++ line
 belongs in :data:`BENIGN`, not in a second filter.
 """
 
@@ -109,9 +109,10 @@ def drop_stderr_lines(substrings: Sequence[bytes] = BENIGN) -> Iterator[None]:
             pending += chunk
             *lines, pending = pending.split(b"\n")
             out = b"".join(line + b"\n" for line in lines if not any(s in line for s in substrings))
-            cut = pending.rfind(b"\r")  # a progress bar redraws with \r and no newline: pass it on now
-            if cut >= 0 and not any(s in pending for s in substrings):
-                out, pending = out + pending[:cut + 1], pending[cut + 1:]
+            # A progress bar redraws with "\r<bar>" and no newline: pass it on now, bar included (C++ lines have
+            # no \r; held back, the bar would be dropped with a benign line written right after it)
+            if b"\r" in pending and not any(s in pending for s in substrings):
+                out, pending = out + pending, b""
             if out:
                 os.write(saved, out)
         if pending and not any(s in pending for s in substrings):
