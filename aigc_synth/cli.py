@@ -7,6 +7,7 @@ onto ``conf/``::
     aigc-synth train [overrides]       # train a generator; exports generator.pt
     aigc-synth info CHECKPOINT         # show an exported generator's schema and config
     aigc-synth verify OUTPUT_DIR       # check every shard against the manifest
+    aigc-synth preview OUTPUT_DIR      # (re)write a finished job's preview.png
     aigc-synth export OUTPUT_DIR --format F --out DIR   # for other tools (checks the shards it reads first)
     aigc-synth evaluate [overrides]    # metrics + report for a checkpoint or a job's output
     aigc-synth submit [--address URL] [--no-wait] -- [overrides]   # generate on a running cluster (job server)
@@ -46,11 +47,27 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     cfg = compose("generate", args.overrides)
     _quiet_ray_logs()
-    manifest = run_generation(cfg, progress=True)
+    manifest = run_generation(cfg, progress=True)  # returns once manifest.json is committed: the job is finished
     out = cfg.output_dir  # a string: may be an object-store URI (Path would mangle s3://)
+    failed_preview = None
     if cfg.preview:
-        write_preview(out, manifest)
+        try:
+            write_preview(out, manifest)
+        except (OSError, AigcSynthError) as exc:  # after the commit: a warning, never a failed job
+            failed_preview = describe_failure(exc)
     print_summary(out, manifest)
+    if failed_preview:
+        print(f"aigc-synth generate: warning: the job is finished (manifest committed; `aigc-synth verify {out}` checks it) "
+              f"but its preview was not written: {failed_preview}; write it with `aigc-synth preview {out}`", file=sys.stderr)
+    return 0
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    from aigc_synth.io.reader import load_manifest
+    from aigc_synth.jobs.report import write_preview
+
+    where = write_preview(args.output_dir, load_manifest(args.output_dir))
+    print(f"preview: {where}" if where else f"{args.output_dir}: no Parquet shards to draw a preview from")
     return 0
 
 
@@ -271,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
                  lambda p: p.add_argument("checkpoint", help="checkpoint path, or 'default'")),
         "verify": (cmd_verify, "check every shard of a job output against its manifest",
                    lambda p: p.add_argument("output_dir", help="a job's output_dir (local path or URI)")),
+        "preview": (cmd_preview, "(re)write preview.png of a finished job",
+                    lambda p: p.add_argument("output_dir", help="a finished job's output_dir (local path or URI)")),
         "export": (cmd_export, "write a job's output for other tools (SUMO, OpenSCENARIO, WebDataset, COCO, BDD100K)",
                    _export_args),
         "submit": (cmd_submit, "run a generation job on a running cluster through its job server", None),

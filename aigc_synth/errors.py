@@ -11,7 +11,9 @@ The classes also derive from the builtin they used to be (``ValueError`` / ``Run
 
 from __future__ import annotations
 
+import contextlib
 import re
+from typing import Iterator
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -133,3 +135,47 @@ class IntegrityError(RuntimeFailure):
 
 class SubmitError(RuntimeFailure):
     """The cluster or the job failed (unreachable job server, refused submission)."""
+
+
+class BadFileError(AigcSynthError, ValueError):
+    """A file the user named (or a job's output file) is missing, unreadable or not what it should be."""
+
+
+class FileReadFailure(RuntimeFailure):
+    """Reading a file failed for a reason that is not the file's fault (an I/O error of the system)."""
+
+
+#: OSErrors that mean "this file (name) is wrong", not "the system failed": exit 2
+_USER_OS_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
+def file_error(path, exc: BaseException, what: str = "file") -> AigcSynthError:
+    """The one translation of a failure reading ``path`` into an error naming the file and its cause.
+
+    A file that is missing, not permitted, or not in the format it should be (invalid or truncated
+    JSON, not Parquet, not an image, nested too deeply) is the user's input: :class:`BadFileError`,
+    exit 2. Any other OS error while reading (an I/O fault) is :class:`FileReadFailure`, exit 1."""
+    if isinstance(exc, AigcSynthError):
+        return exc
+    if isinstance(exc, RecursionError):
+        cause = "nested too deeply"
+    elif isinstance(exc, OSError) and exc.strerror:
+        cause = exc.strerror
+    else:
+        cause = " ".join(first_line(exc, 200).split()) or type(exc).__name__
+    kind = type(exc).__name__
+    message = f"cannot read {what} {path}: {cause}" + ("" if kind in cause or isinstance(exc, OSError) else f" ({kind})")
+    runtime = isinstance(exc, OSError) and not isinstance(exc, _USER_OS_ERRORS) and "Unidentified" not in kind \
+        and "Arrow" not in kind
+    return (FileReadFailure if runtime else BadFileError)(message)
+
+
+@contextlib.contextmanager
+def reading(path, what: str = "file") -> Iterator[None]:
+    """``with reading(path, "manifest"): ...``: any failure inside becomes :func:`file_error`'s one line."""
+    try:
+        yield
+    except AigcSynthError:
+        raise
+    except (OSError, ValueError, EOFError, RecursionError) as exc:  # JSONDecodeError, ArrowInvalid, PIL errors included
+        raise file_error(path, exc, what) from None

@@ -92,6 +92,7 @@ def export_output(source: str | Path, fmt: str, out: str | Path, limit: int | No
 def export(source: str | Path, fmt: str, out: str | Path, limit: int | None = None) -> ExportResult:
     """:func:`export_output`, also saying how many images or scenes were exported. Raises UsageError for
     bad input and IntegrityError (exit status 1) when a shard to read does not match the manifest."""
+    from aigc_synth.io.atomic import check_writable_directory
     from aigc_synth.io.reader import check_shards
     from aigc_synth.scenes.dataset import job_manifest, read_scenes
     from aigc_synth.scenes.format import require_valid
@@ -105,15 +106,13 @@ def export(source: str | Path, fmt: str, out: str | Path, limit: int | None = No
     out = Path(out).expanduser()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"--out {out} exists and is not an empty directory; choose a new one")
+    check_writable_directory(out, "--out")  # before reading anything: messages name --out, not a staging path
     if limit is not None and limit < 1:
         raise UsageError(f"--limit must be >= 1, got {limit}")
     if exporter.reads == "image":
         from aigc_synth.io.reader import iter_image_rows, load_manifest
 
-        try:
-            manifest = load_manifest(source)
-        except FileNotFoundError as exc:
-            raise UsageError(str(exc)) from None
+        manifest = load_manifest(source)  # BadFileError naming it: missing, truncated, not a manifest
         if manifest["job"].get("sampler", "image") != "image":
             raise UsageError(f"--format {fmt} exports image jobs; {source} holds scenes (use sumo or openscenario)")
         check_shards(source, limit)  # the shards iter_image_rows reads: as the job wrote them, or nothing is read

@@ -22,7 +22,7 @@ from aigc_synth.data.bdd100k import (
     write_bdd100k_fixture,
 )
 from aigc_synth.data.procedural import TRAFFIC_VEHICLES, render_scenes
-from aigc_synth.errors import AigcSynthError, SchemaError, UsageError
+from aigc_synth.errors import AigcSynthError, BadFileError, SchemaError, UsageError
 from aigc_synth.sampling.sampler import encode_png
 from aigc_synth.schema import DEFAULT_SCHEMA
 
@@ -164,7 +164,7 @@ def test_unreadable_image_is_skipped_and_counted(tmp_path):
 
 def test_deeply_nested_labels_are_one_clear_error(tmp_path):
     (tmp_path / "l.json").write_text("[" * 200_000 + "]" * 200_000)
-    with pytest.raises(UsageError, match="nested too deeply"):
+    with pytest.raises(BadFileError, match="cannot read BDD100K labels .*l.json: nested too deeply"):
         read_bdd100k(tmp_path, tmp_path / "l.json")
 
 
@@ -191,7 +191,7 @@ def test_bad_inputs_are_one_line_errors(fixture, tmp_path):
         read_bdd100k(images, tmp_path / "missing.json")
     _one_line(exc)
     (tmp_path / "bad.json").write_text('[{"name": "a.jpg",')
-    with pytest.raises(UsageError, match="not valid JSON") as exc:
+    with pytest.raises(BadFileError, match="cannot read BDD100K labels .*JSONDecodeError") as exc:
         read_bdd100k(images, tmp_path / "bad.json")
     _one_line(exc)
     (tmp_path / "dict.json").write_text('{"name": "a.jpg"}')

@@ -36,7 +36,7 @@ from torch.utils.data import Dataset
 
 from aigc_synth.config import CONF_DIR
 from aigc_synth.io.atomic import staged_directory as _staged
-from aigc_synth.errors import SchemaError, UsageError
+from aigc_synth.errors import SchemaError, UsageError, reading
 from aigc_synth.schema import DEFAULT_SCHEMA, ConditionSchema
 
 #: The mapping used when none is given (``aigc_synth/conf`` is a link to the repository's ``conf/``).
@@ -177,13 +177,9 @@ class BDD100KRecord:
 def _load_frames(labels_json: Path) -> list[Any]:
     if not labels_json.is_file():
         raise UsageError(f"BDD100K labels file not found: {labels_json}")
-    try:
+    with reading(labels_json, "BDD100K labels"):  # invalid JSON, nested too deeply, unreadable: one line
         with open(labels_json, encoding="utf-8") as fh:
             data = json.load(fh)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UsageError(f"BDD100K labels {labels_json} is not valid JSON: {' '.join(str(exc).split())[:200]}") from None
-    except RecursionError:  # json nests with the C stack: a hostile or broken file must not crash us
-        raise UsageError(f"BDD100K labels {labels_json} is nested too deeply to be a labels file") from None
     if isinstance(data, Mapping) and isinstance(data.get("frames"), list):  # the Scalabel "dataset" form
         data = data["frames"]
     if not isinstance(data, list):

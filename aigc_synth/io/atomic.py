@@ -371,6 +371,56 @@ class ObjectStore:
 Store = Union[LocalStore, ObjectStore]
 
 
+def _nearest_existing_parent(path: Path) -> Path:
+    p = path.absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+#: Kernel pseudo-filesystems: writable on paper (as root), never a place for a dataset.
+PSEUDO_FILESYSTEMS = frozenset({"proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "debugfs", "securityfs", "tracefs",
+                                "bpf", "configfs", "fusectl", "mqueue", "pstore", "hugetlbfs", "efivarfs", "binfmt_misc"})
+
+
+def _filesystem_type(path: Path) -> str | None:
+    """The type of the filesystem holding ``path`` (longest mount point prefix in /proc/self/mounts; None off Linux)."""
+    try:
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return None
+    best, fs_type = "", None
+    target = str(path.resolve())
+    for line in mounts:
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        point = parts[1].replace("\\040", " ")
+        if (target == point or target.startswith(point.rstrip("/") + "/")) and len(point) > len(best):
+            best, fs_type = point, parts[2]
+    return fs_type
+
+
+def check_writable_directory(out: Path, name: str) -> None:
+    """Refuse, before anything is written, a local directory ``out`` that cannot hold output: a file in
+    its place, no permission, a read-only or kernel pseudo-filesystem. ``name`` is how messages call it
+    (``output_dir``, ``--out``). Creates nothing (a probe directory is made and removed at once)."""
+    if out.exists() and not out.is_dir():
+        raise StorageError(f"{name} {out} exists and is not a directory")
+    parent = _nearest_existing_parent(out)
+    if not parent.is_dir():
+        raise StorageError(f"{name} {out} is not writable: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK) or os.statvfs(parent).f_flag & os.ST_RDONLY:
+        raise StorageError(f"{name} {out} is not writable (no write permission on {parent}, or a read-only filesystem)")
+    fs_type = _filesystem_type(parent)
+    if fs_type in PSEUDO_FILESYSTEMS:
+        raise StorageError(f"{name} {out} is on {fs_type}, a kernel pseudo-filesystem ({parent}); choose a directory on a disk")
+    try:  # permissions say yes; only creating something proves it (/proc and FUSE mounts lie), and removing it keeps nothing
+        os.rmdir(tempfile.mkdtemp(prefix=".aigc-synth-probe-", dir=parent))
+    except OSError as exc:
+        raise StorageError(f"{name} {out} is not writable: {exc.strerror} ({parent})") from None
+
+
 @contextlib.contextmanager
 def staged_directory(out_dir: str | os.PathLike, commit_order: Sequence[str] = ()) -> Iterator[Path]:
     """For exports: yield a temporary directory beside ``out_dir``; on success its entries move into

@@ -15,17 +15,26 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from aigc_synth.errors import IntegrityError, first_line
-from aigc_synth.io.atomic import TMP_MARKER, LocalStore, Store, StorageError, open_store
+from aigc_synth.errors import IntegrityError
+from aigc_synth.io.atomic import TMP_MARKER, LocalStore, Store, open_store
 from aigc_synth.io.shards import png_folder_sha256
 from aigc_synth.schema import ConditionSchema
 
 
 def load_manifest(output_dir: str | Path | Store) -> dict[str, Any]:
+    """The finished job's ``manifest.json``; :class:`~aigc_synth.errors.BadFileError` naming it when it is
+    missing (not a finished job) or not valid JSON (truncated, edited)."""
+    from aigc_synth.errors import BadFileError, reading
+
     store = open_store(output_dir)
     if not store.is_file("manifest.json"):
-        raise FileNotFoundError(f"no manifest.json in {store.display}: not a finished aigc_synth job")
-    return json.loads(store.read_bytes("manifest.json"))
+        raise BadFileError(f"no manifest.json in {store.display}: not a finished aigc_synth job")
+    where = f"{store.display.rstrip('/')}/manifest.json"
+    with reading(where, "manifest"):
+        manifest = json.loads(store.read_bytes("manifest.json"))
+    if not isinstance(manifest, dict) or "shards" not in manifest:
+        raise BadFileError(f"cannot read manifest {where}: not an aigc_synth manifest (no shard list)")
+    return manifest
 
 
 def iter_image_rows(output_dir: str | Path | Store, limit: int | None = None):
@@ -139,13 +148,13 @@ def check_shards(output_dir: str | Path | Store, limit: int | None = None) -> No
 
 
 def verify_output(output_dir: str | Path | Store) -> list[str]:
-    """Check a job's output against its manifest; return a list of problems (empty = valid)."""
+    """Check a job's output against its manifest; return a list of problems (empty = valid).
+
+    A missing or unreadable manifest is not a problem list but a :class:`~aigc_synth.errors.BadFileError`
+    naming it (there is nothing to check against)."""
     problems: list[str] = []
-    try:
-        root = open_store(output_dir)
-        manifest = load_manifest(root)
-    except (FileNotFoundError, json.JSONDecodeError, StorageError, OSError) as exc:
-        return [first_line(exc, 10_000)]
+    root = open_store(output_dir)
+    manifest = load_manifest(root)
     total, expected_next = 0, 0
     for shard in manifest["shards"]:
         if shard["first_sample_id"] != expected_next:

@@ -45,6 +45,7 @@ from aigc_synth.jobs.manifest import (
     build_manifest,
     build_run_info,
     job_fingerprint,
+    job_sources,
     summarize_profile,
 )
 from aigc_synth.jobs.spec import ResolvedJob, validate_job
@@ -177,6 +178,7 @@ def run_generation(cfg: GenerateRoot, progress: bool = True, log=print) -> dict[
     timings = {"ray_start_s": round(ray_start_s, 3), "generate_s": round(gen_s, 3), "total_s": round(time.time() - t_start, 3),
                "images_per_s": round(generated / max(gen_s, 1e-9), 2)}
     profile = summarize_profile(profiles, pool_size, gen_s)
-    store.write_json(RUN_INFO, build_run_info(pool, pool_size, job.batch_size, timings, len(committed), generated, profile))
+    store.write_json(RUN_INFO, build_run_info(pool, pool_size, job.batch_size, timings, len(committed), generated, profile,
+                                             sources=job_sources(job)))
     store.write_json(MANIFEST, manifest)  # the commit point of the whole job
     return manifest

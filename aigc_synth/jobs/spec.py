@@ -8,15 +8,13 @@ any earlier output there, and returns a :class:`ResolvedJob`: plain data that th
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aigc_synth.config import GenerateRoot
 from aigc_synth.errors import CheckpointError, JobSpecError, PlanError, SchemaError, StorageError, first_line
-from aigc_synth.io.atomic import Store, open_store
+from aigc_synth.io.atomic import Store, check_writable_directory, open_store
 from aigc_synth.io.checkpoint import load_generator, resolve_checkpoint_path
 from aigc_synth.jobs.gate import validate_gate
 from aigc_synth.sampling.layout import resolve_scene_source
@@ -89,36 +87,6 @@ def _check_numbers(job, res) -> list[str]:
     return formats
 
 
-def _nearest_existing_parent(path: Path) -> Path:
-    p = path.absolute()
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    return p
-
-
-#: Kernel pseudo-filesystems: writable on paper (as root), never a place for a dataset.
-PSEUDO_FILESYSTEMS = frozenset({"proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "debugfs", "securityfs", "tracefs",
-                                "bpf", "configfs", "fusectl", "mqueue", "pstore", "hugetlbfs", "efivarfs", "binfmt_misc"})
-
-
-def _filesystem_type(path: Path) -> str | None:
-    """The type of the filesystem holding ``path`` (longest mount point prefix in /proc/self/mounts; None off Linux)."""
-    try:
-        mounts = Path("/proc/self/mounts").read_text().splitlines()
-    except OSError:
-        return None
-    best, fs_type = "", None
-    target = str(path.resolve())
-    for line in mounts:
-        parts = line.split()
-        if len(parts) < 3:
-            continue
-        point = parts[1].replace("\\040", " ")
-        if (target == point or target.startswith(point.rstrip("/") + "/")) and len(point) > len(best):
-            best, fs_type = point, parts[2]
-    return fs_type
-
-
 def _check_output_location(output_dir: str) -> tuple[Store, str, Any]:
     """(store, the output_dir actors get, how messages name it)."""
     try:
@@ -130,20 +98,10 @@ def _check_output_location(output_dir: str) -> tuple[Store, str, Any]:
     if store.remote:
         return store, store.uri, store.display
     out = store.root
-    if out.exists() and not out.is_dir():
-        raise JobSpecError(f"output_dir {out} exists and is not a directory")
-    parent = _nearest_existing_parent(out)
-    if not parent.is_dir():
-        raise JobSpecError(f"output_dir {out} is not writable: {parent} is a file, not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK) or os.statvfs(parent).f_flag & os.ST_RDONLY:
-        raise JobSpecError(f"output_dir {out} is not writable (no write permission on {parent}, or a read-only filesystem)")
-    fs_type = _filesystem_type(parent)
-    if fs_type in PSEUDO_FILESYSTEMS:
-        raise JobSpecError(f"output_dir {out} is on {fs_type}, a kernel pseudo-filesystem ({parent}); choose a directory on a disk")
-    try:  # permissions say yes; only creating something proves it (/proc and FUSE mounts lie), and removing it keeps nothing
-        os.rmdir(tempfile.mkdtemp(prefix=".aigc-synth-probe-", dir=parent))
-    except OSError as exc:
-        raise JobSpecError(f"output_dir {out} is not writable: {exc.strerror} ({parent})") from None
+    try:
+        check_writable_directory(out, "output_dir")
+    except StorageError as exc:
+        raise JobSpecError(str(exc)) from None
     return store, str(out.absolute()), out
 
 

@@ -8,9 +8,9 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
+from aigc_synth.errors import reading
 from aigc_synth.scenes.format import Scene, SceneError, table_to_scenes
 
 
@@ -18,7 +18,12 @@ def job_manifest(path: str | Path) -> dict | None:
     """The manifest of the finished aigc_synth job at ``path``, or None (a folder of Parquet files, one
     file, or a folder with a manifest of its own: scripts/build_scene_dataset.py writes one)."""
     manifest = Path(path).expanduser() / "manifest.json"
-    data = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    if not manifest.is_file():
+        return None
+    with reading(manifest, "manifest"):
+        data = json.loads(manifest.read_text())
+    if not isinstance(data, dict):
+        return None
     return data if data.get("format") == "aigc_synth.manifest/v1" else None
 
 
@@ -45,10 +50,9 @@ def read_scenes(path: str | Path, limit: int | None = None) -> list[Scene]:
     """Every scene under ``path`` (see :func:`scene_files`), at most ``limit``, in file order."""
     scenes: list[Scene] = []
     for f in scene_files(path):
-        try:
-            scenes += table_to_scenes(pq.read_table(f))
-        except (OSError, pa.ArrowException) as exc:  # unreadable, or not Parquet at all (ArrowInvalid)
-            raise SceneError(f"cannot read {f}: {' '.join(str(exc).split())[:200]}") from None
+        with reading(f, "scene file"):  # unreadable, or not Parquet at all: one line naming the file
+            table = pq.read_table(f)
+        scenes += table_to_scenes(table)
         if limit is not None and len(scenes) >= limit:
             return scenes[:limit]
     return scenes
