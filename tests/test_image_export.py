@@ -178,7 +178,7 @@ def test_scene_job_output_is_refused(tmp_path):
 
     # only the manifest is read before the refusal, so a manifest alone stands in for a scene job
     (tmp_path / "job").mkdir()
-    (tmp_path / "job" / "manifest.json").write_text(json.dumps({"job": {"sampler": "scenes"}}))
+    (tmp_path / "job" / "manifest.json").write_text(json.dumps({"job": {"sampler": "scenes"}, "shards": []}))
     for fmt in ("webdataset", "coco"):
         with pytest.raises(UsageError, match="holds scenes"):
             export_output(tmp_path / "job", fmt, tmp_path / f"out-{fmt}")
