@@ -143,6 +143,7 @@ def test_describe_failure_unwraps_ray_errors():
     assert describe_failure(plain) == "ValueError: bad"
 
 
+@pytest.mark.slow  # 45 s (a real tmpfs filled, then remounted larger); the preview's disk-full case runs by default
 def test_a_full_disk_is_named_and_the_rerun_resumes_exactly(tmp_path, tiny_checkpoint):
     """The issue's own case: a job whose disk fills up. Needs root (a 256 KiB tmpfs); skipped elsewhere."""
     import subprocess

@@ -118,7 +118,7 @@ def test_every_documented_command_parses(name, argv):
 def test_readme_has_runnable_blocks_and_the_ci_test_command():
     runnable = [argv for _, argv, run in doc_commands([README]) if run]
     verbs = {argv[1] for argv in runnable if argv[0] == "aigc-synth"}
-    assert {"generate", "verify", "export", "info", "evaluate"} <= verbs
+    assert {"generate", "verify", "preview", "export", "info", "evaluate"} <= verbs
     assert ["python", "-m", "pytest"] in runnable
 
 
