@@ -14,7 +14,7 @@ onto ``conf/``::
     aigc-synth serve [overrides]       # online generation endpoint (Ray Serve), until Ctrl-C
 
 ``--verbose`` (before or after the verb; or ``AIGC_SYNTH_VERBOSE=1``) also prints Ray's log lines, which
-otherwise go only to Ray's session logs (:mod:`aigc_synth.jobs.logfilter`).
+otherwise go only to Ray's session logs (:mod:`aigc_synth.runtime.logfilter`).
 
 Every error a user can cause ends as one line on stderr and exit status 2 (1 for runtime
 failures), with nothing written: the verbs raise :class:`aigc_synth.errors.AigcSynthError`
@@ -36,7 +36,7 @@ from aigc_synth.errors import EXIT_FAILURE, EXIT_USAGE, AigcSynthError, UsageErr
 
 def _quiet_ray_logs() -> None:
     """No usage-stats prompt, no Ray Data progress bars (ours is the one bar). Ray's log lines are kept off
-    the console where Ray starts: :func:`aigc_synth.jobs.cluster.connect_ray` (``--verbose`` brings them back)."""
+    the console where Ray starts: :func:`aigc_synth.runtime.cluster.connect_ray` (``--verbose`` brings them back)."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
@@ -72,7 +72,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from aigc_synth.scenes.generators import SCENE_FAMILIES
+    from aigc_synth.models.scene_families import SCENE_FAMILIES
 
     cfg = compose("train", args.overrides)
     if cfg.model.family in SCENE_FAMILIES:  # traffic scenes: same verb, same run-directory contract
@@ -108,7 +108,7 @@ def _export_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from aigc_synth.io.atomic import sha256_file
-    from aigc_synth.io.checkpoint import read_generator_header, resolve_checkpoint_path
+    from aigc_synth.models.exported import read_generator_header, resolve_checkpoint_path
 
     path = resolve_checkpoint_path(args.checkpoint)
     header = read_generator_header(path)
@@ -322,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.overrides = args.overrides[1:]
         verb = args.command
         if args.verbose:
-            from aigc_synth.jobs.logfilter import set_verbose
+            from aigc_synth.runtime.logfilter import set_verbose
 
             set_verbose()
         return args.func(args)

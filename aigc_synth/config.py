@@ -22,6 +22,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from aigc_synth.errors import UsageError
+from aigc_synth import CONF_DIR
 from aigc_synth.models.configs import (
     CGANConfig,
     LayoutGANConfig,
@@ -32,7 +33,6 @@ from aigc_synth.models.configs import (
     SceneRandomConfig,
 )
 
-CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
 @dataclass

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from aigc_synth.config import compose
-from aigc_synth.io.checkpoint import export_generator
+from aigc_synth.models.exported import export_generator
 from aigc_synth.models.registry import build_generator
 from aigc_synth.schema import DEFAULT_SCHEMA
 

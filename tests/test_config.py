@@ -73,7 +73,7 @@ def test_family_configs_hold_only_their_own_keys():
 @pytest.mark.parametrize("preset, family", [("cgan", "cgan"), ("dcgan_baseline", "dcgan"), ("cvae", "cvae")])
 def test_every_model_preset_trains_from_the_real_config(tmp_path, tiny_train_config, preset, family):
     """What the CLI composes is what trains: each preset, tiny overrides, two steps, an export."""
-    from aigc_synth.io.checkpoint import load_generator
+    from aigc_synth.models.exported import load_generator
     from aigc_synth.training.trainer import train
 
     overrides = [f"model={preset}"] + (["model.embed_dim=16"] if family == "cgan" else [])

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from aigc_synth.cli import build_parser
-from aigc_synth.jobs.logfilter import VERBOSE_ENV
+from aigc_synth.runtime.logfilter import VERBOSE_ENV
 
 from tests.helpers import CLI
 
@@ -102,7 +102,7 @@ def test_ray_console_handlers_follow_the_verbose_setting(monkeypatch, value, ver
     (its session log) are left as Ray set them."""
     import logging
 
-    from aigc_synth.jobs.logfilter import RAY_CONSOLE_LOGGERS, configure_ray_console
+    from aigc_synth.runtime.logfilter import RAY_CONSOLE_LOGGERS, configure_ray_console
 
     def state():
         return {name: (logging.getLogger(name).level,
@@ -139,7 +139,7 @@ def test_the_stderr_filter_keeps_the_bar_a_dropped_core_worker_line_follows(capf
     the bar passes on at once, so dropping that line does not take the bar with it."""
     import time
 
-    from aigc_synth.jobs.logfilter import BENIGN, drop_stderr_lines
+    from aigc_synth.runtime.logfilter import BENIGN, drop_stderr_lines
 
     monkeypatch.delenv(VERBOSE_ENV, raising=False)
     benign = b"[2026-12-05 08:03:46,444 E 1 2] core_worker.cc:2465: Actor 'MapWorker' " + BENIGN[0] + b"\n"

@@ -59,7 +59,7 @@ def test_scores_do_not_depend_on_how_images_are_batched(classifier, real_batch):
 
 
 def test_classifier_checkpoint_of_the_wrong_kind_is_refused(tiny_checkpoint):
-    from aigc_synth.io.checkpoint import CheckpointError
+    from aigc_synth.errors import CheckpointError
 
     with pytest.raises(CheckpointError, match="not a domain classifier"):
         load_domain_classifier(tiny_checkpoint)
@@ -199,11 +199,11 @@ class _BrightnessJudge:
 
 
 def test_gate_retries_rejects_from_the_next_derived_seeds(tiny_checkpoint):
-    from aigc_synth.io.checkpoint import load_generator
+    from aigc_synth.models.exported import load_generator
     from aigc_synth.jobs.gate import DomainJudge, gated_sample
     from aigc_synth.sampling.base import SampleBatch
     from aigc_synth.sampling.sampler import generate_images
-    from aigc_synth.sampling.seeds import GATE_STREAM, attempt_seeds, derive_seeds
+    from aigc_synth.seeds import GATE_STREAM, attempt_seeds, derive_seeds
 
     gen = load_generator(tiny_checkpoint)
     ids = np.arange(100, 164)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from aigc_synth.io.checkpoint import load_checkpoint, load_generator
+from aigc_synth.io.checkpoint import load_checkpoint
+from aigc_synth.models.exported import load_generator
 from aigc_synth.sampling.sampler import generate_images
 from aigc_synth.schema import DEFAULT_SCHEMA
 
@@ -25,7 +26,7 @@ def test_training_on_cuda_exports_a_cpu_loadable_generator(tiny_train_config, tm
         import pyarrow.parquet as pq
 
         from aigc_synth.scenes.format import scenes_to_table
-        from aigc_synth.scenes.generators import BUNDLED_SCENE_CHECKPOINT, load_scene_generator
+        from aigc_synth.models.scene_families import BUNDLED_SCENE_CHECKPOINT, load_scene_generator
 
         scenes = load_scene_generator(BUNDLED_SCENE_CHECKPOINT).sample(["light", "heavy"] * 4, [3] * 8, list(range(8)), list(range(8)))
         (tmp_path / "scenes").mkdir()

@@ -16,12 +16,12 @@ from aigc_synth.data.layout import LAYOUT_CHANNELS, scene_layout, scene_layouts
 from aigc_synth.data.scene_images import SceneImageDataset
 from aigc_synth.data.scene_render import render_scene, scene_boxes
 from aigc_synth.errors import JobSpecError
-from aigc_synth.io.checkpoint import export_generator, load_generator
+from aigc_synth.models.exported import export_generator, load_generator
 from aigc_synth.jobs.generate import run_generation
 from aigc_synth.models.registry import build_generator
 from aigc_synth.sampling.sampler import generate_images
 from aigc_synth.scenes.format import scenes_to_table
-from aigc_synth.scenes.generators import BUNDLED_SCENE_CHECKPOINT, load_scene_generator
+from aigc_synth.models.scene_families import BUNDLED_SCENE_CHECKPOINT, load_scene_generator
 from aigc_synth.schema import DEFAULT_SCHEMA
 from tests.helpers import compose_generate
 
@@ -250,7 +250,7 @@ def test_a_retired_option_that_was_off_is_dropped_on_load(layout_checkpoint, sce
     """Keys that the family no longer knows load when they were off switches (False, 0, None, or
     PyTorch's default conv padding "zeros"): the model is the one without them, byte for byte; the
     bundled model stores such a key."""
-    from aigc_synth.io.checkpoint import BUNDLED_CHECKPOINT, read_generator_header
+    from aigc_synth.models.exported import BUNDLED_CHECKPOINT, read_generator_header
 
     source = load_generator(layout_checkpoint)
     old = load_generator(_variant(layout_checkpoint, tmp_path / "old.pt", {"old_layer": False, "old_width": 0, "old_mode": None,
@@ -385,7 +385,7 @@ def test_condition_only_checkpoints_still_generate_without_boxes(ray_session, ti
 
 def test_serving_a_layout_model_gives_the_jobs_bytes_and_boxes(layout_runs, layout_checkpoint):
     """The serve replica's render path (POST /generate) on the job's own ids, codes and seeds."""
-    from aigc_synth.scenes.generators import BUNDLED_SCENE_CHECKPOINT
+    from aigc_synth.models.scene_families import BUNDLED_SCENE_CHECKPOINT
     from aigc_synth.serve.app import Generator
 
     a, _ = layout_runs
@@ -614,7 +614,7 @@ def test_row_calibration_fits_on_training_renders_and_corrects_the_row_means(lay
 def test_the_median_calibration_ignores_broken_tail_images_the_mean_follows(scenes):
     """A stand-in generator draws flat mid-grey, except a white image for ~7 % of latents (the broken
     tail a high ψ samples): the median fit matches the clean fit, the mean fit is pulled by the tail."""
-    from aigc_synth.io.checkpoint import LoadedGenerator
+    from aigc_synth.models.exported import LoadedGenerator
     from aigc_synth.training.calibration import fit_row_calibration
 
     class Flat(torch.nn.Module):

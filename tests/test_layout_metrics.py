@@ -101,7 +101,7 @@ def detector():
 def renders():
     """200 real renders of fresh scenes (seeds the training script never uses), with visibility."""
     from aigc_synth.data.scene_render import TIMES, WEATHERS, render_scene
-    from aigc_synth.scenes.generators import load_scene_generator, resolve_scene_checkpoint
+    from aigc_synth.models.scene_families import load_scene_generator, resolve_scene_checkpoint
 
     gen = load_scene_generator(resolve_scene_checkpoint(None))
     n = 200

@@ -12,7 +12,9 @@ from aigc_synth.config import compose
 from aigc_synth.errors import UsageError
 from aigc_synth.models.configs import CGANConfig
 from aigc_synth.models.registry import config_for
-from aigc_synth.io.checkpoint import CheckpointError, load_checkpoint, load_generator
+from aigc_synth.io.checkpoint import load_checkpoint
+from aigc_synth.models.exported import load_generator
+from aigc_synth.errors import CheckpointError
 from aigc_synth.models.registry import build_discriminator, build_generator
 from aigc_synth.schema import DEFAULT_SCHEMA, ConditionSchema
 from aigc_synth.training.augment import diff_augment
@@ -292,7 +294,7 @@ def test_cvae_trains_exports_and_serves_like_a_generator(tmp_path):
 
 
 def test_training_logs_kid_and_accuracy_and_keeps_the_best_generator(tmp_path):
-    from aigc_synth.io.checkpoint import read_generator_header
+    from aigc_synth.models.exported import read_generator_header
 
     cfg = TrainConfig(out_dir=str(tmp_path), steps=4, batch_size=8, log_every=1, sample_every=4, checkpoint_every=4,
                       threads=1, eval_every=2, eval_samples=60, best_metric="kid")

@@ -10,10 +10,10 @@ import torch
 
 from aigc_synth.data.layout import scene_layouts
 from aigc_synth.data.scene_render import WEATHERS, particle_alpha
-from aigc_synth.io.checkpoint import export_generator, load_generator
+from aigc_synth.models.exported import export_generator, load_generator
 from aigc_synth.models.particles import ParticleOverlay
 from aigc_synth.models.registry import build_generator
-from aigc_synth.scenes.generators import BUNDLED_SCENE_CHECKPOINT, load_scene_generator
+from aigc_synth.models.scene_families import BUNDLED_SCENE_CHECKPOINT, load_scene_generator
 from aigc_synth.schema import DEFAULT_SCHEMA
 
 TINY = {"resolution": 32, "z_dim": 16, "base_channels": 8, "embed_dim": 8, "spade_hidden": 8}

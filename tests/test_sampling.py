@@ -3,10 +3,10 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from aigc_synth.io.checkpoint import load_generator
+from aigc_synth.models.exported import load_generator
 from aigc_synth.sampling.plan import ConditionPlan, PlanError
 from aigc_synth.sampling.sampler import COMPUTE_BATCH, generate_images
-from aigc_synth.sampling.seeds import derive_seeds, latents_for_seeds
+from aigc_synth.seeds import derive_seeds, latents_for_seeds
 from aigc_synth.schema import DEFAULT_SCHEMA
 
 

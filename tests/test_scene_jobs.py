@@ -17,7 +17,7 @@ from aigc_synth.io.reader import verify_output
 from aigc_synth.jobs.generate import run_generation
 from aigc_synth.models.scene_ar import SceneAR
 from aigc_synth.scenes.format import LANE_COUNTS, TRAFFIC_LEVELS, Agent, SceneError, scenes_to_table, table_to_scenes
-from aigc_synth.scenes.generators import export_scene_generator
+from aigc_synth.models.scene_families import export_scene_generator
 from tests.helpers import compose_generate, run_cli
 
 

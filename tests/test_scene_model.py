@@ -15,7 +15,7 @@ from aigc_synth.errors import CheckpointError, UsageError
 from aigc_synth.models.scene_ar import MIN_CLEARANCE, SceneAR, encode_scene, sample_scenes
 from aigc_synth.scenes.baselines import RandomSceneSampler
 from aigc_synth.scenes.format import EGO_LENGTH, LANE_COUNTS, TRAFFIC_LEVELS, SceneError, scenes_to_table, validate_scene
-from aigc_synth.scenes.generators import (
+from aigc_synth.models.scene_families import (
     SCENE_GENERATOR_FORMAT,
     export_scene_generator,
     load_scene_generator,
@@ -162,7 +162,7 @@ def _image_like_bytes(tmp_path: Path) -> bytes:
 
 
 def test_bundled_scene_model_is_small_and_loads():
-    from aigc_synth.scenes.generators import BUNDLED_SCENE_CHECKPOINT
+    from aigc_synth.models.scene_families import BUNDLED_SCENE_CHECKPOINT
 
     assert BUNDLED_SCENE_CHECKPOINT.stat().st_size <= 5 * 2**20
     gen = load_scene_generator(BUNDLED_SCENE_CHECKPOINT)

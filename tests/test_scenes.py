@@ -221,14 +221,14 @@ def test_replay_measures_collisions_braking_and_ttc(sumo_scenes):
 # -- export --------------------------------------------------------------------------------------
 def test_export_sumo_places_every_vehicle_exactly(sumo_scenes, tmp_path):
     from aigc_synth.scenes.export import export_sumo
-    from aigc_synth.scenes.sumo import EGO_X, _Sumo, scene_vehicle_ids
+    from aigc_synth.scenes.sumo import EGO_X, SumoRun, scene_vehicle_ids
 
     scenes = sumo_scenes[::10]  # one per traffic level
     cfgs = export_sumo(scenes, tmp_path / "sumo")
     assert [p.name for p in cfgs] == [f"scene_{sc.scene_id}.sumocfg" for sc in scenes]
     assert all(p.exists() for p in cfgs) and len(list((tmp_path / "sumo").glob("*.net.xml"))) == len({sc.speed_limit for sc in scenes})
     for sc, cfg in zip(scenes, cfgs):
-        with _Sumo.run(["-c", str(cfg), "--no-step-log", "true"]) as traci:
+        with SumoRun.run(["-c", str(cfg), "--no-step-log", "true"]) as traci:
             traci.simulationStep()
             ids = scene_vehicle_ids(sc)
             assert traci.simulation.getDepartedNumber() == len(sc.agents) + 1 == len(traci.vehicle.getIDList())

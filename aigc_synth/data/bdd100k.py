@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from aigc_synth.config import CONF_DIR
+from aigc_synth import CONF_DIR
 from aigc_synth.io.atomic import staged_directory as _staged
 from aigc_synth.errors import SchemaError, UsageError, reading
 from aigc_synth.schema import DEFAULT_SCHEMA, ConditionSchema
@@ -467,7 +467,7 @@ def write_bdd100k_fixture(out_dir: str | Path, n: int, seed: int, resolution: in
     is missing. Frame ``i < n`` renders condition ``DEFAULT_SCHEMA.combinations()[perm[i % 45]]``.
     """
     from aigc_synth.data.procedural import render_scenes
-    from aigc_synth.sampling.seeds import derive_seeds
+    from aigc_synth.seeds import derive_seeds
 
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")

@@ -17,7 +17,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from aigc_synth.data.procedural import render_scenes
-from aigc_synth.sampling.seeds import LATENT_STREAM, PLAN_STREAM, derive_seeds, uniform_from_seeds
+from aigc_synth.seeds import LATENT_STREAM, PLAN_STREAM, derive_seeds, uniform_from_seeds
 from aigc_synth.schema import DEFAULT_SCHEMA, ConditionSchema, SchemaError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}

@@ -30,9 +30,9 @@ from aigc_synth.data.scene_render import (
     HORIZON,
     LINE_WIDTH,
     SHOULDER,
-    _coverage,
-    _project,
-    _span_coverage,
+    pixel_coverage,
+    project_vehicles,
+    span_coverage,
 )
 from aigc_synth.scenes.format import LANE_WIDTH, Scene
 
@@ -42,8 +42,8 @@ NEAR_SCALE = 8.0  # m: faces nearer than this get nearness 1
 
 def _face_alpha(box: tuple[float, float, float, float], size: int) -> tuple[slice, slice, np.ndarray] | None:
     x0, y0, x1, y1 = box
-    ix0, ix1, wx = _coverage(x0, x1, size)
-    iy0, iy1, wy = _coverage(y0, y1, size)
+    ix0, ix1, wx = pixel_coverage(x0, x1, size)
+    iy0, iy1, wy = pixel_coverage(y0, y1, size)
     if ix1 <= ix0 or iy1 <= iy0:
         return None
     return slice(iy0, iy1), slice(ix0, ix1), np.outer(wy, wx)
@@ -61,12 +61,12 @@ def scene_layout(scene: Scene, size: int = 64) -> np.ndarray:
     x_left = (scene.num_lanes - scene.ego_lane - 0.5) * LANE_WIDTH
     out = np.zeros((len(LAYOUT_CHANNELS), H, W), np.float32)
     road, lines, car, truck, near, edges = out
-    road[:] = _span_coverage(cx - (x_left + SHOULDER) * k, cx - (x_right - SHOULDER) * k, xs) * ground
+    road[:] = span_coverage(cx - (x_left + SHOULDER) * k, cx - (x_right - SHOULDER) * k, xs) * ground
     for b in range(scene.num_lanes + 1):
         xb = x_right + b * LANE_WIDTH
-        lines += _span_coverage(cx - (xb + LINE_WIDTH / 2) * k, cx - (xb - LINE_WIDTH / 2) * k, xs) * ground
+        lines += span_coverage(cx - (xb + LINE_WIDTH / 2) * k, cx - (xb - LINE_WIDTH / 2) * k, xs) * ground
     np.clip(lines, 0.0, 1.0, out=lines)
-    for v in _project(scene, W):  # far to near: nearer faces overwrite, as in the renderer
+    for v in project_vehicles(scene, W):  # far to near: nearer faces overwrite, as in the renderer
         face = _face_alpha(v.box, W)
         if face is None:
             continue

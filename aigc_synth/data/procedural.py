@@ -27,17 +27,17 @@ from aigc_synth.schema import DEFAULT_SCHEMA
 TRAFFIC_VEHICLES = {"light": (1, 2), "moderate": (3, 5), "heavy": (7, 10)}
 MAX_VEHICLES = max(hi for _, hi in TRAFFIC_VEHICLES.values())
 
-_SKY_DAY = {  # (top colour, horizon colour) in linear-ish RGB 0..1
+SKY_DAY = {  # (top colour, horizon colour) in linear-ish RGB 0..1
     "clear": ((0.25, 0.50, 0.90), (0.70, 0.82, 0.95)),
     "overcast": ((0.55, 0.57, 0.60), (0.75, 0.76, 0.78)),
     "rain": ((0.30, 0.32, 0.36), (0.50, 0.52, 0.55)),
     "fog": ((0.72, 0.73, 0.74), (0.80, 0.80, 0.80)),
     "snow": ((0.72, 0.74, 0.78), (0.88, 0.89, 0.92)),
 }
-_LIGHT = {"day": 1.0, "dusk": 0.62, "night": 0.16}
-_TINT = {"day": (1.0, 1.0, 1.0), "dusk": (1.18, 0.80, 0.72), "night": (0.70, 0.80, 1.25)}
-_DUSK_SKY = ((0.35, 0.22, 0.45), (1.00, 0.55, 0.25))
-_CAR_COLOURS = np.array(
+LIGHT = {"day": 1.0, "dusk": 0.62, "night": 0.16}
+TINT = {"day": (1.0, 1.0, 1.0), "dusk": (1.18, 0.80, 0.72), "night": (0.70, 0.80, 1.25)}
+DUSK_SKY = ((0.35, 0.22, 0.45), (1.00, 0.55, 0.25))
+CAR_COLOURS = np.array(
     [(0.75, 0.10, 0.10), (0.10, 0.25, 0.70), (0.85, 0.85, 0.85), (0.12, 0.12, 0.12),
      (0.90, 0.75, 0.15), (0.20, 0.55, 0.25), (0.55, 0.55, 0.58), (0.95, 0.45, 0.10)],
     dtype=np.float32,
@@ -97,9 +97,9 @@ def render_scenes(codes: np.ndarray, seeds: Sequence[int], size: int = 64) -> Sc
         vanish_x[i] = rng.uniform(0.42, 0.58) * W
         curve[i] = rng.uniform(-0.25, 0.25) * W
         dash_phase[i] = rng.uniform(0, 1)
-        top, hor = _SKY_DAY[w]
+        top, hor = SKY_DAY[w]
         if t == "dusk" and w in ("clear", "overcast"):
-            top, hor = _DUSK_SKY
+            top, hor = DUSK_SKY
         jitter = rng.uniform(-0.04, 0.04, 3)
         sky_top[i] = np.clip(np.asarray(top) + jitter, 0, 1)
         sky_hor[i] = np.clip(np.asarray(hor) + jitter, 0, 1)
@@ -110,8 +110,8 @@ def render_scenes(codes: np.ndarray, seeds: Sequence[int], size: int = 64) -> Sc
             g = rng.uniform(-0.05, 0.05)
             verge[i] = (0.25 + g, 0.45 + g, 0.18 + g) if w in ("clear", "overcast") else (0.22 + g, 0.33 + g, 0.18 + g)
             road[i] = (0.30, 0.30, 0.32) if w != "rain" else (0.17, 0.17, 0.19)
-        light[i] = _LIGHT[t] * rng.uniform(0.92, 1.08)
-        tint[i] = _TINT[t]
+        light[i] = LIGHT[t] * rng.uniform(0.92, 1.08)
+        tint[i] = TINT[t]
         if w == "fog":
             fog_density[i] = rng.uniform(2.2, 3.2)
         elif w in ("rain", "snow"):
@@ -121,7 +121,7 @@ def render_scenes(codes: np.ndarray, seeds: Sequence[int], size: int = 64) -> Sc
         n = int(rng.integers(lo, hi + 1))
         depth = np.sort(rng.uniform(0.12, 0.95, n))  # far (small) first: drawn first, occluded later
         lane = rng.integers(0, 3, n)  # 0 = oncoming lane (left), 1..2 = our direction
-        colour = _CAR_COLOURS[rng.integers(0, len(_CAR_COLOURS), n)]
+        colour = CAR_COLOURS[rng.integers(0, len(CAR_COLOURS), n)]
         veh[i, :n, 0] = depth
         veh[i, :n, 1] = lane
         veh[i, :n, 2:5] = colour

@@ -22,11 +22,10 @@ from torch.utils.data import Dataset
 
 from aigc_synth.data.layout import scene_layout
 from aigc_synth.data.scene_render import render_scene
-from aigc_synth.sampling.seeds import LATENT_STREAM, PLAN_STREAM, derive_seeds, uniform_from_seeds
+from aigc_synth.seeds import LATENT_STREAM, PLAN_STREAM, SCENE_STREAM, derive_seeds, uniform_from_seeds
 from aigc_synth.schema import DEFAULT_SCHEMA, ConditionSchema, SchemaError
 from aigc_synth.scenes.format import Scene
 
-SCENE_STREAM = PLAN_STREAM + 100  # which scene an item shows: a stream of its own
 
 
 def _pick(seed: int, idx: np.ndarray, stream: int, n: int) -> np.ndarray:

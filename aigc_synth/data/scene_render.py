@@ -50,7 +50,7 @@ from typing import Sequence
 
 import numpy as np
 
-from aigc_synth.data.procedural import _CAR_COLOURS, _DUSK_SKY, _LIGHT, _SKY_DAY, _TINT
+from aigc_synth.data.procedural import CAR_COLOURS, DUSK_SKY, LIGHT, SKY_DAY, TINT
 from aigc_synth.schema import DEFAULT_SCHEMA
 from aigc_synth.scenes.format import LANE_WIDTH, Scene, SceneError
 
@@ -118,7 +118,7 @@ class _Vehicle:
     box: tuple[float, float, float, float]  # unclipped x0, y0, x1, y1 pixels
 
 
-def _project(scene: Scene, size: int) -> list[_Vehicle]:
+def project_vehicles(scene: Scene, size: int) -> list[_Vehicle]:
     """Rear faces of the agents ahead of the near clip, in painter's order (far first)."""
     f, hz, cx = FOCAL * size, HORIZON * size, size / 2.0
     out = []
@@ -158,7 +158,7 @@ def _uncovered_area(clip: tuple[float, float, float, float], rects: np.ndarray) 
     return float((np.outer(np.diff(ys), np.diff(xs)) * ~covered).sum())
 
 
-def _coverage(a: float, b: float, n: int) -> tuple[int, int, np.ndarray]:
+def pixel_coverage(a: float, b: float, n: int) -> tuple[int, int, np.ndarray]:
     """Pixels ``i0..i1`` touched by the interval [a, b] and the length of [a, b] inside each one."""
     i0, i1 = max(int(math.floor(a)), 0), min(int(math.ceil(b)), n)
     if i1 <= i0:
@@ -167,7 +167,7 @@ def _coverage(a: float, b: float, n: int) -> tuple[int, int, np.ndarray]:
     return i0, i1, np.clip(np.minimum(idx + 1, b) - np.maximum(idx, a), 0.0, 1.0).astype(np.float32)
 
 
-def _span_coverage(lo: np.ndarray, hi: np.ndarray, xs: np.ndarray) -> np.ndarray:
+def span_coverage(lo: np.ndarray, hi: np.ndarray, xs: np.ndarray) -> np.ndarray:
     """Per pixel column, the length of [lo, hi] (per row, broadcast) inside [x - 0.5, x + 0.5]."""
     return np.clip(np.minimum(xs + 0.5, hi) - np.maximum(xs - 0.5, lo), 0.0, 1.0)
 
@@ -252,9 +252,9 @@ def render_scene(scene: Scene, weather: str, time_of_day: str, seed: int, size: 
 
     # ---- cosmetic parameters: two independent streams so vehicle colours do not depend on size --
     rng = np.random.default_rng([int(seed), 0])
-    top, hor = _SKY_DAY[weather]
+    top, hor = SKY_DAY[weather]
     if time_of_day == "dusk" and weather in ("clear", "overcast"):
-        top, hor = _DUSK_SKY
+        top, hor = DUSK_SKY
     jitter = rng.uniform(-0.04, 0.04, 3)
     sky_top = np.clip(np.asarray(top) + jitter, 0, 1).astype(np.float32)
     sky_hor = np.clip(np.asarray(hor) + jitter, 0, 1).astype(np.float32)
@@ -265,8 +265,8 @@ def render_scene(scene: Scene, weather: str, time_of_day: str, seed: int, size: 
         verge = np.array((0.25 + g, 0.45 + g, 0.18 + g) if weather in ("clear", "overcast") else (0.22 + g, 0.33 + g, 0.18 + g),
                          np.float32)
         road = np.array((0.30, 0.30, 0.32) if weather != "rain" else (0.17, 0.17, 0.19), np.float32)
-    light = np.float32(_LIGHT[time_of_day] * rng.uniform(1 - LIGHT_JITTER, 1 + LIGHT_JITTER))
-    tint = np.asarray(_TINT[time_of_day], np.float32)
+    light = np.float32(LIGHT[time_of_day] * rng.uniform(1 - LIGHT_JITTER, 1 + LIGHT_JITTER))
+    tint = np.asarray(TINT[time_of_day], np.float32)
     # Fog as a metric extinction length; rain and snow get a light haze. The cap keeps the sky from
     # vanishing entirely, like procedural's horizon value (1 - exp(-density * 1.3)).
     if weather == "fog":
@@ -301,7 +301,7 @@ def render_scene(scene: Scene, weather: str, time_of_day: str, seed: int, size: 
 
     x_right = -(scene.ego_lane + 0.5) * LANE_WIDTH  # right edge line (lane 0's right boundary)
     x_left = (scene.num_lanes - scene.ego_lane - 0.5) * LANE_WIDTH
-    on_road = _span_coverage(cx - (x_left + SHOULDER) * k, cx - (x_right - SHOULDER) * k, xs)
+    on_road = span_coverage(cx - (x_left + SHOULDER) * k, cx - (x_right - SHOULDER) * k, xs)
 
     sky_t = np.clip(ys / np.float32(hz), 0.0, 1.0)[..., None]
     img = np.broadcast_to(sky_top * (1 - sky_t) + sky_hor * sky_t, (H, W, 3)).astype(np.float32)
@@ -315,7 +315,7 @@ def render_scene(scene: Scene, weather: str, time_of_day: str, seed: int, size: 
     mark_alpha = np.float32(0.35 if weather == "snow" else 0.9)  # snow half-covers the paint
     for b in range(scene.num_lanes + 1):
         xb = x_right + b * LANE_WIDTH
-        cov = _span_coverage(cx - (xb + LINE_WIDTH / 2) * k, cx - (xb - LINE_WIDTH / 2) * k, xs) * ground
+        cov = span_coverage(cx - (xb + LINE_WIDTH / 2) * k, cx - (xb - LINE_WIDTH / 2) * k, xs) * ground
         if 0 < b < scene.num_lanes:
             cov = cov * dash_cov
         colour = _YELLOW if b == scene.num_lanes else _WHITE  # yellow on the left edge, as on divided highways
@@ -328,22 +328,22 @@ def render_scene(scene: Scene, weather: str, time_of_day: str, seed: int, size: 
     emissive = np.zeros((H, W, 3), np.float32)  # light sources survive darkening
 
     # ---- vehicles, far to near ----------------------------------------------------------------------
-    vehicles = _project(scene, W)
+    vehicles = project_vehicles(scene, W)
     for v in vehicles:
         x0, y0, x1, y1 = v.box
-        ix0, ix1, wx = _coverage(x0, x1, W)
-        iy0, iy1, wy = _coverage(y0, y1, H)
+        ix0, ix1, wx = pixel_coverage(x0, x1, W)
+        iy0, iy1, wy = pixel_coverage(y0, y1, H)
         if ix1 <= ix0 or iy1 <= iy0:
             continue
         alpha = np.outer(wy, wx)  # exact share of each pixel covered by the face
-        palette = _TRUCK_COLOURS if v.kind == "truck" else _CAR_COLOURS
+        palette = _TRUCK_COLOURS if v.kind == "truck" else CAR_COLOURS
         patch = np.empty((iy1 - iy0, ix1 - ix0, 3), np.float32)
         patch[:] = palette[min(int(colour_u[v.index] * len(palette)), len(palette) - 1)]
         em = np.zeros_like(patch)
         fw, fh = x1 - x0, y1 - y0
         for (u0, v0, u1, v1), role in _face_layers(v.kind):
-            jx0, jx1, lx = _coverage(x0 + u0 * fw, x0 + u1 * fw, W)
-            jy0, jy1, ly = _coverage(y0 + v0 * fh, y0 + v1 * fh, H)
+            jx0, jx1, lx = pixel_coverage(x0 + u0 * fw, x0 + u1 * fw, W)
+            jy0, jy1, ly = pixel_coverage(y0 + v0 * fh, y0 + v1 * fh, H)
             if jx1 <= jx0 or jy1 <= jy0:
                 continue
             sl = (slice(jy0 - iy0, jy1 - iy0), slice(jx0 - ix0, jx1 - ix0))
@@ -416,7 +416,7 @@ def scene_boxes(scene: Scene, size: int = 64) -> SceneBoxes:
     depend on weather, time or seed), without rendering. Layout-conditioned generators label their
     images with these."""
     W = H = int(size)
-    vehicles = _project(scene, W)
+    vehicles = project_vehicles(scene, W)
     rects = np.array([v.box for v in vehicles], np.float64).reshape(-1, 4)
     found = []
     for n_, v in enumerate(vehicles):  # same painter's order as the renderer

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from aigc_synth.sampling.seeds import derive_seeds
+from aigc_synth.seeds import derive_seeds
 from aigc_synth.schema import ConditionSchema
 from aigc_synth.scenes.format import Scene
 
@@ -38,7 +38,7 @@ def evaluation_scenes(codes: np.ndarray, seed: int, schema: ConditionSchema, sce
     would pick it (given scenes: ``i mod n``; else sampled by the scene model at the sample's
     traffic level), and ``codes`` with traffic set to each scene's own level."""
     from aigc_synth.sampling.layout import SceneSource
-    from aigc_synth.scenes.generators import load_scene_generator, resolve_scene_checkpoint
+    from aigc_synth.models.scene_families import load_scene_generator, resolve_scene_checkpoint
 
     job: dict[str, Any] = {"seed": int(seed), "compute_batch": 64, "scenes": scenes_dir}
     if not scenes_dir:

@@ -40,7 +40,7 @@ def is_scene_source(source: str) -> bool:
     if source in ("default_scenes", "bundled_scenes"):
         return True
     if path.is_file() and path.suffix == ".pt":
-        from aigc_synth.scenes.generators import SCENE_GENERATOR_FORMAT
+        from aigc_synth.models.scene_families import SCENE_GENERATOR_FORMAT
 
         try:
             import torch
@@ -53,7 +53,7 @@ def is_scene_source(source: str) -> bool:
 
 def _generated(cfg) -> tuple[list[Scene], dict[str, Any]]:
     from aigc_synth.scenes.dataset import read_scenes
-    from aigc_synth.scenes.generators import load_scene_generator, resolve_scene_checkpoint
+    from aigc_synth.models.scene_families import load_scene_generator, resolve_scene_checkpoint
 
     path = Path(cfg.source)
     if (path / "manifest.json").is_file():
@@ -66,7 +66,7 @@ def _generated(cfg) -> tuple[list[Scene], dict[str, Any]]:
     cells = [(t, n) for t in gen.traffic for n in gen.lanes]
     traffic = [t for t, _ in cells for _ in range(cfg.n_per_condition)]
     lanes = [n for _, n in cells for _ in range(cfg.n_per_condition)]
-    from aigc_synth.sampling.seeds import attempt_seeds
+    from aigc_synth.seeds import attempt_seeds
 
     ids = np.arange(len(traffic))
     t0 = time.perf_counter()
@@ -126,7 +126,7 @@ def _map_runs(fn: Callable, jobs: list) -> list:
 def evaluate_scenes(cfg, progress: bool = True, log: Callable[..., None] = print) -> dict[str, Any]:
     """Evaluate a scene source (see the module docstring); return metrics.json's dict."""
     from aigc_synth.io.atomic import atomic_write_json
-    from aigc_synth.jobs.cluster import connect_ray
+    from aigc_synth.runtime.cluster import connect_ray
     from aigc_synth.metrics.scenes import compare_scene_sets, replay_summary
 
     if cfg.n_per_condition < 2 or cfg.max_samples < 2:

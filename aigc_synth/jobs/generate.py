@@ -34,9 +34,10 @@ from aigc_synth.config import GenerateRoot
 from aigc_synth.errors import JobSpecError, JobStalledError, first_line
 from aigc_synth.io.atomic import Store, open_store, storage_env
 from aigc_synth.io.shards import committed_shard_entry, remove_stale_temporaries
-from aigc_synth.jobs.cluster import connect_ray, plan_pool
+from aigc_synth.jobs.cluster import plan_pool
+from aigc_synth.runtime.cluster import connect_ray
 from aigc_synth.jobs.gate import gate_summary
-from aigc_synth.jobs.logfilter import drop_stderr_lines
+from aigc_synth.runtime.logfilter import drop_stderr_lines
 from aigc_synth.jobs.manifest import (
     JOB_FINGERPRINT,
     MANIFEST,

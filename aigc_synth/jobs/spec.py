@@ -15,7 +15,7 @@ from typing import Any
 from aigc_synth.config import GenerateRoot
 from aigc_synth.errors import CheckpointError, JobSpecError, PlanError, SchemaError, StorageError, first_line
 from aigc_synth.io.atomic import Store, check_writable_directory, open_store
-from aigc_synth.io.checkpoint import load_generator, resolve_checkpoint_path
+from aigc_synth.models.exported import load_generator, resolve_checkpoint_path
 from aigc_synth.jobs.gate import validate_gate
 from aigc_synth.sampling.layout import resolve_scene_source
 from aigc_synth.jobs.manifest import JOB_FINGERPRINT, MANIFEST, job_fingerprint
@@ -131,7 +131,7 @@ def _image_model(job) -> _Model:
 
 def _scene_model(job, formats: list[str]) -> _Model:
     from aigc_synth.sampling.scene import scene_schema
-    from aigc_synth.scenes.generators import load_scene_generator, resolve_scene_checkpoint
+    from aigc_synth.models.scene_families import load_scene_generator, resolve_scene_checkpoint
 
     if formats != ["parquet"]:
         raise JobSpecError(f"scene jobs write Parquet only: set job.formats=[parquet], got {formats}")

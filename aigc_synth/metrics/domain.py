@@ -8,7 +8,6 @@ extractors are never compared by accident.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,8 @@ import numpy as np
 import torch
 
 from aigc_synth.errors import first_line
-from aigc_synth.io.checkpoint import CheckpointError, _safe_load
+from aigc_synth.io.checkpoint import load_checkpoint_bytes
+from aigc_synth.errors import CheckpointError
 from aigc_synth.models.classifier import DomainClassifier
 from aigc_synth.schema import ConditionSchema
 
@@ -108,7 +108,7 @@ def load_domain_classifier(path: str | os.PathLike | None = None) -> DomainFeatu
 
 def load_domain_classifier_from_bytes(data: bytes, source: str = "<bytes>") -> DomainFeatureExtractor:
     """Rebuild a classifier from checkpoint bytes (safe load); used by generation actors."""
-    ckpt = _safe_load(io.BytesIO(data), label=source)
+    ckpt = load_checkpoint_bytes(data, label=source)
     if ckpt.get("format") != CLASSIFIER_FORMAT:
         raise CheckpointError(f"{source} is a {ckpt.get('format')!r} checkpoint, not a domain classifier ({CLASSIFIER_FORMAT})")
     try:

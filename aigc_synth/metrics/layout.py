@@ -40,7 +40,8 @@ import torch
 import torch.nn.functional as F
 
 from aigc_synth.errors import first_line
-from aigc_synth.io.checkpoint import CheckpointError, _safe_load
+from aigc_synth.io.checkpoint import load_checkpoint_bytes
+from aigc_synth.errors import CheckpointError
 from aigc_synth.models.detector import DETECTOR_INPUT, VehicleCenterNet, decode
 
 DETECTOR_FORMAT = "aigc_synth.vehicle_detector/v1"
@@ -127,7 +128,7 @@ def load_vehicle_detector(path: str | os.PathLike | None = None) -> VehicleDetec
 
 def load_vehicle_detector_from_bytes(data: bytes, source: str = "<bytes>") -> VehicleDetector:
     """Rebuild a detector from checkpoint bytes (safe load); the id hashes exactly these bytes."""
-    ckpt = _safe_load(io.BytesIO(data), label=source)
+    ckpt = load_checkpoint_bytes(data, label=source)
     if ckpt.get("format") != DETECTOR_FORMAT:
         raise CheckpointError(f"{source} is a {ckpt.get('format')!r} checkpoint, not a vehicle detector ({DETECTOR_FORMAT})")
     try:

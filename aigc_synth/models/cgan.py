@@ -20,7 +20,7 @@ from torch.nn import functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
 
-def _num_upsamplings(resolution: int) -> int:
+def num_upsamplings(resolution: int) -> int:
     n = int(round(math.log2(resolution / 4)))
     if resolution not in (32, 64, 128) or 4 * 2**n != resolution:
         raise ValueError(f"resolution must be 32, 64 or 128, got {resolution}")
@@ -78,7 +78,7 @@ class CondGenerator(nn.Module):
     def __init__(self, cardinalities: Sequence[int], resolution: int = 64, z_dim: int = 64,
                  base_channels: int = 32, embed_dim: int = 64):
         super().__init__()
-        n_up = _num_upsamplings(resolution)
+        n_up = num_upsamplings(resolution)
         self.z_dim, self.resolution = z_dim, resolution
         self.embed = FactorEmbedding(cardinalities, embed_dim)
         chans = [base_channels * 2 ** (n_up - 1 - i) for i in range(n_up)]  # 4×4 … R/2
@@ -133,7 +133,7 @@ class ProjectionDiscriminator(nn.Module):
     def __init__(self, cardinalities: Sequence[int], resolution: int = 64, base_channels: int = 32,
                  aux_head: bool = False, in_channels: int = 3):
         super().__init__()
-        n_down = _num_upsamplings(resolution)
+        n_down = num_upsamplings(resolution)
         chans = [base_channels * 2**i for i in range(n_down)]
         layers: list[nn.Module] = [spectral_norm(nn.Conv2d(in_channels, chans[0], 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
         for i in range(n_down - 1):

@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from aigc_synth.models.cgan import _num_upsamplings
+from aigc_synth.models.cgan import num_upsamplings
 from aigc_synth.models.dcgan import DCGANGenerator, one_hot_codes
 
 
@@ -33,7 +33,7 @@ class CVAEEncoder(nn.Module):
 
     def __init__(self, cardinalities: Sequence[int], resolution: int = 64, z_dim: int = 64, base_channels: int = 32):
         super().__init__()
-        n_down = _num_upsamplings(resolution)
+        n_down = num_upsamplings(resolution)
         self.cardinalities = [int(c) for c in cardinalities]
         chans = [base_channels * 2**i for i in range(n_down)]
         layers: list[nn.Module] = [nn.Conv2d(3 + sum(self.cardinalities), chans[0], 4, 2, 1), nn.LeakyReLU(0.2, True)]

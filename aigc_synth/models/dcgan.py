@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from aigc_synth.models.cgan import _num_upsamplings
+from aigc_synth.models.cgan import num_upsamplings
 
 
 def one_hot_codes(codes: torch.Tensor, cardinalities: Sequence[int]) -> torch.Tensor:
@@ -37,7 +37,7 @@ class DCGANGenerator(nn.Module):
 
     def __init__(self, cardinalities: Sequence[int], resolution: int = 64, z_dim: int = 100, base_channels: int = 32):
         super().__init__()
-        n_up = _num_upsamplings(resolution)
+        n_up = num_upsamplings(resolution)
         self.z_dim, self.resolution, self.cardinalities = z_dim, resolution, [int(c) for c in cardinalities]
         c_in = z_dim + sum(self.cardinalities)
         chans = [base_channels * 2 ** (n_up - 1 - i) for i in range(n_up)]  # e.g. 256,128,64,32 at 64 px
@@ -58,7 +58,7 @@ class DCGANDiscriminator(nn.Module):
 
     def __init__(self, cardinalities: Sequence[int], resolution: int = 64, base_channels: int = 32):
         super().__init__()
-        n_down = _num_upsamplings(resolution)
+        n_down = num_upsamplings(resolution)
         self.cardinalities = [int(c) for c in cardinalities]
         chans = [base_channels * 2**i for i in range(n_down)]
         layers: list[nn.Module] = [nn.Conv2d(3 + sum(self.cardinalities), chans[0], 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]

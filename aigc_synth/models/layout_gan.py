@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from aigc_synth.models.cgan import FactorEmbedding, ProjectionDiscriminator, _num_upsamplings
+from aigc_synth.models.cgan import FactorEmbedding, ProjectionDiscriminator, num_upsamplings
 from aigc_synth.models.particles import ParticleOverlay
 
 #: Number of layout channels (:data:`aigc_synth.data.layout.LAYOUT_CHANNELS`), fixed by the format.
@@ -128,7 +128,7 @@ class LayoutGenerator(nn.Module):
                  spade_hidden: int = 32, truncation: float = 1.0, instance_codes: int = 0, particles: bool = False,
                  factors: Sequence[tuple[str, Sequence[str]]] | None = None, calibration_factors: Sequence[int] = ()):
         super().__init__()
-        n_up = _num_upsamplings(resolution)
+        n_up = num_upsamplings(resolution)
         self.z_dim, self.resolution, self.layout_channels = z_dim, resolution, layout_channels
         # truncation trick (BigGAN / StyleGAN): z is scaled by ψ before use; 1 in training. ψ < 1 trades a
         # little variety for fewer broken images from latents far out in the tails (stored in the checkpoint)

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from aigc_synth.data import scene_render as R
 from aigc_synth.data.layout import LAYOUT_CHANNELS, NEAR_SCALE
-from aigc_synth.data.procedural import _LIGHT, _TINT
+from aigc_synth.data.procedural import LIGHT, TINT
 
 _NONE, _RAIN, _SNOW = 0, 1, 2
 _NEARNESS_CHANNEL, _CAR_CHANNEL, _TRUCK_CHANNEL = (LAYOUT_CHANNELS.index(c) for c in ("nearness", "car", "truck"))
@@ -71,13 +71,13 @@ class ParticleOverlay(nn.Module):
         weathers = list(dict(factors)["weather"])
         kinds = [_RAIN if w == "rain" else _SNOW if w == "snow" else _NONE for w in weathers]
         times = list(dict(factors)["time_of_day"]) if self.time_index is not None else ["day"]
-        unknown = [t for t in times if t not in _LIGHT]
+        unknown = [t for t in times if t not in LIGHT]
         if unknown:
-            raise ValueError(f"the particle overlay knows the light of {sorted(_LIGHT)}, not {unknown}")
+            raise ValueError(f"the particle overlay knows the light of {sorted(LIGHT)}, not {unknown}")
         # buffers are not persistent: checkpoints carry the flag, never these tables
         self.register_buffer("kinds", torch.tensor(kinds, dtype=torch.long), persistent=False)
-        self.register_buffer("light", torch.tensor([_LIGHT[t] for t in times]), persistent=False)
-        self.register_buffer("tint", torch.tensor([_TINT[t] for t in times]), persistent=False)
+        self.register_buffer("light", torch.tensor([LIGHT[t] for t in times]), persistent=False)
+        self.register_buffer("tint", torch.tensor([TINT[t] for t in times]), persistent=False)
         self.register_buffer("rain_kernel", _kernel_rain()[None, None], persistent=False)
         self.register_buffer("snow_kernel", _kernel_snow()[None, None], persistent=False)
         H = int(resolution)

@@ -1,4 +1,4 @@
-"""Model registry: family name → config dataclass, modules, training step and key lists.
+"""Model registry: family name → config dataclass, modules, training objective and key lists.
 
 Exported checkpoints store ``family`` and the generator's keyword arguments; this registry is the
 only place that turns them back into modules, so a checkpoint never needs pickled code. A new
@@ -19,7 +19,6 @@ from aigc_synth.models.cvae import CVAEDecoder, CVAEEncoder
 from aigc_synth.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from aigc_synth.models.layout_gan import LayoutDiscriminator, LayoutGenerator
 from aigc_synth.models.null import NullGenerator
-from aigc_synth.training.steps import gan_step, layout_gan_step, vae_step
 
 
 @dataclass(frozen=True)
@@ -30,10 +29,13 @@ class Family:
     * ``critic_keys``: the second network's kwargs (``d_base_channels`` is passed as ``base_channels``).
     * ``arch_keys``: config keys that must match for a training state to be resumed or fine-tuned
       from; every other key (learning rates, loss weights) may change between runs.
-    * ``train_step(ctx, real, codes) → {name: scalar}``: one optimisation step.
+    * ``objective``: the name of its training step in :data:`aigc_synth.training.steps.OBJECTIVES`
+      (``step(ctx, real, codes, **inputs) → {name: scalar}``); None: not trainable.
     * ``joint_optimizer``: True when one optimiser trains both networks (the VAE).
-    * ``layout``: True when the generator takes a scene layout, ``G(z, codes, layout)``, and its
-      training data are scene renders (``data.source=scenes``).
+    * ``inputs``: the per-sample inputs the generator takes beside ``z`` and the codes, in order, as
+      named in a training batch (``("layout",)``: ``G(z, codes, layout)``, a scene's layout raster).
+    * ``data_sources``: the ``data.source`` values it can train on (a layout family needs data that
+      carry layouts).
     """
 
     name: str
@@ -43,13 +45,15 @@ class Family:
     generator_keys: tuple[str, ...]
     critic_keys: tuple[str, ...]
     arch_keys: tuple[str, ...]
-    train_step: Callable[..., dict[str, Any]]
+    objective: str | None
     joint_optimizer: bool = False
-    layout: bool = False
+    inputs: tuple[str, ...] = ()
+    data_sources: tuple[str, ...] = ("procedural", "folder", "bdd100k")
 
-
-def _not_trainable(*_: Any) -> dict[str, Any]:
-    raise ValueError("the null family is a benchmark stand-in with no parameters; it cannot be trained")
+    @property
+    def layout(self) -> bool:
+        """The generator draws a given layout (sampling hands it one per sample)."""
+        return "layout" in self.inputs
 
 
 FAMILIES: dict[str, Family] = {
@@ -57,26 +61,27 @@ FAMILIES: dict[str, Family] = {
                    generator_keys=("resolution", "z_dim", "base_channels", "embed_dim"),
                    critic_keys=("resolution", "d_base_channels", "aux_class_weight"),
                    arch_keys=("resolution", "z_dim", "base_channels", "d_base_channels", "embed_dim"),
-                   train_step=gan_step),
+                   objective="gan"),
     "layout_gan": Family("layout_gan", LayoutGANConfig, LayoutGenerator, LayoutDiscriminator,
                          generator_keys=("resolution", "z_dim", "base_channels", "embed_dim", "spade_hidden", "truncation",
                                          "instance_codes", "particles", "calibration_factors"),
                          critic_keys=("resolution", "d_base_channels", "aux_class_weight"),
                          arch_keys=("resolution", "z_dim", "base_channels", "d_base_channels", "embed_dim", "spade_hidden"),
-                         train_step=layout_gan_step, layout=True),
+                         objective="layout_gan", inputs=("layout",),
+                         data_sources=("scenes",)),
     "dcgan": Family("dcgan", DCGANConfig, DCGANGenerator, DCGANDiscriminator,
                     generator_keys=("resolution", "z_dim", "base_channels"), critic_keys=("resolution", "d_base_channels"),
-                    arch_keys=("resolution", "z_dim", "base_channels", "d_base_channels"), train_step=gan_step),
+                    arch_keys=("resolution", "z_dim", "base_channels", "d_base_channels"), objective="gan"),
     # for the VAE the critic slot holds the encoder: the second network trained beside the generator
     "cvae": Family("cvae", CVAEConfig, CVAEDecoder, CVAEEncoder,
                    generator_keys=("resolution", "z_dim", "base_channels"),
                    critic_keys=("resolution", "z_dim", "d_base_channels"),
                    arch_keys=("resolution", "z_dim", "base_channels", "d_base_channels"),
-                   train_step=vae_step, joint_optimizer=True),
+                   objective="vae", joint_optimizer=True),
     # the pipeline's own ceiling (benchmarks): no network, no training; see models/null.py
     "null": Family("null", ImageModelConfig, NullGenerator, DCGANDiscriminator,
                    generator_keys=("resolution", "z_dim"), critic_keys=("resolution",), arch_keys=("resolution", "z_dim"),
-                   train_step=_not_trainable),
+                   objective=None),
 }
 
 

@@ -19,7 +19,7 @@ import pyarrow as pa
 from aigc_synth.io.shards import BOXES_TYPE, GATE_COLUMNS, IMAGE_FILE_EXTENSIONS, IMAGE_TYPE, arrow_schema, png_filename, png_reldir
 from aigc_synth.sampling.base import EncodedShard, SampleBatch, SamplerKind
 from aigc_synth.sampling.plan import ConditionPlan
-from aigc_synth.sampling.seeds import attempt_seeds
+from aigc_synth.seeds import attempt_seeds
 from aigc_synth.schema import ConditionSchema
 
 
@@ -70,7 +70,7 @@ class ImageSampler:
     """A conditional image generator and the job's plan, loaded once per actor."""
 
     def __init__(self, job: dict[str, Any], checkpoint_bytes: bytes, device: str = "cpu"):
-        from aigc_synth.io.checkpoint import load_generator_from_bytes
+        from aigc_synth.models.exported import load_generator_from_bytes
 
         self.job, self.device = job, device
         self.gen = load_generator_from_bytes(checkpoint_bytes, source=job["checkpoint"], device=device)

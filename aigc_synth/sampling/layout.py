@@ -23,12 +23,10 @@ import numpy as np
 
 from aigc_synth.data.layout import scene_layouts
 from aigc_synth.data.scene_render import scene_boxes
-from aigc_synth.sampling.seeds import derive_seeds, uniform_from_seeds
+from aigc_synth.seeds import SCENE_LANES_STREAM, SCENE_SEED_STREAM, derive_seeds, uniform_from_seeds
 from aigc_synth.schema import ConditionSchema
 from aigc_synth.scenes.format import Scene
 
-SCENE_SEED_STREAM = (1 << 21) + 1  #: a sampled scene's seed (far from the latent / plan / gate streams)
-SCENE_LANES_STREAM = (1 << 21) + 2  #: a sampled scene's lane count
 
 
 class SceneSource:
@@ -45,7 +43,7 @@ class SceneSource:
             if not self.scenes:
                 raise RuntimeError(f"job.scenes {job['scenes']} holds no scenes")
         else:
-            from aigc_synth.scenes.generators import load_scene_generator
+            from aigc_synth.models.scene_families import load_scene_generator
 
             self.gen = load_scene_generator(job["scene_checkpoint"])
             if self.gen.model_id != job["scene_model_id"]:
@@ -115,7 +113,7 @@ def resolve_scene_source(job: Any, family: str, schema: ConditionSchema, checkpo
         if bad:
             raise JobSpecError(f"job.scenes: traffic levels {bad} are not in the model's schema {sorted(traffic)}")
         return {"layout": True, "scenes": str(path.absolute())}
-    from aigc_synth.scenes.generators import load_scene_generator, resolve_scene_checkpoint
+    from aigc_synth.models.scene_families import load_scene_generator, resolve_scene_checkpoint
 
     scene_ckpt = resolve_scene_checkpoint(job.scene_checkpoint)
     try:

@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from aigc_synth.errors import PlanError  # noqa: F401 (re-exported from its former home)
-from aigc_synth.sampling.seeds import LATENT_STREAM, PERMUTATION_STREAM, PLAN_STREAM, _splitmix64, derive_seeds, uniform_from_seeds
+from aigc_synth.seeds import LATENT_STREAM, PERMUTATION_STREAM, PLAN_STREAM, splitmix64, derive_seeds, uniform_from_seeds
 from aigc_synth.schema import ConditionSchema, SchemaError
 
 PLAN_KINDS = ("grid", "mixture", "list")
@@ -45,7 +45,7 @@ class FeistelPermutation:
     def _once(self, x: np.ndarray) -> np.ndarray:
         left, right = x >> np.uint64(self.half), x & self.mask
         for key in self.keys:
-            left, right = right, left ^ (_splitmix64(right ^ key) & self.mask)
+            left, right = right, left ^ (splitmix64(right ^ key) & self.mask)
         return (left << np.uint64(self.half)) | right
 
     def __call__(self, ids: np.ndarray) -> np.ndarray:

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from aigc_synth.io.checkpoint import LoadedGenerator
-from aigc_synth.sampling.seeds import latents_for_seeds
+from aigc_synth.models.exported import LoadedGenerator
+from aigc_synth.seeds import latents_for_seeds
 
 #: Rows per network call. Part of the determinism contract: changing it may change output bits.
 COMPUTE_BATCH = 32

@@ -15,7 +15,7 @@ import numpy as np
 
 from aigc_synth.sampling.base import EncodedShard, SampleBatch, SamplerKind
 from aigc_synth.sampling.image import job_plan
-from aigc_synth.sampling.seeds import attempt_seeds
+from aigc_synth.seeds import attempt_seeds
 from aigc_synth.schema import ConditionSchema
 
 TRAFFIC_FACTOR, LANES_FACTOR = "traffic", "num_lanes"
@@ -40,7 +40,7 @@ class SceneJobSampler:
     """A scene generator and the job's plan, loaded once per actor."""
 
     def __init__(self, job: dict[str, Any], checkpoint_bytes: bytes, device: str = "cpu"):
-        from aigc_synth.scenes.generators import load_scene_generator_from_bytes
+        from aigc_synth.models.scene_families import load_scene_generator_from_bytes
 
         self.job = job
         self.gen = load_scene_generator_from_bytes(checkpoint_bytes, source=job["checkpoint"])

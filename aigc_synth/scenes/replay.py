@@ -16,7 +16,7 @@ on a straight road and reports, over ``duration_s``:
 
 Vehicles that reach the end of the road (:data:`~aigc_synth.scenes.sumo.ROAD_LENGTH`; 10-20 s of
 driving) leave the measurement. Replays go through the one libsumo simulation of the process
-(:class:`~aigc_synth.scenes.sumo._Sumo`), reloaded per scene (~10 ms).
+(:class:`~aigc_synth.scenes.sumo.SumoRun`), reloaded per scene (~10 ms).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import uuid
 from typing import Any, Iterable
 
 from aigc_synth.scenes.format import Scene, SceneError, overlap_pairs, validate_scene
-from aigc_synth.scenes.sumo import _Sumo, _work_dir, road_net, scene_routes_xml, scene_sumo_args, scene_vehicle_ids
+from aigc_synth.scenes.sumo import SumoRun, sumo_work_dir, road_net, scene_routes_xml, scene_sumo_args, scene_vehicle_ids
 
 HARD_BRAKING = -4.5  # m/s^2
 TTC_THRESHOLD = 0.95  # s; nuPlan's bound for an unsafe time-to-collision
@@ -47,10 +47,10 @@ def replay_scene(scene: Scene, duration_s: float = 10.0, step_length: float = 0.
     collided = {ids[i + 1] for pair in overlap_pairs(scene) for i in pair}  # ego index -1 -> ids[0]
     hard: set[str] = set()
     min_ttc = dict.fromkeys(ids, math.inf)
-    routes = _work_dir() / f"replay_{uuid.uuid4().hex}.rou.xml"
+    routes = sumo_work_dir() / f"replay_{uuid.uuid4().hex}.rou.xml"
     routes.write_text(scene_routes_xml(scene))
     try:
-        with _Sumo.run(scene_sumo_args(road_net(scene.num_lanes, scene.speed_limit), routes, **{"step-length": f"{step_length:g}"})) as traci:
+        with SumoRun.run(scene_sumo_args(road_net(scene.num_lanes, scene.speed_limit), routes, **{"step-length": f"{step_length:g}"})) as traci:
             V = traci.vehicle
             traci.simulationStep()  # inserts everyone, exactly in place, nobody has moved yet
             if traci.simulation.getDepartedNumber() != len(ids):

@@ -38,7 +38,7 @@ Determinism: run ``i`` of ``simulate_scenes(..., seed)`` uses a numpy Generator 
 process, whatever ran before (``libsumo.load`` restarts the simulation from its options).
 
 libsumo is a process-wide singleton (one simulation per process): every user in this package goes
-through :class:`_Sumo`, which starts it once, reloads it for each later run and serialises access.
+through :class:`SumoRun`, which starts it once, reloads it for each later run and serialises access.
 The same module holds the helpers that write a scene *back* into SUMO (a straight road plus a route
 file that places every vehicle exactly), shared by :mod:`.replay` and :mod:`.export`.
 """
@@ -153,7 +153,7 @@ def sumo_model_id() -> str:
     return f"sumo-{sumo_version()}"
 
 
-class _Sumo:
+class SumoRun:
     """The process-wide libsumo simulation: started on first use, reloaded for every later run.
 
     ``libsumo.load`` re-reads all options, so a run does not inherit anything from the previous one
@@ -198,7 +198,7 @@ class _Sumo:
 _work_dir_path: Path | None = None
 
 
-def _work_dir() -> Path:
+def sumo_work_dir() -> Path:
     """A per-process scratch directory for networks and route files, removed at exit."""
     global _work_dir_path
     if _work_dir_path is None:
@@ -234,7 +234,7 @@ def _netconvert(nodes: str, edges: str, out: Path) -> None:
 
 
 def _cached_net(name: str, nodes: str, edges: str) -> Path:
-    path = _work_dir() / name
+    path = sumo_work_dir() / name
     if not path.exists():
         _netconvert(nodes, edges, path)
     return path
@@ -407,7 +407,7 @@ def _simulate_run(traffic: str, num_lanes: int, seed: int, run: int, opts: SimOp
     net, lengths = _track_net(num_lanes, speed_limit)
     vehicles = _place_vehicles(rng, density, num_lanes, lengths, rng.uniform(*TRUCK_SHARE))
     types = {f"v{i}": v[0] for i, v in enumerate(vehicles)}
-    routes = _work_dir() / f"run_{uuid.uuid4().hex}.rou.xml"
+    routes = sumo_work_dir() / f"run_{uuid.uuid4().hex}.rou.xml"
     routes.write_text(_routes_for_run(vehicles))
     args = ["-n", str(net), "-r", str(routes), "--step-length", f"{opts.step_length:g}", "--seed", str(run_seed),
             "--lanechange.duration", f"{LANE_CHANGE_DURATION:g}",
@@ -415,7 +415,7 @@ def _simulate_run(traffic: str, num_lanes: int, seed: int, run: int, opts: SimOp
             *_QUIET]
     model_id, scenes = sumo_model_id(), []
     try:
-        with _Sumo.run(args) as traci:
+        with SumoRun.run(args) as traci:
             t = opts.warmup_s
             # an instant without an eligible ego yields nothing there; the time bound is a safety net
             while len(scenes) < opts.scenes_per_run and t <= opts.warmup_s + 2 * opts.scenes_per_run * opts.snapshot_interval_s:

@@ -61,7 +61,7 @@ class Generator:
                  layout_scenes: dict[str, Any] | None = None):
         import torch
 
-        from aigc_synth.io.checkpoint import load_generator_from_bytes
+        from aigc_synth.models.exported import load_generator_from_bytes
 
         torch.set_num_threads(max(1, int(torch_threads)))
         self.device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
@@ -117,7 +117,7 @@ class SceneGenerator:
     def __init__(self, checkpoint_bytes: bytes, source: str, model_id: str, torch_threads: int, compute_batch: int):
         import torch
 
-        from aigc_synth.scenes.generators import load_scene_generator_from_bytes
+        from aigc_synth.models.scene_families import load_scene_generator_from_bytes
 
         torch.set_num_threads(max(1, int(torch_threads)))
         self.gen = load_scene_generator_from_bytes(checkpoint_bytes, source=source)

@@ -75,9 +75,9 @@ def start_server(root: ServeRoot, log: Callable[[str], Any] = lambda m: print(m,
     handlers there, since ``ray.init`` replaces them and a stop signal may come during deployment."""
     import ray
 
-    from aigc_synth.io.checkpoint import load_generator_from_bytes
-    from aigc_synth.io.checkpoint import resolve_checkpoint_path
-    from aigc_synth.jobs.cluster import connect_ray
+    from aigc_synth.models.exported import load_generator_from_bytes
+    from aigc_synth.models.exported import resolve_checkpoint_path
+    from aigc_synth.runtime.cluster import connect_ray
 
     cfg = root.serve
     token, warning = validate_serve_config(cfg)
@@ -128,7 +128,7 @@ def _layout_scenes(loaded) -> dict[str, Any] | None:
     """A layout-conditioned generator draws each image for a scene of the bundled scene model (as
     a job without job.scenes does): its checkpoint path and id; None for condition-only models."""
     from aigc_synth.models.registry import get_family
-    from aigc_synth.scenes.generators import BUNDLED_SCENE_CHECKPOINT, load_scene_generator
+    from aigc_synth.models.scene_families import BUNDLED_SCENE_CHECKPOINT, load_scene_generator
 
     if not get_family(loaded.family).layout:
         return None
@@ -138,7 +138,7 @@ def _layout_scenes(loaded) -> dict[str, Any] | None:
 def _scene_model(cfg: ServeConfig) -> dict[str, Any]:
     """The scene model behind ``POST /scenes``, loaded and checked in the driver (CheckpointError: exit 2)."""
     from aigc_synth.sampling.scene import scene_schema
-    from aigc_synth.scenes.generators import load_scene_generator_from_bytes, resolve_scene_checkpoint
+    from aigc_synth.models.scene_families import load_scene_generator_from_bytes, resolve_scene_checkpoint
 
     path = resolve_scene_checkpoint(cfg.scene_checkpoint)
     if not path.is_file():

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from aigc_synth.models.layout_gan import calibration_keys
-from aigc_synth.sampling.seeds import CALIBRATION_STREAM, derive_seeds
+from aigc_synth.seeds import CALIBRATION_STREAM, derive_seeds
 
 #: Keys (combinations) fitted from fewer samples than this get no correction (too noisy to trust).
 MIN_SAMPLES_PER_KEY = 50
@@ -51,7 +51,7 @@ class RowCalibration:
 
 def fit_row_calibration(gen, dataset, n: int, factors: Sequence[int], seed: int = 0, batch: int = 256,
                         estimator: str = "median") -> RowCalibration:
-    """Fit the row-colour table of layout generator ``gen`` (a :class:`~aigc_synth.io.checkpoint.LoadedGenerator`
+    """Fit the row-colour table of layout generator ``gen`` (a :class:`~aigc_synth.models.exported.LoadedGenerator`
     without a calibration, sampled with its own options) on ``n`` items of ``dataset`` (a
     :class:`~aigc_synth.data.scene_images.SceneImageDataset` of training scenes): each item's real
     render against ``gen``'s image for the same codes and layout, with a latent seed of its own.

@@ -82,7 +82,7 @@ def sample_generator_scenes(n: int, seed_base: int, checkpoint: str | None = Non
     count drawn uniformly, scene seeds ``seed_base + i`` and ids ``seed_base + i`` (so two disjoint
     seed ranges give disjoint scenes). Returns the scenes and a description for the metadata."""
     from aigc_synth.scenes.format import LANE_COUNTS, TRAFFIC_LEVELS
-    from aigc_synth.scenes.generators import (
+    from aigc_synth.models.scene_families import (
         load_scene_generator,
         resolve_scene_checkpoint,
     )

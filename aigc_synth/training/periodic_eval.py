@@ -19,7 +19,7 @@ import torch
 from aigc_synth.metrics.distribution import density_coverage, frechet_distance, kernel_inception_distance, precision_recall
 from aigc_synth.metrics.domain import load_domain_classifier
 from aigc_synth.sampling.sampler import to_uint8
-from aigc_synth.sampling.seeds import latents_for_seeds
+from aigc_synth.seeds import latents_for_seeds
 from aigc_synth.schema import ConditionSchema
 
 #: Metrics that can select the best checkpoint, and whether higher is better.

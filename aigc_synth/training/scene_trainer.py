@@ -3,7 +3,7 @@
 Same run directory contract as :mod:`aigc_synth.training.trainer`: ``log.jsonl`` (losses, and the
 validation loss every ``train.eval_every`` steps), ``state.pt`` (weights, optimiser, step: resume
 is exact, because batch ``k`` is a pure function of ``(train.seed, k)``), ``generator.pt`` (the
-exported scene generator, :mod:`aigc_synth.scenes.generators`) and ``best_generator.pt`` (lowest
+exported scene generator, :mod:`aigc_synth.models.scene_families`) and ``best_generator.pt`` (lowest
 validation loss). ``scene_marginal`` is fitted in one pass and ``scene_random`` needs no data; both
 still write ``generator.pt`` and ``log.jsonl``, so every family is used the same way.
 """
@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -27,7 +27,8 @@ from aigc_synth.io.checkpoint import TRAIN_STATE_FORMAT, load_checkpoint, save_c
 from aigc_synth.models.configs import SceneARConfig, SceneModelConfig, SceneRandomConfig
 from aigc_synth.scenes.dataset import read_scenes
 from aigc_synth.scenes.format import LANE_COUNTS, TRAFFIC_LEVELS, Scene, SceneError
-from aigc_synth.scenes.generators import SCENE_FAMILIES, build_scene_model, export_scene_generator
+from aigc_synth.models.scene_families import build_scene_model, export_scene_generator, get_scene_family
+from aigc_synth.scenes.baselines import MarginalSceneSampler
 
 SCENE_STATE_FORMAT = TRAIN_STATE_FORMAT + "+scene"
 
@@ -45,19 +46,12 @@ def _cells(scenes: list[Scene]) -> tuple[list[str], list[int]]:
 
 def train_scene_model(train_cfg: TrainConfig, model_cfg: SceneModelConfig, data_cfg: DataConfig, progress: bool = True) -> Path:
     """Train / fit / export a scene family; return the exported generator's path."""
-    if model_cfg.family not in SCENE_FAMILIES:
-        raise UsageError(f"not a scene family: {model_cfg.family!r}; available: {list(SCENE_FAMILIES)}")
+    if model_cfg.family not in SCENE_FITTERS:
+        raise UsageError(f"not a scene family: {model_cfg.family!r}; available: {list(SCENE_FITTERS)}")
+    fitter = SCENE_FITTERS[model_cfg.family]
     out = Path(train_cfg.out_dir)  # created only once the inputs are checked (bad input leaves nothing behind)
-    export_path, log_path = out / "generator.pt", out / "log.jsonl"
-    params = asdict(model_cfg)
-    if isinstance(model_cfg, SceneRandomConfig):
-        if not 0 <= model_cfg.speed_low <= model_cfg.speed_high:
-            raise UsageError(f"model.speed_low/high must satisfy 0 <= low <= high, got {model_cfg.speed_low}, {model_cfg.speed_high}")
-        out.mkdir(parents=True, exist_ok=True)
-        export_scene_generator(export_path, family="scene_random", model_config=params, state={}, traffic=TRAFFIC_LEVELS,
-                               lanes=LANE_COUNTS, meta={"train_config": asdict(train_cfg)})
-        _log(log_path, {"step": 0, "family": "scene_random", "note": "no parameters"})
-        return export_path
+    if not fitter.needs_scenes:
+        return fitter.fit(train_cfg, model_cfg, [], {}, out, progress)
     if not data_cfg.scenes:
         raise UsageError(f"model={model_cfg.family} trains on scenes: give data.scenes=DIR "
                          "(python scripts/build_scene_dataset.py --num-scenes 18000 --out data/scenes --split train)")
@@ -67,19 +61,29 @@ def train_scene_model(train_cfg: TrainConfig, model_cfg: SceneModelConfig, data_
         raise UsageError(f"data.scenes: {exc}") from None
     if not scenes:
         raise UsageError(f"data.scenes: {data_cfg.scenes} holds no scenes (its Parquet files have 0 rows)")
-    traffic, lanes = _cells(scenes)
-    data_meta = {"scenes": str(data_cfg.scenes), "num_scenes": len(scenes)}
-    if model_cfg.family == "scene_marginal":
-        from aigc_synth.scenes.baselines import MarginalSceneSampler
+    return fitter.fit(train_cfg, model_cfg, scenes, {"scenes": str(data_cfg.scenes), "num_scenes": len(scenes)}, out, progress)
 
-        state = MarginalSceneSampler.fit(scenes).to_dict()
-        out.mkdir(parents=True, exist_ok=True)
-        export_scene_generator(export_path, family="scene_marginal", model_config=params, state=state, traffic=traffic,
-                               lanes=lanes, meta={"data": data_meta, "train_config": asdict(train_cfg)})
-        _log(log_path, {"step": 0, "family": "scene_marginal", "fitted_on": len(scenes)})
-        return export_path
-    assert isinstance(model_cfg, SceneARConfig)
-    return _train_ar(train_cfg, model_cfg, scenes, traffic, lanes, data_meta, out, progress)
+
+def _fit_random(train_cfg: TrainConfig, cfg: SceneRandomConfig, scenes: list[Scene], data_meta: dict[str, Any], out: Path,
+                progress: bool) -> Path:
+    if not 0 <= cfg.speed_low <= cfg.speed_high:
+        raise UsageError(f"model.speed_low/high must satisfy 0 <= low <= high, got {cfg.speed_low}, {cfg.speed_high}")
+    out.mkdir(parents=True, exist_ok=True)
+    export_scene_generator(out / "generator.pt", family=cfg.family, model_config=asdict(cfg), state={}, traffic=TRAFFIC_LEVELS,
+                           lanes=LANE_COUNTS, meta={"train_config": asdict(train_cfg)})
+    _log(out / "log.jsonl", {"step": 0, "family": cfg.family, "note": "no parameters"})
+    return out / "generator.pt"
+
+
+def _fit_marginal(train_cfg: TrainConfig, cfg: SceneModelConfig, scenes: list[Scene], data_meta: dict[str, Any], out: Path,
+                  progress: bool) -> Path:
+    traffic, lanes = _cells(scenes)
+    state = MarginalSceneSampler.fit(scenes).to_dict()
+    out.mkdir(parents=True, exist_ok=True)
+    export_scene_generator(out / "generator.pt", family=cfg.family, model_config=asdict(cfg), state=state, traffic=traffic,
+                           lanes=lanes, meta={"data": data_meta, "train_config": asdict(train_cfg)})
+    _log(out / "log.jsonl", {"step": 0, "family": cfg.family, "fitted_on": len(scenes)})
+    return out / "generator.pt"
 
 
 def _log(path: Path, record: dict[str, Any]) -> None:
@@ -87,9 +91,12 @@ def _log(path: Path, record: dict[str, Any]) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def _train_ar(train_cfg: TrainConfig, cfg: SceneARConfig, scenes: list[Scene], traffic: list[str], lanes: list[int],
-              data_meta: dict[str, Any], out: Path, progress: bool) -> Path:
+def _train_network(train_cfg: TrainConfig, cfg: SceneARConfig, scenes: list[Scene], data_meta: dict[str, Any], out: Path,
+                   progress: bool) -> Path:
+    """The optimisation loop of a scene family with a network (``scene_ar``)."""
     from aigc_synth.models.scene_ar import collate, encode_scene
+
+    traffic, lanes = _cells(scenes)
 
     if train_cfg.threads > 0:
         torch.set_num_threads(train_cfg.threads)
@@ -98,7 +105,7 @@ def _train_ar(train_cfg: TrainConfig, cfg: SceneARConfig, scenes: list[Scene], t
     encoded = [encode_scene(sc) for sc in train_set]
     val_batch = collate([encode_scene(sc) for sc in val_set]) if val_set else None
     params = asdict(cfg)
-    model = build_scene_model("scene_ar", params)
+    model = build_scene_model(cfg.family, params)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     state_path, export_path, best_path = out / "state.pt", out / "generator.pt", out / "best_generator.pt"
     start, best = 0, {}
@@ -106,7 +113,7 @@ def _train_ar(train_cfg: TrainConfig, cfg: SceneARConfig, scenes: list[Scene], t
         state = load_checkpoint(state_path)
         if state.get("format") != SCENE_STATE_FORMAT:
             raise CheckpointError(f"{state_path} is not a scene training state; use a new train.out_dir")
-        for key in ("family", "hidden", "head_hidden"):
+        for key in get_scene_family(cfg.family).arch_keys:
             if state["model_config"].get(key) != params[key]:
                 raise CheckpointError(f"{state_path} has model.{key}={state['model_config'].get(key)!r}, this run {params[key]!r}; "
                                       "use a new train.out_dir for another architecture")
@@ -124,7 +131,7 @@ def _train_ar(train_cfg: TrainConfig, cfg: SceneARConfig, scenes: list[Scene], t
 
     def export(path: Path, step: int, extra: dict[str, Any]) -> None:
         weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        export_scene_generator(path, family="scene_ar", model_config=params, state=weights, traffic=traffic, lanes=lanes,
+        export_scene_generator(path, family=cfg.family, model_config=params, state=weights, traffic=traffic, lanes=lanes,
                                meta={**meta, "step": step, **extra})
 
     def save_all(step: int) -> None:
@@ -135,7 +142,7 @@ def _train_ar(train_cfg: TrainConfig, cfg: SceneARConfig, scenes: list[Scene], t
     B = train_cfg.batch_size
     t0 = time.time()
     model.train()
-    bar = tqdm(range(start, train_cfg.steps), initial=start, total=train_cfg.steps, disable=not progress, desc="train scene_ar",
+    bar = tqdm(range(start, train_cfg.steps), initial=start, total=train_cfg.steps, disable=not progress, desc=f"train {cfg.family}",
                unit="step")
     for step in bar:
         t_step = time.time()
@@ -169,3 +176,20 @@ def _train_ar(train_cfg: TrainConfig, cfg: SceneARConfig, scenes: list[Scene], t
     if start >= train_cfg.steps and not export_path.exists():
         save_all(start)
     return export_path
+
+
+@dataclass(frozen=True)
+class SceneFitter:
+    """How ``aigc-synth train`` produces a scene family's generator.pt: ``fit(train, model, scenes, data_meta,
+    out, progress) → path``; ``needs_scenes``: False for a family that learns nothing from data."""
+
+    fit: Callable[..., Path]
+    needs_scenes: bool = True
+
+
+#: One per registered scene family (:data:`aigc_synth.models.scene_families.SCENE_FAMILIES`).
+SCENE_FITTERS: dict[str, SceneFitter] = {
+    "scene_ar": SceneFitter(_train_network),
+    "scene_marginal": SceneFitter(_fit_marginal),
+    "scene_random": SceneFitter(_fit_random, needs_scenes=False),
+}

@@ -7,7 +7,7 @@ A step returns the scalars it wants logged (all are checked to be finite by the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -183,3 +183,16 @@ def layout_gan_step(ctx: TrainContext, real: torch.Tensor, codes: torch.Tensor, 
     loss_g.backward()
     ctx.opt_g.step()
     return {"loss_d": loss_d, "loss_g": loss_g, "d_real": real_logits.mean(), "d_fake": fake_logits.mean()}
+
+
+#: Training objectives by name (a :class:`~aigc_synth.models.registry.Family` names its ``objective``).
+OBJECTIVES: dict[str, Callable[..., dict[str, torch.Tensor]]] = {"gan": gan_step, "layout_gan": layout_gan_step, "vae": vae_step}
+
+
+def train_step_for(family: Any) -> Callable[..., dict[str, torch.Tensor]]:
+    """The step function of ``family`` (a Family); ValueError for a family that cannot be trained."""
+    if family.objective is None:
+        raise ValueError(f"the {family.name} family is a benchmark stand-in with no parameters; it cannot be trained")
+    if family.objective not in OBJECTIVES:
+        raise ValueError(f"the {family.name} family names objective {family.objective!r}; registered: {sorted(OBJECTIVES)}")
+    return OBJECTIVES[family.objective]

@@ -32,20 +32,15 @@ from aigc_synth.data.datasets import FolderDataset, ProceduralDrivingDataset
 from aigc_synth.data.scene_images import SceneImageDataset
 from aigc_synth.data.scene_render import render_scene
 from aigc_synth.errors import UsageError
-from aigc_synth.io.checkpoint import (
-    TRAIN_STATE_FORMAT,
-    CheckpointError,
-    current_model_config,
-    export_generator,
-    load_checkpoint,
-    save_checkpoint,
-)
+from aigc_synth.io.checkpoint import TRAIN_STATE_FORMAT, load_checkpoint, save_checkpoint
+from aigc_synth.models.exported import current_model_config, export_generator
+from aigc_synth.errors import CheckpointError
 from aigc_synth.models.configs import ImageModelConfig
 from aigc_synth.models.registry import Family, build_discriminator, build_generator, get_family
 from aigc_synth.sampling.sampler import to_uint8
-from aigc_synth.sampling.seeds import latents_for_seeds
+from aigc_synth.seeds import latents_for_seeds
 from aigc_synth.schema import DEFAULT_SCHEMA, ConditionSchema
-from aigc_synth.training.steps import TrainContext
+from aigc_synth.training.steps import TrainContext, train_step_for
 
 GRID_COLUMNS = 8
 
@@ -236,7 +231,7 @@ def load_training_state(path: Path | str, family: Family, cfg: ImageModelConfig,
     layer that :func:`_growable` names: the existing parameters keep their moments, only the new
     ones start fresh. (With both optimisers restarted, a layout GAN fine-tune's critic loss fell
     2.4 → 0.9 at the restart and the run ended with FD 1.96 → 6.86.) A source trained with an option
-    that has since been retired is refused (:func:`~aigc_synth.io.checkpoint.current_model_config`).
+    that has since been retired is refused (:func:`~aigc_synth.models.exported.current_model_config`).
     ``resume=True`` additionally restores the RNGs and the step counter, which is what makes a
     resumed run equal an uninterrupted one.
     """
@@ -283,7 +278,7 @@ def train(train_cfg: TrainConfig, model_cfg: ImageModelConfig, data_cfg: DataCon
     """Train (or resume, or fine-tune) and export the generator; return the exported checkpoint path.
 
     ``model_cfg`` is the family's own config dataclass (:mod:`aigc_synth.models.configs`); the
-    loop calls ``family.train_step`` and knows nothing else about the family.
+    loop calls the family's objective (``training/steps.py``) with the batch's ``family.inputs`` and knows nothing else about the family.
 
     ``dataset``: train on this dataset (anything with ``batch(indices)`` like the built-in ones,
     e.g. a :class:`SceneImageDataset` with ``condition_probs``) instead of the one ``data_cfg``
@@ -304,9 +299,11 @@ def train(train_cfg: TrainConfig, model_cfg: ImageModelConfig, data_cfg: DataCon
     if train_cfg.threads > 0:
         torch.set_num_threads(train_cfg.threads)
     torch.manual_seed(train_cfg.seed)
+    if dataset is None and data_cfg.source not in family.data_sources:
+        raise UsageError(f"model.family={family.name} trains on data.source={' or '.join(family.data_sources)}, "
+                         f"not {data_cfg.source!r}" + (f" (its generator takes {', '.join(family.inputs)} per sample)" if family.inputs else ""))
     data = make_training_data(data_cfg, model_cfg, schema, train_cfg) if dataset is None else dataset
-    if family.layout and not isinstance(data, SceneImageDataset):
-        raise UsageError(f"model.family={family.name} needs data.source=scenes (it is conditioned on scene layouts)")
+    train_step = train_step_for(family)
     params = asdict(model_cfg)
     data_meta = asdict(data_cfg)
     if dataset is not None:
@@ -358,7 +355,8 @@ def train(train_cfg: TrainConfig, model_cfg: ImageModelConfig, data_cfg: DataCon
 
     def save_grid(step: int) -> None:
         net = _on_cpu(G_ema if G_ema is not None else G)
-        grid = layout_sample_grid(net, data) if family.layout else sample_grid(net, schema)
+        # a generator with per-sample inputs (a layout) is previewed on items of its data, others per condition
+        grid = layout_sample_grid(net, data) if family.inputs else sample_grid(net, schema)
         tmp = out / "samples" / f".tmp-step_{step:06d}.png"
         Image.fromarray(grid).save(tmp)
         os.replace(tmp, out / "samples" / f"step_{step:06d}.png")
@@ -377,8 +375,8 @@ def train(train_cfg: TrainConfig, model_cfg: ImageModelConfig, data_cfg: DataCon
         for step in bar:
             t_step = time.time()
             batch = next(batches)
-            extra = {"layout": batch["layout"].to(device)} if family.layout else {}
-            scalars = family.train_step(ctx, _to_unit(batch["image"]).to(device), batch["codes"].to(device), **extra)
+            inputs = {name: batch[name].to(device) for name in family.inputs}
+            scalars = train_step(ctx, _to_unit(batch["image"]).to(device), batch["codes"].to(device), **inputs)
             if G_ema is not None:
                 ema_update(G_ema, G, 0.0 if step < ema_start else model_cfg.ema_decay)
             done = step + 1

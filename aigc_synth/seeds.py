@@ -19,9 +19,14 @@ PLAN_STREAM = 1  #: 1..F: per-factor plan draws (mixture plans; the procedural d
 PERMUTATION_STREAM = 99  #: the Feistel keys of exact plans (indexed by round, not by sample)
 GATE_STREAM = 1 << 20  #: + t: the seed of a sample's gate attempt t ≥ 1 (far from the streams above)
 CALIBRATION_STREAM = (1 << 22) + 5  #: the latents of a row-colour calibration fit (training/calibration.py)
+SCENE_SEED_STREAM = (1 << 21) + 1  #: a layout job's sampled scene: its seed (sampling/layout.py)
+SCENE_LANES_STREAM = (1 << 21) + 2  #: a layout job's sampled scene: its lane count (sampling/layout.py)
+SCENE_STREAM = PLAN_STREAM + 100  #: which scene a layout-training item shows (data/scene_images.py)
+EXTRA_SCENE_STREAM = 201  #: which pool scene a downstream benchmark's extra item shows (benchmarks/downstream)
 
 
-def _splitmix64(x: np.ndarray) -> np.ndarray:
+def splitmix64(x: np.ndarray) -> np.ndarray:
+    """The splitmix64 finaliser on uint64 arrays: a bijective 64-bit mix (wrapping arithmetic)."""
     with np.errstate(over="ignore"):
         x = (x + np.uint64(0x9E3779B97F4A7C15)) & _MASK64
         x = ((x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & _MASK64
@@ -36,8 +41,8 @@ def derive_seeds(job_seed: int, sample_ids: np.ndarray | list[int], stream: int 
     """
     ids = np.asarray(sample_ids, dtype=np.int64).astype(np.uint64)
     with np.errstate(over="ignore"):
-        base = _splitmix64(np.uint64(job_seed & 0xFFFFFFFFFFFFFFFF) ^ (np.uint64(stream) * np.uint64(0xD1B54A32D192ED03)))
-        mixed = _splitmix64(base ^ _splitmix64(ids))
+        base = splitmix64(np.uint64(job_seed & 0xFFFFFFFFFFFFFFFF) ^ (np.uint64(stream) * np.uint64(0xD1B54A32D192ED03)))
+        mixed = splitmix64(base ^ splitmix64(ids))
     return (mixed >> np.uint64(1)).astype(np.int64)
 
 
@@ -49,7 +54,7 @@ def attempt_seeds(job_seed: int, sample_ids: np.ndarray | list[int], attempt: in
 
 def uniform_from_seeds(seeds: np.ndarray) -> np.ndarray:
     """Map seeds to floats in [0, 1) deterministically (53 random bits)."""
-    bits = _splitmix64(np.asarray(seeds, dtype=np.int64).astype(np.uint64)) >> np.uint64(11)
+    bits = splitmix64(np.asarray(seeds, dtype=np.int64).astype(np.uint64)) >> np.uint64(11)
     return bits.astype(np.float64) / float(1 << 53)
 
 

@@ -1,4 +1,9 @@
-"""Scene generator checkpoints: one safe file format for the learned model and both baselines.
+"""Traffic-scene families (a registry, like the image families') and their checkpoints.
+
+A :class:`SceneFamily` says how to build a family's network from its config, rebuild it from an
+exported checkpoint and sample scenes with it; ``scene_ar`` (the learned model) and the two
+baselines (``scene_marginal``, ``scene_random``) are registered in :data:`SCENE_FAMILIES`, and
+nothing else in the package branches on their names (training: :mod:`aigc_synth.training.scene_trainer`).
 
 An exported scene generator (``format = aigc_synth.scene_generator/v1``) holds the family
 (``scene_ar``, ``scene_marginal``, ``scene_random``), its keyword arguments, its weights or fitted
@@ -13,18 +18,81 @@ and lane counts it was trained on (a request outside them is refused). Its sha25
 from __future__ import annotations
 
 import hashlib
-import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from aigc_synth.errors import CheckpointError, first_line
 from aigc_synth.io.atomic import sha256_file
-from aigc_synth.io.checkpoint import _safe_load, save_checkpoint
+from aigc_synth.io.checkpoint import load_checkpoint_bytes, save_checkpoint
+from aigc_synth.models.configs import SceneARConfig, SceneMarginalConfig, SceneRandomConfig
+from aigc_synth.scenes.baselines import MarginalSceneSampler, RandomSceneSampler
 from aigc_synth.scenes.format import TRAFFIC_LEVELS, Scene, SceneError
 
 SCENE_GENERATOR_FORMAT = "aigc_synth.scene_generator/v1"
-SCENE_FAMILIES = ("scene_ar", "scene_marginal", "scene_random")
+
+
+@dataclass(frozen=True)
+class SceneFamily:
+    """Everything the project needs to know about one scene family.
+
+    * ``config``: its dataclass (:mod:`aigc_synth.models.configs`, Hydra's ``model/<name>_schema``).
+    * ``rebuild(model_config, state) → impl``: the sampler from an exported checkpoint's contents.
+    * ``sample(impl, traffic, lanes, seeds, scene_ids, model_id, compute_batch) → [Scene]``: each
+      scene a pure function of its own row.
+    * ``build(model_config) → nn.Module``: the trainable network (None: nothing to optimise).
+    * ``arch_keys``: config keys that must match to resume a training state.
+    """
+
+    name: str
+    config: type
+    rebuild: Callable[[Mapping[str, Any], Any], Any]
+    sample: Callable[..., list[Scene]]
+    build: Callable[[Mapping[str, Any]], Any] | None = None
+    arch_keys: tuple[str, ...] = ()
+
+
+def _build_scene_ar(model_config: Mapping[str, Any]) -> Any:
+    from aigc_synth.models.scene_ar import SceneAR
+
+    return SceneAR(hidden=int(model_config["hidden"]), head_hidden=int(model_config["head_hidden"]))
+
+
+def _rebuild_scene_ar(model_config: Mapping[str, Any], state: Any) -> Any:
+    model = _build_scene_ar(model_config)
+    model.load_state_dict(state)
+    return model.eval().requires_grad_(False)
+
+
+def _sample_scene_ar(impl: Any, traffic, lanes, seeds, scene_ids, model_id: str, compute_batch: int) -> list[Scene]:
+    from aigc_synth.models.scene_ar import sample_scenes
+
+    return sample_scenes(impl, traffic, lanes, seeds, scene_ids, model_id, compute_batch)
+
+
+def _sample_per_row(impl: Any, traffic, lanes, seeds, scene_ids, model_id: str, compute_batch: int) -> list[Scene]:
+    """The baselines: one scene at a time (no network, nothing to batch)."""
+    return [replace(impl.sample(t, int(n), int(s), int(i)), model_id=model_id)
+            for t, n, s, i in zip(traffic, lanes, seeds, scene_ids)]
+
+
+def _rebuild_random(model_config: Mapping[str, Any], state: Any) -> RandomSceneSampler:
+    return RandomSceneSampler(speed_range=(float(model_config["speed_low"]), float(model_config["speed_high"])))
+
+
+SCENE_FAMILIES: dict[str, SceneFamily] = {
+    "scene_ar": SceneFamily("scene_ar", SceneARConfig, _rebuild_scene_ar, _sample_scene_ar, build=_build_scene_ar,
+                            arch_keys=("family", "hidden", "head_hidden")),
+    "scene_marginal": SceneFamily("scene_marginal", SceneMarginalConfig, lambda cfg, state: MarginalSceneSampler.from_dict(state),
+                                  _sample_per_row),
+    "scene_random": SceneFamily("scene_random", SceneRandomConfig, _rebuild_random, _sample_per_row),
+}
+
+
+def get_scene_family(name: str) -> SceneFamily:
+    if name not in SCENE_FAMILIES:
+        raise ValueError(f"unknown scene family {name!r}; available: {sorted(SCENE_FAMILIES)}")
+    return SCENE_FAMILIES[name]
 #: The default scene model shipped inside the package (``job.checkpoint=null`` on a scene job).
 BUNDLED_SCENE_CHECKPOINT = Path(__file__).resolve().parent.parent / "assets" / "default_scene_generator.pt"
 
@@ -73,27 +141,15 @@ class SceneGenerator:
                compute_batch: int = 64) -> list[Scene]:
         """One scene per row; each a pure function of (model, traffic, lanes, seed, scene id)."""
         self.check_request(traffic, num_lanes)
-        if self.family == "scene_ar":
-            from aigc_synth.models.scene_ar import sample_scenes
-
-            return sample_scenes(self._impl, traffic, num_lanes, seeds, scene_ids, self.model_id, compute_batch)
-        return [_with_model_id(self._impl.sample(t, int(n), int(s), int(i)), self.model_id)
-                for t, n, s, i in zip(traffic, num_lanes, seeds, scene_ids)]
+        return get_scene_family(self.family).sample(self._impl, traffic, num_lanes, seeds, scene_ids, self.model_id, compute_batch)
 
 
-def _with_model_id(scene: Scene, model_id: str) -> Scene:
-    from dataclasses import replace
-
-    return replace(scene, model_id=model_id)
-
-
-def build_scene_model(family: str, model_config: dict[str, Any]) -> Any:
-    """The trainable module of ``scene_ar`` from its config keys (other families have none)."""
-    from aigc_synth.models.scene_ar import SceneAR
-
-    if family != "scene_ar":
+def build_scene_model(family: str, model_config: Mapping[str, Any]) -> Any:
+    """A scene family's trainable network from its config keys (ValueError for families without one)."""
+    build = get_scene_family(family).build
+    if build is None:
         raise ValueError(f"{family} has no network")
-    return SceneAR(hidden=int(model_config["hidden"]), head_hidden=int(model_config["head_hidden"]))
+    return build(model_config)
 
 
 def load_scene_generator(path: str | Path) -> SceneGenerator:
@@ -105,7 +161,7 @@ def load_scene_generator(path: str | Path) -> SceneGenerator:
 
 def read_scene_header(data: bytes, source: str) -> dict[str, Any]:
     """Load and validate a scene checkpoint's contents (no model built)."""
-    ckpt = _safe_load(io.BytesIO(data), label=source)
+    ckpt = load_checkpoint_bytes(data, label=source)
     if ckpt.get("format") != SCENE_GENERATOR_FORMAT:
         raise CheckpointError(f"{source} is a {ckpt.get('format')!r} checkpoint, not a scene generator ({SCENE_GENERATOR_FORMAT}); "
                               "`aigc-synth train model=scene_ar` writes one as generator.pt")
@@ -119,24 +175,16 @@ def read_scene_header(data: bytes, source: str) -> dict[str, Any]:
 
 def load_scene_generator_from_bytes(data: bytes, source: str = "<bytes>") -> SceneGenerator:
     """Rebuild a scene generator from checkpoint bytes (hashed for the model id, loaded safely)."""
-    from aigc_synth.scenes.baselines import MarginalSceneSampler, RandomSceneSampler
-
     ckpt = read_scene_header(data, source)
     family, cfg = ckpt["family"], ckpt["model_config"]
     try:
-        if family == "scene_ar":
-            impl = build_scene_model(family, cfg)
-            impl.load_state_dict(ckpt["state"])
-            impl.eval().requires_grad_(False)
-        elif family == "scene_marginal":
-            impl = MarginalSceneSampler.from_dict(ckpt["state"])
-        else:
-            impl = RandomSceneSampler(speed_range=(float(cfg["speed_low"]), float(cfg["speed_high"])))
+        impl = get_scene_family(family).rebuild(cfg, ckpt["state"])
     except (RuntimeError, TypeError, ValueError, KeyError) as exc:
         raise CheckpointError(f"scene generator {source} does not match its config: {first_line(exc, 200)}") from None
     return SceneGenerator(family=family, model_id=hashlib.sha256(data).hexdigest(), traffic=tuple(ckpt["traffic"]),
                           lanes=tuple(int(n) for n in ckpt["lanes"]), source=source, meta=dict(ckpt.get("meta", {})), _impl=impl)
 
 
-__all__ = ["BUNDLED_SCENE_CHECKPOINT", "SCENE_FAMILIES", "SCENE_GENERATOR_FORMAT", "SceneGenerator", "export_scene_generator",
+__all__ = ["BUNDLED_SCENE_CHECKPOINT", "SCENE_FAMILIES", "SCENE_GENERATOR_FORMAT", "SceneFamily", "SceneGenerator",
+           "build_scene_model", "export_scene_generator", "get_scene_family",
            "load_scene_generator", "load_scene_generator_from_bytes", "resolve_scene_checkpoint"]

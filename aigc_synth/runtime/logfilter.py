@@ -5,7 +5,7 @@ its source and kept where Ray files it; ``--verbose`` (CLI) or ``AIGC_SYNTH_VERB
 back unchanged (:func:`verbose`).
 
 **Python loggers** (:func:`configure_ray_console`, called by
-:func:`~aigc_synth.jobs.cluster.connect_ray` before ``ray.init``). Ray 2.60 gives two loggers a
+:func:`~aigc_synth.runtime.cluster.connect_ray` before ``ray.init``). Ray 2.60 gives two loggers a
 stderr handler when imported: ``ray`` (``ray._private.log.generate_logging_config``: a
 ``PlainRayHandler``; it prints the token-authentication WARNING of a new local cluster) and
 ``ray.data`` (``ray.data._internal.logging.DEFAULT_CONFIG``: handler ``console``, which prints
@@ -16,7 +16,7 @@ file handlers stay as Ray set them, so Ray Data's session log keeps every line, 
 (a failing job) still prints next to our own one-line error. ``ray.init(logging_level=...)`` would
 cover only the ``ray`` logger (``ray.data`` keeps its own level and handlers).
 Worker output stays out of the driver (``ray.init(log_to_driver=False)``, in
-:func:`~aigc_synth.jobs.cluster.connect_ray`; the workers' own files under ``<session>/logs``).
+:func:`~aigc_synth.runtime.cluster.connect_ray`; the workers' own files under ``<session>/logs``).
 
 **C++ lines to fd 2** (:func:`drop_stderr_lines`). Ray Data hands every actor of a pool its map
 function *by reference* (``ray.put`` of the map transformer, ``ActorPoolMapOperator``) and sets
