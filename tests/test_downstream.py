@@ -18,7 +18,7 @@ from aigc_synth.benchmarks import downstream as D
 from aigc_synth.data.layout import scene_layouts
 from aigc_synth.data.scene_images import PLAN_STREAM, SceneImageDataset, _pick
 from aigc_synth.errors import SchemaError, UsageError
-from aigc_synth.io.checkpoint import export_generator
+from aigc_synth.models.exported import export_generator
 from aigc_synth.models.registry import build_generator
 from aigc_synth.schema import DEFAULT_SCHEMA
 
@@ -205,12 +205,14 @@ def _load_script(name: str):
 
 
 def test_tiny_end_to_end_run_writes_json_md_png_with_four_rows(tmp_path):
-    cli = _load_script("bench_downstream")
+    from aigc_synth.benchmarks import downstream_cli as cli
+    from aigc_synth.cli import main
+
     out = tmp_path / "bench"
     args = ["--out", str(out), "--train-generator-steps", "2", "--seeds", "0", "--steps", "2", "--batch-size", "4",
             "--pool-size", "60", "--pool-scenes", "12", "--test-per-combination", "1", "--test-scenes", "9",
             "--rare-prob", "0.1", "--threads", "1", *[f"--generator-override={o}" for o in TINY_GENERATOR_OVERRIDES]]
-    assert cli.main(args) == 0
+    assert main(["benchmark", "downstream", *args]) == 0  # `aigc-synth benchmark downstream ...`
     result = json.loads((out / "downstream.json").read_text())
     assert list(result["rows"]) == ["a", "b", "c", "d"]
     assert result["equal_steps"]["verified"] and result["equal_steps"]["steps"] == 2
@@ -247,8 +249,9 @@ def test_vehicle_detector_script_help_and_the_moved_training_function(prepared):
     from aigc_synth.models.detector import VehicleCenterNet
     from aigc_synth.training.detector import train_vehicle_detector
 
-    for script in ("train_vehicle_detector.py", "bench_downstream.py"):
-        res = subprocess.run([sys.executable, str(ROOT / "scripts" / script), "--help"], capture_output=True, text=True,
+    for command in ([str(ROOT / "scripts" / "train_vehicle_detector.py")],
+                    ["-m", "aigc_synth.cli", "benchmark", "downstream"]):  # = `aigc-synth benchmark downstream`
+        res = subprocess.run([sys.executable, *command, "--help"], capture_output=True, text=True,
                              timeout=120, cwd=ROOT, check=False)
         assert res.returncode == 0 and "usage:" in res.stdout, res.stderr
     assert _load_script("train_vehicle_detector").train_vehicle_detector is train_vehicle_detector

@@ -11,7 +11,7 @@ on other scenes, a layout-conditioned generator trained on the pool only, and fo
 condition classifier and a vehicle detector, all trained for the same steps and batch size:
 (a) real, (b) real + generated rare, (c) generated only, (d) real + real rare (oracle). Writes
 downstream.json, downstream.md and downstream.png to --out. The protocol is documented in
-aigc_synth/benchmarks/downstream.py.
+aigc_synth/benchmarks/downstream/__init__.py.
 
 ``--quick``: pool 1,500 images (500 scenes), test 450 (10 per combination), 250 steps of batch 32,
 three seeds, and (unless a generator flag is given) a generator trained for 400 steps on that pool:
@@ -78,7 +78,7 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> Downst
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    """Run the benchmark; print the Markdown table. Also ``scripts/bench_downstream.py``."""
+    """Run the benchmark; print the Markdown table (``aigc-synth benchmark downstream``)."""
     cfg = parse_args(argv, prog)
     from aigc_synth.benchmarks.downstream import run_downstream
 
