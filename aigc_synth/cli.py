@@ -72,17 +72,10 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from aigc_synth.models.scene_families import SCENE_FAMILIES
+    from aigc_synth.training.registry import trainer_for
 
     cfg = compose("train", args.overrides)
-    if cfg.model.family in SCENE_FAMILIES:  # traffic scenes: same verb, same run-directory contract
-        from aigc_synth.training.scene_trainer import train_scene_model
-
-        path = train_scene_model(cfg.train, cfg.model, cfg.data)
-    else:
-        from aigc_synth.training.trainer import train
-
-        path = train(cfg.train, cfg.model, cfg.data)
+    path = trainer_for(cfg.model.family)(cfg.train, cfg.model, cfg.data)  # images or scenes: one run-directory contract
     print(f"exported generator: {path}")
     return 0
 
@@ -120,26 +113,13 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from aigc_synth.evaluation import evaluate
-
-    from aigc_synth.evaluation.scenes import evaluate_scenes, is_scene_source
+    from aigc_synth.evaluation.registry import evaluator_for
 
     cfg = compose("evaluate", args.overrides)
-    if is_scene_source(cfg.source):
-        _quiet_ray_logs()
-        r = evaluate_scenes(cfg)
-        ratios = "  ".join(f"{k} {v['ratio']:.2f}" for k, v in r["features"].items() if v["ratio"] is not None)
-        print(f"MMD / real-vs-real floor: {ratios}")
-        print(f"count accuracy {r['count_accuracy']['accuracy']:.3f}  overlap rate {r['overlap_rate']['generated']:.4f}"
-              + (f"  replay collision share {r['replay']['generated']['collision_share']:.4f} "
-                 f"(real {r['replay']['real']['collision_share']:.4f})" if "replay" in r else ""))
-        print(f"report: {Path(cfg.out_dir) / 'report.md'}  metrics: {Path(cfg.out_dir) / 'metrics.json'}")
-        return 0
-    result = evaluate(cfg)
-    o = result["overall"]
-    acc = ", ".join(f"{k} {v:.3f}" for k, v in o["condition_accuracy"].items())
-    print(f"FD {o['fd']:.2f}  KID {o['kid']:.5f} ± {o['kid_std']:.5f}  precision {o['precision']:.3f}  "
-          f"recall {o['recall']:.3f}  coverage {o['coverage']:.3f}  condition accuracy: {acc}")
+    _quiet_ray_logs()  # a scene evaluation replays its scenes on Ray
+    evaluator = evaluator_for(cfg.source)
+    for line in evaluator.summary(evaluator.evaluate(cfg)):
+        print(line)
     print(f"report: {Path(cfg.out_dir) / 'report.md'}  metrics: {Path(cfg.out_dir) / 'metrics.json'}")
     return 0
 

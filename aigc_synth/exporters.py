@@ -25,10 +25,40 @@ INSTALL_SIM = "pip install 'aigc_synth[sim]'"
 @dataclass(frozen=True)
 class Exporter:
     name: str
-    reads: str  # "scenes" | "image"
+    read: Callable[[str | Path, str, int | None], tuple[list, str]]  # (source, format, limit) -> (rows, unit): checked rows
     requires: tuple[str, ...]  # importable modules, checked before reading anything
-    write: Callable[[Sequence, Path], list[Path]]  # (scenes or image rows of iter_image_rows, out dir) -> main files
+    write: Callable[[Sequence, Path], list[Path]]  # (what ``read`` returned, out dir) -> main files
     summary: str
+
+
+def read_image_rows(source: str | Path, fmt: str, limit: int | None) -> tuple[list, str]:
+    """A finished image job's rows (:func:`aigc_synth.io.reader.iter_image_rows`), its shards checked first."""
+    from aigc_synth.io.reader import check_shards, iter_image_rows, load_manifest
+    from aigc_synth.sampling.registry import job_kind
+
+    kind = job_kind(load_manifest(source))  # BadFileError naming it: missing, truncated, not a manifest
+    if not kind.images:
+        raise UsageError(f"--format {fmt} exports image jobs; {source} holds {kind.unit}s (use sumo or openscenario)")
+    check_shards(source, limit)  # the shards iter_image_rows reads: as the job wrote them, or nothing is read
+    return list(iter_image_rows(source, limit)), "image"
+
+
+def read_scene_rows(source: str | Path, fmt: str, limit: int | None) -> tuple[list, str]:
+    """Scenes of a finished scene job (its shards checked first) or of a folder of scene Parquet, all valid."""
+    from aigc_synth.io.reader import check_shards
+    from aigc_synth.sampling.registry import job_kind
+    from aigc_synth.sampling.scene import SCENE_KIND
+    from aigc_synth.scenes.dataset import job_manifest, read_scenes
+    from aigc_synth.scenes.format import require_valid
+
+    manifest = job_manifest(source)
+    if manifest is not None and job_kind(manifest) is SCENE_KIND:
+        check_shards(source, limit)  # the shards read_scenes reads (another kind's output: refused by read_scenes)
+    scenes = read_scenes(source, limit)
+    if not scenes:
+        raise UsageError(f"{source} holds no scenes")
+    require_valid(scenes)  # before the first file: an invalid scene exports nothing
+    return scenes, "scene"
 
 
 def _sumo(scenes, out: Path) -> list[Path]:
@@ -62,14 +92,14 @@ def _bdd100k(source, out: Path) -> list[Path]:
 
 
 EXPORTERS: dict[str, Exporter] = {
-    "sumo": Exporter("sumo", "scenes", ("sumo",), _sumo,
+    "sumo": Exporter("sumo", read_scene_rows, ("sumo",), _sumo,
                      "SUMO network + route file + .sumocfg per scene (every vehicle placed exactly)"),
-    "openscenario": Exporter("openscenario", "scenes", ("scenariogeneration",), _openscenario,
+    "openscenario": Exporter("openscenario", read_scene_rows, ("scenariogeneration",), _openscenario,
                              "OpenSCENARIO 1.0 .xosc per scene + OpenDRIVE .xodr roads (CARLA ScenarioRunner, esmini)"),
-    "webdataset": Exporter("webdataset", "image", (), _webdataset,  # plain tarfile: the library is only for reading
+    "webdataset": Exporter("webdataset", read_image_rows, (), _webdataset,  # plain tarfile: the library is only for reading
                            "WebDataset tar shards: <key>.<image ext> + <key>.json per sample"),
-    "coco": Exporter("coco", "image", (), _coco, "COCO detection JSON (instances.json) next to the images"),
-    "bdd100k": Exporter("bdd100k", "image", (), _bdd100k, "BDD100K layout: images/ + labels JSON (attributes, box2d)"),
+    "coco": Exporter("coco", read_image_rows, (), _coco, "COCO detection JSON (instances.json) next to the images"),
+    "bdd100k": Exporter("bdd100k", read_image_rows, (), _bdd100k, "BDD100K layout: images/ + labels JSON (attributes, box2d)"),
 }
 
 
@@ -93,9 +123,6 @@ def export(source: str | Path, fmt: str, out: str | Path, limit: int | None = No
     """:func:`export_output`, also saying how many images or scenes were exported. Raises UsageError for
     bad input and IntegrityError (exit status 1) when a shard to read does not match the manifest."""
     from aigc_synth.io.atomic import check_writable_directory
-    from aigc_synth.io.reader import check_shards
-    from aigc_synth.scenes.dataset import job_manifest, read_scenes
-    from aigc_synth.scenes.format import require_valid
 
     if fmt not in EXPORTERS:
         raise UsageError(f"unknown export format {fmt!r}; available: {sorted(EXPORTERS)}")
@@ -109,20 +136,5 @@ def export(source: str | Path, fmt: str, out: str | Path, limit: int | None = No
     check_writable_directory(out, "--out")  # before reading anything: messages name --out, not a staging path
     if limit is not None and limit < 1:
         raise UsageError(f"--limit must be >= 1, got {limit}")
-    if exporter.reads == "image":
-        from aigc_synth.io.reader import iter_image_rows, load_manifest
-
-        manifest = load_manifest(source)  # BadFileError naming it: missing, truncated, not a manifest
-        if manifest["job"].get("sampler", "image") != "image":
-            raise UsageError(f"--format {fmt} exports image jobs; {source} holds scenes (use sumo or openscenario)")
-        check_shards(source, limit)  # the shards iter_image_rows reads: as the job wrote them, or nothing is read
-        rows = list(iter_image_rows(source, limit))
-        return ExportResult(exporter.write(rows, out), len(rows), "image")
-    manifest = job_manifest(source)
-    if manifest is not None and manifest.get("job", {}).get("sampler") == "scenes":
-        check_shards(source, limit)  # the shards read_scenes reads (an image job: refused by read_scenes)
-    scenes = read_scenes(source, limit)
-    if not scenes:
-        raise UsageError(f"{source} holds no scenes")
-    require_valid(scenes)  # before the first file: an invalid scene exports nothing
-    return ExportResult(exporter.write(scenes, out), len(scenes), "scene")
+    rows, unit = exporter.read(source, fmt, limit)
+    return ExportResult(exporter.write(rows, out), len(rows), unit)

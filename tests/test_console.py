@@ -42,7 +42,7 @@ def _lines(text: str) -> list[str]:
     return [ln for ln in re.split(r"[\r\n]", text) if ln.strip()]
 
 
-@pytest.mark.parametrize("job, unit, summary", [("balanced", "img", "images: 8 in 2 shard(s)"),
+@pytest.mark.parametrize("job, unit, summary", [("balanced", "image", "images: 8 in 2 shard(s)"),
                                                 ("scenes", "scene", "scenes: 8 in 2 shard(s)")])
 def test_a_default_job_prints_only_its_own_lines_and_one_bar(tmp_path, job, unit, summary):
     out = tmp_path / "out"

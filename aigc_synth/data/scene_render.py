@@ -501,3 +501,20 @@ def contact_sheet(rendered: Sequence[RenderedScene], columns: int | None = None,
 
 __all__ = ["CAMERA_HEIGHT", "FOCAL", "HORIZON", "NEAR_CLIP", "VEHICLE_HEIGHT", "RenderedScene", "contact_sheet",
            "render_scene", "render_scenes_from"]
+
+
+def draw_boxes(image: np.ndarray, boxes: np.ndarray, ignore: np.ndarray | None = None, scale: int = 1) -> np.ndarray:
+    """A copy of ``image`` upscaled ``scale``× with each box (x0, y0, x1, y1 pixels) outlined: green,
+    or grey where ``ignore`` is set (boxes the detector's ground-truth filter does not count)."""
+    big = np.repeat(np.repeat(image, scale, 0), scale, 1).copy()
+    h, w = big.shape[:2]
+    ignore = np.zeros(len(boxes), bool) if ignore is None else ignore
+    for (x0, y0, x1, y1), ign in zip(np.asarray(boxes, np.float64).reshape(-1, 4), ignore):
+        colour = (150, 150, 150) if ign else (0, 255, 0)
+        a0, b0 = int(np.clip(round(x0 * scale), 0, w - 1)), int(np.clip(round(y0 * scale), 0, h - 1))
+        a1, b1 = int(np.clip(round(x1 * scale) - 1, 0, w - 1)), int(np.clip(round(y1 * scale) - 1, 0, h - 1))
+        big[b0, a0:a1 + 1] = colour
+        big[b1, a0:a1 + 1] = colour
+        big[b0:b1 + 1, a0] = colour
+        big[b0:b1 + 1, a1] = colour
+    return big

@@ -32,25 +32,6 @@ REFERENCE_SEED_SPLIT, FLOOR_SEED_SPLIT = "eval_reference", "eval_floor"
 REPLAY_CHUNK = 20  # scenes per Ray task (a libsumo reload is ~10 ms, a task round trip more)
 
 
-def is_scene_source(source: str) -> bool:
-    """A scene job's output directory, or a scene generator checkpoint."""
-    path = Path(source)
-    if (path / "manifest.json").is_file():
-        return json.loads((path / "manifest.json").read_text()).get("job", {}).get("sampler") == "scenes"
-    if source in ("default_scenes", "bundled_scenes"):
-        return True
-    if path.is_file() and path.suffix == ".pt":
-        from aigc_synth.models.scene_families import SCENE_GENERATOR_FORMAT
-
-        try:
-            import torch
-
-            return torch.load(path, map_location="cpu", weights_only=True).get("format") == SCENE_GENERATOR_FORMAT
-        except Exception:  # not ours to judge here: the image path reports unreadable checkpoints
-            return False
-    return False
-
-
 def _generated(cfg) -> tuple[list[Scene], dict[str, Any]]:
     from aigc_synth.scenes.dataset import read_scenes
     from aigc_synth.models.scene_families import load_scene_generator, resolve_scene_checkpoint

@@ -44,12 +44,12 @@ def iter_image_rows(output_dir: str | Path | Store, limit: int | None = None):
     after ``limit`` rows. Raises FileNotFoundError without a manifest, ValueError for a scene job."""
     store = open_store(output_dir)
     manifest = load_manifest(store)
-    if manifest["job"].get("sampler", "image") != "image":
-        raise ValueError(f"{store.display} holds a {manifest['job']['sampler']} job's output, not images")
     names = list(manifest["schema"])
     done = 0
     for shard in manifest["shards"]:
         table = store.read_table(shard["path"])
+        if "image" not in table.column_names:
+            raise ValueError(f"{store.display} holds a {manifest['job'].get('sampler')} job's output, not images")
         cols = {c: table.column(c) for c in table.column_names}
         images = cols["image"].combine_chunks()
         data, paths = images.field("bytes").to_pylist(), images.field("path").to_pylist()

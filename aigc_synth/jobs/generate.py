@@ -52,6 +52,7 @@ from aigc_synth.jobs.manifest import (
 from aigc_synth.jobs.spec import ResolvedJob, validate_job
 from aigc_synth.jobs.worker import ShardWorker, encode_and_commit
 from aigc_synth.sampling.plan import ConditionPlan
+from aigc_synth.sampling.registry import sampler_kind
 from aigc_synth.schema import ConditionSchema
 
 
@@ -141,6 +142,7 @@ def run_generation(cfg: GenerateRoot, progress: bool = True, log=print) -> dict[
         # from_items puts the (tiny) shard list straight into the object store: no read task that
         # would need a whole CPU of its own next to the actor pool (ray.data.range's read task does)
         ds = ray.data.from_items([{"id": s} for s in todo], override_num_blocks=min(len(todo), 10_000))
+        kind = sampler_kind(job.sampler)  # shipped to the actors as it is (a plugin's kind included)
         separate_encode = cfg.resources.png_stage if cfg.resources.png_stage is not None else pool.gpus_per_actor > 0
         env = storage_env() if store.remote else {}  # constructor arguments, unlike runtime_env not shown by the dashboard
         ds = ds.map_batches(
@@ -148,15 +150,15 @@ def run_generation(cfg: GenerateRoot, progress: bool = True, log=print) -> dict[
             num_cpus=pool.cpus_per_actor, num_gpus=pool.gpus_per_actor,
             fn_constructor_kwargs={"job": asdict(job), "checkpoint_bytes": checkpoint_bytes, "write": not separate_encode,
                                    "classifier_bytes": classifier_bytes, "storage_env": env,
-                                   "torch_threads": pool.torch_threads, "use_gpu": pool.gpus_per_actor > 0},
+                                   "torch_threads": pool.torch_threads, "use_gpu": pool.gpus_per_actor > 0, "kind": kind},
         )
         if separate_encode:  # encoding + writing as CPU tasks in the reserved share
-            ds = ds.map_batches(encode_and_commit, batch_size=1, fn_kwargs={"job": asdict(job), "storage_env": env},
+            ds = ds.map_batches(encode_and_commit, batch_size=1, fn_kwargs={"job": asdict(job), "storage_env": env, "kind": kind},
                                 num_cpus=max(0.1, min(1.0, float(cfg.resources.reserve_cpus))))
         # Ray is up already, so its daemons keep the real stderr; only this process's fd 2 is filtered.
         # The bar closes before a failure propagates: the CLI's error line comes after it, not under it
         with drop_stderr_lines(), tqdm(total=job.num_samples, initial=sum(e["rows"] for e in entries),
-                                       unit="scene" if job.sampler == "scenes" else "img", desc="generate",
+                                       unit=sampler_kind(job.sampler).unit, desc="generate",
                                        disable=not progress) as bar:
             for row in _iterate_with_timeout(ds.iter_rows(), cfg.resources.progress_timeout_s):
                 entry = json.loads(row["entry"])

@@ -18,7 +18,7 @@ import numpy as np
 
 from aigc_synth.io.atomic import Store
 from aigc_synth.io.shards import write_shard
-from aigc_synth.sampling.base import SampleBatch
+from aigc_synth.sampling.base import SampleBatch, SamplerKind
 from aigc_synth.sampling.registry import sampler_kind
 
 
@@ -55,7 +55,8 @@ class ShardWorker:
     """Ray Data callable class: loads the sampler once, then samples (and commits) whole shards."""
 
     def __init__(self, job: dict[str, Any], checkpoint_bytes: bytes, torch_threads: int, use_gpu: bool, write: bool = True,
-                 classifier_bytes: bytes | None = None, storage_env: dict[str, str] | None = None):
+                 classifier_bytes: bytes | None = None, storage_env: dict[str, str] | None = None,
+                 kind: SamplerKind | None = None):
         import torch
 
         from aigc_synth.io.atomic import open_store
@@ -69,7 +70,8 @@ class ShardWorker:
         device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
         if use_gpu and device == "cpu":
             raise RuntimeError("actor was given a GPU by Ray but torch.cuda.is_available() is False")
-        kind = sampler_kind(job["sampler"])
+        # the driver ships the kind itself: a kind registered there (a plugin's) need not be registered here
+        kind = kind or sampler_kind(job["sampler"])
         self.sampler = kind.build(job, checkpoint_bytes, device)
         self.encoder = kind.encoder(job)
         self.judge = None
@@ -106,10 +108,10 @@ class ShardWorker:
 
 
 def encode_and_commit(batch: dict[str, np.ndarray], job: dict[str, Any],
-                      storage_env: dict[str, str] | None = None) -> dict[str, np.ndarray]:
+                      storage_env: dict[str, str] | None = None, kind: SamplerKind | None = None) -> dict[str, np.ndarray]:
     """The separate CPU stage (``resources.png_stage``): sampled rows → encoded, committed shard."""
     os.environ.update(storage_env or {})
-    encoder = sampler_kind(job["sampler"]).encoder(job)
+    encoder = (kind or sampler_kind(job["sampler"])).encoder(job)
     entries, profiles = [], []
     for shard, rows, actor_profile in zip(batch["id"], batch["rows"], batch["profile"]):
         sampled = pickle.loads(rows)

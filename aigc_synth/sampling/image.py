@@ -16,11 +16,17 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 
+from aigc_synth.errors import CheckpointError, JobSpecError
+from aigc_synth.models.exported import GENERATOR_FORMAT
 from aigc_synth.io.shards import BOXES_TYPE, GATE_COLUMNS, IMAGE_FILE_EXTENSIONS, IMAGE_TYPE, arrow_schema, png_filename, png_reldir
-from aigc_synth.sampling.base import EncodedShard, SampleBatch, SamplerKind
+from aigc_synth.sampling.base import (EncodedShard, KindResolution, ResolvedModel, SampleBatch, SamplerBase, SamplerKind,
+                                      check_model_id)
 from aigc_synth.sampling.plan import ConditionPlan
-from aigc_synth.seeds import attempt_seeds
 from aigc_synth.schema import ConditionSchema
+from aigc_synth.seeds import attempt_seeds
+
+#: What a served request may ask its images as: the job's PNG bytes, or the raw pixels as ``.npy``.
+SERVE_FORMATS = ("png", "npy")
 
 
 def job_plan(job: dict[str, Any]) -> ConditionPlan:
@@ -66,19 +72,44 @@ class ImageEncoder:
         return EncodedShard(table=table, files=list(zip(names, data)))
 
 
-class ImageSampler:
-    """A conditional image generator and the job's plan, loaded once per actor."""
+def resolve_image_job(job: Any, formats: list[str]) -> KindResolution:
+    """The checkpoint (an exported image generator, loaded fully) and, for a layout-conditioned model,
+    where each sample's scene comes from; JobSpecError with one line for anything wrong."""
+    from aigc_synth.models.exported import load_generator, resolve_checkpoint_path
+    from aigc_synth.sampling.layout import resolve_scene_source
+
+    ckpt_path = resolve_checkpoint_path(job.checkpoint)
+    try:
+        loaded = load_generator(ckpt_path)
+    except CheckpointError as exc:
+        raise JobSpecError(str(exc)) from None
+    if job.resolution is not None and job.resolution != loaded.resolution:
+        raise JobSpecError(f"job.resolution={job.resolution} is not supported by the checkpoint, which generates "
+                           f"{loaded.resolution}x{loaded.resolution} images (train or pick a {job.resolution}-px model)")
+    model = ResolvedModel(ckpt_path, loaded.model_id, loaded.family, dict(loaded.model_config), loaded.schema, loaded.resolution)
+    layout = resolve_scene_source(job, loaded.family, loaded.schema, ckpt_path)
+    spec: dict[str, Any] = {}
+    if layout.get("scenes"):  # given scenes enter the fingerprint as their content hash: no paths
+        from aigc_synth.scenes.dataset import scenes_id
+
+        spec["scenes_id"] = scenes_id(layout["scenes"])
+    if layout.get("scene_model_id"):
+        spec["scene_model_id"] = layout["scene_model_id"]
+    return KindResolution(model=model, fields=layout, spec=spec)
+
+
+class ImageSampler(SamplerBase):
+    """A conditional image generator (and, for layout models, its scene source), loaded once per actor."""
 
     def __init__(self, job: dict[str, Any], checkpoint_bytes: bytes, device: str = "cpu"):
         from aigc_synth.models.exported import load_generator_from_bytes
 
-        self.job, self.device = job, device
+        super().__init__(job, ImageEncoder(job))
+        self.device = device
         self.gen = load_generator_from_bytes(checkpoint_bytes, source=job["checkpoint"], device=device)
         self.model_id = self.gen.model_id
-        if self.model_id != job["model_id"]:
-            raise RuntimeError("checkpoint bytes shipped to the actor do not match the validated model id")
+        check_model_id(self, job)
         self.plan = job_plan(job)
-        self.encode = ImageEncoder(job)
         self.scene_source = None
         if job.get("layout"):
             from aigc_synth.sampling.layout import SceneSource
@@ -95,20 +126,126 @@ class ImageSampler:
                  for i in range(0, len(codes), step)]
         return np.concatenate(parts) if parts else np.zeros((0, self.gen.resolution, self.gen.resolution, 3), np.uint8)
 
-    def sample(self, sample_ids: np.ndarray, attempt: int = 0) -> SampleBatch:
+    def _rows(self, job: dict[str, Any], sample_ids: np.ndarray, attempt: int) -> tuple[SampleBatch, np.ndarray | None]:
+        """Everything of the rows but their pixels: (batch without images, layouts or None)."""
         ids = np.asarray(sample_ids, dtype=np.int64)
-        codes = self.plan.codes_for(ids)
-        seeds = attempt_seeds(self.job["seed"], ids, attempt)
+        plan = self.plan if job is self.job else job_plan(job)
+        codes = plan.codes_for(ids)
+        seeds = attempt_seeds(job["seed"], ids, attempt)
         columns: dict[str, np.ndarray] = {"seed": seeds}
         layouts = None
         if self.scene_source is not None:  # layout models: the scene first, then the image that shows it
             from aigc_synth.sampling.layout import layouts_and_labels
 
-            scenes, codes = self.scene_source.scenes_for(ids, codes, self.plan.schema)
+            scenes, codes = self.scene_source.scenes_for(ids, codes, plan.schema, seed=job["seed"])
             layouts, columns["scene_id"], columns["boxes"] = layouts_and_labels(scenes, self.gen.resolution)
-        for f, (name, values) in enumerate(self.plan.schema.factors):
+        for f, (name, values) in enumerate(plan.schema.factors):
             columns[name] = np.asarray(values, dtype=object)[codes[:, f]]
-        return SampleBatch(sample_ids=ids, columns=columns, images=self.images(codes, seeds, layouts), codes=codes)
+        return SampleBatch(sample_ids=ids, columns=columns, codes=codes), layouts
+
+    def sample_for(self, job: dict[str, Any], sample_ids: np.ndarray, attempt: int = 0) -> SampleBatch:
+        return self.sample_slices([(job, sample_ids)], attempt)[0]
+
+    def sample_slices(self, slices, attempt: int = 0) -> list[SampleBatch]:
+        """Rows of several jobs (a replica's merged requests) through one run of the network: each row is
+        a pure function of its own code, seed and layout, so sharing calls never changes a byte."""
+        prepared = [self._rows(job, ids, attempt) for job, ids in slices]
+        batches = [b for b, _ in prepared]
+        if not batches:
+            return []
+        codes = np.concatenate([b.codes for b in batches])
+        seeds = np.concatenate([b.columns["seed"] for b in batches])
+        layouts = None if prepared[0][1] is None else np.concatenate([lay for _, lay in prepared])
+        images = self.images(codes, seeds, layouts)
+        start = 0
+        for b in batches:
+            b.images, start = images[start:start + len(b)], start + len(b)
+        return batches
 
 
-IMAGE_KIND = SamplerKind(name="image", build=ImageSampler, encoder=ImageEncoder)
+def respond_images(sampler: ImageSampler, batch: SampleBatch, job: dict[str, Any], fmt: str | None) -> dict[str, Any]:
+    """A served request's images: one record per row (its index, condition, seed, encoded bytes as base64
+    and their sha256; a layout model's rows add ``scene_id`` and ``boxes``), in ``fmt`` (png | npy)."""
+    import base64
+    import hashlib
+    import io
+
+    from aigc_synth.sampling.sampler import encode_png
+
+    fmt = fmt or SERVE_FORMATS[0]
+    names = sampler.plan.schema.names
+    records = []
+    for n, sample_id in enumerate(batch.sample_ids.tolist()):
+        if fmt == "png":
+            data = encode_png(batch.images[n])
+        else:
+            buf = io.BytesIO()
+            np.save(buf, np.ascontiguousarray(batch.images[n]), allow_pickle=False)
+            data = buf.getvalue()
+        record = {"sample_index": int(sample_id), "condition": {k: str(batch.columns[k][n]) for k in names},
+                  "seed": int(batch.columns["seed"][n]), "sha256": hashlib.sha256(data).hexdigest(),
+                  "data": base64.b64encode(data).decode("ascii")}
+        if "scene_id" in batch.columns:
+            record.update(scene_id=int(batch.columns["scene_id"][n]), boxes=batch.columns["boxes"][n])
+        records.append(record)
+    r = sampler.gen.resolution
+    return {"format": fmt, "width": r, "height": r, "images": records}
+
+
+#: Samples per condition in an image job's preview.png.
+PREVIEW_PER_CONDITION = 8
+
+
+def preview_images(store: Any, manifest: dict[str, Any], per_condition: int = PREVIEW_PER_CONDITION) -> np.ndarray | None:
+    """An image job's preview: one row per generated condition (schema order), up to 8 samples each (as
+    many columns as the fullest row: a small job's preview is not mostly empty); a layout job's right
+    half repeats the grid with each image's boxes drawn."""
+    import io
+    from collections import defaultdict
+
+    from PIL import Image
+
+    from aigc_synth.data.scene_render import draw_boxes
+
+    names = list(manifest["schema"])
+    found: dict[tuple, list[bytes]] = defaultdict(list)
+    boxes: dict[tuple, list[list]] = defaultdict(list)
+    wanted = len(manifest["counts_per_condition"])
+    for shard in manifest["shards"]:
+        if "path" not in shard:
+            return None
+        table = store.read_table(shard["path"])
+        conds = list(zip(*[table.column(n).to_pylist() for n in names]))
+        images = table.column("image").combine_chunks().field("bytes").to_pylist()
+        shard_boxes = table.column("boxes").to_pylist() if "boxes" in table.column_names else [None] * len(images)
+        for cond, data, bx in zip(conds, images, shard_boxes):
+            if len(found[cond]) < per_condition:
+                found[cond].append(data)
+                boxes[cond].append(bx)
+        if len(found) >= wanted and all(len(v) >= per_condition for v in found.values()):
+            break
+    if not found:
+        return None
+    order = {n: {v: i for i, v in enumerate(vals)} for n, vals in manifest["schema"].items()}
+    rows = sorted(found, key=lambda c: [order[n][v] for n, v in zip(names, c)])
+    first = np.asarray(Image.open(io.BytesIO(found[rows[0]][0])).convert("RGB"))
+    h, w = first.shape[:2]
+    columns = max(len(v) for v in found.values())
+    grid = np.zeros((len(rows) * h, columns * w, 3), np.uint8)
+    boxed = grid.copy()  # layout jobs: the right half repeats the grid with each image's boxes drawn
+    has_boxes = any(b is not None for bs in boxes.values() for b in bs)
+    for r, cond in enumerate(rows):
+        for c, data in enumerate(found[cond]):
+            image = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+            grid[r * h:(r + 1) * h, c * w:(c + 1) * w] = image
+            if has_boxes:
+                xyxy = np.array([[b["x0"], b["y0"], b["x1"], b["y1"]] for b in boxes[cond][c] or []], np.float64).reshape(-1, 4)
+                boxed[r * h:(r + 1) * h, c * w:(c + 1) * w] = draw_boxes(image, xyxy)
+    if has_boxes:
+        grid = np.concatenate([grid, np.full((grid.shape[0], 4, 3), 255, np.uint8), boxed], axis=1)
+    return grid
+
+
+IMAGE_KIND = SamplerKind(name="image", resolve=resolve_image_job, build=ImageSampler, encoder=ImageEncoder,
+                         respond=respond_images, serve_formats=SERVE_FORMATS, unit="image", images=True, gate=True,
+                         checkpoint_format=GENERATOR_FORMAT, preview=preview_images)

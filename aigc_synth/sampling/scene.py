@@ -13,7 +13,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from aigc_synth.sampling.base import EncodedShard, SampleBatch, SamplerKind
+from aigc_synth.errors import CheckpointError, JobSpecError
+from aigc_synth.models.scene_families import SCENE_GENERATOR_FORMAT
+from aigc_synth.scenes.format import SCENE_SAMPLER
+from aigc_synth.sampling.base import (EncodedShard, KindResolution, ResolvedModel, SampleBatch, SamplerBase, SamplerKind,
+                                      check_model_id, table_rows)
 from aigc_synth.sampling.image import job_plan
 from aigc_synth.seeds import attempt_seeds
 from aigc_synth.schema import ConditionSchema
@@ -36,32 +40,82 @@ def encode_scenes(job: dict[str, Any]):
     return encode
 
 
-class SceneJobSampler:
-    """A scene generator and the job's plan, loaded once per actor."""
+def resolve_scene_job(job: Any, formats: list[str]) -> KindResolution:
+    """A scene job's own checks and its checkpoint (a scene generator, loaded fully): JobSpecError with one line."""
+    from aigc_synth.models.scene_families import load_scene_generator, resolve_scene_checkpoint
+
+    if formats != ["parquet"]:
+        raise JobSpecError(f"scene jobs write Parquet only: set job.formats=[parquet], got {formats}")
+    if job.resolution is not None:
+        raise JobSpecError("job.resolution does not apply to scene jobs (they hold no images)")
+    if job.scenes or job.scene_checkpoint:
+        raise JobSpecError("job.scenes / job.scene_checkpoint are for image jobs of a layout-conditioned model; a scene job samples scenes with job.checkpoint")
+    ckpt_path = resolve_scene_checkpoint(job.checkpoint)
+    try:
+        gen = load_scene_generator(ckpt_path)
+    except CheckpointError as exc:
+        raise JobSpecError(str(exc)) from None
+    config = {"family": gen.family, **{k: v for k, v in gen.meta.get("recipe", {}).items() if k != "family"}}
+    return KindResolution(model=ResolvedModel(ckpt_path, gen.model_id, gen.family, config, scene_schema(gen.traffic, gen.lanes)))
+
+
+class SceneJobSampler(SamplerBase):
+    """A scene generator, loaded once per actor."""
 
     def __init__(self, job: dict[str, Any], checkpoint_bytes: bytes, device: str = "cpu"):
         from aigc_synth.models.scene_families import load_scene_generator_from_bytes
 
-        self.job = job
+        super().__init__(job, encode_scenes(job))
         self.gen = load_scene_generator_from_bytes(checkpoint_bytes, source=job["checkpoint"])
         self.model_id = self.gen.model_id
-        if self.model_id != job["model_id"]:
-            raise RuntimeError("checkpoint bytes shipped to the actor do not match the validated model id")
+        check_model_id(self, job)
         self.plan = job_plan(job)
-        self.encode = encode_scenes(job)
 
-    def sample(self, sample_ids: np.ndarray, attempt: int = 0) -> SampleBatch:
+    def sample_for(self, job: dict[str, Any], sample_ids: np.ndarray, attempt: int = 0) -> SampleBatch:
         ids = np.asarray(sample_ids, dtype=np.int64)
-        codes = self.plan.codes_for(ids)
-        seeds = attempt_seeds(self.job["seed"], ids, attempt)
-        names = self.plan.schema.names
-        (t_f, t_values), (l_f, l_values) = [self.plan.schema.factors[names.index(n)] for n in (TRAFFIC_FACTOR, LANES_FACTOR)]
+        plan = self.plan if job is self.job else job_plan(job)
+        codes = plan.codes_for(ids)
+        seeds = attempt_seeds(job["seed"], ids, attempt)
+        names = plan.schema.names
+        t_values, l_values = (plan.schema.factors[names.index(n)][1] for n in (TRAFFIC_FACTOR, LANES_FACTOR))
         traffic = [t_values[c] for c in codes[:, names.index(TRAFFIC_FACTOR)]]
         lanes = [int(l_values[c]) for c in codes[:, names.index(LANES_FACTOR)]]
-        scenes = self.gen.sample(traffic, lanes, seeds.tolist(), ids.tolist(), compute_batch=self.job["compute_batch"])
+        scenes = self.gen.sample(traffic, lanes, seeds.tolist(), ids.tolist(), compute_batch=job["compute_batch"])
         column = np.empty(len(scenes), dtype=object)
         column[:] = scenes
         return SampleBatch(sample_ids=ids, columns={"scene": column, "seed": seeds}, codes=codes)
 
 
-SCENE_KIND = SamplerKind(name="scenes", build=SceneJobSampler, encoder=encode_scenes)
+def respond_scenes(sampler: SceneJobSampler, batch: SampleBatch, job: dict[str, Any], fmt: str | None) -> dict[str, Any]:
+    """A served request's scenes: the rows of the scene contract, as a scene job's shard holds them."""
+    return {"scenes": table_rows(batch, sampler.encode)}
+
+
+#: Scenes per (traffic, lanes) cell in a scene job's preview.png.
+SCENES_PER_CONDITION = 2
+
+
+def preview_scenes(store: Any, manifest: dict[str, Any]) -> np.ndarray | None:
+    """Scene jobs: a bird's-eye view of the first scenes of every (traffic, lanes) cell, one row each."""
+    from collections import defaultdict
+
+    from aigc_synth.scenes.bev import bev_grid
+    from aigc_synth.scenes.format import table_to_scenes
+
+    found: dict[tuple, list] = defaultdict(list)
+    for shard in manifest["shards"]:
+        for sc in table_to_scenes(store.read_table(shard["path"])):
+            if len(found[(sc.traffic, sc.num_lanes)]) < SCENES_PER_CONDITION:
+                found[(sc.traffic, sc.num_lanes)].append(sc)
+        if len(found) >= len(manifest["counts_per_condition"]) and all(len(v) >= SCENES_PER_CONDITION for v in found.values()):
+            break
+    if not found:
+        return None
+    traffic_order = manifest["schema"]["traffic"]
+    rows = [found[k] for k in sorted(found, key=lambda k: (traffic_order.index(k[0]), k[1]))]
+    return bev_grid(rows, columns=SCENES_PER_CONDITION, max_lanes=max(k[1] for k in found))
+
+
+SCENE_KIND = SamplerKind(name=SCENE_SAMPLER, aliases=("default_scenes", "bundled_scenes"), resolve=resolve_scene_job, build=SceneJobSampler, encoder=encode_scenes,
+                         respond=respond_scenes, unit="scene", plan_hint=" (the scene model's trained cells)",
+                         checkpoint_format=SCENE_GENERATOR_FORMAT, preview=preview_scenes)

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from aigc_synth.errors import reading
-from aigc_synth.scenes.format import Scene, SceneError, table_to_scenes
+from aigc_synth.scenes.format import SCENE_SAMPLER, Scene, SceneError, table_to_scenes
 
 
 def job_manifest(path: str | Path) -> dict | None:
@@ -33,8 +33,9 @@ def scene_files(path: str | Path) -> list[Path]:
     path = Path(path).expanduser()
     data = job_manifest(path)
     if data is not None:  # a job's output
-        if data.get("job", {}).get("sampler") != "scenes":
-            raise SceneError(f"{path} holds an image job's output, not scenes")
+        sampler = data.get("job", {}).get("sampler")  # absent: the default kind, images
+        if sampler != SCENE_SAMPLER:
+            raise SceneError(f"{path} holds {'an image' if sampler is None else f'a {sampler}'} job's output, not scenes")
         return [path / shard["path"] for shard in data["shards"]]
     if path.is_file():
         return [path]

@@ -51,6 +51,8 @@ LANE_WIDTH = 3.2  # SUMO's default lane width
 AGENT_KINDS: tuple[str, ...] = ("car", "truck")
 PRECISION = 3  # decimals kept for every float, so equal scenes give equal bytes
 EGO_INDEX = -1  # stands for the ego in :func:`overlap_pairs`
+#: ``job.sampler`` of scene jobs: the scene kind's name (:mod:`aigc_synth.sampling.scene`), in their manifests.
+SCENE_SAMPLER = "scenes"
 
 
 class SceneError(AigcSynthError, ValueError):
