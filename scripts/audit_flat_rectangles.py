@@ -19,23 +19,20 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from aigc_synth.data.procedural import render_scenes  # noqa: E402
-from aigc_synth.metrics.artifacts import (  # noqa: E402
+from aigc_synth.data.procedural import render_scenes
+from aigc_synth.metrics.artifacts import (
     CUTOUT_VALUE,
     cutout_side,
     flat_rectangle_rate,
     paste_cutout,
 )
-from aigc_synth.schema import DEFAULT_SCHEMA, ConditionSchema  # noqa: E402
+from aigc_synth.schema import DEFAULT_SCHEMA, ConditionSchema
 
 WORST = 5
 UPSCALE = 4
@@ -43,7 +40,7 @@ UPSCALE = 4
 
 def generated_from_checkpoint(checkpoint: str, n: int, seed: int, device: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
     """(images, codes, seeds, label): the grid plan's first ``n`` samples, as a generate job computes them."""
-    from aigc_synth.io.checkpoint import load_generator, resolve_checkpoint_path
+    from aigc_synth.models.exported import load_generator, resolve_checkpoint_path
     from aigc_synth.sampling.plan import ConditionPlan
     from aigc_synth.sampling.sampler import generate_images
 

@@ -26,7 +26,6 @@ import io
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
@@ -34,13 +33,11 @@ import numpy as np
 import torch
 from PIL import Image, features
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from aigc_synth.io.checkpoint import load_generator, resolve_checkpoint_path  # noqa: E402
-from aigc_synth.metrics.condition import condition_accuracy  # noqa: E402
-from aigc_synth.metrics.domain import load_domain_classifier  # noqa: E402
-from aigc_synth.sampling.plan import ConditionPlan  # noqa: E402
-from aigc_synth.sampling.sampler import encode_image, generate_images  # noqa: E402
+from aigc_synth.models.exported import load_generator, resolve_checkpoint_path
+from aigc_synth.metrics.condition import condition_accuracy
+from aigc_synth.metrics.domain import load_domain_classifier
+from aigc_synth.sampling.plan import ConditionPlan
+from aigc_synth.sampling.sampler import encode_image, generate_images
 
 
 def _webp_lossless(image: np.ndarray) -> bytes:

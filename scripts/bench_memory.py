@@ -21,12 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 CHILD = r"""
-import json, sys
-sys.path.insert(0, {root!r})
+import json
 from aigc_synth.config import compose
 from aigc_synth.jobs.generate import run_generation
 import ray
@@ -73,7 +71,7 @@ def rss_tree(root_pid: int) -> tuple[int, int]:
 def run_size(n: int, shard_size: int) -> dict:
     out = Path(tempfile.mkdtemp(prefix=f"aigc-mem-{n}-")) / "job"
     overrides = [f"output_dir={out}", f"job.num_samples={n}", f"job.shard_size={shard_size}", "preview=false"]
-    code = CHILD.format(root=str(ROOT), overrides=overrides)
+    code = CHILD.format(overrides=overrides)
     t0 = time.time()
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})

@@ -7,16 +7,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from aigc_synth.data.procedural import render_scenes  # noqa: E402
-from aigc_synth.schema import DEFAULT_SCHEMA  # noqa: E402
+from aigc_synth.data.procedural import render_scenes
+from aigc_synth.schema import DEFAULT_SCHEMA
 
 
 def main() -> None:

@@ -24,15 +24,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from aigc_synth.config import compose  # noqa: E402
-from aigc_synth.jobs.generate import run_generation  # noqa: E402
-from aigc_synth.sampling.image import job_plan  # noqa: E402
-from aigc_synth.sampling.scene import scene_schema  # noqa: E402
-from aigc_synth.scenes.format import scenes_to_table  # noqa: E402
-from aigc_synth.scenes.generators import load_scene_generator, resolve_scene_checkpoint  # noqa: E402
-from aigc_synth.sampling.seeds import attempt_seeds  # noqa: E402
+from aigc_synth.config import compose
+from aigc_synth.jobs.generate import run_generation
+from aigc_synth.sampling.image import job_plan
+from aigc_synth.sampling.scene import scene_schema
+from aigc_synth.scenes.format import scenes_to_table
+from aigc_synth.models.scene_families import load_scene_generator, resolve_scene_checkpoint
+from aigc_synth.seeds import attempt_seeds
 
 
 def plain_loop(checkpoint: str | None, n: int, shard: int, seed: int, out: Path) -> tuple[float, list]:

@@ -26,14 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from aigc_synth.evaluation.scenes import replay_on_ray  # noqa: E402
-from aigc_synth.metrics.scenes import FEATURES, compare_scene_sets, replay_summary  # noqa: E402
-from aigc_synth.sampling.seeds import attempt_seeds  # noqa: E402
-from aigc_synth.scenes.baselines import MarginalSceneSampler, RandomSceneSampler  # noqa: E402
-from aigc_synth.scenes.dataset import read_scenes  # noqa: E402
-from aigc_synth.scenes.generators import load_scene_generator, resolve_scene_checkpoint  # noqa: E402
+from aigc_synth.evaluation.scenes import replay_on_ray
+from aigc_synth.metrics.scenes import FEATURES, compare_scene_sets, replay_summary
+from aigc_synth.seeds import attempt_seeds
+from aigc_synth.scenes.baselines import MarginalSceneSampler, RandomSceneSampler
+from aigc_synth.scenes.dataset import read_scenes
+from aigc_synth.models.scene_families import load_scene_generator, resolve_scene_checkpoint
 
 GOALS = {"mmd_ratio": 2.0, "collision_vs_truth": 1.5, "collision_vs_random": 0.2, "count_accuracy": 0.95}
 

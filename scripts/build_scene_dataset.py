@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -25,20 +24,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from aigc_synth.scenes.dataset import split_seed  # noqa: E402
-from aigc_synth.scenes.format import LANE_COUNTS, TRAFFIC_LEVELS, scenes_to_table  # noqa: E402
-from aigc_synth.scenes.sumo import sumo_model_id, sumo_scene_dataset  # noqa: E402
-
-
-def write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+from aigc_synth.io.atomic import atomic_write_with
+from aigc_synth.scenes.dataset import split_seed
+from aigc_synth.scenes.format import LANE_COUNTS, TRAFFIC_LEVELS, scenes_to_table
+from aigc_synth.scenes.sumo import sumo_model_id, sumo_scene_dataset
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     for k, start in enumerate(range(0, len(scenes), args.shard_size)):
         name = f"part-{k:05d}.parquet"
         table = scenes_to_table(scenes[start:start + args.shard_size])
-        write_atomic(out / name, lambda p, t=table: pq.write_table(t, p))
+        atomic_write_with(out / name, lambda p, t=table: pq.write_table(t, p))
         shards.append(name)
     for stale in sorted(set(p.name for p in out.glob("part-*.parquet")) - set(shards)):
         (out / stale).unlink()
@@ -78,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         "traffic_levels": args.traffic, "lane_counts": args.lanes, "shards": shards,
         "scenes_per_traffic": dict(counts), "mean_agents_per_traffic": agents, "build_seconds": round(seconds, 1),
     }
-    write_atomic(out / "manifest.json", lambda p: p.write_text(json.dumps(manifest, indent=2) + "\n"))
+    atomic_write_with(out / "manifest.json", lambda p: p.write_text(json.dumps(manifest, indent=2) + "\n"))
 
     for t in args.traffic:
         print(f"{t:>9}: {counts[t]:>6} scenes, {agents.get(t, 0.0):5.1f} agents/scene")

@@ -17,16 +17,14 @@ source samples with, which are recorded in ``meta["calibration"]``. The copy get
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from aigc_synth.data.scene_images import SceneImageDataset  # noqa: E402
-from aigc_synth.io.checkpoint import load_checkpoint, load_generator, save_checkpoint  # noqa: E402
-from aigc_synth.scenes.dataset import read_scenes  # noqa: E402
-from aigc_synth.training.calibration import ESTIMATORS, calibrated_checkpoint, fit_row_calibration  # noqa: E402
+from aigc_synth.data.scene_images import SceneImageDataset
+from aigc_synth.io.checkpoint import load_checkpoint, save_checkpoint
+from aigc_synth.models.exported import load_generator
+from aigc_synth.scenes.dataset import read_scenes
+from aigc_synth.training.calibration import ESTIMATORS, calibrated_checkpoint, fit_row_calibration
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,12 +21,10 @@ gets a new ``model_id`` (its sha256), so rows sampled with other options stay di
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from aigc_synth.io.checkpoint import load_checkpoint, load_generator, save_checkpoint  # noqa: E402
+from aigc_synth.io.checkpoint import load_checkpoint, save_checkpoint
+from aigc_synth.models.exported import load_generator
 
 
 def main() -> None:

@@ -21,14 +21,13 @@ from pathlib import Path
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import ray  # noqa: E402
+import ray  # noqa: E402  (after the environment defaults above)
 from ray.cluster_utils import Cluster  # noqa: E402
 
 from aigc_synth.jobs.generate import run_generation  # noqa: E402
-from tests.helpers import compose_generate  # noqa: E402
-from tests.helpers import shard_actor_pids  # noqa: E402
+# run as a script, this file's own folder (tests/) is sys.path[0]: its sibling helpers.py imports as `helpers`
+from helpers import compose_generate, shard_actor_pids  # noqa: E402
 
 
 def _ppid(pid: int) -> int:

@@ -31,7 +31,7 @@ from aigc_synth.metrics.condition import (
 from aigc_synth.metrics.distribution import density_coverage, frechet_distance, kernel_inception_distance, precision_recall
 from aigc_synth.metrics.domain import DomainFeatureExtractor, load_domain_classifier
 from aigc_synth.schema import ConditionSchema
-from aigc_synth.sampling.seeds import derive_seeds
+from aigc_synth.seeds import derive_seeds
 
 #: Seed of the procedural reference set (independent of the classifier's training/held-out seeds).
 REFERENCE_SEED = 424_242
@@ -46,8 +46,8 @@ def sample_checkpoint(path: str, n_per_condition: int, seed: int, progress: bool
     ``derive_seeds(seed, i)``, exactly like sample id ``i`` of a generation job."""
     import torch
 
-    from aigc_synth.io.checkpoint import load_generator, resolve_checkpoint_path
-    from aigc_synth.sampling.seeds import LATENT_STREAM
+    from aigc_synth.models.exported import load_generator, resolve_checkpoint_path
+    from aigc_synth.seeds import LATENT_STREAM
     from aigc_synth.sampling.sampler import generate_images
 
     gen = load_generator(resolve_checkpoint_path(path))
@@ -65,7 +65,8 @@ def sample_checkpoint(path: str, n_per_condition: int, seed: int, progress: bool
 
 
 def _is_layout_checkpoint(source: str) -> bool:
-    from aigc_synth.io.checkpoint import CheckpointError, read_generator_header, resolve_checkpoint_path
+    from aigc_synth.models.exported import read_generator_header, resolve_checkpoint_path
+    from aigc_synth.errors import CheckpointError
     from aigc_synth.models.registry import get_family
 
     try:
@@ -81,8 +82,8 @@ def sample_checkpoint_on_scenes(cfg, progress: bool = True) -> tuple[dict[str, A
     import torch
 
     from aigc_synth.evaluation.layout import REFERENCE_SCENE_SEED, evaluation_scenes, layout_images, scene_reference
-    from aigc_synth.io.checkpoint import load_generator, resolve_checkpoint_path
-    from aigc_synth.sampling.seeds import LATENT_STREAM
+    from aigc_synth.models.exported import load_generator, resolve_checkpoint_path
+    from aigc_synth.seeds import LATENT_STREAM
 
     gen = load_generator(resolve_checkpoint_path(cfg.source))
     combos = np.array([gen.schema.encode(c) for c in gen.schema.combinations()], dtype=np.int64)
@@ -173,12 +174,14 @@ def bdd100k_reference(images_dir: str, labels_json: str | None, schema: Conditio
 # ------------------------------------------------------------------------------------------------
 # metrics
 # ------------------------------------------------------------------------------------------------
-def _clean(x: Any) -> Any:
-    """JSON-safe: NaN → None, numpy scalars → Python, floats rounded to 6 significant digits."""
+def json_safe(x: Any) -> Any:
+    """``x`` made JSON-safe the way ``metrics.json`` stores it: dicts and lists/tuples recursed into
+    (tuples become lists), NaN / ±inf → ``None``, numpy scalars → Python numbers, floats rounded to
+    6 significant digits; anything else is returned as is."""
     if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
+        return {k: json_safe(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
+        return [json_safe(v) for v in x]
     if isinstance(x, (np.floating, float)):
         return None if not math.isfinite(float(x)) else float(f"{float(x):.6g}")
     if isinstance(x, np.integer):
@@ -324,8 +327,8 @@ def evaluate(cfg, progress: bool = True, log: Callable[..., None] = print) -> di
     else:
         ref_images, ref_codes = folder_reference(cfg.reference, cfg.reference_labels, schema, resolution, cfg.max_samples)
     log(f"scoring {len(gen['images'])} generated and {len(ref_images)} reference images with {classifier.classifier_id}")
-    gen_scores = _score(classifier, gen["images"], "score generated", progress)
-    ref_scores = _score(classifier, ref_images, "score reference", progress)
+    gen_scores = score_images(classifier, gen["images"], "score generated", progress)
+    ref_scores = score_images(classifier, ref_images, "score reference", progress)
 
     # -- metrics ----------------------------------------------------------------------------------
     metrics = compute_metrics(gen["codes"], gen_scores, ref_codes, ref_scores, schema, cfg.kid_subsets, cfg.kid_subset_size)
@@ -355,14 +358,18 @@ def evaluate(cfg, progress: bool = True, log: Callable[..., None] = print) -> di
                                                 kid_subsets=cfg.kid_subsets, kid_subset_size=cfg.kid_subset_size,
                                                 is_splits=min(10, len(gen["images"])), progress=progress)
     result["elapsed_s"] = round(time.perf_counter() - t0, 1)
-    result = _clean(result)
+    result = json_safe(result)
     out.mkdir(parents=True, exist_ok=True)
     write_report(out, result, gen["images"], gen["codes"], ref_images, ref_codes, schema, cfg.grid_per_condition)
     atomic_write_json(out / "metrics.json", result)  # last: its presence means the evaluation finished
     return result
 
 
-def _score(classifier: DomainFeatureExtractor, images: np.ndarray, desc: str, progress: bool):
+def score_images(classifier: DomainFeatureExtractor, images: np.ndarray, desc: str = "score", progress: bool = True):
+    """The domain classifier's :class:`~aigc_synth.metrics.domain.ClassifierScores` (penultimate
+    features, per-factor class probabilities, vehicle count) of uint8 ``images`` (n, R, R, 3), scored
+    in chunks of :data:`CHUNK` and concatenated; ``desc`` labels the progress bar (shown when
+    ``progress``). The input every metric of :func:`compute_metrics` takes."""
     from aigc_synth.metrics.domain import ClassifierScores
 
     parts = [classifier.score(images[s:s + CHUNK])

@@ -1,0 +1,98 @@
+"""The scripts in scripts/ are thin command lines over the installed package: they never edit
+``sys.path``, import only the package (never another script or tests/) and no private name of it;
+each compiles and imports names that exist, and a few run ``--help``."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = sorted(p for p in (ROOT / "scripts").glob("*.py") if p.name != "bench_downstream.py")  # that one is being deleted
+HELP_TIMEOUT_S = 90
+#: scripts whose ``--help`` runs here (each start imports torch & co., seconds apiece on a 2-core machine);
+#: the others are checked statically: they compile and every package name they import exists
+HELP_RUN = ("eval_layout_models.py", "eval_discriminator_selection.py", "build_scene_dataset.py", "bench_memory.py")
+
+
+def _imports(path: Path) -> list[ast.ImportFrom | ast.Import]:
+    return [n for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, (ast.Import, ast.ImportFrom))]
+
+
+def _top_level_names(module: str) -> set[str]:
+    """Names a package module binds at its top level (defs, classes, assignments, imports), read from
+    its source without importing it, plus its submodules when it is a package."""
+    spec = importlib.util.find_spec(module)
+    assert spec is not None and spec.origin, module
+    origin = Path(spec.origin)
+    names: set[str] = set()
+    for node in ast.parse(origin.read_text()).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                names |= {n.id for n in ast.walk(target) if isinstance(n, ast.Name)}
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+    if origin.name == "__init__.py":
+        names |= {p.stem for p in origin.parent.glob("*.py")} | {p.name for p in origin.parent.iterdir() if (p / "__init__.py").is_file()}
+    return names
+
+
+def test_the_scripts_are_found():
+    names = {p.name for p in SCRIPTS}
+    assert {"eval_layout_models.py", "eval_discriminator_selection.py", "bench_memory.py"} <= names
+
+
+@pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: p.name)
+def test_a_script_does_not_touch_sys_path(path):
+    assert "sys.path" not in path.read_text(), f"{path.name} edits sys.path: the package is installed, import it"
+
+
+@pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: p.name)
+def test_a_script_imports_only_public_package_names_that_exist(path):
+    compile(path.read_text(), str(path), "exec")  # it compiles (without writing a .pyc)
+    siblings = {p.stem for p in (ROOT / "scripts").glob("*.py")}
+    for node in _imports(path):
+        modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+        for module in modules:
+            top = module.split(".")[0]
+            assert getattr(node, "level", 0) == 0, f"{path.name}:{node.lineno}: relative import"
+            assert top not in siblings and top != "tests", f"{path.name}:{node.lineno} imports {module}: move it into the package"
+            if top == "aigc_synth":
+                assert importlib.util.find_spec(module) is not None, f"{path.name}:{node.lineno}: no module {module}"
+                assert not any(part.startswith("_") for part in module.split(".")), f"{path.name}:{node.lineno}: private {module}"
+                if isinstance(node, ast.ImportFrom):
+                    private = [a.name for a in node.names if a.name.startswith("_")]
+                    assert not private, f"{path.name}:{node.lineno} imports private {private} from {module}"
+                    missing = {a.name for a in node.names} - _top_level_names(module)
+                    assert not missing, f"{path.name}:{node.lineno}: {module} has no {sorted(missing)}"
+
+
+def test_no_package_module_imports_a_private_name_of_another():
+    for path in sorted((ROOT / "aigc_synth").rglob("*.py")):
+        for node in _imports(path):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("aigc_synth"):
+                private = [a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+                assert not private, f"{path.relative_to(ROOT)}:{node.lineno} imports {private} from {node.module}"
+
+
+def _help(path: Path) -> tuple[Path, subprocess.CompletedProcess]:
+    # run as a script, sys.path[0] is scripts/: `import aigc_synth` resolves only through the installed package
+    done = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True, timeout=HELP_TIMEOUT_S)
+    return path, done
+
+
+def test_the_evaluation_and_builder_scripts_import_and_show_their_help():
+    chosen = [p for p in SCRIPTS if p.name in HELP_RUN]
+    assert len(chosen) == len(HELP_RUN)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(_help, chosen))
+    failed = {p.name: (d.returncode, d.stderr[-1500:]) for p, d in results if d.returncode != 0 or "usage:" not in d.stdout}
+    assert not failed, failed
