@@ -173,6 +173,7 @@ class ServeConfig:
     port: int = 8000
     token: Optional[str] = None  # None: $AIGC_SYNTH_TOKEN; prefer the env var (overrides land in shell history)
     checkpoint: Optional[str] = None  # None / "default" = the bundled generator
+    sampler: str = "image"  # the sampler kind behind POST /generate (its checkpoint: serve.checkpoint)
     app_name: str = "aigc_synth"
     num_replicas: int = 1  # generator replicas
     num_gpus: float = 0.0  # per generator replica

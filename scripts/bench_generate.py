@@ -132,7 +132,7 @@ def ray_job(checkpoint: str, n: int, out: Path, num_cpus: int | None = None, ext
 
 def null_checkpoint(path: Path, like: dict) -> str:
     """A ``null``-family checkpoint (no network) of the same resolution and schema as ``like``."""
-    from aigc_synth.io.checkpoint import export_generator
+    from aigc_synth.models.exported import export_generator
     from aigc_synth.models.registry import build_generator
     from aigc_synth.schema import ConditionSchema
 

@@ -18,8 +18,7 @@ from pathlib import Path
 
 from aigc_synth.config import EvaluateRoot
 from aigc_synth.evaluation import evaluate
-from aigc_synth.io.checkpoint import read_generator_header
-from aigc_synth.io.checkpoint import resolve_checkpoint_path
+from aigc_synth.models.exported import read_generator_header, resolve_checkpoint_path
 
 DEFAULT_MODELS = [
     "cgan (bundled)=default",

@@ -50,7 +50,7 @@ TRAIN_SCENE_SEED, HELDOUT_SCENE_SEED = 1101, 2202
 
 def bundled_scenes(n: int, seed: int) -> tuple[list[Scene], str]:
     """``n`` scenes from the bundled scene generator, traffic and lane count drawn uniformly."""
-    from aigc_synth.scenes.generators import load_scene_generator, resolve_scene_checkpoint
+    from aigc_synth.models.scene_families import load_scene_generator, resolve_scene_checkpoint
 
     gen = load_scene_generator(resolve_scene_checkpoint(None))
     rng = np.random.default_rng(seed)

@@ -25,7 +25,7 @@ DOCS = sorted((ROOT / "docs").glob("*.md"))
 HISTORICAL = {"experiments.md"}
 #: top-level folders a backticked path may start with, and package sub-folders (paths relative to aigc_synth/)
 REPO_DIRS = ("aigc_synth", "scripts", "conf", "docs", "tests", "clusters", ".ci")
-PACKAGE_DIRS = ("data", "models", "training", "sampling", "jobs", "io", "metrics", "evaluation", "scenes", "serve",
+PACKAGE_DIRS = ("data", "models", "training", "sampling", "jobs", "io", "metrics", "evaluation", "scenes", "serve", "runtime",
                 "benchmarks", "assets")
 #: appended to a runnable command, by verb: the smallest run that still exercises it
 TINY = {"generate": ["job.num_samples=6", "job.shard_size=3"]}

@@ -16,7 +16,8 @@ import torch
 
 from aigc_synth.benchmarks import downstream as D
 from aigc_synth.data.layout import scene_layouts
-from aigc_synth.data.scene_images import PLAN_STREAM, SceneImageDataset, _pick
+from aigc_synth.data.scene_images import SceneImageDataset, pick_index
+from aigc_synth.seeds import PLAN_STREAM
 from aigc_synth.errors import SchemaError, UsageError
 from aigc_synth.models.exported import export_generator
 from aigc_synth.models.registry import build_generator
@@ -87,7 +88,7 @@ def test_default_scene_images_are_unchanged_and_bad_probabilities_are_refused(po
     idx = np.arange(3000)
     plain = SceneImageDataset(pool_scenes, seed=5)
     codes, seeds, scene_index = plain.items(idx)
-    expected = np.stack([_pick(5, idx, PLAN_STREAM + f, c) for f, c in enumerate(DEFAULT_SCHEMA.cardinalities)], 1)
+    expected = np.stack([pick_index(5, idx, PLAN_STREAM + f, c) for f, c in enumerate(DEFAULT_SCHEMA.cardinalities)], 1)
     expected[:, 2] = [DEFAULT_SCHEMA.values("traffic").index(pool_scenes[k].traffic) for k in scene_index]
     np.testing.assert_array_equal(codes, expected)  # the uniform draw is what it always was
     explicit = SceneImageDataset(pool_scenes, seed=5, condition_probs=None)

@@ -4,6 +4,7 @@ actor count, accept given scenes, and old (condition-only) checkpoints keep work
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -384,24 +385,22 @@ def test_condition_only_checkpoints_still_generate_without_boxes(ray_session, ti
 
 
 def test_serving_a_layout_model_gives_the_jobs_bytes_and_boxes(layout_runs, layout_checkpoint):
-    """The serve replica's render path (POST /generate) on the job's own ids, codes and seeds."""
-    from aigc_synth.models.scene_families import BUNDLED_SCENE_CHECKPOINT
-    from aigc_synth.serve.app import Generator
+    """The serve replica (POST /generate) on a slice of the job: same bytes, scenes and boxes."""
+    from aigc_synth.jobs.spec import serving_job
+    from aigc_synth.serve.app import SamplerReplica
 
     a, _ = layout_runs
     rows = sorted(_rows(a), key=lambda r: r["sample_id"])[:12]
-    data = layout_checkpoint.read_bytes()
-    scenes = {"scene_checkpoint": str(BUNDLED_SCENE_CHECKPOINT),
-              "scene_model_id": load_scene_generator(BUNDLED_SCENE_CHECKPOINT).model_id}
-    replica = Generator.func_or_class(data, str(layout_checkpoint), load_generator(layout_checkpoint).model_id, 1, 32, 64,
-                                      0.01, False, scenes)
-    codes = np.array([DEFAULT_SCHEMA.encode({k: r[k] for k in DEFAULT_SCHEMA.names}) for r in rows])
-    ids, seeds = np.array([r["sample_id"] for r in rows]), np.array([r["seed"] for r in rows])
-    (out,) = replica._render_many([(codes, seeds, "png", ids, 0)])
-    for row, (png, labels) in zip(rows, out):
-        assert png == row["image"]["bytes"]
-        assert labels["scene_id"] == row["scene_id"]
-        assert [b["agent"] for b in labels["boxes"]] == [b["agent"] for b in row["boxes"]]
+    kind, job, data = serving_job("image", str(layout_checkpoint), 32, 64)
+    replica = SamplerReplica.func_or_class(kind, job, data, 1, 64, 0.01, False)
+    spec = json.loads((a / "manifest.json").read_text())["job"]
+    request_job = {**job, "seed": spec["seed"], "num_samples": spec["num_samples"], "plan": spec["plan"]}
+    (out,) = replica._respond_many([(request_job, np.array([r["sample_id"] for r in rows]), "png")])
+    assert out["width"] == out["height"] == job["resolution"] and len(out["images"]) == len(rows)
+    for row, served in zip(rows, out["images"]):
+        assert base64.b64decode(served["data"]) == row["image"]["bytes"] and served["seed"] == row["seed"]
+        assert served["scene_id"] == row["scene_id"]
+        assert [b["agent"] for b in served["boxes"]] == [b["agent"] for b in row["boxes"]]
 
 
 def test_coco_export_of_a_layout_job_loads_with_pycocotools(layout_runs, tmp_path):

@@ -28,12 +28,13 @@ from aigc_synth.scenes.format import Scene
 
 
 
-def _pick(seed: int, idx: np.ndarray, stream: int, n: int) -> np.ndarray:
+def pick_index(seed: int, idx: np.ndarray, stream: int, n: int) -> np.ndarray:
+    """Per item of ``idx``: an index uniform in [0, n), a pure function of (seed, item, stream)."""
     return np.minimum((uniform_from_seeds(derive_seeds(seed, idx, stream=stream)) * n).astype(np.int64), n - 1)
 
 
 def _pick_weighted(seed: int, idx: np.ndarray, stream: int, cumulative: np.ndarray) -> np.ndarray:
-    """Like :func:`_pick` (same uniform per item) but through the inverse CDF ``cumulative``."""
+    """Like :func:`pick_index` (same uniform per item) but through the inverse CDF ``cumulative``."""
     u = uniform_from_seeds(derive_seeds(seed, idx, stream=stream))
     return np.minimum(np.searchsorted(cumulative, u, side="right"), len(cumulative) - 1).astype(np.int64)
 
@@ -91,8 +92,8 @@ class SceneImageDataset(Dataset):
         idx = np.asarray(indices, dtype=np.int64)
         seeds = derive_seeds(self.seed, idx, stream=LATENT_STREAM)
         codes = np.stack([_pick_weighted(self.seed, idx, PLAN_STREAM + f, self._cumulative[f]) if f in self._cumulative
-                          else _pick(self.seed, idx, PLAN_STREAM + f, c) for f, c in enumerate(self.schema.cardinalities)], axis=1)
-        scene_index = _pick(self.seed, idx, SCENE_STREAM, len(self.scenes))
+                          else pick_index(self.seed, idx, PLAN_STREAM + f, c) for f, c in enumerate(self.schema.cardinalities)], axis=1)
+        scene_index = pick_index(self.seed, idx, SCENE_STREAM, len(self.scenes))
         traffic_values = self.schema.factors[self._traffic][1]
         codes[:, self._traffic] = [traffic_values.index(self.scenes[k].traffic) for k in scene_index]
         return codes, seeds, scene_index

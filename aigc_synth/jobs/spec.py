@@ -17,6 +17,7 @@ from aigc_synth.io.atomic import Store, check_writable_directory, open_store
 from aigc_synth.jobs.gate import validate_gate
 from aigc_synth.jobs.manifest import JOB_FINGERPRINT, MANIFEST, job_fingerprint
 from aigc_synth.sampling.plan import ConditionPlan
+from aigc_synth.sampling.base import SamplerKind
 from aigc_synth.sampling.registry import DEFAULT_SAMPLER, sampler_kind
 from aigc_synth.sampling.sampler import COMPUTE_BATCH, DEFAULT_IMAGE_FORMAT, DEFAULT_IMAGE_QUALITY, IMAGE_FORMATS
 from aigc_synth.schema import ConditionSchema
@@ -180,3 +181,29 @@ def check_existing_output(store: Store, out, resolved: ResolvedJob, overwrite: b
         raise JobSpecError(f"output_dir {out} already holds a finished job ({MANIFEST}); choose another output_dir or pass overwrite=true")
     if store.is_dir() and not store.is_empty() and not overwrite and not has_fingerprint:
         raise JobSpecError(f"output_dir {out} is not empty and holds no aigc_synth output; choose an empty directory or pass overwrite=true")
+
+
+def serving_job(kind_name: str, checkpoint: str | None, compute_batch: int, batch_size: int) -> tuple[SamplerKind, dict[str, Any], bytes]:
+    """(kind, resolved job, checkpoint bytes) that a serving replica builds its sampler from: the kind
+    checks the checkpoint exactly as it does a job's (layout models get the bundled scene model as their
+    scene source). The job's seed, size and plan are placeholders; every request brings its own."""
+    from aigc_synth.config import JobConfig
+
+    try:
+        kind = sampler_kind(kind_name)
+    except ValueError as exc:
+        raise JobSpecError(str(exc)) from None
+    resolution = kind.resolve(JobConfig(checkpoint=checkpoint, sampler=kind.name, formats=["parquet"]), ["parquet"])
+    model = resolution.model
+    data = model.path.read_bytes()
+    import hashlib
+
+    if hashlib.sha256(data).hexdigest() != model.model_id:
+        raise JobSpecError(f"{model.path} changed while it was being loaded; start again")
+    first = model.schema.decode([0] * len(model.schema.names))
+    job = ResolvedJob(output_dir="", num_samples=1, seed=0, shard_size=1, num_shards=1, formats=["parquet"],
+                      plan={"kind": "list", "items": [{"conditions": first, "weight": 1.0}]},
+                      checkpoint=str(model.path.absolute()), model_id=model.model_id, schema=model.schema.to_dict(),
+                      family=model.family, model_config=model.model_config, resolution=model.resolution,
+                      batch_size=batch_size, compute_batch=compute_batch, sampler=kind.name, **resolution.fields)
+    return kind, asdict(job), data

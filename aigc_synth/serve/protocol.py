@@ -1,17 +1,16 @@
-"""The HTTP protocol of ``aigc-synth serve``, without Ray or FastAPI: request checks, the
-sample-index → (condition, seed) mapping, image encoding, token and bind checks.
+"""The HTTP protocol of ``aigc-synth serve``, without Ray or FastAPI: request checks, the job a
+request is a slice of, decoding served images, token and bind checks.
 
 A request ``{conditions: [c1, ..., ck], n, seed, start=0, num_samples=start+n}`` is *the slice*
 ``[start, start + n)`` of the batch job ``job.seed=seed job.num_samples=num_samples`` with the plan
 ``{kind: list, items: [{conditions: c1, weight: 1}, ..., {conditions: ck, weight: 1}]}``: codes and
 seeds come from the same :class:`~aigc_synth.sampling.plan.ConditionPlan` the job uses (per-sample
-seed ``derive_seeds(seed, sample_index)``), and the images from the same
-:func:`~aigc_synth.sampling.sampler.generate_images`, so the bytes are the job's bytes.
+seed ``derive_seeds(seed, sample_index)``) inside the same sampler a job actor holds
+(:mod:`aigc_synth.serve.app`), so the rows are the job's rows.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import io
@@ -24,7 +23,7 @@ import numpy as np
 from aigc_synth.sampling.plan import ConditionPlan
 from aigc_synth.schema import ConditionSchema, SchemaError
 
-FORMATS = ("png", "npy")
+FORMATS = ("png", "npy")  #: what an image endpoint serves (aigc_synth.sampling.image.SERVE_FORMATS)
 REQUEST_KEYS = ("conditions", "n", "seed", "format", "start", "num_samples")
 MAX_SEED = 2**63 - 1
 MAX_NUM_SAMPLES = 100_000_000  # same typo guard as the batch job's job.max_samples
@@ -44,14 +43,18 @@ class GenerateRequest:
     conditions: list[dict[str, str]]
     n: int
     seed: int
-    format: str
     start: int
     num_samples: int
 
+    format: str | None = None
+
+    def plan_spec(self) -> dict[str, Any]:
+        """The batch job's plan for this request: a ``list`` plan, one equal-weight item per condition."""
+        return {"kind": "list", "items": [{"conditions": c, "weight": 1.0} for c in self.conditions]}
+
     def plan(self, schema: ConditionSchema) -> ConditionPlan:
-        """The batch job's plan for this request (a ``list`` plan, one equal-weight item per condition)."""
-        spec = {"kind": "list", "items": [{"conditions": c, "weight": 1.0} for c in self.conditions]}
-        return ConditionPlan(spec, schema, self.num_samples, self.seed)
+        """The batch job's :class:`ConditionPlan` for this request."""
+        return ConditionPlan(self.plan_spec(), schema, self.num_samples, self.seed)
 
     def sample_ids(self) -> np.ndarray:
         return np.arange(self.start, self.start + self.n, dtype=np.int64)
@@ -68,8 +71,14 @@ def _int_field(body: Mapping[str, Any], key: str, default: int | None, lo: int, 
     return value
 
 
-def parse_generate_request(body: Any, schema: ConditionSchema, max_n: int) -> GenerateRequest:
-    """Check a decoded JSON body; raise :class:`RequestError` (422) with one clear line."""
+def parse_generate_request(body: Any, schema: ConditionSchema, max_n: int, formats: tuple[str, ...] = FORMATS,
+                           unit: str = "image") -> GenerateRequest:
+    """Check a decoded JSON body; raise :class:`RequestError` (422) with one clear line. ``formats``: the
+    ``format`` values the endpoint's kind serves (none: rows come as JSON and ``format`` is refused);
+    ``unit``: what one row is, for messages. Integer condition values (``num_lanes: 3``) count as their
+    strings: schema values are strings."""
+    if isinstance(body, Mapping) and "format" in body and not formats:
+        raise RequestError(422, f"'format' does not apply to {unit}s (rows come as JSON)")
     if not isinstance(body, Mapping):
         raise RequestError(422, "the request body must be a JSON object {conditions, n, seed, format}")
     unknown = sorted(set(body) - set(REQUEST_KEYS))
@@ -85,6 +94,8 @@ def parse_generate_request(body: Any, schema: ConditionSchema, max_n: int) -> Ge
         raise RequestError(422, f"'conditions' has {len(conditions)} entries; at most {max_n} (the per-request limit)")
     checked = []
     for i, cond in enumerate(conditions):
+        if isinstance(cond, Mapping):
+            cond = {k: str(v) if isinstance(v, int) and not isinstance(v, bool) else v for k, v in cond.items()}
         try:
             checked.append(schema.validate(cond))
         except SchemaError as exc:
@@ -93,43 +104,20 @@ def parse_generate_request(body: Any, schema: ConditionSchema, max_n: int) -> Ge
     seed = _int_field(body, "seed", 0, 0, MAX_SEED)
     start = _int_field(body, "start", 0, 0, MAX_NUM_SAMPLES - n)
     num_samples = _int_field(body, "num_samples", start + n, start + n, MAX_NUM_SAMPLES)
-    fmt = body.get("format", "png")
-    if fmt not in FORMATS:
-        raise RequestError(422, f"'format' must be one of {list(FORMATS)}, got {fmt!r}")
+    fmt = body.get("format", formats[0]) if formats else None
+    if formats and fmt not in formats:
+        raise RequestError(422, f"'format' must be one of {list(formats)}, got {fmt!r}")
     return GenerateRequest(conditions=checked, n=n, seed=seed, format=fmt, start=start, num_samples=num_samples)
 
 
-def plan_request(req: GenerateRequest, schema: ConditionSchema) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(sample ids, codes (n, F), per-sample seeds) exactly as the equivalent batch job computes them."""
-    plan = req.plan(schema)
-    ids = req.sample_ids()
-    return ids, plan.codes_for(ids), plan.seeds_for(ids)
-
-
-def encode_image(image: np.ndarray, fmt: str) -> bytes:
-    """uint8 (H, W, 3) → PNG bytes (the batch job's encoder) or ``.npy`` bytes."""
-    if fmt == "png":
-        from aigc_synth.sampling.sampler import encode_png
-
-        return encode_png(image)
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(image), allow_pickle=False)
-    return buf.getvalue()
-
-
 def decode_image(data: bytes, fmt: str) -> np.ndarray:
-    """Inverse of :func:`encode_image`: uint8 (H, W, 3)."""
+    """A served image's bytes (``format`` png or npy) → uint8 (H, W, 3)."""
     if fmt == "png":
         from PIL import Image
 
         with Image.open(io.BytesIO(data)) as im:
             return np.asarray(im.convert("RGB"))
     return np.load(io.BytesIO(data), allow_pickle=False)
-
-
-def image_record(index: int, condition: dict[str, str], seed: int, data: bytes) -> dict[str, Any]:
-    return {"sample_index": int(index), "condition": condition, "seed": int(seed),
-            "sha256": hashlib.sha256(data).hexdigest(), "data": base64.b64encode(data).decode("ascii")}
 
 
 # -- tokens and binding ---------------------------------------------------------------------------

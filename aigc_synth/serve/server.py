@@ -6,11 +6,11 @@ import os
 import socket
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 from aigc_synth.errors import ServeConfigError  # noqa: F401 (re-exported from its former home)
 from aigc_synth.config import ServeConfig, ServeRoot
+from aigc_synth.sampling.scene import SCENE_KIND
 from aigc_synth.serve.protocol import TOKEN_ENV, check_bind, token_digest
 
 
@@ -75,17 +75,19 @@ def start_server(root: ServeRoot, log: Callable[[str], Any] = lambda m: print(m,
     handlers there, since ``ray.init`` replaces them and a stop signal may come during deployment."""
     import ray
 
-    from aigc_synth.models.exported import load_generator_from_bytes
-    from aigc_synth.models.exported import resolve_checkpoint_path
     from aigc_synth.runtime.cluster import connect_ray
 
     cfg = root.serve
     token, warning = validate_serve_config(cfg)
-    path = resolve_checkpoint_path(cfg.checkpoint)
-    if not path.is_file():
-        raise ServeConfigError(f"checkpoint not found: {path}")
-    data = Path(path).read_bytes()
-    loaded = load_generator_from_bytes(data, source=str(path))  # CheckpointError: one line, exit 2, nothing started
+    # every endpoint's job, resolved by its kind as a job's is (CheckpointError & co: one line, exit 2, nothing started)
+    generate = _endpoint(cfg.sampler, cfg.checkpoint, "checkpoint", cfg.compute_batch, cfg.max_batch_images)
+    endpoints = {"generate": {**generate, "deployment": "Generator", "num_replicas": cfg.num_replicas, "num_cpus": cfg.num_cpus,
+                              "num_gpus": cfg.num_gpus, "max_batch_rows": cfg.max_batch_images,
+                              "torch_threads": cfg.torch_threads or max(1, int(cfg.num_cpus + 0.5))}}
+    if cfg.scenes:
+        scenes = _endpoint(SCENE_KIND.name, cfg.scene_checkpoint, "scene_checkpoint", cfg.scene_compute_batch, cfg.max_n)
+        endpoints["scenes"] = {**scenes, "deployment": "SceneGenerator", "num_replicas": 1, "num_cpus": cfg.scene_num_cpus,
+                               "num_gpus": 0.0, "max_batch_rows": cfg.max_n, "torch_threads": 1}
     local = not ray.is_initialized() and not (root.ray.address or os.environ.get("RAY_ADDRESS"))
     if local:  # a local proxy would fail to bind later, inside Ray, with a less clear error
         _check_port_free(str(cfg.host), cfg.port)
@@ -97,8 +99,7 @@ def start_server(root: ServeRoot, log: Callable[[str], Any] = lambda m: print(m,
     if cfg.num_gpus > 0 and gpus < cfg.num_gpus * cfg.num_replicas:
         raise ServeConfigError(f"serve.num_gpus={cfg.num_gpus:g} × {cfg.num_replicas} replica(s) but the Ray cluster has "
                                f"{gpus:g} GPU(s); use serve.num_gpus=0 to run on CPUs")
-    scenes = _scene_model(cfg) if cfg.scenes else None
-    need = cfg.num_cpus * cfg.num_replicas + cfg.ingress_cpus + (cfg.scene_num_cpus if scenes else 0.0)
+    need = cfg.num_cpus * cfg.num_replicas + cfg.ingress_cpus + (cfg.scene_num_cpus if cfg.scenes else 0.0)
     if need > cpus + 1e-9:
         raise ServeConfigError(f"the app needs {need:g} CPUs ({cfg.num_replicas} × serve.num_cpus={cfg.num_cpus:g} + "
                                f"serve.ingress_cpus={cfg.ingress_cpus:g}) but the cluster has {cpus:g}")
@@ -107,47 +108,28 @@ def start_server(root: ServeRoot, log: Callable[[str], Any] = lambda m: print(m,
 
     from aigc_synth.serve.app import build_app
 
-    threads = cfg.torch_threads or max(1, int(cfg.num_cpus + 0.5))
-    app = build_app(checkpoint_bytes=data, source=str(path), model_id=loaded.model_id, schema=loaded.schema.to_dict(),
-                    family=loaded.family, resolution=loaded.resolution,
-                    token_digest=token_digest(token) if token else None, num_replicas=cfg.num_replicas,
-                    num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, ingress_cpus=cfg.ingress_cpus, torch_threads=threads,
-                    compute_batch=cfg.compute_batch, max_n=cfg.max_n, max_body_bytes=cfg.max_body_bytes,
-                    max_batch_images=cfg.max_batch_images, batch_wait_timeout_s=cfg.batch_wait_timeout_s, scenes=scenes,
-                    layout_scenes=_layout_scenes(loaded))
+    app = build_app(endpoints=endpoints, token_digest=token_digest(token) if token else None, ingress_cpus=cfg.ingress_cpus,
+                    max_n=cfg.max_n, max_body_bytes=cfg.max_body_bytes, batch_wait_timeout_s=cfg.batch_wait_timeout_s)
     serve.start(http_options={"host": str(cfg.host), "port": int(cfg.port)})
     serve.run(app, name=cfg.app_name, route_prefix="/", blocking=False)
     if warning:
         log(warning)
     host = f"[{cfg.host}]" if ":" in str(cfg.host) else str(cfg.host)
-    return RunningServer(url=f"http://{host}:{cfg.port}", app_name=cfg.app_name, model_id=loaded.model_id,
-                         checkpoint=str(path), auth=token is not None)
+    job = generate["job"]
+    return RunningServer(url=f"http://{host}:{cfg.port}", app_name=cfg.app_name, model_id=job["model_id"],
+                         checkpoint=job["checkpoint"], auth=token is not None)
 
 
-def _layout_scenes(loaded) -> dict[str, Any] | None:
-    """A layout-conditioned generator draws each image for a scene of the bundled scene model (as
-    a job without job.scenes does): its checkpoint path and id; None for condition-only models."""
-    from aigc_synth.models.registry import get_family
-    from aigc_synth.models.scene_families import BUNDLED_SCENE_CHECKPOINT, load_scene_generator
+def _endpoint(kind_name: str, checkpoint: str | None, key: str, compute_batch: int, batch_size: int) -> dict[str, Any]:
+    """``{kind, job, checkpoint_bytes}`` of one endpoint, checked in the driver: ServeConfigError naming ``serve.<key>``."""
+    from aigc_synth.errors import JobSpecError
+    from aigc_synth.jobs.spec import serving_job
 
-    if not get_family(loaded.family).layout:
-        return None
-    return {"scene_checkpoint": str(BUNDLED_SCENE_CHECKPOINT), "scene_model_id": load_scene_generator(BUNDLED_SCENE_CHECKPOINT).model_id}
-
-
-def _scene_model(cfg: ServeConfig) -> dict[str, Any]:
-    """The scene model behind ``POST /scenes``, loaded and checked in the driver (CheckpointError: exit 2)."""
-    from aigc_synth.sampling.scene import scene_schema
-    from aigc_synth.models.scene_families import load_scene_generator_from_bytes, resolve_scene_checkpoint
-
-    path = resolve_scene_checkpoint(cfg.scene_checkpoint)
-    if not path.is_file():
-        raise ServeConfigError(f"serve.scene_checkpoint not found: {path}")
-    data = path.read_bytes()
-    gen = load_scene_generator_from_bytes(data, source=str(path))
-    return {"checkpoint_bytes": data, "source": str(path), "model_id": gen.model_id,
-            "schema": scene_schema(gen.traffic, gen.lanes).to_dict(), "num_cpus": cfg.scene_num_cpus, "torch_threads": 1,
-            "compute_batch": cfg.scene_compute_batch}
+    try:
+        kind, job, data = serving_job(kind_name, checkpoint, compute_batch, batch_size)
+    except JobSpecError as exc:
+        raise ServeConfigError(f"serve.{key}: {exc}") from None
+    return {"kind": kind, "job": job, "checkpoint_bytes": data}
 
 
 def stop_server(*, shutdown_ray: bool = False, ray_terminating: bool = False) -> None:

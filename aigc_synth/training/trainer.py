@@ -20,7 +20,7 @@ import os
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -57,30 +57,47 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
         b_ema.copy_(b)
 
 
+def _procedural(data: DataConfig, model: ImageModelConfig, schema: ConditionSchema, train: TrainConfig):
+    return ProceduralDrivingDataset(length=2**62, seed=train.seed, resolution=model.resolution, schema=schema)
+
+
+def _folder(data: DataConfig, model: ImageModelConfig, schema: ConditionSchema, train: TrainConfig):
+    if not data.folder or not data.labels_csv:
+        raise ValueError("data.source=folder needs data.folder and data.labels_csv")
+    return FolderDataset(data.folder, data.labels_csv, schema=schema, resolution=model.resolution)
+
+
+def _scene_renders(data: DataConfig, model: ImageModelConfig, schema: ConditionSchema, train: TrainConfig):
+    from aigc_synth.scenes.dataset import read_scenes
+
+    if not data.scenes:
+        raise UsageError("data.source=scenes needs data.scenes (a directory of scene Parquet: a scene job's output)")
+    scenes = read_scenes(data.scenes)
+    print(f"scenes: {len(scenes)} from {data.scenes}")
+    return SceneImageDataset(scenes, seed=train.seed, resolution=model.resolution, schema=schema)
+
+
+def _bdd100k(data: DataConfig, model: ImageModelConfig, schema: ConditionSchema, train: TrainConfig):
+    from aigc_synth.data.bdd100k import BDD100KDataset, format_skipped
+
+    if not data.images or not data.labels:
+        raise UsageError("data.source=bdd100k needs data.images (image directory) and data.labels (labels JSON)")
+    ds = BDD100KDataset(data.images, data.labels, schema, model.resolution, mapping=data.bdd100k_mapping)
+    print(f"bdd100k: {len(ds)} frames, {format_skipped(ds.skipped)}")  # a mapping that drops most frames shows here
+    return ds
+
+
+#: ``data.source`` → the dataset builder ``(data, model, schema, train) → Dataset``; a family lists the
+#: sources it can train on (``Family.data_sources``).
+DATA_SOURCES: dict[str, Callable[..., Any]] = {"procedural": _procedural, "folder": _folder, "scenes": _scene_renders,
+                                              "bdd100k": _bdd100k}
+
+
 def make_training_data(data: DataConfig, model: ImageModelConfig, schema: ConditionSchema, train: TrainConfig):
-    if data.source == "procedural":
-        return ProceduralDrivingDataset(length=2**62, seed=train.seed, resolution=model.resolution, schema=schema)
-    if data.source == "folder":
-        if not data.folder or not data.labels_csv:
-            raise ValueError("data.source=folder needs data.folder and data.labels_csv")
-        return FolderDataset(data.folder, data.labels_csv, schema=schema, resolution=model.resolution)
-    if data.source == "scenes":
-        from aigc_synth.scenes.dataset import read_scenes
-
-        if not data.scenes:
-            raise UsageError("data.source=scenes needs data.scenes (a directory of scene Parquet: a scene job's output)")
-        scenes = read_scenes(data.scenes)
-        print(f"scenes: {len(scenes)} from {data.scenes}")
-        return SceneImageDataset(scenes, seed=train.seed, resolution=model.resolution, schema=schema)
-    if data.source == "bdd100k":
-        from aigc_synth.data.bdd100k import BDD100KDataset, format_skipped
-
-        if not data.images or not data.labels:
-            raise UsageError("data.source=bdd100k needs data.images (image directory) and data.labels (labels JSON)")
-        ds = BDD100KDataset(data.images, data.labels, schema, model.resolution, mapping=data.bdd100k_mapping)
-        print(f"bdd100k: {len(ds)} frames, {format_skipped(ds.skipped)}")  # a mapping that drops most frames shows here
-        return ds
-    raise UsageError(f"unknown data.source {data.source!r}; use 'procedural', 'folder', 'bdd100k' or 'scenes'")
+    """The training set ``data.source`` names (:data:`DATA_SOURCES`); UsageError for an unknown one."""
+    if data.source not in DATA_SOURCES:
+        raise UsageError(f"unknown data.source {data.source!r}; use one of {', '.join(repr(k) for k in DATA_SOURCES)}")
+    return DATA_SOURCES[data.source](data, model, schema, train)
 
 
 @torch.no_grad()
@@ -299,10 +316,11 @@ def train(train_cfg: TrainConfig, model_cfg: ImageModelConfig, data_cfg: DataCon
     if train_cfg.threads > 0:
         torch.set_num_threads(train_cfg.threads)
     torch.manual_seed(train_cfg.seed)
+    # an unknown data.source is refused first, naming the known ones
+    data = make_training_data(data_cfg, model_cfg, schema, train_cfg) if dataset is None else dataset
     if dataset is None and data_cfg.source not in family.data_sources:
         raise UsageError(f"model.family={family.name} trains on data.source={' or '.join(family.data_sources)}, "
                          f"not {data_cfg.source!r}" + (f" (its generator takes {', '.join(family.inputs)} per sample)" if family.inputs else ""))
-    data = make_training_data(data_cfg, model_cfg, schema, train_cfg) if dataset is None else dataset
     train_step = train_step_for(family)
     params = asdict(model_cfg)
     data_meta = asdict(data_cfg)

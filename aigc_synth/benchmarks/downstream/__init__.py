@@ -64,7 +64,6 @@ from __future__ import annotations
 
 from aigc_synth.benchmarks.downstream.config import (
     CELLS,
-    EXTRA_SCENE_STREAM,
     FACTORS,
     GENERATED_SEED,
     IMAGE_SIZE,
@@ -139,7 +138,6 @@ from aigc_synth.benchmarks.downstream.run import (
 __all__ = [
     "CELLS",
     "DETAIL",
-    "EXTRA_SCENE_STREAM",
     "FACTORS",
     "GENERATED_SEED",
     "IMAGE_SIZE",

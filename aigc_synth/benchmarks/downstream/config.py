@@ -37,7 +37,6 @@ MODELS = ("classifier", "detector")
 POOL_SCENE_SEED_BASE, TEST_SCENE_SEED_BASE = 61_000_000, 62_000_000
 POOL_SEED, TEST_SEED, ORACLE_SEED = 6101, 6201, 6301
 GENERATED_SEED, SYNTHETIC_SEED = 6401, 6501  # latent seeds of (b)'s and (c)'s generated images
-EXTRA_SCENE_STREAM = 201  # which pool scene an extra (generated / oracle / synthetic) item shows
 
 #: ``--quick``: small sizes. Measured on a 2-core CPU busy with another training, one torch thread:
 #: preparation ~36 s (renders, 3,550 generated images at 64 px), ~57 s per row × seed, so about

@@ -14,7 +14,6 @@ import numpy as np
 
 from aigc_synth.benchmarks.downstream.config import (
     CELLS,
-    EXTRA_SCENE_STREAM,
     FACTORS,
     IMAGE_SIZE,
     POOL_SCENE_SEED_BASE,
@@ -36,7 +35,7 @@ from aigc_synth.data.scene_images import SceneImageDataset
 from aigc_synth.data.scene_render import render_labelled
 from aigc_synth.errors import UsageError
 from aigc_synth.scenes.format import Scene
-from aigc_synth.seeds import LATENT_STREAM, derive_seeds, uniform_from_seeds
+from aigc_synth.seeds import EXTRA_SCENE_STREAM, LATENT_STREAM, derive_seeds, uniform_from_seeds
 
 # ---- scenes -------------------------------------------------------------------------------------------------
 
