@@ -68,3 +68,16 @@ def _head(path: Path) -> bytes:
         raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror}") from None
 
 
+
+
+def require_format(ckpt: dict[str, Any], label: str, fmt: str, what: str, hint: str = "",
+                   keys: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``ckpt`` (a loaded checkpoint) if it is a ``fmt`` checkpoint holding every key of ``keys``; else one
+    CheckpointError line: what the file is instead (``what``: e.g. "scene generator"; ``hint``: how to make one)."""
+    if ckpt.get("format") != fmt:
+        article = "an" if what[:1] in "aeiou" else "a"
+        raise CheckpointError(f"{label} is a {ckpt.get('format')!r} checkpoint, not {article} {what} ({fmt})" + (f"; {hint}" if hint else ""))
+    missing = [k for k in keys if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{what} {label} lacks {missing[0]!r}")
+    return ckpt

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from aigc_synth.errors import first_line
-from aigc_synth.io.checkpoint import load_checkpoint_bytes
+from aigc_synth.io.checkpoint import load_checkpoint_bytes, require_format
 from aigc_synth.errors import CheckpointError
 from aigc_synth.models.classifier import DomainClassifier
 from aigc_synth.schema import ConditionSchema
@@ -108,9 +108,7 @@ def load_domain_classifier(path: str | os.PathLike | None = None) -> DomainFeatu
 
 def load_domain_classifier_from_bytes(data: bytes, source: str = "<bytes>") -> DomainFeatureExtractor:
     """Rebuild a classifier from checkpoint bytes (safe load); used by generation actors."""
-    ckpt = load_checkpoint_bytes(data, label=source)
-    if ckpt.get("format") != CLASSIFIER_FORMAT:
-        raise CheckpointError(f"{source} is a {ckpt.get('format')!r} checkpoint, not a domain classifier ({CLASSIFIER_FORMAT})")
+    ckpt = require_format(load_checkpoint_bytes(data, label=source), source, CLASSIFIER_FORMAT, "domain classifier")
     try:
         schema = ConditionSchema.from_dict(ckpt["schema"])
         module = DomainClassifier(schema.cardinalities, **ckpt["model_config"])

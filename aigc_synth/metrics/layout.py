@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from aigc_synth.errors import first_line
-from aigc_synth.io.checkpoint import load_checkpoint_bytes
+from aigc_synth.io.checkpoint import load_checkpoint_bytes, require_format
 from aigc_synth.errors import CheckpointError
 from aigc_synth.models.detector import DETECTOR_INPUT, VehicleCenterNet, decode
 
@@ -128,9 +128,7 @@ def load_vehicle_detector(path: str | os.PathLike | None = None) -> VehicleDetec
 
 def load_vehicle_detector_from_bytes(data: bytes, source: str = "<bytes>") -> VehicleDetector:
     """Rebuild a detector from checkpoint bytes (safe load); the id hashes exactly these bytes."""
-    ckpt = load_checkpoint_bytes(data, label=source)
-    if ckpt.get("format") != DETECTOR_FORMAT:
-        raise CheckpointError(f"{source} is a {ckpt.get('format')!r} checkpoint, not a vehicle detector ({DETECTOR_FORMAT})")
+    ckpt = require_format(load_checkpoint_bytes(data, label=source), source, DETECTOR_FORMAT, "vehicle detector")
     try:
         module = VehicleCenterNet(**ckpt["model_config"])
         module.load_state_dict(ckpt["state_dict"])

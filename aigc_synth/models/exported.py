@@ -27,7 +27,7 @@ from torch import nn
 
 from aigc_synth.errors import CheckpointError, first_line
 from aigc_synth.io.atomic import sha256_file
-from aigc_synth.io.checkpoint import load_checkpoint, load_checkpoint_bytes, save_checkpoint
+from aigc_synth.io.checkpoint import load_checkpoint, load_checkpoint_bytes, require_format, save_checkpoint
 from aigc_synth.models.registry import build_generator, generator_kwargs, get_family
 from aigc_synth.schema import ConditionSchema, SchemaError
 
@@ -90,12 +90,8 @@ def read_generator_header(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def _check_generator(ckpt: dict[str, Any], path: str) -> dict[str, Any]:
-    if ckpt.get("format") != GENERATOR_FORMAT:
-        raise CheckpointError(f"{path} is a {ckpt.get('format')!r} checkpoint, not an exported generator ({GENERATOR_FORMAT}); "
-                              "`aigc-synth train` writes one as generator.pt")
-    for key in ("family", "model_config", "schema", "state_dict"):
-        if key not in ckpt:
-            raise CheckpointError(f"exported generator {path} lacks {key!r}")
+    require_format(ckpt, path, GENERATOR_FORMAT, "exported generator", "`aigc-synth train` writes one as generator.pt",
+                   keys=("family", "model_config", "schema", "state_dict"))
     try:
         ConditionSchema.from_dict(ckpt["schema"])
     except SchemaError as exc:

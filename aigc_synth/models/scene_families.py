@@ -24,7 +24,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from aigc_synth.errors import CheckpointError, first_line
 from aigc_synth.io.atomic import sha256_file
-from aigc_synth.io.checkpoint import load_checkpoint_bytes, save_checkpoint
+from aigc_synth.io.checkpoint import load_checkpoint_bytes, require_format, save_checkpoint
 from aigc_synth.models.configs import SceneARConfig, SceneMarginalConfig, SceneRandomConfig
 from aigc_synth.scenes.baselines import MarginalSceneSampler, RandomSceneSampler
 from aigc_synth.scenes.format import TRAFFIC_LEVELS, Scene, SceneError
@@ -161,13 +161,9 @@ def load_scene_generator(path: str | Path) -> SceneGenerator:
 
 def read_scene_header(data: bytes, source: str) -> dict[str, Any]:
     """Load and validate a scene checkpoint's contents (no model built)."""
-    ckpt = load_checkpoint_bytes(data, label=source)
-    if ckpt.get("format") != SCENE_GENERATOR_FORMAT:
-        raise CheckpointError(f"{source} is a {ckpt.get('format')!r} checkpoint, not a scene generator ({SCENE_GENERATOR_FORMAT}); "
-                              "`aigc-synth train model=scene_ar` writes one as generator.pt")
-    for key in ("family", "model_config", "state", "traffic", "lanes"):
-        if key not in ckpt:
-            raise CheckpointError(f"scene generator {source} lacks {key!r}")
+    ckpt = require_format(load_checkpoint_bytes(data, label=source), source, SCENE_GENERATOR_FORMAT, "scene generator",
+                          "`aigc-synth train model=scene_ar` writes one as generator.pt",
+                          keys=("family", "model_config", "state", "traffic", "lanes"))
     if ckpt["family"] not in SCENE_FAMILIES:
         raise CheckpointError(f"scene generator {source} has unknown family {ckpt['family']!r}")
     return ckpt
