@@ -14,7 +14,7 @@ dataclasses, so Ray actors never see Hydra.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -25,6 +25,7 @@ from aigc_synth.errors import UsageError
 from aigc_synth import CONF_DIR
 from aigc_synth.models.configs import (
     CGANConfig,
+    LayoutDiffusionConfig,
     LayoutGANConfig,
     CVAEConfig,
     DCGANConfig,
@@ -113,6 +114,21 @@ class GateConfig:
 
 
 @dataclass
+class SamplingConfig:
+    """Sampling options of the families that have them (``layout_diffusion``); null = the value the
+    checkpoint was exported with. A job's set options are part of its fingerprint."""
+
+    steps: Optional[int] = None  # solver steps (DPM-Solver++)
+    guidance: Optional[float] = None  # classifier-free guidance scale (1 = conditional only)
+    bf16: Optional[bool] = None  # bfloat16 autocast of the network (GPUs; changes the bytes)
+    channels_last: Optional[bool] = None  # channels-last memory format (GPUs)
+
+    def options(self) -> dict[str, Any]:
+        """The options that are set, as the family's ``configure_sampling`` takes them."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass
 class JobConfig:
     name: str = "balanced"
     sampler: str = "image"  # image | scenes (traffic scenes: conf/job/scenes.yaml)
@@ -133,6 +149,7 @@ class JobConfig:
     max_samples: int = 100_000_000  # refuse larger requests (typo guard)
     compute_batch: int = 32  # rows per network call (padded); part of the determinism contract, raise on GPUs
     gate: GateConfig = field(default_factory=GateConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
 
 
 @dataclass
@@ -174,6 +191,7 @@ class ServeConfig:
     token: Optional[str] = None  # None: $AIGC_SYNTH_TOKEN; prefer the env var (overrides land in shell history)
     checkpoint: Optional[str] = None  # None / "default" = the bundled generator
     sampler: str = "image"  # the sampler kind behind POST /generate (its checkpoint: serve.checkpoint)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)  # as job.sampling
     app_name: str = "aigc_synth"
     num_replicas: int = 1  # generator replicas
     num_gpus: float = 0.0  # per generator replica
@@ -234,7 +252,7 @@ def register_configs() -> None:
     cs.store(name="generate_schema", node=GenerateRoot)
     cs.store(name="serve_schema", node=ServeRoot)
     cs.store(name="evaluate_schema", node=EvaluateRoot)
-    for name, node in (("cgan_schema", CGANConfig), ("layout_gan_schema", LayoutGANConfig), ("dcgan_schema", DCGANConfig), ("cvae_schema", CVAEConfig),
+    for name, node in (("cgan_schema", CGANConfig), ("layout_gan_schema", LayoutGANConfig), ("layout_diffusion_schema", LayoutDiffusionConfig), ("dcgan_schema", DCGANConfig), ("cvae_schema", CVAEConfig),
                        ("scene_ar_schema", SceneARConfig), ("scene_marginal_schema", SceneMarginalConfig),
                        ("scene_random_schema", SceneRandomConfig)):
         cs.store(group="model", name=name, node=node)

@@ -100,6 +100,7 @@ def test_cli_train_then_info(tmp_path):
     assert json.loads(info.stdout)["schema"] == DEFAULT_SCHEMA.to_dict()
 
 
+@pytest.mark.slow  # 33 s: two CLI runs, each starting its own Ray (the in-process root-cause tests run by default)
 def test_a_failing_actor_is_reported_by_its_root_cause(tmp_path):
     """An OSError inside a Ray actor used to end as `RayTaskError(UserCodeException): ray::MapWorker(...)`."""
     import shutil

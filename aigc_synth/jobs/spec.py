@@ -52,6 +52,7 @@ class ResolvedJob:
     scenes: str | None = None  # layout jobs: the given scenes' directory (None: sampled by the scene model)
     scene_checkpoint: str | None = None  # layout jobs without scenes: the scene model's checkpoint
     scene_model_id: str | None = None
+    sampling: dict[str, Any] | None = None  # the family's sampling options (job.sampling), None: as exported
     job_spec: dict[str, Any] = field(default_factory=dict)
 
 
@@ -183,17 +184,19 @@ def check_existing_output(store: Store, out, resolved: ResolvedJob, overwrite: b
         raise JobSpecError(f"output_dir {out} is not empty and holds no aigc_synth output; choose an empty directory or pass overwrite=true")
 
 
-def serving_job(kind_name: str, checkpoint: str | None, compute_batch: int, batch_size: int) -> tuple[SamplerKind, dict[str, Any], bytes]:
+def serving_job(kind_name: str, checkpoint: str | None, compute_batch: int, batch_size: int,
+                sampling: Any = None) -> tuple[SamplerKind, dict[str, Any], bytes]:
     """(kind, resolved job, checkpoint bytes) that a serving replica builds its sampler from: the kind
     checks the checkpoint exactly as it does a job's (layout models get the bundled scene model as their
     scene source). The job's seed, size and plan are placeholders; every request brings its own."""
-    from aigc_synth.config import JobConfig
+    from aigc_synth.config import JobConfig, SamplingConfig
 
     try:
         kind = sampler_kind(kind_name)
     except ValueError as exc:
         raise JobSpecError(str(exc)) from None
-    resolution = kind.resolve(JobConfig(checkpoint=checkpoint, sampler=kind.name, formats=["parquet"]), ["parquet"])
+    job_cfg = JobConfig(checkpoint=checkpoint, sampler=kind.name, formats=["parquet"], sampling=sampling or SamplingConfig())
+    resolution = kind.resolve(job_cfg, ["parquet"])
     model = resolution.model
     data = model.path.read_bytes()
     import hashlib

@@ -8,7 +8,8 @@ that family's class (``model.aux_class_weight`` on a DCGAN is an unknown key, re
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import List
 
 
 @dataclass
@@ -75,6 +76,27 @@ class LayoutGANConfig(ImageModelConfig):
     # matching-aware discriminator (Reed et al. 2016): real images paired with another sample's
     # layout count as fake, so D must check that vehicles sit where the layout says
     layout_mismatch_weight: float = 0.5
+
+
+@dataclass
+class LayoutDiffusionConfig(ImageModelConfig):
+    """Layout-conditioned diffusion (:mod:`aigc_synth.models.layout_diffusion`): diffusers' UNet on pixels,
+    v-prediction, classifier-free guidance, DPM-Solver++ sampling, EMA. No second network (``d_*``,
+    ``lr_d`` and ``z_dim`` are unused: the noise has the image's shape)."""
+
+    family: str = "layout_diffusion"
+    base_channels: int = 32
+    channel_mult: List[int] = field(default_factory=lambda: [1, 2, 2, 4])  # UNet widths: base_channels × each
+    layers_per_block: int = 1
+    condition_dropout: float = 0.1  # share of training images with the null condition and no layout (guidance)
+    sampling_steps: int = 16  # DPM-Solver++ steps of the exported model (job.sampling.steps overrides)
+    guidance: float = 2.0  # classifier-free guidance scale (1 = conditional only; job.sampling.guidance overrides)
+    lr_g: float = 2e-4
+    beta1: float = 0.9
+    beta2: float = 0.999
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    ema_start: int = 200
 
 
 @dataclass

@@ -14,9 +14,10 @@ from typing import Any, Callable, Sequence
 from torch import nn
 
 from aigc_synth.models.cgan import CondGenerator, ProjectionDiscriminator
-from aigc_synth.models.configs import CGANConfig, CVAEConfig, DCGANConfig, ImageModelConfig, LayoutGANConfig
+from aigc_synth.models.configs import CGANConfig, CVAEConfig, DCGANConfig, ImageModelConfig, LayoutDiffusionConfig, LayoutGANConfig
 from aigc_synth.models.cvae import CVAEDecoder, CVAEEncoder
 from aigc_synth.models.dcgan import DCGANDiscriminator, DCGANGenerator
+from aigc_synth.models.layout_diffusion import LayoutDiffusion, NoCritic
 from aigc_synth.models.layout_gan import LayoutDiscriminator, LayoutGenerator
 from aigc_synth.models.null import NullGenerator
 
@@ -69,6 +70,12 @@ FAMILIES: dict[str, Family] = {
                          arch_keys=("resolution", "z_dim", "base_channels", "d_base_channels", "embed_dim", "spade_hidden"),
                          objective="layout_gan", inputs=("layout",),
                          data_sources=("scenes",)),
+    # no second network: the critic slot holds a module without parameters (one optimiser, joint)
+    "layout_diffusion": Family("layout_diffusion", LayoutDiffusionConfig, LayoutDiffusion, NoCritic,
+                               generator_keys=("resolution", "base_channels", "channel_mult", "layers_per_block",
+                                               "sampling_steps", "guidance"),
+                               critic_keys=(), arch_keys=("resolution", "base_channels", "channel_mult", "layers_per_block"),
+                               objective="diffusion", joint_optimizer=True, inputs=("layout",), data_sources=("scenes",)),
     "dcgan": Family("dcgan", DCGANConfig, DCGANGenerator, DCGANDiscriminator,
                     generator_keys=("resolution", "z_dim", "base_channels"), critic_keys=("resolution", "d_base_channels"),
                     arch_keys=("resolution", "z_dim", "base_channels", "d_base_channels"), objective="gan"),

@@ -87,15 +87,24 @@ def resolve_image_job(job: Any, formats: list[str]) -> KindResolution:
         raise JobSpecError(f"job.resolution={job.resolution} is not supported by the checkpoint, which generates "
                            f"{loaded.resolution}x{loaded.resolution} images (train or pick a {job.resolution}-px model)")
     model = ResolvedModel(ckpt_path, loaded.model_id, loaded.family, dict(loaded.model_config), loaded.schema, loaded.resolution)
-    layout = resolve_scene_source(job, loaded.family, loaded.schema, ckpt_path)
+    fields: dict[str, Any] = dict(resolve_scene_source(job, loaded.family, loaded.schema, ckpt_path))
     spec: dict[str, Any] = {}
-    if layout.get("scenes"):  # given scenes enter the fingerprint as their content hash: no paths
+    sampling = job.sampling.options()
+    if sampling:  # the family checks its own options (driver-side: a bad one fails before any work)
+        if not hasattr(loaded.module, "configure_sampling"):
+            raise JobSpecError(f"job.sampling: a {loaded.family} model has no sampling options (got {sorted(sampling)})")
+        try:
+            loaded.module.configure_sampling(**sampling)
+        except ValueError as exc:
+            raise JobSpecError(f"job.sampling: {exc}") from None
+        fields["sampling"] = spec["sampling"] = sampling
+    if fields.get("scenes"):  # given scenes enter the fingerprint as their content hash: no paths
         from aigc_synth.scenes.dataset import scenes_id
 
-        spec["scenes_id"] = scenes_id(layout["scenes"])
-    if layout.get("scene_model_id"):
-        spec["scene_model_id"] = layout["scene_model_id"]
-    return KindResolution(model=model, fields=layout, spec=spec)
+        spec["scenes_id"] = scenes_id(fields["scenes"])
+    if fields.get("scene_model_id"):
+        spec["scene_model_id"] = fields["scene_model_id"]
+    return KindResolution(model=model, fields=fields, spec=spec)
 
 
 class ImageSampler(SamplerBase):
@@ -109,6 +118,8 @@ class ImageSampler(SamplerBase):
         self.gen = load_generator_from_bytes(checkpoint_bytes, source=job["checkpoint"], device=device)
         self.model_id = self.gen.model_id
         check_model_id(self, job)
+        if job.get("sampling"):  # validated in the driver (resolve_image_job)
+            self.gen.module.configure_sampling(**job["sampling"])
         self.plan = job_plan(job)
         self.scene_source = None
         if job.get("layout"):

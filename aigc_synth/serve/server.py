@@ -80,7 +80,7 @@ def start_server(root: ServeRoot, log: Callable[[str], Any] = lambda m: print(m,
     cfg = root.serve
     token, warning = validate_serve_config(cfg)
     # every endpoint's job, resolved by its kind as a job's is (CheckpointError & co: one line, exit 2, nothing started)
-    generate = _endpoint(cfg.sampler, cfg.checkpoint, "checkpoint", cfg.compute_batch, cfg.max_batch_images)
+    generate = _endpoint(cfg.sampler, cfg.checkpoint, "checkpoint", cfg.compute_batch, cfg.max_batch_images, cfg.sampling)
     endpoints = {"generate": {**generate, "deployment": "Generator", "num_replicas": cfg.num_replicas, "num_cpus": cfg.num_cpus,
                               "num_gpus": cfg.num_gpus, "max_batch_rows": cfg.max_batch_images,
                               "torch_threads": cfg.torch_threads or max(1, int(cfg.num_cpus + 0.5))}}
@@ -120,13 +120,14 @@ def start_server(root: ServeRoot, log: Callable[[str], Any] = lambda m: print(m,
                          checkpoint=job["checkpoint"], auth=token is not None)
 
 
-def _endpoint(kind_name: str, checkpoint: str | None, key: str, compute_batch: int, batch_size: int) -> dict[str, Any]:
+def _endpoint(kind_name: str, checkpoint: str | None, key: str, compute_batch: int, batch_size: int,
+              sampling: Any = None) -> dict[str, Any]:
     """``{kind, job, checkpoint_bytes}`` of one endpoint, checked in the driver: ServeConfigError naming ``serve.<key>``."""
     from aigc_synth.errors import JobSpecError
     from aigc_synth.jobs.spec import serving_job
 
     try:
-        kind, job, data = serving_job(kind_name, checkpoint, compute_batch, batch_size)
+        kind, job, data = serving_job(kind_name, checkpoint, compute_batch, batch_size, sampling)
     except JobSpecError as exc:
         raise ServeConfigError(f"serve.{key}: {exc}") from None
     return {"kind": kind, "job": job, "checkpoint_bytes": data}

@@ -1,5 +1,5 @@
-"""One optimisation step per family kind. The training loop (:mod:`aigc_synth.training.trainer`)
-calls ``family.train_step(ctx, real, codes)`` and never branches on the family itself.
+"""One optimisation step per training objective (:data:`OBJECTIVES`; a family names its ``objective``).
+The training loop (:mod:`aigc_synth.training.trainer`) calls ``step(ctx, real, codes, **inputs)``.
 
 A step returns the scalars it wants logged (all are checked to be finite by the loop).
 """
@@ -185,8 +185,20 @@ def layout_gan_step(ctx: TrainContext, real: torch.Tensor, codes: torch.Tensor, 
     return {"loss_d": loss_d, "loss_g": loss_g, "d_real": real_logits.mean(), "d_fake": fake_logits.mean()}
 
 
+def diffusion_step(ctx: TrainContext, real: torch.Tensor, codes: torch.Tensor, layout: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The diffusion family: v-prediction loss of ``ctx.G`` (noise, timesteps and guidance dropout from the
+    CPU stream ``ctx.aug_gen``), clipped gradients, one optimiser step."""
+    loss = ctx.G.diffusion_loss(real, codes, layout, ctx.aug_gen, ctx.cfg.condition_dropout)
+    ctx.opt_g.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_(ctx.G.parameters(), ctx.cfg.grad_clip)
+    ctx.opt_g.step()
+    return {"loss": loss.detach()}
+
+
 #: Training objectives by name (a :class:`~aigc_synth.models.registry.Family` names its ``objective``).
-OBJECTIVES: dict[str, Callable[..., dict[str, torch.Tensor]]] = {"gan": gan_step, "layout_gan": layout_gan_step, "vae": vae_step}
+OBJECTIVES: dict[str, Callable[..., dict[str, torch.Tensor]]] = {"gan": gan_step, "layout_gan": layout_gan_step, "vae": vae_step,
+                                                                  "diffusion": diffusion_step}
 
 
 def train_step_for(family: Any) -> Callable[..., dict[str, torch.Tensor]]:

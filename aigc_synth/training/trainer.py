@@ -57,6 +57,11 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
         b_ema.copy_(b)
 
 
+#: A family without a second network (diffusion) still gets the loop's second optimiser: over this,
+#: a tensor that no step ever touches (torch refuses an optimiser with no parameters).
+_UNUSED = torch.zeros(0, requires_grad=True)
+
+
 def _procedural(data: DataConfig, model: ImageModelConfig, schema: ConditionSchema, train: TrainConfig):
     return ProceduralDrivingDataset(length=2**62, seed=train.seed, resolution=model.resolution, schema=schema)
 
@@ -332,7 +337,7 @@ def train(train_cfg: TrainConfig, model_cfg: ImageModelConfig, data_cfg: DataCon
     betas = (model_cfg.beta1, model_cfg.beta2)
     g_params = list(G.parameters()) + (list(D.parameters()) if family.joint_optimizer else [])
     ctx = TrainContext(G=G, D=D, opt_g=torch.optim.Adam(g_params, lr=model_cfg.lr_g, betas=betas),
-                       opt_d=torch.optim.Adam(D.parameters(), lr=model_cfg.lr_d, betas=betas), cfg=model_cfg,
+                       opt_d=torch.optim.Adam(list(D.parameters()) or [_UNUSED], lr=model_cfg.lr_d, betas=betas), cfg=model_cfg,
                        aug_gen=torch.Generator().manual_seed(train_cfg.seed + 1))
 
     state_path, export_path, log_path = out / "state.pt", out / "generator.pt", out / "log.jsonl"

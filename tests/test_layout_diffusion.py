@@ -1,0 +1,139 @@
+"""The layout-diffusion family: training through the common loop (resumable), jobs whose bytes are a pure
+function of (job seed, sample id, model, sampling options) and pinned, its sampling options as job keys,
+and serving the job's bytes."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+
+from aigc_synth.errors import JobSpecError
+from aigc_synth.models.exported import export_generator, load_generator
+from aigc_synth.models.registry import build_generator
+from aigc_synth.schema import DEFAULT_SCHEMA
+from tests.helpers import compose_generate
+
+TINY = {"resolution": 32, "base_channels": 8, "channel_mult": [1, 2], "layers_per_block": 1, "sampling_steps": 3, "guidance": 2.0}
+PINS = Path(__file__).parent / "data" / "pinned_job_images.json"
+
+
+@pytest.fixture(scope="module")
+def diffusion_checkpoint(tmp_path_factory) -> Path:
+    """A randomly initialised tiny diffusion model (seeded: the same weights on every machine)."""
+    torch.manual_seed(0)
+    g = build_generator("layout_diffusion", DEFAULT_SCHEMA.cardinalities, **TINY).eval()
+    path = tmp_path_factory.mktemp("diffusion") / "diffusion.pt"
+    export_generator(path, family="layout_diffusion", model_params=TINY, schema=DEFAULT_SCHEMA, generator=g)
+    return path
+
+
+def _cfg(out: Path, ckpt: Path, *extra: str):
+    return compose_generate([f"output_dir={out}", f"job.checkpoint={ckpt}", "job.num_samples=12", "job.shard_size=6",
+                             "job.seed=4", "preview=false", *extra])
+
+
+def _images(out: Path) -> dict[int, bytes]:
+    table = pq.read_table(out / "parquet")
+    return dict(zip(table.column("sample_id").to_pylist(), table.column("image").combine_chunks().field("bytes").to_pylist()))
+
+
+@pytest.fixture(scope="module")
+def diffusion_runs(ray_session, diffusion_checkpoint, tmp_path_factory):
+    from aigc_synth.jobs.generate import run_generation
+
+    root = tmp_path_factory.mktemp("diffusion_jobs")
+    run_generation(_cfg(root / "a", diffusion_checkpoint, "resources.actors=1", "resources.batch_size=5"), progress=False)
+    run_generation(_cfg(root / "b", diffusion_checkpoint, "resources.actors=2", "job.compute_batch=8"), progress=False)
+    return root / "a", root / "b"
+
+
+def test_the_model_is_small_and_rebuilds_from_its_checkpoint(diffusion_checkpoint):
+    gen = load_generator(diffusion_checkpoint)
+    assert gen.family == "layout_diffusion" and gen.z_dim == 3 * 32 * 32 and gen.resolution == 32
+    default = build_generator("layout_diffusion", DEFAULT_SCHEMA.cardinalities)  # the shipped size
+    assert 2e6 < sum(p.numel() for p in default.parameters()) < 4e6
+
+
+def test_a_diffusion_job_is_byte_identical_for_any_actor_count_and_batch(diffusion_runs):
+    a, b = diffusion_runs
+    images_a, images_b = _images(a), _images(b)
+    assert sorted(images_a) == list(range(12)) and images_a == images_b
+    rows = pq.read_table(a / "parquet").to_pylist()
+    assert all(r["boxes"] is not None and r["scene_id"] == r["sample_id"] for r in rows)  # labels as for the layout GAN
+    first = np.asarray(Image.open(io.BytesIO(images_a[0])))
+    assert first.std() > 1  # not a flat image
+
+
+def test_diffusion_job_images_match_pins(diffusion_runs):
+    """Like tests/test_pinned_bytes.py: a refactor must not change a byte (AIGC_SYNTH_REPIN=1 to re-pin)."""
+    got = {str(i): hashlib.sha256(b).hexdigest() for i, b in _images(diffusion_runs[0]).items()}
+    pins = json.loads(PINS.read_text())
+    if os.environ.get("AIGC_SYNTH_REPIN"):
+        pins["layout_diffusion"] = got
+        PINS.write_text(json.dumps(pins, indent=1, sort_keys=True) + "\n")
+    assert got == pins["layout_diffusion"]
+
+
+def test_sampling_options_are_job_keys_checked_before_any_work(diffusion_checkpoint, diffusion_runs, tmp_path, tiny_checkpoint):
+    from dataclasses import asdict
+
+    from aigc_synth.jobs.spec import validate_job
+    from aigc_synth.sampling.image import ImageSampler
+
+    for ckpt, override, message in [(diffusion_checkpoint, "job.sampling.steps=0", "steps must be in 1..1000"),
+                                    (tiny_checkpoint, "job.sampling.guidance=3", "cgan model has no sampling options")]:
+        with pytest.raises(JobSpecError, match=message):
+            validate_job(_cfg(tmp_path / "bad", ckpt, override))
+        assert not (tmp_path / "bad").exists()
+    resolved = validate_job(_cfg(tmp_path / "steps2", diffusion_checkpoint, "job.sampling.steps=2", "job.sampling.guidance=1"))
+    assert resolved.job_spec["sampling"] == {"steps": 2, "guidance": 1.0}  # in the fingerprint: another job's output
+    batch = ImageSampler(asdict(resolved), diffusion_checkpoint.read_bytes()).sample(np.arange(3))
+    default = ImageSampler(asdict(validate_job(_cfg(tmp_path / "d", diffusion_checkpoint))), diffusion_checkpoint.read_bytes())
+    assert not np.array_equal(batch.images, default.sample(np.arange(3)).images)
+    assert default.gen.module.sampling["steps"] == TINY["sampling_steps"]
+
+
+def test_serving_a_diffusion_model_gives_the_jobs_bytes(diffusion_runs, diffusion_checkpoint):
+    from aigc_synth.jobs.spec import serving_job
+    from aigc_synth.serve.app import SamplerReplica
+
+    a, _ = diffusion_runs
+    kind, job, data = serving_job("image", str(diffusion_checkpoint), 32, 64)
+    replica = SamplerReplica.func_or_class(kind, job, data, 1, 64, 0.01, False)
+    spec = json.loads((a / "manifest.json").read_text())["job"]
+    request_job = {**job, "seed": spec["seed"], "num_samples": spec["num_samples"], "plan": spec["plan"]}
+    (out,) = replica._respond_many([(request_job, np.arange(3, 9), "png")])
+    expected = _images(a)
+    assert [base64.b64decode(r["data"]) for r in out["images"]] == [expected[i] for i in range(3, 9)]
+
+
+def test_training_runs_through_the_common_loop_and_resumes(tmp_path, compose_config):
+    from aigc_synth.models.scene_families import BUNDLED_SCENE_CHECKPOINT, load_scene_generator
+    from aigc_synth.scenes.format import scenes_to_table
+    from aigc_synth.training.trainer import train
+
+    scenes = load_scene_generator(BUNDLED_SCENE_CHECKPOINT).sample(["light", "heavy"] * 4, [3] * 8, list(range(8)), list(range(8)))
+    (tmp_path / "scenes").mkdir()
+    pq.write_table(scenes_to_table(scenes), tmp_path / "scenes" / "part-0.parquet")
+    overrides = ["model=layout_diffusion", "data.source=scenes", f"data.scenes={tmp_path / 'scenes'}", "train.batch_size=4",
+                 f"train.out_dir={tmp_path / 'run'}", "train.eval_every=0", "train.sample_every=1000", "train.log_every=1",
+                 *[f"model.{k}={json.dumps(v).replace(' ', '')}" for k, v in TINY.items()]]
+    cfg = compose_config("train", [*overrides, "train.steps=2"])
+    train(cfg.train, cfg.model, cfg.data, progress=False)
+    cfg = compose_config("train", [*overrides, "train.steps=4"])
+    path = train(cfg.train, cfg.model, cfg.data, progress=False)  # resumes from state.pt at step 2
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines() if "loss" in line]
+    assert steps == [1, 2, 3, 4] and load_generator(path).family == "layout_diffusion"
+    with pytest.raises(Exception, match="data.source=scenes"):  # a layout family refuses data without layouts
+        cfg = compose_config("train", ["model=layout_diffusion", f"train.out_dir={tmp_path / 'x'}"])
+        train(cfg.train, cfg.model, cfg.data, progress=False)
