@@ -122,6 +122,7 @@ class SamplingConfig:
     guidance: Optional[float] = None  # classifier-free guidance scale (1 = conditional only)
     bf16: Optional[bool] = None  # bfloat16 autocast of the network (GPUs; changes the bytes)
     channels_last: Optional[bool] = None  # channels-last memory format (GPUs)
+    compile: Optional[bool] = None  # torch.compile the network once per actor (GPUs: slow first batch)
 
     def options(self) -> dict[str, Any]:
         """The options that are set, as the family's ``configure_sampling`` takes them."""

@@ -15,14 +15,14 @@ from aigc_synth.schema import DEFAULT_SCHEMA
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
-@pytest.mark.parametrize("preset", ["cgan", "layout_gan"])
+@pytest.mark.parametrize("preset", ["cgan", "layout_gan", "layout_diffusion"])
 def test_training_on_cuda_exports_a_cpu_loadable_generator(tiny_train_config, tmp_path, preset):
     """A tiny run on the GPU (DiffAugment for the cGAN, layouts for the layout GAN) finishes with finite
     losses, records its device, resumes on the GPU, and its export samples on the CPU close to on the GPU."""
     from aigc_synth.training.trainer import train
 
     scenes, extra = None, []
-    if preset == "layout_gan":
+    if preset != "cgan":  # the layout families train on scene renders
         import pyarrow.parquet as pq
 
         from aigc_synth.scenes.format import scenes_to_table
@@ -46,4 +46,10 @@ def test_training_on_cuda_exports_a_cpu_loadable_generator(tiny_train_config, tm
         layouts = scene_layouts(scenes[:4], gen.resolution)
     cpu = generate_images(gen, codes, np.arange(4), layouts=layouts).astype(int)
     gpu = generate_images(gen, codes, np.arange(4), device="cuda", layouts=layouts).astype(int)
-    assert np.abs(cpu - gpu).max() <= 2
+    if preset == "layout_diffusion":  # an iterated solver carries float differences further: compare on average
+        assert np.abs(cpu - gpu).mean() <= 2
+        gen.module.configure_sampling(bf16=True, channels_last=True, compile=True)  # the GPU options
+        fast = generate_images(gen, codes, np.arange(4), device="cuda", layouts=layouts).astype(int)
+        assert np.abs(fast - gpu).mean() <= 8
+    else:
+        assert np.abs(cpu - gpu).max() <= 2

@@ -16,7 +16,7 @@ conditions, and every tensor has a fixed shape per micro-batch, so rows never de
 ``forward(z, codes, layout)`` runs the whole sampler, so the job machinery, serving and evaluation
 call it exactly as they call a GAN generator (``z_dim`` = 3 × R × R). ``configure_sampling`` sets the
 options a job or request may change (``steps``, ``guidance``; on GPUs ``bf16`` autocast and
-``channels_last``), each a part of the job's fingerprint.
+``channels_last``, ``compile``: off by default, for GPU nodes), each a part of the job's fingerprint.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from aigc_synth.data.layout import LAYOUT_CHANNELS
 NUM_TRAIN_TIMESTEPS = 1000
 BETA_SCHEDULE = "squaredcos_cap_v2"
 #: What a job (``job.sampling``) or a served request may set, with the type each must have.
-SAMPLING_OPTIONS = {"steps": int, "guidance": float, "bf16": bool, "channels_last": bool}
+SAMPLING_OPTIONS = {"steps": int, "guidance": float, "bf16": bool, "channels_last": bool, "compile": bool}
 
 
 class LayoutDiffusion(nn.Module):
@@ -53,7 +53,11 @@ class LayoutDiffusion(nn.Module):
                                 layers_per_block=int(layers_per_block), down_block_types=down,
                                 up_block_types=("UpBlock2D",) * len(channel_mult), num_class_embeds=self.num_conditions + 1,
                                 norm_num_groups=8)
-        self.sampling = {"steps": int(sampling_steps), "guidance": float(guidance), "bf16": False, "channels_last": False}
+        self.sampling = {"steps": int(sampling_steps), "guidance": float(guidance), "bf16": False, "channels_last": False,
+                         "compile": False}
+        # the torch.compile'd UNet (the ``compile`` option), built at its first use; in a dict, so it is not
+        # registered as a submodule (its weights are the UNet's, and state_dict keys must not change)
+        self._compiled: dict[str, Any] = {}
 
     # -- conditions ------------------------------------------------------------------------------------
     def condition_index(self, codes: torch.Tensor) -> torch.Tensor:
@@ -68,7 +72,12 @@ class LayoutDiffusion(nn.Module):
         """The UNet's v prediction; ``given`` (n,) is 1 where the layout is shown, 0 where it is dropped."""
         g = given.view(-1, 1, 1, 1).to(x_t.dtype)
         inp = torch.cat([x_t, layout.to(x_t.dtype) * g, g.expand(-1, 1, *x_t.shape[2:])], dim=1)
-        return self.unet(inp, t, class_labels=classes).sample
+        unet = self.unet
+        if self.sampling["compile"] and not self.training:
+            if "unet" not in self._compiled:
+                self._compiled["unet"] = torch.compile(self.unet)
+            unet = self._compiled["unet"]
+        return unet(inp, t, class_labels=classes).sample
 
     # -- training ----------------------------------------------------------------------------------------
     def diffusion_loss(self, real: torch.Tensor, codes: torch.Tensor, layout: torch.Tensor, generator: torch.Generator,
