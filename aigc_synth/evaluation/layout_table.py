@@ -60,8 +60,9 @@ ModelSpec = tuple[str, str, dict[str, Any]]
 # the models
 # ------------------------------------------------------------------------------------------------
 def parse_model_spec(spec: str) -> ModelSpec:
-    """``NAME=PATH`` with optional ``@psi=X`` and ``@particles=on|off`` → (name, path, sampling options;
-    empty for the checkpoint's own). A malformed spec raises :class:`EvaluationError`."""
+    """``NAME=PATH`` with optional ``@psi=X`` and ``@particles=on|off`` (layout_gan) or ``@steps=N`` and
+    ``@guidance=G`` (layout_diffusion) → (name, path, sampling options; empty for the checkpoint's own).
+    A malformed spec raises :class:`EvaluationError`."""
     try:
         name, path = spec.split("=", 1)
         path, *opts = path.split("@")
@@ -72,23 +73,33 @@ def parse_model_spec(spec: str) -> ModelSpec:
                 options["psi"] = float(value)
             elif key == "particles" and value in ("on", "off"):
                 options["particles"] = value == "on"
+            elif key == "steps" and value.isdigit() and int(value) >= 1:
+                options["steps"] = int(value)
+            elif key == "guidance" and value and float(value) >= 0:
+                options["guidance"] = float(value)
             else:
                 raise ValueError(opt)
     except ValueError:
-        raise EvaluationError(f"model {spec!r}: NAME=PATH, options @psi=X with X in (0, 1] and @particles=on|off") from None
+        raise EvaluationError(f"model {spec!r}: NAME=PATH, options @psi=X with X in (0, 1] and @particles=on|off "
+                              "(layout_gan), @steps=N and @guidance=G (layout_diffusion)") from None
     return name, path, options
 
 
 def load_generator_with_options(path: str, options: dict[str, Any] | None = None):
-    """The checkpoint at ``path`` ('default': the bundled one) with its truncation ψ (``"psi"``) and
-    particle overlay (``"particles"``) replaced by ``options``' (weights unchanged); only layout_gan
-    has sampling options."""
+    """The checkpoint at ``path`` ('default': the bundled one) with its sampling options replaced by
+    ``options``' (weights unchanged): truncation ψ (``"psi"``) and particle overlay (``"particles"``) of
+    layout_gan, the solver's ``"steps"`` and ``"guidance"`` of layout_diffusion."""
     from aigc_synth.models.exported import load_generator, resolve_checkpoint_path
 
     gen = load_generator(resolve_checkpoint_path(path))
-    options = options or {}
+    options = dict(options or {})
+    solver = {k: options.pop(k) for k in ("steps", "guidance") if k in options}
+    if solver:
+        if not hasattr(gen.module, "configure_sampling"):
+            raise EvaluationError(f"{path}: family {gen.family} has no solver options ({sorted(solver)})")
+        gen.module.configure_sampling(**solver)
     if options and gen.family != "layout_gan":
-        raise EvaluationError(f"{path}: family {gen.family} has no sampling options")
+        raise EvaluationError(f"{path}: family {gen.family} has no options {sorted(options)}")
     if "psi" in options:
         gen.module.truncation = options["psi"]
     if "particles" in options:
