@@ -9,6 +9,7 @@ so PNG / JPEG encoding costs what it costs on generated images. No parameters; n
 
 from __future__ import annotations
 
+import time
 from typing import Sequence
 
 import numpy as np
@@ -37,3 +38,18 @@ class NullGenerator(nn.Module):
     def forward(self, z: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         pick = (z[:, 0].abs() * 1e4).long() + codes.sum(1)
         return self.bank[pick % BANK_SIZE]
+
+
+class LatencyGenerator(NullGenerator):
+    """``latency``: a stand-in for a generator on a GPU (the scale-out benchmark). Each call (one
+    micro-batch) waits ``service_ms`` without using a CPU (a sleep, as a GPU-bound network leaves the
+    host's cores free), then returns the ``null`` family's images, so the rows are still a pure function
+    of (z, codes) and encoding costs what it costs on real pictures."""
+
+    def __init__(self, cardinalities: Sequence[int], resolution: int = 64, z_dim: int = 64, service_ms: float = 5.0):
+        super().__init__(cardinalities, resolution, z_dim)
+        self.service_ms = float(service_ms)
+
+    def forward(self, z: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        time.sleep(self.service_ms / 1000.0)
+        return super().forward(z, codes)

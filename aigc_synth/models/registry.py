@@ -19,7 +19,7 @@ from aigc_synth.models.cvae import CVAEDecoder, CVAEEncoder
 from aigc_synth.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from aigc_synth.models.layout_diffusion import LayoutDiffusion, NoCritic
 from aigc_synth.models.layout_gan import LayoutDiscriminator, LayoutGenerator
-from aigc_synth.models.null import NullGenerator
+from aigc_synth.models.null import LatencyGenerator, NullGenerator
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,8 @@ class Family:
       named in a training batch (``("layout",)``: ``G(z, codes, layout)``, a scene's layout raster).
     * ``data_sources``: the ``data.source`` values it can train on (a layout family needs data that
       carry layouts).
+    * ``device_free``: runs no network (the benchmark stand-ins), so an actor given a GPU by Ray runs it
+      even where CUDA is absent (the scale-out benchmark's simulated GPU nodes).
     """
 
     name: str
@@ -50,6 +52,7 @@ class Family:
     joint_optimizer: bool = False
     inputs: tuple[str, ...] = ()
     data_sources: tuple[str, ...] = ("procedural", "folder", "bdd100k")
+    device_free: bool = False
 
     @property
     def layout(self) -> bool:
@@ -88,7 +91,11 @@ FAMILIES: dict[str, Family] = {
     # the pipeline's own ceiling (benchmarks): no network, no training; see models/null.py
     "null": Family("null", ImageModelConfig, NullGenerator, DCGANDiscriminator,
                    generator_keys=("resolution", "z_dim"), critic_keys=("resolution",), arch_keys=("resolution", "z_dim"),
-                   objective=None),
+                   objective=None, device_free=True),
+    # a GPU-bound generator's stand-in for the scale-out benchmark: null's images after a sleep per micro-batch
+    "latency": Family("latency", ImageModelConfig, LatencyGenerator, DCGANDiscriminator,
+                      generator_keys=("resolution", "z_dim", "service_ms"), critic_keys=("resolution",),
+                      arch_keys=("resolution", "z_dim"), objective=None, device_free=True),
 }
 
 
