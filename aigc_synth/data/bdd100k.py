@@ -16,7 +16,8 @@ dropping them silently would hide a mapping that throws most of the data away.
 * :func:`read_bdd100k` – labels JSON + image directory → records (path, conditions, boxes) + skip counts;
 * :class:`BDD100KDataset` – the same items and ``batch()`` as :class:`~aigc_synth.data.datasets.FolderDataset`;
 * :func:`export_bdd100k` – rows of a generation job (``iter_image_rows``) → ``images/`` + ``labels.json``;
-* :func:`write_bdd100k_fixture` – a small BDD100K-shaped data set rendered procedurally (tests, demos).
+* :func:`write_bdd100k_fixture` – a small BDD100K-shaped data set rendered procedurally (tests, demos); with
+  ``layout_labels=True`` from traffic scenes (:func:`fixture_scenes`), plus lane and drivable-area labels.
 """
 
 from __future__ import annotations
@@ -456,8 +457,46 @@ def export_bdd100k(rows: Sequence[Mapping[str, Any]], out_dir: str | Path,
     return [out / "labels.json"]
 
 
+def _fixture_codes(n: int, seed: int) -> np.ndarray:
+    """Condition codes of the fixture's ``n + 4`` frames: ``DEFAULT_SCHEMA.combinations()[perm[i % 45]]``."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    combos = DEFAULT_SCHEMA.encode_many(DEFAULT_SCHEMA.combinations())
+    order = np.random.default_rng(seed).permutation(len(combos))
+    return combos[order[np.arange(n + 4) % len(combos)]]
+
+
+def fixture_scenes(n: int, seed: int) -> list:
+    """The traffic scenes ``write_bdd100k_fixture(out, n, seed, layout_labels=True)`` renders, one per
+    frame (``n + 4``): :class:`~aigc_synth.scenes.baselines.RandomSceneSampler` at the frame's traffic
+    level with 2, 3, 4, 2, ... lanes."""
+    from aigc_synth.scenes.baselines import RandomSceneSampler
+    from aigc_synth.seeds import derive_seeds
+
+    codes = _fixture_codes(n, seed)
+    t, levels = DEFAULT_SCHEMA.names.index("traffic"), DEFAULT_SCHEMA.values("traffic")
+    seeds = derive_seeds(seed, np.arange(len(codes)), stream=1)
+    return [RandomSceneSampler().sample(levels[c[t]], 2 + i % 3, int(s_) % 2**32, scene_id=i)
+            for i, (c, s_) in enumerate(zip(codes, seeds))]
+
+
+def _shape_frames(name: str, ann: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """BDD100K (Scalabel) lane and drivable-area frames of one image's FrameAnnotations: the scene's
+    edge lines solid, its separators dashed, the asphalt one ``area/drivable`` polygon."""
+    lanes = [{"id": str(k), "category": f"lane/{style}",
+              "attributes": {"laneDirection": "parallel", "laneStyle": "solid" if k in (0, len(ann.lanes) - 1) else "dashed",
+                             "laneTypes": style},
+              "poly2d": [{"vertices": [[float(x), float(y)] for x, y in line], "types": "L" * len(line), "closed": False}]}
+             for k, (line, style) in enumerate(zip(ann.lanes, ann.lane_styles))]
+    areas = [{"id": str(k), "category": "area/drivable", "attributes": {"areaType": "direct"},
+              "poly2d": [{"vertices": [[float(x), float(y)] for x, y in poly], "types": "L" * len(poly), "closed": True}]}
+             for k, poly in enumerate(ann.drivable)]
+    return {"name": name, "labels": lanes}, {"name": name, "labels": areas}
+
+
 def write_bdd100k_fixture(out_dir: str | Path, n: int, seed: int, resolution: int = 64,
-                          mapping: str | Path | Mapping[str, Any] | None = None) -> tuple[Path, Path]:
+                          mapping: str | Path | Mapping[str, Any] | None = None,
+                          layout_labels: bool = False) -> tuple[Path, Path]:
     """A BDD100K-shaped data set of ``n`` usable procedural scenes in ``out_dir``; return ``(images_dir, labels_json)``.
 
     Like real BDD100K it has no traffic attribute (the reader derives traffic from the car boxes,
@@ -465,25 +504,38 @@ def write_bdd100k_fixture(out_dir: str | Path, n: int, seed: int, resolution: in
     JPEG and PNG files, spells half the overcast frames "partly cloudy", and appends four frames
     the reader must skip: two ``weather: undefined``, one ``timeofday: undefined``, one whose image
     is missing. Frame ``i < n`` renders condition ``DEFAULT_SCHEMA.combinations()[perm[i % 45]]``.
+
+    ``layout_labels=True`` renders the traffic scenes of :func:`fixture_scenes` through the ego camera
+    instead (boxes labelled ``car`` / ``truck``; traffic read from the box count then follows that
+    count, as for real BDD100K) and also writes BDD100K lane labels ``out_dir/lanes.json`` and
+    drivable-area labels ``out_dir/drivable.json`` (Scalabel ``poly2d``, from
+    :func:`~aigc_synth.data.annotation_layout.annotations_from_scene`) for every frame.
     """
     from aigc_synth.data.procedural import render_scenes
     from aigc_synth.seeds import derive_seeds
 
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+    codes = _fixture_codes(n, seed)
     out = Path(out_dir)
     images_dir = out / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
     m = _resolve_mapping(mapping, DEFAULT_SCHEMA)
     inverse = {factor: _inverse(spec["values"]) for factor, spec in m["factors"].items()}
     weather, timeofday = m["factors"]["weather"]["from"], m["factors"]["time_of_day"]["from"]
-    rng = np.random.default_rng(seed)
-    combos = DEFAULT_SCHEMA.encode_many(DEFAULT_SCHEMA.combinations())
-    order = rng.permutation(len(combos))
     total = n + 4
-    codes = combos[order[np.arange(total) % len(combos)]]
-    scenes = render_scenes(codes, derive_seeds(seed, np.arange(total)), resolution)
-    frames = []
+    if layout_labels:
+        from aigc_synth.data.annotation_layout import annotations_from_scene
+        from aigc_synth.data.scene_render import render_scene
+
+        scenes = fixture_scenes(n, seed)
+        seeds = derive_seeds(seed, np.arange(total))
+        anns = [annotations_from_scene(sc, resolution) for sc in scenes]
+        images = [render_scene(sc, DEFAULT_SCHEMA.decode(c)["weather"], DEFAULT_SCHEMA.decode(c)["time_of_day"],
+                               int(s_) % 2**62, resolution).image for sc, c, s_ in zip(scenes, codes, seeds)]
+        boxes = [a.boxes for a in anns]
+    else:
+        batch = render_scenes(codes, derive_seeds(seed, np.arange(total)), resolution)
+        images, boxes = batch.images, [[(*b, "car") for b in bx.tolist()] for bx in batch.boxes]
+    frames, lane_frames, area_frames = [], [], []
     for i in range(total):
         cond = DEFAULT_SCHEMA.decode(codes[i])
         attrs = {m["factors"][f]["from"]: inverse[f][cond[f]] for f in m["factors"]}
@@ -497,9 +549,16 @@ def write_bdd100k_fixture(out_dir: str | Path, n: int, seed: int, resolution: in
         ext = "jpg" if i % 2 else "png"
         name = f"{i:06d}.{ext}"
         if i != n + 3:  # the last frame's image is "missing"
-            Image.fromarray(scenes.images[i]).save(images_dir / name, **({"quality": 95} if ext == "jpg" else {}))
-        labels = _box_labels([(*b, "car") for b in scenes.boxes[i].tolist()], "car")
+            Image.fromarray(images[i]).save(images_dir / name, **({"quality": 95} if ext == "jpg" else {}))
+        labels = _box_labels(boxes[i], "car")
         frames.append({"name": name, "attributes": attrs, "labels": labels})
+        if layout_labels:
+            lane_frame, area_frame = _shape_frames(name, anns[i])
+            lane_frames.append(lane_frame)
+            area_frames.append(area_frame)
     labels_json = out / "labels.json"
     labels_json.write_text(json.dumps(frames, indent=1) + "\n")
+    if layout_labels:
+        (out / "lanes.json").write_text(json.dumps(lane_frames, indent=1) + "\n")
+        (out / "drivable.json").write_text(json.dumps(area_frames, indent=1) + "\n")
     return images_dir, labels_json
