@@ -106,6 +106,27 @@ def test_removed_worker_node_costs_only_time(tiny_checkpoint, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_gpu_node_lost_and_replaced_mid_job_costs_only_time(tmp_path):
+    """Simulated GPU nodes (2 GPUs each, 3 nodes, 6 actors of a 500 ms-per-batch ``latency`` model, encode on
+    the nodes' CPUs): the node of one actor is removed mid-job and a fresh one added back; the job finishes
+    with every sample once, the same manifest as a clean run and a passing ``verify``."""
+    from aigc_synth.benchmarks.scale_out import latency_checkpoint
+
+    ckpt = Path(latency_checkpoint(tmp_path / "latency.pt", service_ms=500, resolution=32))
+    clean = tmp_path / "clean"
+    assert _run_cluster_child(ckpt, clean, workers=3, timeout_s=0, remove="gpu")["status"] == "ok"
+    out = tmp_path / "node_replaced"
+    result = _run_cluster_child(ckpt, out, workers=3, timeout_s=240, remove="gpu")
+    assert result["removed_node"], "the job finished before a node could be removed; make it longer"
+    assert result["status"] == "ok", result
+    ids = pq.read_table(out / "parquet", columns=["sample_id"]).column("sample_id").to_pylist()
+    assert sorted(ids) == list(range(1920))
+    assert (out / "manifest.json").read_bytes() == (clean / "manifest.json").read_bytes()
+    assert verify_output(out) == []
+    assert not [p for p in out.rglob("*") if p.name.startswith(".tmp-")]
+
+
+@pytest.mark.slow
 def test_losing_every_worker_node_fails_fast_instead_of_hanging(tiny_checkpoint, tmp_path):
     """Every worker node removed mid-job: no CPU is left for any actor and Ray would wait forever;
     the progress watchdog ends the job with a clear error. (Losing one of two nodes is not a hang:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import time
-from pathlib import Path
 
 import torch
 
+from aigc_synth.benchmarks.scale_out import steady_rate
 from aigc_synth.models.registry import FAMILIES, build_generator
 from aigc_synth.schema import DEFAULT_SCHEMA
 
@@ -27,9 +26,6 @@ def test_only_device_free_families_run_on_a_simulated_gpu_node():
 
 
 def test_the_steady_rate_excludes_each_actors_start_up():
-    spec = importlib.util.spec_from_file_location("bench_scale_out", Path(__file__).parents[1] / "scripts" / "bench_scale_out.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     shards = [{"pid": 1, "start": 0.0, "busy": 10.0, "rows": 16}, {"pid": 2, "start": 0.0, "busy": 12.0, "rows": 16},
               {"pid": 1, "start": 12.0, "busy": 1.0, "rows": 16}, {"pid": 2, "start": 12.0, "busy": 2.0, "rows": 16}]
-    assert bench.steady_rate(shards) == 16.0  # 32 rows between t=12 (both started) and t=14
+    assert steady_rate(shards) == 16.0  # 32 rows between t=12 (both started) and t=14

@@ -1,1 +1,2 @@
-"""Benchmarks that measure what generated images are worth to a downstream model (see :mod:`.downstream`)."""
+"""Benchmarks: what generated images are worth to a downstream model (:mod:`.downstream`) and how a job
+scales out over many GPU actors on a simulated cluster (:mod:`.scale_out`)."""

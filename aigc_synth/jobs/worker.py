@@ -127,7 +127,9 @@ def encode_and_commit(batch: dict[str, np.ndarray], job: dict[str, Any],
             job, encoder, s, b, job["output_dir"], prof))
         sampler_side = json.loads(actor_profile)
         # two processes: the actor's busy time is its sampling; this CPU task's is encoding + writing
-        profile.update(sample=sampler_side.get("sample", 0.0), stage_busy=profile["busy"], busy=sampler_side["busy"])
+        # and the shard's timeline (start, pid) is the actor's, so per-actor figures stay per actor
+        profile.update(sample=sampler_side.get("sample", 0.0), stage_busy=profile["busy"], busy=sampler_side["busy"],
+                       stage_start=profile["start"], stage_pid=profile["pid"], start=sampler_side["start"], pid=sampler_side["pid"])
         entries.append(json.dumps(entry))
         profiles.append(json.dumps(profile))
     return {"entry": np.asarray(entries, dtype=object), "profile": np.asarray(profiles, dtype=object)}
