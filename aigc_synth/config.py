@@ -48,6 +48,8 @@ class DataConfig:
     labels: Optional[str] = None  # bdd100k: the labels JSON (a list of frames)
     bdd100k_mapping: Optional[str] = None  # None = conf/mappings/bdd100k.yaml (BDD100K attribute values -> schema values)
     scenes: Optional[str] = None  # scene families: a directory of scene Parquet (scripts/build_scene_dataset.py, a scene job)
+    lanes: Optional[str] = None  # bdd100k (layout families): BDD100K lane-marking labels JSON (optional)
+    drivable: Optional[str] = None  # bdd100k (layout families): BDD100K drivable-area labels JSON (optional)
 
 
 @dataclass
@@ -135,7 +137,9 @@ class JobConfig:
     sampler: str = "image"  # image | scenes (traffic scenes: conf/job/scenes.yaml)
     num_samples: int = 1000
     seed: int = 0
-    shard_size: int = 100
+    # rows per shard (one Parquet file + one image folder, written by one actor call); "auto": chosen
+    # from the job and the pool, see aigc_synth.jobs.spec.auto_shard_size (a resumed job keeps its size)
+    shard_size: Any = "auto"
     formats: list[str] = field(default_factory=lambda: ["parquet", "png"])  # "png": the image-file folder (any image_format)
     image_format: str = "png"  # png | jpeg | webp: how every image is encoded (Parquet bytes and files)
     image_quality: int = 90  # jpeg / webp quality (1-100); ignored for png
