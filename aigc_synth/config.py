@@ -41,12 +41,14 @@ class DataConfig:
     """Training data: the built-in procedural scenes, or a user's image folder plus labels CSV;
     for the traffic-scene families, a folder of scene Parquet files (``scenes``)."""
 
-    source: str = "procedural"  # procedural | folder | bdd100k | scenes (renders of data.scenes; layout families)
+    # procedural | folder | bdd100k | coco (layout families) | scenes (renders of data.scenes; layout families)
+    source: str = "procedural"
     folder: Optional[str] = None
     labels_csv: Optional[str] = None
-    images: Optional[str] = None  # bdd100k: the image directory
-    labels: Optional[str] = None  # bdd100k: the labels JSON (a list of frames)
-    bdd100k_mapping: Optional[str] = None  # None = conf/mappings/bdd100k.yaml (BDD100K attribute values -> schema values)
+    images: Optional[str] = None  # bdd100k: the image directory; coco: the directory file_name is relative to
+    labels: Optional[str] = None  # bdd100k: the labels JSON (a list of frames); coco: instances.json
+    # None = conf/mappings/bdd100k.yaml (BDD100K attribute values -> schema values; also COCO images' attributes)
+    bdd100k_mapping: Optional[str] = None
     scenes: Optional[str] = None  # scene families: a directory of scene Parquet (scripts/build_scene_dataset.py, a scene job)
     lanes: Optional[str] = None  # bdd100k (layout families): BDD100K lane-marking labels JSON (optional)
     drivable: Optional[str] = None  # bdd100k (layout families): BDD100K drivable-area labels JSON (optional)

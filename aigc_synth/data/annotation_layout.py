@@ -51,9 +51,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
+import torch
 
 from aigc_synth.data.layout import LAYOUT_CHANNELS, NEAR_SCALE
 from aigc_synth.data.scene_render import (
@@ -89,7 +90,8 @@ class FrameAnnotations:
     category without ``lane/``: ``"single white"``, ``"road curb"``, ``"crosswalk"``, ...; empty
     means a lane boundary); ``drivable`` closed polygons (lists of (x, y), the last point joins the
     first). ``None`` means "not annotated" (the channel is unknown), an empty list "annotated:
-    there is none".
+    there is none". ``meta``: fields of the data set's own the layout does not read (COCO: the image
+    entry's ``attributes`` and ``conditions``, which give a training frame its conditions).
     """
 
     width: float
@@ -98,6 +100,7 @@ class FrameAnnotations:
     lanes: list[Points] | None = None
     lane_styles: list[str] | None = None
     drivable: list[Points] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.width) and math.isfinite(self.height) and self.width > 0 and self.height > 0):
@@ -183,6 +186,15 @@ def _faces(ann: FrameAnnotations, size: int) -> list[tuple[str, tuple[float, flo
     return [(kind, box, ext) for _, kind, box, ext in faces]
 
 
+def known_channels(ann: FrameAnnotations) -> np.ndarray:
+    """bool ``(len(LAYOUT_CHANNELS),)``: which channels of :func:`annotation_layout` ``ann`` determines:
+    all but ``road`` when ``ann.drivable`` is None and ``lane_lines`` when ``ann.lanes`` is None."""
+    known = np.ones(len(LAYOUT_CHANNELS), bool)
+    known[LAYOUT_CHANNELS.index("road")] = ann.drivable is not None
+    known[LAYOUT_CHANNELS.index("lane_lines")] = ann.lanes is not None
+    return known
+
+
 def annotation_layout(ann: FrameAnnotations, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """``(raster, known)``: float32 ``(len(LAYOUT_CHANNELS), size, size)`` in [0, 1], the channels of
     :func:`~aigc_synth.data.layout.scene_layout` built from ``ann`` (see the module docstring), and
@@ -191,17 +203,13 @@ def annotation_layout(ann: FrameAnnotations, size: int = 64) -> tuple[np.ndarray
     size = int(size)
     sx, sy = size / ann.width, size / ann.height
     out = np.zeros((len(LAYOUT_CHANNELS), size, size), np.float32)
-    known = np.ones(len(LAYOUT_CHANNELS), bool)
+    known = known_channels(ann)
     road, lines, car, truck, near, edges = out
-    if ann.drivable is None:
-        known[LAYOUT_CHANNELS.index("road")] = False
-    else:
+    if ann.drivable is not None:
         for poly in ann.drivable:
             road += polygon_coverage([(x * sx, y * sy) for x, y in poly], size, size)
         np.clip(road, 0.0, 1.0, out=road)
-    if ann.lanes is None:
-        known[LAYOUT_CHANNELS.index("lane_lines")] = False
-    else:
+    if ann.lanes is not None:
         styles = ann.lane_styles or [""] * len(ann.lanes)
         for line, style in zip(ann.lanes, styles):
             if style not in NON_BOUNDARY_LANE_STYLES:
@@ -234,6 +242,25 @@ def annotation_layouts(annotations: Sequence[FrameAnnotations], size: int = 64) 
     if not pairs:
         return np.zeros((0, len(LAYOUT_CHANNELS), size, size), np.float32), np.zeros((0, len(LAYOUT_CHANNELS)), bool)
     return np.stack([r for r, _ in pairs]), np.stack([k for _, k in pairs])
+
+
+def with_unknown_flags(layout: torch.Tensor, known: torch.Tensor | np.ndarray | None = None) -> torch.Tensor:
+    """The layout input of a model built with ``layout_unknown_flags`` (``model.layout_unknown_flags``;
+    :mod:`aigc_synth.data.annotated_images` says why): float ``(B, 2C, H, W)``, the raster ``layout``
+    ``(B, C, H, W)`` with its unknown channels zeroed, then one plane per channel, all 1 for a sample
+    whose channel is unknown (``known[b, c]`` False) and 0 where it is known. ``known=None`` means
+    every channel known (a scene's layout: the planes are zero). A ``(B, 2C, H, W)`` input is taken
+    to be flagged already and returned as is."""
+    c = len(LAYOUT_CHANNELS)
+    if layout.dim() != 4 or layout.shape[1] not in (c, 2 * c):
+        raise ValueError(f"a layout must be (B, {c}, H, W) or, flagged, (B, {2 * c}, H, W); got {tuple(layout.shape)}")
+    if layout.shape[1] == 2 * c:
+        return layout
+    if known is None:
+        return torch.cat([layout, torch.zeros_like(layout)], dim=1)
+    known = torch.as_tensor(known, dtype=torch.bool, device=layout.device).reshape(layout.shape[0], c, 1, 1)
+    unknown = (~known).to(layout.dtype).expand_as(layout)
+    return torch.cat([layout * (1 - unknown), unknown], dim=1)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -306,7 +306,8 @@ def read_bdd100k_annotations(labels_json: str | Path, lanes_json: str | Path | N
 # ------------------------------------------------------------------------------------------------
 def read_coco_annotations(instances_json: str | Path) -> tuple[dict[str, FrameAnnotations], AnnotationSkipped]:
     """COCO ``instances.json`` as annotations keyed by ``file_name`` (boxes only: ``lanes`` and
-    ``drivable`` are None), and what was skipped.
+    ``drivable`` are None; ``meta`` holds the image entry's ``attributes`` and ``conditions`` objects
+    where it has them), and what was skipped.
 
     Boxes keep their category's name (the layout maps ``car`` → car, ``truck`` / ``bus`` → truck and
     ignores the rest); ``bbox`` ``[x, y, w, h]`` becomes (x, y, x + w, y + h) clipped to the image.
@@ -337,7 +338,8 @@ def read_coco_annotations(instances_json: str | Path) -> tuple[dict[str, FrameAn
         elif im["file_name"] in files:
             skipped["duplicate file_name"] += 1
         else:
-            images[im["id"]] = (im["file_name"], im["width"], im["height"])
+            images[im["id"]] = (im["file_name"], im["width"], im["height"],
+                                {k: dict(im[k]) for k in ("attributes", "conditions") if isinstance(im.get(k), Mapping)})
             files.add(im["file_name"])
     if not images:
         why = ", ".join(f"{k}: {v}" for k, v in skipped.most_common()) or "the list is empty"
@@ -357,6 +359,6 @@ def read_coco_annotations(instances_json: str | Path) -> tuple[dict[str, FrameAn
             x, y, w, h = (float(v) for v in bbox)
             boxes[ann["image_id"]].append((x, y, x + w, y + h, names[ann["category_id"]]))
     frames = {}
-    for i, (name, w, h) in images.items():
-        frames[name] = FrameAnnotations(float(w), float(h), clip_boxes(boxes[i], w, h, skipped.boxes))
+    for i, (name, w, h, meta) in images.items():
+        frames[name] = FrameAnnotations(float(w), float(h), clip_boxes(boxes[i], w, h, skipped.boxes), meta=meta)
     return frames, skipped

@@ -230,7 +230,35 @@ def clip_boxes(boxes: Sequence[Box], width: int, height: int, dropped: Counter) 
     return kept
 
 
-def _image_size(path: Path) -> tuple[int, int] | None:
+def mapped_conditions(attrs: Mapping[str, Any], m: Mapping[str, Any]) -> tuple[dict[str, str], str | None]:
+    """``(conditions, reason)``: the schema values of the mapping ``m``'s ``factors`` read from a frame's
+    ``attrs``, and the skip reason of the first one it cannot map (``weather=undefined``,
+    ``timeofday=<missing>``), else None. Traffic is :func:`traffic_condition`'s."""
+    conditions: dict[str, str] = {}
+    for factor, spec in m["factors"].items():
+        raw = attrs.get(spec["from"])
+        if raw is None or str(raw) not in spec["values"]:
+            return conditions, f"{spec['from']}={'<missing>' if raw is None else raw}"
+        conditions[factor] = spec["values"][str(raw)]
+    return conditions, None
+
+
+def traffic_condition(attrs: Mapping[str, Any], boxes: Sequence[Box], m: Mapping[str, Any],
+                      schema: ConditionSchema) -> tuple[str | None, str | None]:
+    """``(value, reason)`` of the mapping's traffic factor for a frame with attributes ``attrs`` and
+    (clipped) ``boxes``: the explicit traffic attribute when present (reason ``traffic=<value>`` when it
+    is no schema value), else the level of the number of ``count_categories`` boxes."""
+    traffic = m["traffic"]
+    explicit = attrs.get(traffic["attribute"]) if traffic["attribute"] else None
+    if explicit is not None:
+        if str(explicit) not in schema.values(traffic["factor"]):
+            return None, f"{traffic['attribute']}={explicit}"
+        return str(explicit), None
+    counted = set(traffic["count_categories"])
+    return traffic_level(sum(1 for b in boxes if b[4] in counted), traffic["levels"]), None
+
+
+def image_header_size(path: Path) -> tuple[int, int] | None:
     """(width, height) from the image's header, None when it is not a readable image."""
     try:
         with Image.open(path) as im:  # lazy: reads the header only
@@ -259,7 +287,6 @@ def read_bdd100k(images_dir: str | Path, labels_json: str | Path, schema: Condit
     if not images_dir.is_dir():
         raise UsageError(f"BDD100K image directory not found: {images_dir}")
     traffic = m["traffic"]
-    counted = set(traffic["count_categories"]) if traffic else set()
     records: list[BDD100KRecord] = []
     skipped = Skipped()
     seen: set[str] = set()
@@ -273,35 +300,21 @@ def read_bdd100k(images_dir: str | Path, labels_json: str | Path, schema: Condit
             continue
         seen.add(name)
         attrs = frame.get("attributes") if isinstance(frame.get("attributes"), Mapping) else {}
-        conditions: dict[str, str] = {}
-        reason = None
-        for factor, spec in m["factors"].items():
-            raw = attrs.get(spec["from"])
-            if raw is None or str(raw) not in spec["values"]:
-                reason = f"{spec['from']}={'<missing>' if raw is None else raw}"
-                break
-            conditions[factor] = spec["values"][str(raw)]
+        conditions, reason = mapped_conditions(attrs, m)
         boxes = _frame_boxes(frame)
         if reason is None and boxes is None:
             reason = "malformed box2d"
         path = images_dir / name
         if reason is None and not path.is_file():
             reason = "missing image"
-        size = _image_size(path) if reason is None else None
+        size = image_header_size(path) if reason is None else None
         if reason is None and size is None:
             reason = "unreadable image"
         if reason is None:
             boxes = clip_boxes(boxes or [], *size, skipped.boxes)
         if reason is None and traffic:
-            explicit = attrs.get(traffic["attribute"]) if traffic["attribute"] else None
-            if explicit is not None:
-                if str(explicit) not in schema.values(traffic["factor"]):
-                    reason = f"{traffic['attribute']}={explicit}"
-                else:
-                    conditions[traffic["factor"]] = str(explicit)
-            else:
-                vehicles = sum(1 for b in boxes or [] if b[4] in counted)
-                conditions[traffic["factor"]] = traffic_level(vehicles, traffic["levels"])
+            value, reason = traffic_condition(attrs, boxes or [], m, schema)
+            conditions[traffic["factor"]] = value
         if reason is not None:
             skipped[reason] += 1
             continue

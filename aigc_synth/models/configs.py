@@ -76,6 +76,9 @@ class LayoutGANConfig(ImageModelConfig):
     # matching-aware discriminator (Reed et al. 2016): real images paired with another sample's
     # layout count as fake, so D must check that vehicles sit where the layout says
     layout_mismatch_weight: float = 0.5
+    # one "unknown" input plane per layout channel (G and D) for annotated data whose frames lack some
+    # channels (COCO: no lanes, no road area); see aigc_synth/data/annotated_images.py. Architecture
+    layout_unknown_flags: bool = False
 
 
 @dataclass
@@ -97,6 +100,8 @@ class LayoutDiffusionConfig(ImageModelConfig):
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     ema_start: int = 200
+    # one "unknown" input plane per layout channel (as layout_gan's); architecture
+    layout_unknown_flags: bool = False
 
 
 @dataclass

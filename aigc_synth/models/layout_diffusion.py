@@ -3,7 +3,8 @@ GeoDiffusion, MagicDrive), small enough to train on a CPU.
 
 The network is ``diffusers``' ``UNet2DModel``: its input is the noisy image concatenated with the
 scene's layout raster (:mod:`aigc_synth.data.layout`, the same 6 channels as ``layout_gan``) and a
-"layout given" channel; the condition codes (weather × time × traffic) enter as one class index of
+"layout given" channel (with ``layout_unknown_flags``, also one "unknown" plane per layout channel:
+:func:`~aigc_synth.data.annotation_layout.with_unknown_flags`); the condition codes (weather × time × traffic) enter as one class index of
 the UNet's class embedding. Classifier-free guidance: in training the condition is replaced by the
 null class and the layout by zeros (flag 0) with probability ``condition_dropout``; at sampling the
 two predictions are mixed with scale ``guidance`` (1 = conditional only, no second pass).
@@ -27,6 +28,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from aigc_synth.data.annotation_layout import with_unknown_flags
 from aigc_synth.data.layout import LAYOUT_CHANNELS
 
 NUM_TRAIN_TIMESTEPS = 1000
@@ -40,15 +42,18 @@ class LayoutDiffusion(nn.Module):
 
     def __init__(self, cardinalities: Sequence[int], resolution: int = 64, base_channels: int = 32,
                  channel_mult: Sequence[int] = (1, 2, 2, 4), layers_per_block: int = 1, sampling_steps: int = 16,
-                 guidance: float = 2.0, factors: Any = None):
+                 guidance: float = 2.0, factors: Any = None, layout_unknown_flags: bool = False):
         from diffusers import UNet2DModel
 
         super().__init__()
+        # one "unknown" plane per layout channel beside the raster (data/annotated_images.py)
+        self.layout_unknown_flags = bool(layout_unknown_flags)
+        layout_inputs = len(LAYOUT_CHANNELS) * (2 if self.layout_unknown_flags else 1)
         self.cardinalities = [int(c) for c in cardinalities]
         self.num_conditions = math.prod(self.cardinalities)  # + 1: the null class of classifier-free guidance
         self.resolution, self.z_dim = int(resolution), 3 * int(resolution) ** 2
         down = ("DownBlock2D",) * len(channel_mult)
-        self.unet = UNet2DModel(sample_size=resolution, in_channels=3 + len(LAYOUT_CHANNELS) + 1, out_channels=3,
+        self.unet = UNet2DModel(sample_size=resolution, in_channels=3 + layout_inputs + 1, out_channels=3,
                                 block_out_channels=tuple(int(base_channels) * int(m) for m in channel_mult),
                                 layers_per_block=int(layers_per_block), down_block_types=down,
                                 up_block_types=("UpBlock2D",) * len(channel_mult), num_class_embeds=self.num_conditions + 1,
@@ -87,6 +92,7 @@ class LayoutDiffusion(nn.Module):
         from diffusers import DDPMScheduler
 
         n, device = real.shape[0], real.device
+        layout = with_unknown_flags(layout) if self.layout_unknown_flags else layout
         schedule = DDPMScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS, beta_schedule=BETA_SCHEDULE, prediction_type="v_prediction")
         t = torch.randint(0, NUM_TRAIN_TIMESTEPS, (n,), generator=generator).to(device)
         noise = torch.randn(real.shape, generator=generator).to(device)
@@ -118,6 +124,7 @@ class LayoutDiffusion(nn.Module):
         from diffusers import DPMSolverMultistepScheduler
 
         n, device = z.shape[0], z.device
+        layout = with_unknown_flags(layout) if self.layout_unknown_flags else layout
         opts = self.sampling
         solver = DPMSolverMultistepScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS, beta_schedule=BETA_SCHEDULE,
                                              prediction_type="v_prediction", algorithm_type="dpmsolver++", solver_order=2)

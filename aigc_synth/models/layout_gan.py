@@ -16,6 +16,10 @@
   generator), which every SPADE norm reads beside the layout — LostGAN's instance-specific
   modulation (Sun & Wu 2019) without box tokens. Zero-initialised, so also fine-tunable.
   Experimental: a measured fine-tune with them raised variety but with noise, and lost FD.
+* Unknown layout channels (optional, ``layout_unknown_flags=True``): one input plane per layout
+  channel, 1 where a data set does not annotate that channel (COCO has no lanes or road area), beside
+  the raster, for the generator's SPADE convs and the discriminator alike
+  (:func:`~aigc_synth.data.annotation_layout.with_unknown_flags`; why: :mod:`aigc_synth.data.annotated_images`).
 * Discriminator: the spectral-norm projection discriminator of :mod:`aigc_synth.models.cgan`, fed
   the image **and** the layout as extra input channels, so a vehicle drawn where the layout has none
   (or missing where it has one) is something it can see.
@@ -34,6 +38,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from aigc_synth.data.annotation_layout import with_unknown_flags
 from aigc_synth.models.cgan import FactorEmbedding, ProjectionDiscriminator, num_upsamplings
 from aigc_synth.models.particles import ParticleOverlay
 
@@ -126,10 +131,15 @@ class LayoutGenerator(nn.Module):
     def __init__(self, cardinalities: Sequence[int], resolution: int = 64, z_dim: int = 64,
                  base_channels: int = 32, embed_dim: int = 64, layout_channels: int = LAYOUT_CHANNELS,
                  spade_hidden: int = 32, truncation: float = 1.0, instance_codes: int = 0, particles: bool = False,
-                 factors: Sequence[tuple[str, Sequence[str]]] | None = None, calibration_factors: Sequence[int] = ()):
+                 factors: Sequence[tuple[str, Sequence[str]]] | None = None, calibration_factors: Sequence[int] = (),
+                 layout_unknown_flags: bool = False):
         super().__init__()
         n_up = num_upsamplings(resolution)
         self.z_dim, self.resolution, self.layout_channels = z_dim, resolution, layout_channels
+        # one "unknown" plane per layout channel beside the raster (data/annotated_images.py): every SPADE
+        # conv then reads 2 × layout_channels inputs; a plain (scene) layout gets zero planes
+        self.layout_unknown_flags = bool(layout_unknown_flags)
+        layout_channels = layout_channels * (2 if self.layout_unknown_flags else 1)
         # truncation trick (BigGAN / StyleGAN): z is scaled by ψ before use; 1 in training. ψ < 1 trades a
         # little variety for fewer broken images from latents far out in the tails (stored in the checkpoint)
         self.truncation = float(truncation)
@@ -198,6 +208,8 @@ class LayoutGenerator(nn.Module):
     def forward(self, z: torch.Tensor, codes: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
         if self.truncation != 1.0 and not self.training:
             z = z * self.truncation
+        if self.layout_unknown_flags:
+            layout = with_unknown_flags(layout)
         cond = self.embed(codes)
         style = torch.cat([cond, z], dim=1)
         noises, tables = self._noise(z)
@@ -226,13 +238,17 @@ def calibration_keys(codes, factors: Sequence[int], cardinalities: Sequence[int]
 
 
 class LayoutDiscriminator(nn.Module):
-    """(image, codes, layout) → logit (B,): the projection discriminator on image ⊕ layout channels."""
+    """(image, codes, layout) → logit (B,): the projection discriminator on image ⊕ layout channels
+    (⊕ the "unknown" planes with ``layout_unknown_flags``, as the generator)."""
 
     def __init__(self, cardinalities: Sequence[int], resolution: int = 64, base_channels: int = 32,
-                 aux_head: bool = False, layout_channels: int = LAYOUT_CHANNELS):
+                 aux_head: bool = False, layout_channels: int = LAYOUT_CHANNELS, layout_unknown_flags: bool = False):
         super().__init__()
+        self.layout_unknown_flags = bool(layout_unknown_flags)
         self.net = ProjectionDiscriminator(cardinalities, resolution, base_channels, aux_head=aux_head,
-                                           in_channels=3 + layout_channels)
+                                           in_channels=3 + layout_channels * (2 if self.layout_unknown_flags else 1))
 
     def forward(self, x: torch.Tensor, codes: torch.Tensor, layout: torch.Tensor, return_aux: bool = False):
+        if self.layout_unknown_flags:
+            layout = with_unknown_flags(layout)
         return self.net(torch.cat([x, layout * 2 - 1], dim=1), codes, return_aux=return_aux)

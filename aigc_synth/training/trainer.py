@@ -18,7 +18,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict
+from dataclasses import MISSING, asdict, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -87,15 +87,38 @@ def _bdd100k(data: DataConfig, model: ImageModelConfig, schema: ConditionSchema,
 
     if not data.images or not data.labels:
         raise UsageError("data.source=bdd100k needs data.images (image directory) and data.labels (labels JSON)")
+    if get_family(model.family).layout:  # boxes, lanes and drivable areas → the layout raster
+        from aigc_synth.data.annotated_images import bdd100k_layout_dataset
+
+        ds = bdd100k_layout_dataset(data.images, data.labels, data.lanes, data.drivable, schema, model.resolution,
+                                    data.bdd100k_mapping, getattr(model, "layout_unknown_flags", False))
+        print(f"bdd100k: {ds.summary()}")
+        return ds
+    if data.lanes or data.drivable:
+        print("bdd100k: data.lanes / data.drivable are read by the layout families only; ignored")
     ds = BDD100KDataset(data.images, data.labels, schema, model.resolution, mapping=data.bdd100k_mapping)
     print(f"bdd100k: {len(ds)} frames, {format_skipped(ds.skipped)}")  # a mapping that drops most frames shows here
+    return ds
+
+
+def _coco(data: DataConfig, model: ImageModelConfig, schema: ConditionSchema, train: TrainConfig):
+    from aigc_synth.data.annotated_images import coco_layout_dataset
+
+    if not data.images or not data.labels:
+        raise UsageError("data.source=coco needs data.images (the directory file_name is relative to) and "
+                         "data.labels (instances.json)")
+    if data.lanes or data.drivable:
+        raise UsageError("data.lanes / data.drivable are BDD100K label files (data.source=bdd100k); COCO has boxes only")
+    ds = coco_layout_dataset(data.images, data.labels, schema, model.resolution, data.bdd100k_mapping,
+                             getattr(model, "layout_unknown_flags", False))
+    print(f"coco: {ds.summary()}")
     return ds
 
 
 #: ``data.source`` → the dataset builder ``(data, model, schema, train) → Dataset``; a family lists the
 #: sources it can train on (``Family.data_sources``).
 DATA_SOURCES: dict[str, Callable[..., Any]] = {"procedural": _procedural, "folder": _folder, "scenes": _scene_renders,
-                                              "bdd100k": _bdd100k}
+                                              "bdd100k": _bdd100k, "coco": _coco}
 
 
 def make_training_data(data: DataConfig, model: ImageModelConfig, schema: ConditionSchema, train: TrainConfig):
@@ -125,7 +148,8 @@ def sample_grid(generator: torch.nn.Module, schema: ConditionSchema, columns: in
 @torch.no_grad()
 def layout_sample_grid(generator: torch.nn.Module, data, rows: int = 15, columns: int = GRID_COLUMNS, seed: int = 1234) -> np.ndarray:
     """Layout models: row ``r`` = weather × time combination ``r`` on one real scene of ``data``
-    (the first column is that scene rendered for real), the other columns share a latent each."""
+    (the first column is that scene rendered for real; for annotated data, the photo in its own
+    conditions), the other columns share a latent each."""
     schema = data.schema
     combos = [c for c in schema.combinations()]
     picked, seen = [], set()
@@ -144,11 +168,14 @@ def layout_sample_grid(generator: torch.nn.Module, data, rows: int = 15, columns
         codes = item["codes"][0].clone()
         codes[schema.names.index("weather")] = schema.factors[schema.names.index("weather")][1].index(cond["weather"])
         codes[schema.names.index("time_of_day")] = schema.factors[schema.names.index("time_of_day")][1].index(cond["time_of_day"])
-        k = int(item["scene_index"][0])
-        real = render_scene(data.scenes[k], cond["weather"], cond["time_of_day"], 7, data.resolution)
+        if hasattr(data, "scenes"):
+            real = render_scene(data.scenes[int(item["scene_index"][0])], cond["weather"], cond["time_of_day"], 7,
+                                data.resolution).image
+        else:  # annotated photos: the frame as it was taken (its own conditions)
+            real = item["image"][0].permute(1, 2, 0).numpy()
         layout = item["layout"]
         fake = to_uint8(generator(z, codes[None].expand(columns - 1, -1), layout.expand(columns - 1, -1, -1, -1)))
-        out.append(np.concatenate([real.image[None], fake]))
+        out.append(np.concatenate([real[None], fake]))
     generator.train(was_training)
     grid = np.stack(out)
     n_rows, n_cols, r = grid.shape[0], grid.shape[1], grid.shape[2]
@@ -263,8 +290,10 @@ def load_training_state(path: Path | str, family: Family, cfg: ImageModelConfig,
     if state["schema"] != schema.to_dict():
         raise CheckpointError(f"{path} was trained for another condition schema")
     source = state["model_config"]
+    # an architecture key added after the source was written is absent there: it had the key's default
+    defaults = {f.name: f.default for f in fields(family.config) if f.default is not MISSING}
     for key in ("family", *family.arch_keys):
-        if source.get(key) != getattr(cfg, key):
+        if source.get(key, defaults.get(key)) != getattr(cfg, key):
             raise CheckpointError(f"{path} has model.{key}={source.get(key)!r}, this run {getattr(cfg, key)!r}; "
                                   "use a new train.out_dir for another architecture")
     current_model_config(family.name, source, str(path))  # a state trained with a retired option is refused
