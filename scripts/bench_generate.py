@@ -41,11 +41,15 @@ import numpy as np
 
 def resolve_job(checkpoint: str, n: int, out: Path, extra: tuple[str, ...] = ()) -> dict:
     """The job dict an actor receives for ``aigc-synth generate job.checkpoint=… job.num_samples=n``."""
+    import os
+
     from aigc_synth.config import compose
-    from aigc_synth.jobs.spec import validate_job
+    from aigc_synth.jobs.cluster import plan_pool
+    from aigc_synth.jobs.spec import validate_job, with_pool_shard_size
 
     cfg = compose("generate", [f"output_dir={out}", f"job.checkpoint={checkpoint}", f"job.num_samples={n}", *extra])
-    return asdict(validate_job(cfg))
+    pool = plan_pool(cfg.resources, float(os.cpu_count() or 1), 0.0)  # the shards the Ray job on this machine gets
+    return asdict(with_pool_shard_size(validate_job(cfg), pool.actors))
 
 
 def _worker_process(job: dict, shards: list[int], ready, go, results) -> None:

@@ -135,7 +135,8 @@ def test_rerun_into_finished_output_is_refused(two_runs, tiny_checkpoint):
     (["job.plan.kind=grid", "+job.plan.factors.weather=[hail]"], r"unknown value 'hail' for factor 'weather'; allowed values"),
     (["job.num_samples=0"], "num_samples must be a positive integer"),
     (["job.num_samples=-5"], "num_samples must be a positive integer"),
-    (["job.shard_size=0"], "shard_size must be a positive integer"),
+    (["job.shard_size=0"], "shard_size must be a positive integer or 'auto'"),
+    (["job.shard_size=big"], "shard_size must be a positive integer or 'auto', got big"),
     (["resources.batch_size=0"], "batch_size must be a positive integer"),
     (["job.num_samples=1000", "job.max_samples=100"], "exceeds job.max_samples"),
 ])
@@ -219,3 +220,35 @@ def test_separate_png_stage_writes_the_same_bytes(two_runs, tiny_checkpoint, tmp
     manifest = run_generation(_cfg(out, tiny_checkpoint, "resources.png_stage=true", "resources.actors=1"), progress=False)
     assert manifest["shards"] == man_a["shards"]
     assert verify_output(out) == []
+
+
+def test_auto_shard_size_is_a_multiple_of_the_compute_batch_with_several_shards_per_actor():
+    from aigc_synth.jobs.spec import MAX_AUTO_SHARD_ROWS, SHARDS_PER_ACTOR, auto_shard_size
+
+    assert auto_shard_size(1000, 32, 2) == 96  # 11 shards: at least 4 per actor
+    assert auto_shard_size(1000, 32, 32) == 32  # one network call per shard, every actor busy
+    assert auto_shard_size(10, 32, 2) == 32  # never below one network call
+    assert auto_shard_size(10**6, 32, 32) == MAX_AUTO_SHARD_ROWS
+    for n, batch, actors in [(4500, 16, 3), (200, 8, 2), (99_999, 64, 16)]:
+        size = auto_shard_size(n, batch, actors)
+        assert size % batch == 0 and -(-n // size) >= min(SHARDS_PER_ACTOR * actors, -(-n // batch))
+
+
+def test_auto_shard_size_follows_the_pool_and_a_resume_keeps_the_recorded_one(ray_session, tiny_checkpoint, tmp_path):
+    """job.shard_size=auto (the default): 200 images on 2 actors → shards of 24 rows (9 shards);
+    a rerun on another pool shape resumes into the same shards instead of refusing the output."""
+    from aigc_synth.jobs.spec import auto_shard_size
+
+    out = tmp_path / "auto"
+    cfg = compose_generate([f"output_dir={out}", f"job.checkpoint={tiny_checkpoint}", "job.num_samples=200",
+                            "job.compute_batch=8", "resources.actors=2", "preview=false"])
+    assert cfg.job.shard_size == "auto"
+    manifest = run_generation(cfg, progress=False)
+    size = auto_shard_size(200, 8, 2)
+    assert size == 24 and len(manifest["shards"]) == 9
+    assert json.loads((out / "job.json").read_text())["job"]["shard_size"] == size
+    (out / "manifest.json").unlink()
+    (out / "parquet" / "part-00008.parquet").unlink()
+    again = run_generation(compose_generate([f"output_dir={out}", f"job.checkpoint={tiny_checkpoint}", "job.num_samples=200",
+                                             "job.compute_batch=8", "resources.actors=1", "preview=false"]), progress=False)
+    assert again["shards"] == manifest["shards"] and verify_output(out) == []

@@ -5,10 +5,8 @@ and serving the job's bytes."""
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +19,9 @@ from aigc_synth.errors import JobSpecError
 from aigc_synth.models.exported import export_generator, load_generator
 from aigc_synth.models.registry import build_generator
 from aigc_synth.schema import DEFAULT_SCHEMA
-from tests.helpers import compose_generate
+from tests.helpers import check_pinned_images, compose_generate
 
 TINY = {"resolution": 32, "base_channels": 8, "channel_mult": [1, 2], "layers_per_block": 1, "sampling_steps": 3, "guidance": 2.0}
-PINS = Path(__file__).parent / "data" / "pinned_job_images.json"
 
 
 @pytest.fixture(scope="module")
@@ -76,12 +73,7 @@ def test_a_diffusion_job_is_byte_identical_for_any_actor_count_and_batch(diffusi
 
 def test_diffusion_job_images_match_pins(diffusion_runs):
     """Like tests/test_pinned_bytes.py: a refactor must not change a byte (AIGC_SYNTH_REPIN=1 to re-pin)."""
-    got = {str(i): hashlib.sha256(b).hexdigest() for i, b in _images(diffusion_runs[0]).items()}
-    pins = json.loads(PINS.read_text())
-    if os.environ.get("AIGC_SYNTH_REPIN"):
-        pins["layout_diffusion"] = got
-        PINS.write_text(json.dumps(pins, indent=1, sort_keys=True) + "\n")
-    assert got == pins["layout_diffusion"]
+    check_pinned_images("layout_diffusion", _images(diffusion_runs[0]))
 
 
 def test_sampling_options_are_job_keys_checked_before_any_work(diffusion_checkpoint, diffusion_runs, tmp_path, tiny_checkpoint):

@@ -49,7 +49,7 @@ from aigc_synth.jobs.manifest import (
     job_sources,
     summarize_profile,
 )
-from aigc_synth.jobs.spec import ResolvedJob, validate_job
+from aigc_synth.jobs.spec import ResolvedJob, validate_job, with_pool_shard_size
 from aigc_synth.jobs.worker import ShardWorker, encode_and_commit
 from aigc_synth.sampling.plan import ConditionPlan
 from aigc_synth.sampling.registry import sampler_kind
@@ -118,6 +118,7 @@ def run_generation(cfg: GenerateRoot, progress: bool = True, log=print) -> dict[
     ray_start_s = connect_ray(cfg.ray.address, cfg.ray.num_cpus)
     cluster = ray.cluster_resources()
     pool = plan_pool(cfg.resources, float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0)))
+    job = with_pool_shard_size(job, pool.actors)  # job.shard_size=auto: settled from the pool it runs on
     checkpoint_bytes = Path(job.checkpoint).read_bytes()
     if hashlib.sha256(checkpoint_bytes).hexdigest() != job.model_id:
         raise JobSpecError(f"checkpoint {job.checkpoint} changed while the job was starting")

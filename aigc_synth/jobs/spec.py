@@ -8,7 +8,7 @@ any earlier output there, and returns a :class:`ResolvedJob`: plain data that th
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from aigc_synth.config import GenerateRoot
@@ -23,6 +23,22 @@ from aigc_synth.sampling.sampler import COMPUTE_BATCH, DEFAULT_IMAGE_FORMAT, DEF
 from aigc_synth.schema import ConditionSchema
 
 SUPPORTED_FORMATS = ("parquet", "png")
+AUTO_SHARD_SIZE = "auto"
+SHARDS_PER_ACTOR = 4  # auto shard size: at least this many shards per actor, so no actor idles long at the end
+MAX_AUTO_SHARD_ROWS = 1024  # auto shard size: a shard's rows are one actor call, one file and one retry unit
+
+
+def auto_shard_size(num_samples: int, compute_batch: int, actors: int) -> int:
+    """The shard size ``job.shard_size=auto`` resolves to: a pure function of the job and the pool.
+
+    Large enough to amortise the per-shard round trip (one actor call, one Parquet file, one rename:
+    tens of ms, measured in ``docs/benchmarks.md``), small enough that every actor gets at least
+    :data:`SHARDS_PER_ACTOR` shards, a multiple of ``compute_batch`` (a shard's last network call is
+    padded, so any other size wastes compute) and at most :data:`MAX_AUTO_SHARD_ROWS` rows (bounded
+    actor memory and retry cost). E.g. 1,000 images on 2 actors (compute_batch 32): 96 rows; 1,000,000 on 32: 1,024.
+    """
+    rows = num_samples // (SHARDS_PER_ACTOR * max(1, actors)) // compute_batch * compute_batch  # rounded down: ≥ 4 per actor
+    return max(compute_batch, min(rows, MAX_AUTO_SHARD_ROWS // compute_batch * compute_batch))
 
 
 @dataclass
@@ -54,6 +70,7 @@ class ResolvedJob:
     scene_model_id: str | None = None
     sampling: dict[str, Any] | None = None  # the family's sampling options (job.sampling), None: as exported
     job_spec: dict[str, Any] = field(default_factory=dict)
+    shard_size_auto: bool = False  # job.shard_size=auto, not settled yet: with_pool_shard_size sets it from the pool
 
 
 def _positive_int(value: Any, key: str, what: str = "a positive integer") -> None:
@@ -65,7 +82,8 @@ def _check_numbers(job, res) -> list[str]:
     _positive_int(job.num_samples, "job.num_samples")
     if job.num_samples > job.max_samples:
         raise JobSpecError(f"job.num_samples={job.num_samples} exceeds job.max_samples={job.max_samples} (raise the limit if intended)")
-    _positive_int(job.shard_size, "job.shard_size")
+    if job.shard_size != AUTO_SHARD_SIZE:
+        _positive_int(job.shard_size, "job.shard_size", f"a positive integer or {AUTO_SHARD_SIZE!r}")
     formats = list(job.formats)
     if not formats or [f for f in formats if f not in SUPPORTED_FORMATS]:
         raise JobSpecError(f"job.formats must be a non-empty subset of {list(SUPPORTED_FORMATS)}, got {formats}")
@@ -133,16 +151,21 @@ def validate_job(cfg: GenerateRoot) -> ResolvedJob:
             schema.check_compatible(ConditionSchema.from_dict(job.schema))
         except SchemaError as exc:
             raise JobSpecError(str(exc)) from None
+    store, output_dir, out = _check_output_location(cfg.output_dir)
+    shard_size, shard_size_auto = job.shard_size, job.shard_size == AUTO_SHARD_SIZE
+    if shard_size_auto:  # a resumed job keeps its size; a new one's is provisional until the pool is known
+        recorded = None if cfg.overwrite else _recorded_shard_size(store)
+        shard_size = recorded or auto_shard_size(job.num_samples, job.compute_batch, res.actors or 1)
+        shard_size_auto = recorded is None
     plan_dict = _plan_values_as_strings(job.plan if isinstance(job.plan, dict) else asdict(job.plan))
     try:
         ConditionPlan(plan_dict, schema, job.num_samples, job.seed)
     except (PlanError, SchemaError) as exc:
         raise JobSpecError(f"job.plan: {exc}{kind.plan_hint}") from None
     gate = validate_gate(job.gate, schema, formats, layout=bool(resolution.fields.get("layout"))) if kind.gate else None
-    store, output_dir, out = _check_output_location(cfg.output_dir)
     resolved = ResolvedJob(
-        output_dir=output_dir, num_samples=job.num_samples, seed=job.seed, shard_size=job.shard_size,
-        num_shards=math.ceil(job.num_samples / job.shard_size), formats=formats, plan=plan_dict,
+        output_dir=output_dir, num_samples=job.num_samples, seed=job.seed, shard_size=shard_size,
+        num_shards=math.ceil(job.num_samples / shard_size), shard_size_auto=shard_size_auto, formats=formats, plan=plan_dict,
         checkpoint=str(model.path.absolute()), model_id=model.model_id, schema=schema.to_dict(),
         family=model.family, model_config=model.model_config,
         resolution=model.resolution, batch_size=res.batch_size, compute_batch=job.compute_batch, sampler=kind.name, gate=gate,
@@ -151,7 +174,7 @@ def validate_job(cfg: GenerateRoot) -> ResolvedJob:
     # no paths: the model is its id and given scenes are their content hash, so the same job run from
     # another checkout or machine writes the same manifest (paths go to run.json, see job_sources)
     resolved.job_spec = {"name": job.name, **({"sampler": kind.name} if kind.name != DEFAULT_SAMPLER else {}),
-                         "num_samples": job.num_samples, "seed": job.seed, "shard_size": job.shard_size,
+                         "num_samples": job.num_samples, "seed": job.seed, "shard_size": shard_size,
                          "compute_batch": job.compute_batch, "formats": formats, "plan": plan_dict}
     if job.image_format != DEFAULT_IMAGE_FORMAT:  # only then, so png jobs keep their fingerprints and manifest bytes
         resolved.job_spec.update(image_format=job.image_format, image_quality=job.image_quality)
@@ -163,6 +186,26 @@ def validate_job(cfg: GenerateRoot) -> ResolvedJob:
     except OSError as exc:  # an object store refusing to list or read (permissions, network)
         raise JobSpecError(f"cannot read output_dir {out}: {first_line(exc)}") from None
     return resolved
+
+
+def _recorded_shard_size(store: Store) -> int | None:
+    """The shard size an earlier run of a job recorded in its fingerprint (a resumed auto job keeps it)."""
+    import json
+
+    try:
+        size = json.loads(store.read_bytes(JOB_FINGERPRINT))["job"]["shard_size"] if store.exists(JOB_FINGERPRINT) else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else None
+
+
+def with_pool_shard_size(job: ResolvedJob, actors: int) -> ResolvedJob:
+    """Settle ``job.shard_size=auto`` for a pool of ``actors`` (:func:`auto_shard_size`); other jobs as they are."""
+    if not job.shard_size_auto:
+        return job
+    size = auto_shard_size(job.num_samples, job.compute_batch, actors)
+    return replace(job, shard_size=size, num_shards=math.ceil(job.num_samples / size), shard_size_auto=False,
+                   job_spec={**job.job_spec, "shard_size": size})
 
 
 def check_existing_output(store: Store, out, resolved: ResolvedJob, overwrite: bool) -> None:
