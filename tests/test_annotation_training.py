@@ -163,3 +163,25 @@ def test_bad_annotation_files_exit_2_with_one_line_and_write_nothing(data, tmp_p
     err = capsys.readouterr().err.strip()
     assert err.startswith("aigc-synth train: error:") and "\n" not in err and message in err, err
     assert not out.exists()
+
+
+def test_a_diffusion_run_fine_tunes_from_an_exported_generator_and_a_gan_run_refuses_one(data, compose_config, tmp_path):
+    """What keeps the bundled diffusion checkpoint trainable on a machine that kept only the exported
+    file: ``train.init_from=<generator.pt>`` starts from its weights (fresh optimiser); a GAN needs its critic."""
+    from aigc_synth.errors import CheckpointError
+
+    source = _train(compose_config, tmp_path / "src", *TINY_DIFFUSION, *_bdd100k(data))
+    from aigc_synth.training.trainer import train
+
+    cfg = compose_config("train", [*TINY_DIFFUSION, *_bdd100k(data), f"train.init_from={source}", "train.steps=0",
+                                   f"train.out_dir={tmp_path / 'ft0'}"])
+    start = train(cfg.train, cfg.model, cfg.data, progress=False)
+    assert all(torch.equal(v, w) for v, w in zip(load_generator(source).module.state_dict().values(),
+                                                  load_generator(start).module.state_dict().values()))
+    tuned = _train(compose_config, tmp_path / "ft1", *TINY_DIFFUSION, *_bdd100k(data), f"train.init_from={source}")
+    assert any(not torch.equal(v, w) for v, w in zip(load_generator(source).module.state_dict().values(),
+                                                      load_generator(tuned).module.state_dict().values()))
+    gan = _train(compose_config, tmp_path / "gan", *TINY_GAN, *_bdd100k(data))
+    with pytest.raises(CheckpointError, match="needs its critic too"):
+        _train(compose_config, tmp_path / "gan_ft", *TINY_GAN, *_bdd100k(data), f"train.init_from={gan}")
+    assert not (tmp_path / "gan_ft").exists()

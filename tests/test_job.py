@@ -223,19 +223,20 @@ def test_separate_png_stage_writes_the_same_bytes(two_runs, tiny_checkpoint, tmp
 
 
 def test_auto_shard_size_is_a_multiple_of_the_compute_batch_with_several_shards_per_actor():
-    from aigc_synth.jobs.spec import MAX_AUTO_SHARD_ROWS, SHARDS_PER_ACTOR, auto_shard_size
+    from aigc_synth.jobs.spec import MAX_AUTO_SHARD_ROWS, MIN_AUTO_SHARD_ROWS, SHARDS_PER_ACTOR, auto_shard_size
 
-    assert auto_shard_size(1000, 32, 2) == 96  # 11 shards: at least 4 per actor
-    assert auto_shard_size(1000, 32, 32) == 32  # one network call per shard, every actor busy
-    assert auto_shard_size(10, 32, 2) == 32  # never below one network call
+    assert auto_shard_size(1000, 32, 2) == 64  # 16 shards: 8 per actor
+    assert auto_shard_size(8192, 16, 16) == 64  # the scale-out benchmark's 16-actor point: 8 shards per actor
+    assert auto_shard_size(1000, 32, 32) == MIN_AUTO_SHARD_ROWS  # not below what amortises a shard's round trip
     assert auto_shard_size(10**6, 32, 32) == MAX_AUTO_SHARD_ROWS
-    for n, batch, actors in [(4500, 16, 3), (200, 8, 2), (99_999, 64, 16)]:
+    assert auto_shard_size(10**6, 96, 4) == 960  # a multiple of the compute batch under the cap
+    for n, batch, actors in [(4500, 16, 3), (20_000, 8, 2), (99_999, 64, 16)]:
         size = auto_shard_size(n, batch, actors)
-        assert size % batch == 0 and -(-n // size) >= min(SHARDS_PER_ACTOR * actors, -(-n // batch))
+        assert size % batch == 0 and -(-n // size) >= SHARDS_PER_ACTOR * actors
 
 
 def test_auto_shard_size_follows_the_pool_and_a_resume_keeps_the_recorded_one(ray_session, tiny_checkpoint, tmp_path):
-    """job.shard_size=auto (the default): 200 images on 2 actors → shards of 24 rows (9 shards);
+    """job.shard_size=auto (the default): 200 images on 2 actors → shards of 64 rows (4 shards);
     a rerun on another pool shape resumes into the same shards instead of refusing the output."""
     from aigc_synth.jobs.spec import auto_shard_size
 
@@ -245,10 +246,10 @@ def test_auto_shard_size_follows_the_pool_and_a_resume_keeps_the_recorded_one(ra
     assert cfg.job.shard_size == "auto"
     manifest = run_generation(cfg, progress=False)
     size = auto_shard_size(200, 8, 2)
-    assert size == 24 and len(manifest["shards"]) == 9
+    assert size == 64 and len(manifest["shards"]) == 4
     assert json.loads((out / "job.json").read_text())["job"]["shard_size"] == size
     (out / "manifest.json").unlink()
-    (out / "parquet" / "part-00008.parquet").unlink()
+    (out / "parquet" / "part-00003.parquet").unlink()
     again = run_generation(compose_generate([f"output_dir={out}", f"job.checkpoint={tiny_checkpoint}", "job.num_samples=200",
                                              "job.compute_batch=8", "resources.actors=1", "preview=false"]), progress=False)
     assert again["shards"] == manifest["shards"] and verify_output(out) == []

@@ -24,21 +24,28 @@ from aigc_synth.schema import ConditionSchema
 
 SUPPORTED_FORMATS = ("parquet", "png")
 AUTO_SHARD_SIZE = "auto"
-SHARDS_PER_ACTOR = 4  # auto shard size: at least this many shards per actor, so no actor idles long at the end
+SHARDS_PER_ACTOR = 8  # auto shard size: at least this many shards per actor, so actors that start late even out
+MIN_AUTO_SHARD_ROWS = 64  # auto shard size: enough rows to amortise a shard's round trip for a fast generator
 MAX_AUTO_SHARD_ROWS = 1024  # auto shard size: a shard's rows are one actor call, one file and one retry unit
 
 
 def auto_shard_size(num_samples: int, compute_batch: int, actors: int) -> int:
     """The shard size ``job.shard_size=auto`` resolves to: a pure function of the job and the pool.
 
-    Large enough to amortise the per-shard round trip (one actor call, one Parquet file, one rename:
-    tens of ms, measured in ``docs/benchmarks.md``), small enough that every actor gets at least
-    :data:`SHARDS_PER_ACTOR` shards, a multiple of ``compute_batch`` (a shard's last network call is
-    padded, so any other size wastes compute) and at most :data:`MAX_AUTO_SHARD_ROWS` rows (bounded
-    actor memory and retry cost). E.g. 1,000 images on 2 actors (compute_batch 32): 96 rows; 1,000,000 on 32: 1,024.
+    At least :data:`SHARDS_PER_ACTOR` shards per actor (actors come up seconds apart; with fewer
+    shards the last ones to start finish last and the others idle: measured, 4 shards per actor gave
+    0.75 of linear on 4 simulated GPU actors, ``docs/benchmarks.md``), a multiple of ``compute_batch``
+    (a shard's last network call is padded, so another size wastes compute), at least
+    :data:`MIN_AUTO_SHARD_ROWS` (a shard costs one actor call, one Parquet file and one rename: tens of
+    ms, which a fast generator's 32-row shard would not amortise) and at most :data:`MAX_AUTO_SHARD_ROWS`
+    (bounded actor memory and retry cost). E.g. 1,000 images on 2 actors (compute_batch 32): 64 rows;
+    1,000,000 on 32 actors: 1,024.
     """
-    rows = num_samples // (SHARDS_PER_ACTOR * max(1, actors)) // compute_batch * compute_batch  # rounded down: ≥ 4 per actor
-    return max(compute_batch, min(rows, MAX_AUTO_SHARD_ROWS // compute_batch * compute_batch))
+    def multiple(rows: int) -> int:
+        return max(compute_batch, rows // compute_batch * compute_batch)
+
+    rows = multiple(num_samples // (SHARDS_PER_ACTOR * max(1, actors)))
+    return min(max(rows, -(-MIN_AUTO_SHARD_ROWS // compute_batch) * compute_batch), max(compute_batch, multiple(MAX_AUTO_SHARD_ROWS)))
 
 
 @dataclass
@@ -68,6 +75,7 @@ class ResolvedJob:
     scenes: str | None = None  # layout jobs: the given scenes' directory (None: sampled by the scene model)
     scene_checkpoint: str | None = None  # layout jobs without scenes: the scene model's checkpoint
     scene_model_id: str | None = None
+    layouts: dict[str, Any] | None = None  # condition transfer (job.layouts): the frames' source, id and cells
     sampling: dict[str, Any] | None = None  # the family's sampling options (job.sampling), None: as exported
     job_spec: dict[str, Any] = field(default_factory=dict)
     shard_size_auto: bool = False  # job.shard_size=auto, not settled yet: with_pool_shard_size sets it from the pool
@@ -145,6 +153,8 @@ def validate_job(cfg: GenerateRoot) -> ResolvedJob:
     if job.gate.enabled and not kind.gate:
         raise JobSpecError(f"job.gate does not apply here: {kind.unit} jobs have no condition-fidelity gate")
     resolution = kind.resolve(job, formats)
+    if resolution.job:  # keys the kind's inputs settle (condition transfer: frames × conditions samples, exact plan)
+        job = replace(job, **resolution.job)
     model, schema = resolution.model, resolution.model.schema
     if job.schema:
         try:

@@ -33,7 +33,7 @@ from aigc_synth.data.scene_images import SceneImageDataset
 from aigc_synth.data.scene_render import render_scene
 from aigc_synth.errors import UsageError
 from aigc_synth.io.checkpoint import TRAIN_STATE_FORMAT, load_checkpoint, save_checkpoint
-from aigc_synth.models.exported import current_model_config, export_generator
+from aigc_synth.models.exported import GENERATOR_FORMAT, current_model_config, export_generator
 from aigc_synth.errors import CheckpointError
 from aigc_synth.models.configs import ImageModelConfig
 from aigc_synth.models.registry import Family, build_discriminator, build_generator, get_family
@@ -268,11 +268,28 @@ def _moments_with_new_parameters(saved: dict[str, Any], module: torch.nn.Module,
     return {"state": state, "param_groups": [{**groups[0], "params": list(range(len(names)))}]}
 
 
+def _exported_as_fine_tune_source(exported: dict[str, Any], path: Path | str, ctx: TrainContext) -> dict[str, Any]:
+    """An exported generator (``generator.pt``, a bundled checkpoint) as a fine-tune source, for families
+    without a critic (diffusion): its weights become the generator and the EMA, the optimiser starts
+    fresh. This is how training continues on a machine that kept only the exported file (the bundled
+    diffusion checkpoint is fine-tuned session after session). A GAN's critic is not exported, and
+    restarting it against a trained generator was measured harmful (see :func:`load_training_state`),
+    so GAN families are refused."""
+    if any(True for _ in ctx.D.parameters()):
+        raise CheckpointError(f"{path} is an exported generator: a {exported.get('family')} run needs its critic too; "
+                              "fine-tune from the run's state.pt")
+    weights = exported["state_dict"]
+    return {"format": TRAIN_STATE_FORMAT, "schema": exported["schema"],
+            "model_config": {**exported["model_config"], "family": exported.get("family")},
+            "G": weights, "G_ema": weights, "D": {}, "opt_g": ctx.opt_g.state_dict(), "opt_d": ctx.opt_d.state_dict()}
+
+
 def load_training_state(path: Path | str, family: Family, cfg: ImageModelConfig, schema: ConditionSchema, ctx: TrainContext,
                         G_ema: torch.nn.Module | None, resume: bool) -> dict[str, Any]:
     """The one way weights enter a run, for resume and fine-tune alike; returns the state dict.
 
-    The source must be a training state for the same schema whose ``family.arch_keys`` equal this
+    The source must be a training state (or, for a fine-tune of a family without a critic, an exported
+    generator: :func:`_exported_as_fine_tune_source`) for the same schema whose ``family.arch_keys`` equal this
     run's (everything else, e.g. learning rates, may differ: the run's own values apply). The
     generator, its EMA and both optimisers' moments always load. The critic loads too, except for
     parts the source lacks (:func:`_critic_growable`: the auxiliary classifier), which start fresh
@@ -285,6 +302,8 @@ def load_training_state(path: Path | str, family: Family, cfg: ImageModelConfig,
     resumed run equal an uninterrupted one.
     """
     state = load_checkpoint(path)
+    if state.get("format") == GENERATOR_FORMAT and not resume:
+        state = _exported_as_fine_tune_source(state, path, ctx)
     if state.get("format") != TRAIN_STATE_FORMAT:
         raise CheckpointError(f"{path} is not a training state (use a run's state.pt)")
     if state["schema"] != schema.to_dict():
