@@ -150,6 +150,17 @@ class JobConfig:
     # scene Parquet; sample i shows scene i mod n); None = sample them with scene_checkpoint
     scenes: Optional[str] = None
     scene_checkpoint: Optional[str] = None  # None = the bundled scene model
+    # condition transfer (layout-conditioned checkpoints; aigc_synth/sampling/transfer.py, docs/scenes.md):
+    # a BDD100K labels JSON or COCO instances.json whose frames are drawn under every condition of the
+    # plan (weather x time_of_day; traffic is each frame's own); the job has frames x conditions samples
+    layouts: Optional[str] = None
+    layouts_format: Optional[str] = None  # bdd100k | coco; None = from the JSON (a list of frames: bdd100k)
+    layouts_lanes: Optional[str] = None  # BDD100K lane labels (poly2d polylines); None = lanes unknown
+    layouts_drivable: Optional[str] = None  # BDD100K drivable-area labels (poly2d polygons); None = road unknown
+    layouts_images: Optional[str] = None  # BDD100K: the frames' images, read for their size (None: 1280 x 720)
+    # unknown layout channels (no lanes / drivable labels) as zero for a model without layout_unknown_flags
+    # (right for a model trained with them unknown in every frame, e.g. COCO boxes); false: refused
+    layouts_unknown_as_zero: bool = False
     schema: dict[str, Any] = field(default_factory=dict)  # optional: if non-empty, must equal the checkpoint's schema
     resolution: Optional[int] = None  # optional: must equal the checkpoint's resolution if given
     plan: PlanConfig = field(default_factory=PlanConfig)

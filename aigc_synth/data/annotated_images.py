@@ -121,6 +121,15 @@ def schema_value_mapping(m: Mapping[str, Any], schema: ConditionSchema = DEFAULT
     return out
 
 
+def frame_attributes(ann: FrameAnnotations, m: Mapping[str, Any], values: Mapping[str, Any]) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+    """``(attributes, mapping)`` a frame's conditions are read with: its ``attributes`` (BDD100K's
+    vocabulary) through ``m``, else its ``conditions`` (schema values) through ``values``
+    (:func:`schema_value_mapping` of ``m``)."""
+    if "attributes" in ann.meta:
+        return ann.meta["attributes"], m
+    return ann.meta.get("conditions", {}), values
+
+
 def read_coco_layouts(images_dir: str | Path, instances_json: str | Path, schema: ConditionSchema = DEFAULT_SCHEMA,
                       mapping: str | Path | Mapping[str, Any] | None = None
                       ) -> tuple[list[AnnotatedRecord], AnnotationSkipped]:
@@ -135,7 +144,7 @@ def read_coco_layouts(images_dir: str | Path, instances_json: str | Path, schema
     values = schema_value_mapping(m, schema)
     records = []
     for name, ann in frames.items():
-        attrs, mp = (ann.meta["attributes"], m) if "attributes" in ann.meta else (ann.meta.get("conditions", {}), values)
+        attrs, mp = frame_attributes(ann, m, values)
         conditions, reason = mapped_conditions(attrs, mp)
         path = root / name
         if reason is None and not path.is_file():

@@ -169,9 +169,9 @@ def _alpha(box: tuple[float, float, float, float], size: int) -> tuple[slice, sl
     return slice(iy0, iy1), slice(ix0, ix1), np.outer(wy, wx)
 
 
-def _faces(ann: FrameAnnotations, size: int) -> list[tuple[str, tuple[float, float, float, float], tuple[float, ...]]]:
+def _faces(ann: FrameAnnotations, size: int) -> list[tuple[str, tuple[float, float, float, float], tuple[float, ...], int]]:
     """Vehicle boxes scaled to the raster, painter's order, each with its box extended one pixel past
-    the sides that lie on the image border (so the ring leaves them out)."""
+    the sides that lie on the image border (so the ring leaves them out) and its index in ``ann.boxes``."""
     sx, sy = size / ann.width, size / ann.height
     faces = []
     for k, (x1, y1, x2, y2, category) in enumerate(ann.boxes):
@@ -183,7 +183,7 @@ def _faces(ann: FrameAnnotations, size: int) -> list[tuple[str, tuple[float, flo
         ext = (box[0] - open_sides[0], box[1] - open_sides[1], box[2] + open_sides[2], box[3] + open_sides[3])
         faces.append(((box[3], box[3] - box[1], k), kind, box, ext))
     faces.sort(key=lambda f: f[0])
-    return [(kind, box, ext) for _, kind, box, ext in faces]
+    return [(kind, box, ext, key[2]) for key, kind, box, ext in faces]
 
 
 def known_channels(ann: FrameAnnotations) -> np.ndarray:
@@ -216,7 +216,7 @@ def annotation_layout(ann: FrameAnnotations, size: int = 64) -> tuple[np.ndarray
                 lines += polyline_coverage([(x * sx, y * sy) for x, y in line], size)
         np.clip(lines, 0.0, 1.0, out=lines)
     f_h = FOCAL * size * CAMERA_HEIGHT
-    for kind, box, ext in _faces(ann, size):
+    for kind, box, ext, _ in _faces(ann, size):
         face = _alpha(box, size)
         if face is None:
             continue
@@ -234,6 +234,31 @@ def annotation_layout(ann: FrameAnnotations, size: int = 64) -> tuple[np.ndarray
             ring[iy.start - sl_y.start:iy.stop - sl_y.start, ix.start - sl_x.start:ix.stop - sl_x.start] -= ia
         edges[sl_y, sl_x] += np.clip(ring, 0.0, 1.0)
     return np.clip(out, 0.0, 1.0), known
+
+
+def annotation_boxes(ann: FrameAnnotations, size: int = 64) -> list[dict[str, Any]]:
+    """The vehicle boxes :func:`annotation_layout` paints, in annotation order, scaled to the ``size`` ×
+    ``size`` raster like it (aspect ratio not kept): ``{x0, y0, x1, y1, agent, label, visible}`` with
+    ``agent`` the box's index in ``ann.boxes``, ``label`` its category as annotated (``car``, ``truck``,
+    ``bus``) and ``visible`` the share of its face the raster shows, the rest hidden by nearer faces
+    (painted far to near as in :func:`annotation_layout`; 0 for a box too small to cover any pixel)."""
+    faces = _faces(ann, int(size))
+    keep = np.ones((int(size), int(size)), np.float64)  # what nearer faces leave of each pixel
+    visible: dict[int, float] = {}
+    for _, box, _, k in reversed(faces):  # near to far
+        face = _alpha(box, int(size))
+        if face is None:
+            visible[k] = 0.0
+            continue
+        sl_y, sl_x, a = face
+        visible[k] = float((a * keep[sl_y, sl_x]).sum() / max(a.sum(), 1e-12))
+        keep[sl_y, sl_x] *= 1.0 - a
+    out = []
+    for _, box, _, k in sorted(faces, key=lambda f: f[3]):
+        x0, y0, x1, y1 = box
+        out.append({"x0": float(x0), "y0": float(y0), "x1": float(x1), "y1": float(y1), "agent": int(k),
+                    "label": str(ann.boxes[k][4]), "visible": min(1.0, max(0.0, visible[k]))})
+    return out
 
 
 def annotation_layouts(annotations: Sequence[FrameAnnotations], size: int = 64) -> tuple[np.ndarray, np.ndarray]:

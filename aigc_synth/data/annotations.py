@@ -87,12 +87,18 @@ def _load_json(path: str | Path, what: str) -> Any:
         raise UsageError(str(exc)) from None
 
 
-def _frames(path: str | Path, what: str) -> list[Any]:
-    data = _load_json(path, what)
+def _name(source: Any) -> str:
+    """How messages name a labels source: its path, or "the given frames" for parsed JSON (a request's)."""
+    return str(source) if isinstance(source, (str, Path)) else "the given frames"
+
+
+def _frames(path: str | Path | list | Mapping, what: str) -> list[Any]:
+    """The frames of a labels file, or of its parsed JSON (a list, or Scalabel's ``{"frames": [...]}``)."""
+    data = path if isinstance(path, (list, Mapping)) else _load_json(path, what)
     if isinstance(data, Mapping) and isinstance(data.get("frames"), list):  # Scalabel's "dataset" form
         data = data["frames"]
     if not isinstance(data, list):
-        raise UsageError(f"{what} {path} must be a JSON list of frames ({{'name', 'labels'}}), got a {type(data).__name__}")
+        raise UsageError(f"{what} {_name(path)} must be a JSON list of frames ({{'name', 'labels'}}), got a {type(data).__name__}")
     return data
 
 
@@ -216,8 +222,8 @@ def _read_shapes(path: str | Path, what: str, kept: Mapping[str, FrameAnnotation
     return out
 
 
-def read_bdd100k_annotations(labels_json: str | Path, lanes_json: str | Path | None = None,
-                             drivable_json: str | Path | None = None, *, images_dir: str | Path | None = None,
+def read_bdd100k_annotations(labels_json: str | Path | list, lanes_json: str | Path | list | None = None,
+                             drivable_json: str | Path | list | None = None, *, images_dir: str | Path | None = None,
                              image_size: tuple[int, int] = BDD100K_IMAGE_SIZE
                              ) -> tuple[dict[str, FrameAnnotations], AnnotationSkipped]:
     """BDD100K frames as annotations keyed by frame name, and what was skipped (see the module docstring).
@@ -232,8 +238,10 @@ def read_bdd100k_annotations(labels_json: str | Path, lanes_json: str | Path | N
     ``skipped`` counts frames by reason (``malformed frame``, ``duplicate name``, ``malformed box2d``,
     ``missing image``, ``unreadable image``; ``len(frames) + sum(skipped.values())`` is the labels'
     frame count), dropped boxes in ``skipped.boxes`` and dropped shapes in ``skipped.shapes``
-    (``malformed lane poly2d``, ``malformed drivable poly2d``, ...). Raises
-    :class:`~aigc_synth.errors.UsageError` (one line) for a missing or invalid file and when no frame is usable.
+    (``malformed lane poly2d``, ``malformed drivable poly2d``, ...). Each file may also be given as its
+    parsed JSON (a list of frames: a served request's). A frame's ``attributes`` object, when it has
+    one, is kept in ``meta["attributes"]``. Raises :class:`~aigc_synth.errors.UsageError` (one line)
+    for a missing or invalid file and when no frame is usable.
     """
     frames_in = _frames(labels_json, "BDD100K labels")
     img_dir = Path(images_dir).expanduser() if images_dir is not None else None
@@ -267,10 +275,11 @@ def read_bdd100k_annotations(labels_json: str | Path, lanes_json: str | Path | N
                 skipped["unreadable image"] += 1
                 continue
         w, h = size
-        frames[name] = FrameAnnotations(float(w), float(h), clip_boxes(boxes, w, h, skipped.boxes))  # type: ignore[arg-type]
+        meta = {"attributes": dict(frame["attributes"])} if isinstance(frame.get("attributes"), Mapping) else {}
+        frames[name] = FrameAnnotations(float(w), float(h), clip_boxes(boxes, w, h, skipped.boxes), meta=meta)  # type: ignore[arg-type]
     if not frames:
         why = ", ".join(f"{k}: {v}" for k, v in skipped.most_common()) or "the list is empty"
-        raise UsageError(f"no usable frames in {labels_json}: {sum(skipped.values())} of {len(frames_in)} skipped ({why})")
+        raise UsageError(f"no usable frames in {_name(labels_json)}: {sum(skipped.values())} of {len(frames_in)} skipped ({why})")
 
     if lanes_json is not None:
         for name, labels in _read_shapes(lanes_json, "lane", frames, seen, skipped).items():

@@ -462,7 +462,10 @@ def export_bdd100k(rows: Sequence[Mapping[str, Any]], out_dir: str | Path,
                 raise UsageError(f"sample_id {row['sample_id']} appears twice in the rows to export")
             names.add(name)
             (tmp / "images" / name).write_bytes(data)
-            frames.append({"name": name, "attributes": _frame_attributes(row["conditions"], m, inverse),
+            attributes = _frame_attributes(row["conditions"], m, inverse)
+            if row.get("source_frame") is not None:  # condition transfer: the annotated frame it redraws
+                attributes["source_frame"] = row["source_frame"]
+            frames.append({"name": name, "attributes": attributes,
                            "labels": _box_labels(row.get("boxes") or [], m["export"]["default_category"])})
         with open(tmp / "labels.json", "w", encoding="utf-8") as fh:
             json.dump(frames, fh, indent=1)

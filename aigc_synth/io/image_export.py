@@ -9,7 +9,7 @@ zero-padded id, ``f"{sample_id:09d}"`` (the job's own PNG file stem).
 WebDataset (:func:`export_webdataset`)::
 
     OUT/shard-000000.tar        samples 0 .. shard_size-1 (sorted by sample id), then shard-000001.tar ...
-        000000000.json          {"sample_id", "seed", "conditions", "width", "height", "model_id"[, "boxes"]}
+        000000000.json          {"sample_id", "seed", "conditions", "width", "height", "model_id"[, "boxes"][, "source_frame"]}
         000000000.png           the image bytes (.jpg / .webp for JPEG / WebP images)
 
     import webdataset as wds
@@ -28,7 +28,7 @@ COCO (:func:`export_coco`)::
     coco = COCO("OUT/instances.json")   # file_name is relative to OUT: "images/000000000.png"
 
   ``images[i]`` = ``{"id": sample_id, "file_name", "width", "height", "seed", "model_id",
-  "conditions": {factor: value}}``; one annotation per box (``bbox`` = ``[x, y, w, h]`` in pixels,
+  "conditions": {factor: value}}`` (+ ``"source_frame"``: a condition-transfer job's source frame); one annotation per box (``bbox`` = ``[x, y, w, h]`` in pixels,
   ``area`` = w * h, ``iscrowd`` 0, ids 1, 2, ... in sample order); categories ``car`` = 1,
   ``truck`` = 2, then any other box label in sorted order.
 
@@ -91,6 +91,8 @@ def _metadata(row: Mapping[str, Any]) -> dict[str, Any]:
     boxes = _boxes(row)
     if boxes:
         meta["boxes"] = boxes
+    if row.get("source_frame") is not None:  # condition transfer: the annotated frame it redraws
+        meta["source_frame"] = row["source_frame"]
     return meta
 
 
@@ -166,7 +168,8 @@ def coco_instances(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         sample_id = int(row["sample_id"])
         images.append({"id": sample_id, "file_name": f"images/{sample_key(sample_id)}.{image_extension(row['image'])}",
                        "width": int(row["width"]), "height": int(row["height"]), "seed": int(row["seed"]),
-                       "model_id": row["model_id"], "conditions": dict(row["conditions"])})
+                       "model_id": row["model_id"], "conditions": dict(row["conditions"]),
+                       **({"source_frame": row["source_frame"]} if row.get("source_frame") is not None else {})})
         for box in _boxes(row):
             x0, y0, x1, y1 = (float(box[k]) for k in ("x0", "y0", "x1", "y1"))
             if x1 < x0 or y1 < y0:

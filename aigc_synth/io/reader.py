@@ -40,7 +40,7 @@ def load_manifest(output_dir: str | Path | Store) -> dict[str, Any]:
 def iter_image_rows(output_dir: str | Path | Store, limit: int | None = None):
     """Every row of a finished image job, shard by shard: ``{"sample_id", "seed", "conditions" (dict),
     "image" (encoded bytes), "path" (the row's file name / path in the job), "width", "height",
-    "model_id"}`` plus ``"boxes"`` when the job wrote that column. Reads one shard at a time; stops
+    "model_id"}`` plus ``"boxes"`` and ``"source_frame"`` when the job wrote those columns. Reads one shard at a time; stops
     after ``limit`` rows. Raises FileNotFoundError without a manifest, ValueError for a scene job."""
     store = open_store(output_dir)
     manifest = load_manifest(store)
@@ -53,13 +53,16 @@ def iter_image_rows(output_dir: str | Path | Store, limit: int | None = None):
         cols = {c: table.column(c) for c in table.column_names}
         images = cols["image"].combine_chunks()
         data, paths = images.field("bytes").to_pylist(), images.field("path").to_pylist()
-        plain = {c: cols[c].to_pylist() for c in ("sample_id", "seed", "width", "height", "model_id", "boxes", *names) if c in cols}
+        plain = {c: cols[c].to_pylist() for c in ("sample_id", "seed", "width", "height", "model_id", "boxes", "source_frame", *names)
+                 if c in cols}
         for row in range(table.num_rows):
             item = {"sample_id": plain["sample_id"][row], "seed": plain["seed"][row],
                     "conditions": {n: plain[n][row] for n in names}, "image": data[row], "path": paths[row],
                     "width": plain["width"][row], "height": plain["height"][row], "model_id": plain["model_id"][row]}
             if "boxes" in plain:
                 item["boxes"] = plain["boxes"][row]
+            if "source_frame" in plain:  # condition transfer: the annotated frame the image redraws
+                item["source_frame"] = plain["source_frame"][row]
             yield item
             done += 1
             if limit is not None and done >= limit:

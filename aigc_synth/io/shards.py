@@ -91,7 +91,7 @@ BOX_TYPE = pa.struct([pa.field("x0", pa.float32()), pa.field("y0", pa.float32())
 BOXES_TYPE = pa.list_(BOX_TYPE)
 
 
-def arrow_schema(factor_names: Sequence[str], gate: bool = False, boxes: bool = False) -> pa.Schema:
+def arrow_schema(factor_names: Sequence[str], gate: bool = False, boxes: bool = False, source_frame: bool = False) -> pa.Schema:
     """Shard schema, with the Hugging Face features JSON so ``datasets`` decodes ``image`` as Image."""
     fields = [pa.field("sample_id", pa.int64()), pa.field("seed", pa.int64())]
     fields += [pa.field(name, pa.string()) for name in factor_names]
@@ -110,6 +110,9 @@ def arrow_schema(factor_names: Sequence[str], gate: bool = False, boxes: bool = 
         features["boxes"] = [{k: {"dtype": d, "_type": "Value"} for k, d in
                               (("x0", "float32"), ("y0", "float32"), ("x1", "float32"), ("y1", "float32"), ("agent", "int32"),
                                ("label", "string"), ("visible", "float32"))}]
+    if source_frame:  # condition transfer: the name of the annotated frame the row redraws
+        fields.append(pa.field("source_frame", pa.string()))
+        features["source_frame"] = {"dtype": "string", "_type": "Value"}
     return pa.schema(fields, metadata={b"huggingface": json.dumps({"info": {"features": features}}).encode()})
 
 

@@ -121,12 +121,14 @@ class ResolvedModel:
 @dataclass
 class KindResolution:
     """A kind's answer to a job spec: its model, the ResolvedJob fields only it uses (``fields``, e.g. a
-    layout job's scene source) and what the job fingerprint adds for it (``spec``: absent keys keep
-    older jobs' fingerprints)."""
+    layout job's scene source), what the job fingerprint adds for it (``spec``: absent keys keep
+    older jobs' fingerprints) and the JobConfig keys its inputs settle (``job``: a condition-transfer
+    job's ``num_samples`` and exact ``plan`` come from its frames)."""
 
     model: ResolvedModel
     fields: dict[str, Any] = field(default_factory=dict)
     spec: dict[str, Any] = field(default_factory=dict)
+    job: dict[str, Any] = field(default_factory=dict)
 
 
 def table_rows(batch: SampleBatch, encoder: Callable[[SampleBatch, int, Sequence[str]], EncodedShard]) -> list[dict[str, Any]]:

@@ -44,6 +44,7 @@ class ImageEncoder:
         self.image_format, self.image_quality = job.get("image_format", "png"), int(job.get("image_quality", 90))
         self.ext = IMAGE_FILE_EXTENSIONS[self.image_format]
         self.layout = bool(job.get("layout"))
+        self.transfer = bool(job.get("layouts"))  # condition transfer: rows name their source frame
 
     def __call__(self, batch: SampleBatch, shard: int, formats: Sequence[str]) -> EncodedShard:
         from aigc_synth.sampling.sampler import encode_image
@@ -68,13 +69,17 @@ class ImageEncoder:
         if self.layout:
             columns["scene_id"] = pa.array(batch.columns["scene_id"], pa.int64())
             columns["boxes"] = pa.array(list(batch.columns["boxes"]), BOXES_TYPE)
-        table = pa.Table.from_pydict(columns, schema=arrow_schema(self.schema.names, gate=self.gated, boxes=self.layout))
+        if self.transfer:
+            columns["source_frame"] = pa.array(list(batch.columns["source_frame"]), pa.string())
+        table = pa.Table.from_pydict(columns, schema=arrow_schema(self.schema.names, gate=self.gated, boxes=self.layout,
+                                                                  source_frame=self.transfer))
         return EncodedShard(table=table, files=list(zip(names, data)))
 
 
 def resolve_image_job(job: Any, formats: list[str]) -> KindResolution:
     """The checkpoint (an exported image generator, loaded fully) and, for a layout-conditioned model,
-    where each sample's scene comes from; JobSpecError with one line for anything wrong."""
+    where each sample's scene comes from (or, with ``job.layouts``, its annotated frame:
+    :mod:`aigc_synth.sampling.transfer`); JobSpecError with one line for anything wrong."""
     from aigc_synth.models.exported import load_generator, resolve_checkpoint_path
     from aigc_synth.sampling.layout import resolve_scene_source
 
@@ -87,8 +92,18 @@ def resolve_image_job(job: Any, formats: list[str]) -> KindResolution:
         raise JobSpecError(f"job.resolution={job.resolution} is not supported by the checkpoint, which generates "
                            f"{loaded.resolution}x{loaded.resolution} images (train or pick a {job.resolution}-px model)")
     model = ResolvedModel(ckpt_path, loaded.model_id, loaded.family, dict(loaded.model_config), loaded.schema, loaded.resolution)
-    fields: dict[str, Any] = dict(resolve_scene_source(job, loaded.family, loaded.schema, ckpt_path))
     spec: dict[str, Any] = {}
+    settled: dict[str, Any] = {}
+    if job.layouts:  # condition transfer: the frames are the layouts, and settle the job's size and plan
+        from aigc_synth.sampling.transfer import resolve_transfer
+
+        fields, spec, settled = resolve_transfer(job, loaded.family, loaded.schema, ckpt_path, model.model_config)
+    else:
+        given = [k for k in ("lanes", "drivable", "images", "format") if getattr(job, f"layouts_{k}")]
+        if given or job.layouts_unknown_as_zero:
+            raise JobSpecError(f"job.layouts_{(given or ['unknown_as_zero'])[0]} applies to condition transfer only: "
+                               "give job.layouts (a BDD100K labels JSON or COCO instances.json)")
+        fields = dict(resolve_scene_source(job, loaded.family, loaded.schema, ckpt_path))
     sampling = job.sampling.options()
     if sampling:  # the family checks its own options (driver-side: a bad one fails before any work)
         if not hasattr(loaded.module, "configure_sampling"):
@@ -104,7 +119,7 @@ def resolve_image_job(job: Any, formats: list[str]) -> KindResolution:
         spec["scenes_id"] = scenes_id(fields["scenes"])
     if fields.get("scene_model_id"):
         spec["scene_model_id"] = fields["scene_model_id"]
-    return KindResolution(model=model, fields=fields, spec=spec)
+    return KindResolution(model=model, fields=fields, spec=spec, job=settled)
 
 
 class ImageSampler(SamplerBase):
@@ -122,10 +137,23 @@ class ImageSampler(SamplerBase):
             self.gen.module.configure_sampling(**job["sampling"])
         self.plan = job_plan(job)
         self.scene_source = None
-        if job.get("layout"):
+        if job.get("layout") and not job.get("layouts"):
             from aigc_synth.sampling.layout import SceneSource
 
             self.scene_source = SceneSource(job)
+        self._transfer: dict[str, Any] = {}  # condition transfer: frames by id (the job's, a few requests')
+
+    def transfer_source(self, layouts: dict[str, Any]):
+        """The :class:`~aigc_synth.sampling.transfer.TransferSource` of a job's ``layouts`` entry, read once."""
+        from aigc_synth.sampling.transfer import TransferSource
+
+        source = self._transfer.get(layouts["id"])
+        if source is None:
+            if len(self._transfer) >= 8:  # served requests bring their own frames: keep a few
+                self._transfer.pop(next(iter(self._transfer)))
+            flagged = bool(self.job["model_config"].get("layout_unknown_flags"))
+            source = self._transfer[layouts["id"]] = TransferSource(layouts, self.plan.schema, self.gen.resolution, flagged)
+        return source
 
     def images(self, codes: np.ndarray, seeds: np.ndarray, layouts: np.ndarray | None = None) -> np.ndarray:
         """uint8 images, ``job.batch_size`` rows per call (never changes the bytes)."""
@@ -141,15 +169,19 @@ class ImageSampler(SamplerBase):
         """Everything of the rows but their pixels: (batch without images, layouts or None)."""
         ids = np.asarray(sample_ids, dtype=np.int64)
         plan = self.plan if job is self.job else job_plan(job)
-        codes = plan.codes_for(ids)
         seeds = attempt_seeds(job["seed"], ids, attempt)
         columns: dict[str, np.ndarray] = {"seed": seeds}
         layouts = None
-        if self.scene_source is not None:  # layout models: the scene first, then the image that shows it
-            from aigc_synth.sampling.layout import layouts_and_labels
+        if job.get("layouts"):  # condition transfer: frame i // C under condition i % C (sampling/transfer.py)
+            codes, layouts, extra = self.transfer_source(job["layouts"]).rows(ids, job["layouts"]["conditions"])
+            columns.update(extra)
+        else:
+            codes = plan.codes_for(ids)
+            if self.scene_source is not None:  # layout models: the scene first, then the image that shows it
+                from aigc_synth.sampling.layout import layouts_and_labels
 
-            scenes, codes = self.scene_source.scenes_for(ids, codes, plan.schema, seed=job["seed"])
-            layouts, columns["scene_id"], columns["boxes"] = layouts_and_labels(scenes, self.gen.resolution)
+                scenes, codes = self.scene_source.scenes_for(ids, codes, plan.schema, seed=job["seed"])
+                layouts, columns["scene_id"], columns["boxes"] = layouts_and_labels(scenes, self.gen.resolution)
         for f, (name, values) in enumerate(plan.schema.factors):
             columns[name] = np.asarray(values, dtype=object)[codes[:, f]]
         return SampleBatch(sample_ids=ids, columns=columns, codes=codes), layouts
@@ -166,7 +198,11 @@ class ImageSampler(SamplerBase):
             return []
         codes = np.concatenate([b.codes for b in batches])
         seeds = np.concatenate([b.columns["seed"] for b in batches])
-        layouts = None if prepared[0][1] is None else np.concatenate([lay for _, lay in prepared])
+        layouts = None
+        if prepared[0][1] is not None:  # a flagged model's transfer rows have "unknown" planes: scenes get zero ones
+            width = max(lay.shape[1] for _, lay in prepared)
+            layouts = np.concatenate([lay if lay.shape[1] == width else np.concatenate([lay, np.zeros_like(lay)], axis=1)
+                                      for _, lay in prepared])
         images = self.images(codes, seeds, layouts)
         start = 0
         for b in batches:
@@ -198,6 +234,8 @@ def respond_images(sampler: ImageSampler, batch: SampleBatch, job: dict[str, Any
                   "data": base64.b64encode(data).decode("ascii")}
         if "scene_id" in batch.columns:
             record.update(scene_id=int(batch.columns["scene_id"][n]), boxes=batch.columns["boxes"][n])
+        if "source_frame" in batch.columns:
+            record["source_frame"] = str(batch.columns["source_frame"][n])
         records.append(record)
     r = sampler.gen.resolution
     return {"format": fmt, "width": r, "height": r, "images": records}

@@ -36,7 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aigc_synth.sampling.base import SamplerKind
 from aigc_synth.schema import ConditionSchema
-from aigc_synth.serve.protocol import REQUEST_KEYS, RequestError, check_bearer, parse_generate_request
+from aigc_synth.serve.protocol import LAYOUT_REQUEST_KEYS, REQUEST_KEYS, RequestError, check_bearer, parse_generate_request
 
 app = FastAPI(title="aigc_synth", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -131,7 +131,8 @@ class Api:
         return {"schema": info["schema"], "combinations": self.schemas["generate"].num_combinations,
                 "model_id": info["model_id"], "family": info["family"], "sampler": info["kind_name"],
                 "width": info["resolution"], "height": info["resolution"], "formats": list(info["formats"]),
-                "max_n": self.max_n, "max_body_bytes": self.max_body_bytes, "request_fields": list(REQUEST_KEYS),
+                "max_n": self.max_n, "max_body_bytes": self.max_body_bytes,
+                "request_fields": list(REQUEST_KEYS) + (list(LAYOUT_REQUEST_KEYS) if info["job"].get("layout") else []),
                 "compute_batch": info["compute_batch"]}
 
     async def _json_body(self, request: Request) -> Any:
@@ -150,10 +151,11 @@ class Api:
         info, schema = self.infos[endpoint], self.schemas[endpoint]
         try:
             body = await self._json_body(request)
-            req = parse_generate_request(body, schema, self.max_n, formats=info["formats"], unit=info["unit"])
+            req = parse_generate_request(body, schema, self.max_n, formats=info["formats"], unit=info["unit"],
+                                         model_job=info["job"] if endpoint == "generate" else None)
         except RequestError as exc:
             return _error(exc.status, str(exc))
-        job = {**info["job"], "seed": req.seed, "num_samples": req.num_samples, "plan": req.plan_spec()}
+        job = req.job(info["job"])
         try:
             rows = await self.endpoints[endpoint].respond.remote((job, req.sample_ids(), req.format))
         except Exception as exc:  # replica failure: one line, no traceback to the client
@@ -170,7 +172,8 @@ class Api:
     @app.post("/generate")
     async def generate(self, request: Request):
         """``{conditions, n, seed, start, num_samples, format}`` → rows ``[start, start + n)`` of the job
-        with that list plan and seed (images: the job's bytes, with boxes for layout models)."""
+        with that list plan and seed (images: the job's bytes, with boxes for layout models); with
+        ``layouts`` (BDD100K frames), the condition-transfer job of those frames (``source_frame`` per row)."""
         return await self._answer("generate", request)
 
 

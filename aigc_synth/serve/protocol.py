@@ -7,6 +7,13 @@ A request ``{conditions: [c1, ..., ck], n, seed, start=0, num_samples=start+n}``
 seeds come from the same :class:`~aigc_synth.sampling.plan.ConditionPlan` the job uses (per-sample
 seed ``derive_seeds(seed, sample_index)``) inside the same sampler a job actor holds
 (:mod:`aigc_synth.serve.app`), so the rows are the job's rows.
+
+Condition transfer (a layout model): ``{layouts: [BDD100K frames], conditions: [{weather, time_of_day}, ...],
+seed, start, n}`` (optional ``layouts_lanes`` / ``layouts_drivable``: frames with lane / drivable-area
+labels, or ``true`` for the frames of ``layouts``; ``layouts_size``: [width, height] of the frames'
+images, default 1280 × 720; ``layouts_unknown_as_zero``) is the slice of the condition-transfer job
+of those frames and conditions (:mod:`aigc_synth.sampling.transfer`): ``num_samples`` = frames ×
+conditions, ``n`` by default all of them. The body-size limit bounds the frames.
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ from aigc_synth.schema import ConditionSchema, SchemaError
 
 FORMATS = ("png", "npy")  #: what an image endpoint serves (aigc_synth.sampling.image.SERVE_FORMATS)
 REQUEST_KEYS = ("conditions", "n", "seed", "format", "start", "num_samples")
+#: A condition-transfer request's extra fields (layout models only).
+LAYOUT_REQUEST_KEYS = ("layouts", "layouts_lanes", "layouts_drivable", "layouts_size", "layouts_unknown_as_zero")
 MAX_SEED = 2**63 - 1
 MAX_NUM_SAMPLES = 100_000_000  # same typo guard as the batch job's job.max_samples
 TOKEN_ENV = "AIGC_SYNTH_TOKEN"
@@ -47,10 +56,22 @@ class GenerateRequest:
     num_samples: int
 
     format: str | None = None
+    layouts: dict[str, Any] | None = None  # condition transfer: the job's ``layouts`` entry
+    transfer_plan: dict[str, Any] | None = None  # ... and its exact plan
 
     def plan_spec(self) -> dict[str, Any]:
-        """The batch job's plan for this request: a ``list`` plan, one equal-weight item per condition."""
+        """The batch job's plan for this request: a ``list`` plan, one equal-weight item per condition
+        (condition transfer: the job's exact plan)."""
+        if self.transfer_plan is not None:
+            return self.transfer_plan
         return {"kind": "list", "items": [{"conditions": c, "weight": 1.0} for c in self.conditions]}
+
+    def job(self, base: Mapping[str, Any]) -> dict[str, Any]:
+        """The resolved job this request is a slice of: the endpoint's ``base`` job with its seed, size and plan."""
+        job = {**base, "seed": self.seed, "num_samples": self.num_samples, "plan": self.plan_spec()}
+        if self.layouts is not None:
+            job["layouts"] = self.layouts
+        return job
 
     def plan(self, schema: ConditionSchema) -> ConditionPlan:
         """The batch job's :class:`ConditionPlan` for this request."""
@@ -72,18 +93,21 @@ def _int_field(body: Mapping[str, Any], key: str, default: int | None, lo: int, 
 
 
 def parse_generate_request(body: Any, schema: ConditionSchema, max_n: int, formats: tuple[str, ...] = FORMATS,
-                           unit: str = "image") -> GenerateRequest:
+                           unit: str = "image", model_job: Mapping[str, Any] | None = None) -> GenerateRequest:
     """Check a decoded JSON body; raise :class:`RequestError` (422) with one clear line. ``formats``: the
     ``format`` values the endpoint's kind serves (none: rows come as JSON and ``format`` is refused);
-    ``unit``: what one row is, for messages. Integer condition values (``num_lanes: 3``) count as their
-    strings: schema values are strings."""
+    ``unit``: what one row is, for messages; ``model_job``: the endpoint's resolved job (a layout
+    model's takes condition-transfer requests). Integer condition values (``num_lanes: 3``) count as
+    their strings: schema values are strings."""
     if isinstance(body, Mapping) and "format" in body and not formats:
         raise RequestError(422, f"'format' does not apply to {unit}s (rows come as JSON)")
     if not isinstance(body, Mapping):
         raise RequestError(422, "the request body must be a JSON object {conditions, n, seed, format}")
-    unknown = sorted(set(body) - set(REQUEST_KEYS))
+    unknown = sorted(set(body) - set(REQUEST_KEYS) - set(LAYOUT_REQUEST_KEYS))
     if unknown:
-        raise RequestError(422, f"unknown field {unknown[0]!r}; allowed fields: {list(REQUEST_KEYS)}")
+        raise RequestError(422, f"unknown field {unknown[0]!r}; allowed fields: {list(REQUEST_KEYS + LAYOUT_REQUEST_KEYS)}")
+    if any(k in body for k in LAYOUT_REQUEST_KEYS):
+        return _parse_transfer_request(body, schema, max_n, formats, model_job)
     conditions = body.get("conditions")
     if isinstance(conditions, Mapping):
         conditions = [conditions]
@@ -108,6 +132,34 @@ def parse_generate_request(body: Any, schema: ConditionSchema, max_n: int, forma
     if formats and fmt not in formats:
         raise RequestError(422, f"'format' must be one of {list(formats)}, got {fmt!r}")
     return GenerateRequest(conditions=checked, n=n, seed=seed, format=fmt, start=start, num_samples=num_samples)
+
+
+def _parse_transfer_request(body: Mapping[str, Any], schema: ConditionSchema, max_n: int, formats: tuple[str, ...],
+                            model_job: Mapping[str, Any] | None) -> GenerateRequest:
+    """A condition-transfer request (see the module docstring)."""
+    from aigc_synth.sampling.transfer import inline_layouts
+
+    if model_job is None or not model_job.get("layout"):
+        raise RequestError(422, "'layouts' needs a layout-conditioned model (layout_gan, layout_diffusion) behind /generate")
+    if "layouts" not in body:
+        raise RequestError(422, "'layouts_*' fields need 'layouts' (a list of BDD100K frames)")
+    as_zero = body.get("layouts_unknown_as_zero", False)
+    if not isinstance(as_zero, bool):
+        raise RequestError(422, f"'layouts_unknown_as_zero' must be true or false, got {as_zero!r}")
+    try:
+        layouts, plan, total = inline_layouts(body["layouts"], body.get("layouts_lanes"), body.get("layouts_drivable"),
+                                              body.get("layouts_size"), body.get("conditions"), schema,
+                                              bool(model_job["model_config"].get("layout_unknown_flags")), as_zero)
+    except ValueError as exc:  # UsageError, SchemaError, PlanError included
+        raise RequestError(422, f"layouts: {exc}") from None
+    start = _int_field(body, "start", 0, 0, total - 1)
+    n = _int_field(body, "n", min(total - start, max_n), 1, min(max_n, total - start))
+    num_samples = _int_field(body, "num_samples", total, total, total)
+    fmt = body.get("format", formats[0]) if formats else None
+    if formats and fmt not in formats:
+        raise RequestError(422, f"'format' must be one of {list(formats)}, got {fmt!r}")
+    return GenerateRequest(conditions=layouts["conditions"], n=n, seed=_int_field(body, "seed", 0, 0, MAX_SEED), format=fmt,
+                           start=start, num_samples=num_samples, layouts=layouts, transfer_plan=plan)
 
 
 def decode_image(data: bytes, fmt: str) -> np.ndarray:
