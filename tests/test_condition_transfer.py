@@ -257,3 +257,41 @@ def test_a_served_request_is_the_jobs_slice(runs, fleet, layout_ckpt):
         parse_generate_request({**body, "layouts_drivable": None}, DEFAULT_SCHEMA, 64, model_job=job)
     with pytest.raises(RequestError, match="layout-conditioned"):
         parse_generate_request(body, DEFAULT_SCHEMA, 64, model_job={**job, "layout": False})
+
+
+def test_coco_instances_are_detected_and_need_the_zero_opt_in_on_an_unflagged_model(layout_ckpt, tmp_path):
+    from aigc_synth.data.annotated_images import write_coco_fixture
+    from aigc_synth.sampling.image import ImageSampler
+
+    _, instances = write_coco_fixture(tmp_path / "coco", 3, 0, 64)
+    keys = [f"job.layouts={instances}"]
+    with pytest.raises(JobSpecError, match="road unknown in 7 of 7 frames"):  # COCO: boxes only
+        validate_job(_cfg(tmp_path / "x", layout_ckpt, keys))
+    job = validate_job(_cfg(tmp_path / "y", layout_ckpt, keys, "job.layouts_unknown_as_zero=true"))
+    assert job.layouts["format"] == "coco" and job.num_samples == 7 * len(CELLS)
+    assert job.job_spec["layouts"]["unknown_as_zero"] is True
+    doc = json.loads(instances.read_text())
+    batch = ImageSampler(asdict(job), layout_ckpt.read_bytes()).sample(np.arange(6))
+    assert list(batch.columns["source_frame"]) == [doc["images"][i // 3]["file_name"] for i in range(6)]
+    anns = [a for a in doc["annotations"] if a["image_id"] == doc["images"][0]["id"]]
+    x, y, w, h = anns[0]["bbox"]
+    assert np.allclose([batch.columns["boxes"][0][0][k] for k in ("x0", "y0", "x1", "y1")],
+                       [x / 2, y / 2, (x + w) / 2, (y + h) / 2], atol=1e-4)
+
+
+def test_bad_served_frames_are_one_line_422s(layout_ckpt, fleet):
+    from aigc_synth.jobs.spec import serving_job
+    from aigc_synth.serve.protocol import RequestError, parse_generate_request
+
+    root, _ = fleet
+    frames = json.loads((root / "labels.json").read_text())[:1]
+    _, job, _ = serving_job("image", str(layout_ckpt), 32, 64)
+    ok = {"layouts": frames, "layouts_lanes": True, "layouts_drivable": True, "conditions": [{"weather": "fog", "time_of_day": "day"}]}
+    assert parse_generate_request(ok, DEFAULT_SCHEMA, 64, model_job=job).num_samples == 1
+    for change, needle in [({"layouts": []}, "non-empty list"), ({"layouts": [{"labels": []}]}, "no usable frames"),
+                           ({"conditions": [{"weather": "fog", "time_of_day": "day", "traffic": "heavy"}]}, "conditions\\[0\\] names"),
+                           ({"conditions": [{"weather": "hail", "time_of_day": "day"}]}, "unknown value"),
+                           ({"layouts_size": [0, 5]}, "layouts_size"), ({"n": 2}, "'n' must lie")]:
+        with pytest.raises(RequestError, match=needle) as err:
+            parse_generate_request({**ok, **change}, DEFAULT_SCHEMA, 64, model_job=job)
+        assert err.value.status == 422 and "\n" not in str(err.value)

@@ -300,11 +300,16 @@ def inline_layouts(frames: Any, lanes: Any, drivable: Any, size: Any, conditions
         conditions = [conditions]
     if not isinstance(conditions, list) or not conditions:
         raise ValueError("'conditions' must be a condition or a non-empty list of them (weather, time_of_day)")
+    for i, cond in enumerate(conditions):
+        if not isinstance(cond, Mapping):
+            raise ValueError(f"conditions[{i}] must be a condition {{factor: value}}, got {cond!r}")
     source = {"format": "bdd100k", "labels": frames, "lanes": shapes[0], "drivable": shapes[1], "images": None, "size": size}
     read, _ = read_transfer_frames(source, schema)  # UsageError / SchemaError: ValueErrors
     fixed = traffic_factor(schema)
-    cells = transfer_conditions({"kind": "list", "items": [{"conditions": c} if isinstance(c, Mapping) else c
-                                                           for c in conditions]}, schema, fixed)
+    try:
+        cells = transfer_conditions({"kind": "list", "items": [{"conditions": c} for c in conditions]}, schema, fixed)
+    except PlanError as exc:  # in the request's words
+        raise ValueError(str(exc).replace("plan.items[", "conditions[")) from None
     problem = unknown_channels_problem(read, flagged, as_zero)
     if problem:
         raise ValueError(problem.replace("job.layouts_lanes, job.layouts_drivable", "'layouts_lanes', 'layouts_drivable'")
