@@ -9,7 +9,9 @@ bundled one when present) it samples ``--n`` layout images on the device with th
 (:func:`aigc_synth.sampling.sampler.generate_images`, per-sample seeds, fixed micro-batches) and reports
 images/s, the GPU's mean utilisation while it ran (``nvidia-smi``) and the ratio to a plain PyTorch loop
 calling the same module on the same inputs (what our determinism machinery costs). Diffusion is measured
-as exported and with its GPU options (bf16 autocast, channels-last). Everything goes to one JSON; the
+as exported and with its GPU options (bf16 autocast, channels-last). Then each family runs as a real job
+(``jobs``: a local Ray on this machine, the actor on the GPU, encoding and writing on the CPUs), whose
+images/s next to the model-only figure is what the pipeline costs on this GPU. Everything goes to one JSON; the
 README's GPU figures are taken from it, none is written by hand.
 """
 
@@ -98,6 +100,29 @@ def measure(path: Path, n: int, device: str, compute_batch: int, **sampling) -> 
             "gpu_utilisation_pct": util.mean}
 
 
+def job_rate(path: Path, n: int, device: str, compute_batch: int, out: Path) -> dict:
+    """A real ``aigc-synth generate`` job of ``n`` images from ``path`` on a local Ray of this machine: on a
+    GPU, one actor on the GPU (``resources.num_gpus=1``) and the encode + write stage on the CPUs."""
+    import ray
+
+    from aigc_synth.benchmarks.scale_out import steady_rate
+    from aigc_synth.config import compose
+    from aigc_synth.jobs.generate import run_generation
+
+    gpu = device.startswith("cuda")
+    cfg = compose("generate", [f"output_dir={out}", f"job.checkpoint={path}", f"job.num_samples={n}",
+                               f"job.compute_batch={compute_batch}", f"resources.num_gpus={1 if gpu else 0}", "preview=false"])
+    try:
+        run_generation(cfg, progress=False, log=lambda *_: None)
+    finally:
+        ray.shutdown()
+    run = json.loads((out / "run.json").read_text())
+    return {"checkpoint": str(path), "n": n, "job_img_per_s": round(n / run["timings"]["generate_s"], 1),
+            "job_steady_img_per_s": steady_rate(run.get("profile", {}).get("per_shard", [])),
+            "actors": run["resources"]["actors"], "shard_size": json.loads((out / "job.json").read_text())["job"]["shard_size"],
+            "png_stage": gpu}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda")
@@ -105,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compute-batch", type=int, default=256)
     ap.add_argument("--diffusion", default=None, help="a layout_diffusion checkpoint (default: the bundled one, if any)")
     ap.add_argument("--skip-tests", action="store_true")
+    ap.add_argument("--skip-jobs", action="store_true", help="no Ray job per family (the model-only figures)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
     result: dict = {"device": torch.cuda.get_device_name(0) if a.device.startswith("cuda") else a.device,
@@ -121,6 +147,12 @@ def main(argv: list[str] | None = None) -> int:
         if a.device.startswith("cuda"):
             runs.append(measure(diffusion, n, a.device, a.compute_batch, bf16=True, channels_last=True))
     result["families"] = runs
+    if not a.skip_jobs:  # the same models through the job machinery (Ray Data, actors, encode, shards)
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            result["jobs"] = [job_rate(Path(r["checkpoint"]), r["n"], a.device, a.compute_batch, Path(tmp) / f"job{k}")
+                              for k, r in enumerate(runs) if not r["sampling"].get("bf16")]
     Path(a.out).write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
     return 0
