@@ -231,6 +231,32 @@ def coco_layout_dataset(images: str, instances: str, schema: ConditionSchema = D
 # ------------------------------------------------------------------------------------------------
 # a COCO fixture
 # ------------------------------------------------------------------------------------------------
+def bdd100k_boxes_to_coco(labels_json: str | Path, out_json: str | Path, width: int, height: int) -> Path:
+    """A BDD100K labels file (e.g. :func:`~aigc_synth.data.bdd100k.write_scene_frames`'s) as a COCO
+    boxes-only ``instances.json`` at ``out_json`` (``file_name`` = the frame's name, so ``data.images``
+    is the same images directory): boxes of ``car`` / ``truck`` / ``bus``, image ``attributes`` = the
+    frame's ``weather``, ``timeofday`` and (when present) ``traffic``. Lanes and drivable areas are
+    dropped: COCO has no such annotations. Every image is ``width`` × ``height``."""
+    categories = {"car": 1, "truck": 2, "bus": 3}
+    images, annotations = [], []
+    for i, frame in enumerate(json.loads(Path(labels_json).read_text())):
+        attrs = {k: v for k, v in frame.get("attributes", {}).items() if k in ("weather", "timeofday", "traffic")}
+        images.append({"id": i + 1, "file_name": frame["name"], "width": width, "height": height, "attributes": attrs})
+        for label in frame.get("labels") or []:
+            if label.get("category") not in categories or "box2d" not in label:
+                continue
+            b = label["box2d"]
+            w, h = b["x2"] - b["x1"], b["y2"] - b["y1"]
+            annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": categories[label["category"]],
+                                "bbox": [b["x1"], b["y1"], w, h], "area": w * h, "iscrowd": 0})
+    doc = {"images": images, "annotations": annotations,
+           "categories": [{"id": cid, "name": name, "supercategory": "vehicle"} for name, cid in categories.items()]}
+    path = Path(out_json)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    return path
+
+
 def write_coco_fixture(out_dir: str | Path, n: int, seed: int, resolution: int = 64) -> tuple[Path, Path]:
     """The frames of ``write_bdd100k_fixture(out_dir, n, seed, resolution, layout_labels=True)`` (which
     it writes too) as a COCO boxes-only export ``out_dir/instances.json``; return ``(images_dir,

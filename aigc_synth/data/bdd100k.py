@@ -496,6 +496,51 @@ def fixture_scenes(n: int, seed: int) -> list:
             for i, (c, s_) in enumerate(zip(codes, seeds))]
 
 
+def write_scene_frames(out_dir: str | Path, scenes: Sequence[Any], conditions: Sequence[Mapping[str, str]],
+                       seeds: Sequence[int], resolution: int = 64,
+                       mapping: str | Path | Mapping[str, Any] | None = None, image_format: str = "png") -> tuple[Path, Path]:
+    """Export GIVEN traffic scenes, each under a GIVEN weather and time of day, as a BDD100K data set in
+    ``out_dir``; return ``(images_dir, labels_json)``.
+
+    Frame ``i`` is ``scenes[i]`` rendered through the ego camera
+    (:func:`~aigc_synth.data.scene_render.render_scene`) under ``conditions[i]["weather"]`` /
+    ``["time_of_day"]`` with cosmetic seed ``seeds[i] mod 2**62``, saved as ``images/<i:06d>.<image_format>``.
+    ``labels.json`` holds its boxes (category = agent kind) and attributes mapped through ``mapping``
+    (weather, timeofday, scene, plus the mapping's ``traffic`` attribute = the scene's own level, as
+    ``aigc-synth export --format bdd100k`` writes it); ``lanes.json`` and ``drivable.json`` hold its lane
+    markings and drivable area in Scalabel ``poly2d``
+    (:func:`~aigc_synth.data.annotation_layout.annotations_from_scene`), exactly as
+    ``write_bdd100k_fixture(layout_labels=True)`` writes them. Every frame is usable (no skip cases).
+    """
+    from aigc_synth.data.annotation_layout import annotations_from_scene
+    from aigc_synth.data.scene_render import render_scene
+
+    if not (len(scenes) == len(conditions) == len(seeds)):
+        raise ValueError(f"{len(scenes)} scenes, {len(conditions)} conditions, {len(seeds)} seeds: give one of each per frame")
+    out = Path(out_dir)
+    images_dir = out / "images"
+    images_dir.mkdir(parents=True, exist_ok=True)
+    m = _resolve_mapping(mapping, DEFAULT_SCHEMA)
+    inverse = {factor: _inverse(spec["values"]) for factor, spec in m["factors"].items()}
+    frames, lane_frames, area_frames = [], [], []
+    for i, (scene, cond, seed) in enumerate(zip(scenes, conditions, seeds)):
+        name = f"{i:06d}.{image_format}"
+        image = render_scene(scene, cond["weather"], cond["time_of_day"], int(seed) % 2**62, resolution).image
+        Image.fromarray(image).save(images_dir / name, **({"quality": 95} if image_format == "jpg" else {}))
+        ann = annotations_from_scene(scene, resolution)
+        attrs = _frame_attributes({"weather": cond["weather"], "time_of_day": cond["time_of_day"], "traffic": scene.traffic},
+                                  m, inverse)
+        frames.append({"name": name, "attributes": attrs, "labels": _box_labels(ann.boxes, "car")})
+        lane_frame, area_frame = _shape_frames(name, ann)
+        lane_frames.append(lane_frame)
+        area_frames.append(area_frame)
+    labels_json = out / "labels.json"
+    labels_json.write_text(json.dumps(frames, indent=1) + "\n")
+    (out / "lanes.json").write_text(json.dumps(lane_frames, indent=1) + "\n")
+    (out / "drivable.json").write_text(json.dumps(area_frames, indent=1) + "\n")
+    return images_dir, labels_json
+
+
 def _shape_frames(name: str, ann: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """BDD100K (Scalabel) lane and drivable-area frames of one image's FrameAnnotations: the scene's
     edge lines solid, its separators dashed, the asphalt one ``area/drivable`` polygon."""
