@@ -56,14 +56,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from aigc_synth.data.layout import LAYOUT_CHANNELS, NEAR_SCALE
+from aigc_synth.data.layout import LAYOUT_CHANNELS, NEAR_SCALE, face_alpha
 from aigc_synth.data.scene_render import (
     CAMERA_HEIGHT,
     FOCAL,
     HORIZON,
     LINE_WIDTH,
     SHOULDER,
-    pixel_coverage,
     scene_boxes,
     span_coverage,
 )
@@ -160,15 +159,6 @@ def polyline_coverage(points: Sequence[tuple[float, float]], size: int) -> np.nd
     return cov.astype(np.float32)
 
 
-def _alpha(box: tuple[float, float, float, float], size: int) -> tuple[slice, slice, np.ndarray] | None:
-    x0, y0, x1, y1 = box
-    ix0, ix1, wx = pixel_coverage(x0, x1, size)
-    iy0, iy1, wy = pixel_coverage(y0, y1, size)
-    if ix1 <= ix0 or iy1 <= iy0:
-        return None
-    return slice(iy0, iy1), slice(ix0, ix1), np.outer(wy, wx)
-
-
 def _faces(ann: FrameAnnotations, size: int) -> list[tuple[str, tuple[float, float, float, float], tuple[float, ...], int]]:
     """Vehicle boxes scaled to the raster, painter's order, each with its box extended one pixel past
     the sides that lie on the image border (so the ring leaves them out) and its index in ``ann.boxes``."""
@@ -217,7 +207,7 @@ def annotation_layout(ann: FrameAnnotations, size: int = 64) -> tuple[np.ndarray
         np.clip(lines, 0.0, 1.0, out=lines)
     f_h = FOCAL * size * CAMERA_HEIGHT
     for kind, box, ext, _ in _faces(ann, size):
-        face = _alpha(box, size)
+        face = face_alpha(box, size)
         if face is None:
             continue
         sl_y, sl_x, a = face
@@ -227,7 +217,7 @@ def annotation_layout(ann: FrameAnnotations, size: int = 64) -> tuple[np.ndarray
         (truck if kind == "truck" else car)[sl_y, sl_x] += a
         near[sl_y, sl_x] += a * min(1.0, NEAR_SCALE * max(box[3] - HORIZON * size, 0.0) / f_h)
         x0, y0, x1, y1 = ext
-        inner = _alpha((x0 + 1, y0 + 1, x1 - 1, y1 - 1), size) if x1 - x0 > 2 and y1 - y0 > 2 else None
+        inner = face_alpha((x0 + 1, y0 + 1, x1 - 1, y1 - 1), size) if x1 - x0 > 2 and y1 - y0 > 2 else None
         ring = a.copy()
         if inner is not None:
             iy, ix, ia = inner
@@ -246,7 +236,7 @@ def annotation_boxes(ann: FrameAnnotations, size: int = 64) -> list[dict[str, An
     keep = np.ones((int(size), int(size)), np.float64)  # what nearer faces leave of each pixel
     visible: dict[int, float] = {}
     for _, box, _, k in reversed(faces):  # near to far
-        face = _alpha(box, int(size))
+        face = face_alpha(box, int(size))
         if face is None:
             visible[k] = 0.0
             continue

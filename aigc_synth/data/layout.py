@@ -40,7 +40,8 @@ LAYOUT_CHANNELS: tuple[str, ...] = ("road", "lane_lines", "car", "truck", "nearn
 NEAR_SCALE = 8.0  # m: faces nearer than this get nearness 1
 
 
-def _face_alpha(box: tuple[float, float, float, float], size: int) -> tuple[slice, slice, np.ndarray] | None:
+def face_alpha(box: tuple[float, float, float, float], size: int) -> tuple[slice, slice, np.ndarray] | None:
+    """(rows, columns, exact fractional coverage) of a pixel box on a ``size`` grid; None if it covers no pixel."""
     x0, y0, x1, y1 = box
     ix0, ix1, wx = pixel_coverage(x0, x1, size)
     iy0, iy1, wy = pixel_coverage(y0, y1, size)
@@ -67,7 +68,7 @@ def scene_layout(scene: Scene, size: int = 64) -> np.ndarray:
         lines += span_coverage(cx - (xb + LINE_WIDTH / 2) * k, cx - (xb - LINE_WIDTH / 2) * k, xs) * ground
     np.clip(lines, 0.0, 1.0, out=lines)
     for v in project_vehicles(scene, W):  # far to near: nearer faces overwrite, as in the renderer
-        face = _face_alpha(v.box, W)
+        face = face_alpha(v.box, W)
         if face is None:
             continue
         sy, sx, a = face
@@ -77,7 +78,7 @@ def scene_layout(scene: Scene, size: int = 64) -> np.ndarray:
         (truck if v.kind == "truck" else car)[sy, sx] += a
         near[sy, sx] += a * min(1.0, NEAR_SCALE / v.depth)
         x0, y0, x1, y1 = v.box
-        inner = _face_alpha((x0 + 1, y0 + 1, x1 - 1, y1 - 1), W) if x1 - x0 > 2 and y1 - y0 > 2 else None
+        inner = face_alpha((x0 + 1, y0 + 1, x1 - 1, y1 - 1), W) if x1 - x0 > 2 and y1 - y0 > 2 else None
         ring = a.copy()
         if inner is not None:
             iy, ix, ia = inner

@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 from aigc_synth.config import compose
 from aigc_synth.errors import SubmitError, UsageError, first_line
 from aigc_synth.io.atomic import join_location
+from aigc_synth.models.exported import is_bundled_name
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
@@ -88,7 +89,7 @@ def build_job_overrides(overrides: Sequence[str]) -> tuple[list[str], Any]:
     cfg = compose("generate", overrides)
     out = _absolute(cfg.output_dir)
     ckpt = cfg.job.checkpoint
-    ckpt_abs = _absolute(ckpt) if ckpt not in (None, "", "default", "bundled") else None
+    ckpt_abs = None if is_bundled_name(ckpt) else _absolute(ckpt)
     replaced = {"output_dir"} | ({"job.checkpoint"} if ckpt_abs else set())
     pinned = [o for o in overrides if o.split("=", 1)[0].strip() not in replaced]
     # always pin output_dir: the default contains ${now:...}, which the job would resolve to another time

@@ -38,10 +38,22 @@ BUNDLED_CHECKPOINT = Path(__file__).resolve().parent.parent / "assets" / "defaul
 RETIRED_OPTIONS_RECORD = "docs/experiments.md"
 
 
+#: The bundled image generators by name (``job.checkpoint=NAME``, ``serve.checkpoint``, ``evaluate
+#: source=NAME``, ``aigc-synth info NAME``); docs/models.md has their model cards.
+BUNDLED_GENERATORS = {"default": BUNDLED_CHECKPOINT, "bundled": BUNDLED_CHECKPOINT,
+                      "diffusion": BUNDLED_CHECKPOINT.parent / "layout_diffusion.pt",
+                      "cgan": BUNDLED_CHECKPOINT.parent / "cgan_generator.pt"}
+
+
+def is_bundled_name(checkpoint: Any) -> bool:
+    """Whether ``checkpoint`` names a bundled generator (None / "" = the default) rather than a path."""
+    return checkpoint in (None, "") or (isinstance(checkpoint, str) and checkpoint in BUNDLED_GENERATORS)
+
+
 def resolve_checkpoint_path(checkpoint: str | os.PathLike | None) -> Path:
-    """``None`` / ``""`` / ``default`` / ``bundled`` → the bundled generator; anything else a path."""
-    if checkpoint in (None, "", "default", "bundled"):
-        return BUNDLED_CHECKPOINT
+    """``None`` / ``""`` / a name of :data:`BUNDLED_GENERATORS` → that bundled generator; anything else a path."""
+    if is_bundled_name(checkpoint):
+        return BUNDLED_GENERATORS[checkpoint or "default"]
     return Path(checkpoint).expanduser()
 
 
