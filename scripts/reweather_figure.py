@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     from PIL import Image
 
     from aigc_synth.config import compose
-    from aigc_synth.data.bdd100k import write_bdd100k_fixture
+    from aigc_synth.data.bdd100k_fixtures import write_bdd100k_fixture
     from aigc_synth.data.scene_render import draw_boxes
     from aigc_synth.jobs.generate import run_generation
 

@@ -19,7 +19,7 @@ from aigc_synth.data.annotation_layout import (
     polygon_coverage,
 )
 from aigc_synth.data.annotations import format_annotation_skipped, read_bdd100k_annotations, read_coco_annotations
-from aigc_synth.data.bdd100k import fixture_scenes, write_bdd100k_fixture
+from aigc_synth.data.bdd100k_fixtures import fixture_scenes, write_bdd100k_fixture
 from aigc_synth.data.layout import LAYOUT_CHANNELS, NEAR_SCALE, scene_layout
 from aigc_synth.data.scene_render import CAMERA_HEIGHT, FOCAL, HORIZON
 from aigc_synth.errors import UsageError

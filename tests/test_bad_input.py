@@ -34,7 +34,7 @@ def finished_job(tmp_path_factory, tiny_checkpoint, ray_session) -> Path:
 
 @pytest.fixture(scope="module")
 def bdd100k(tmp_path_factory) -> tuple[Path, Path]:
-    from aigc_synth.data.bdd100k import write_bdd100k_fixture
+    from aigc_synth.data.bdd100k_fixtures import write_bdd100k_fixture
 
     return write_bdd100k_fixture(tmp_path_factory.mktemp("bdd"), n=6, seed=0, resolution=32)
 

@@ -19,8 +19,8 @@ from aigc_synth.data.bdd100k import (
     load_bdd100k_mapping,
     read_bdd100k,
     traffic_level,
-    write_bdd100k_fixture,
 )
+from aigc_synth.data.bdd100k_fixtures import write_bdd100k_fixture
 from aigc_synth.data.procedural import TRAFFIC_VEHICLES, render_scenes
 from aigc_synth.errors import AigcSynthError, BadFileError, SchemaError, UsageError
 from aigc_synth.sampling.sampler import encode_png

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from aigc_synth.data.annotation_layout import annotation_boxes
-from aigc_synth.data.bdd100k import write_bdd100k_fixture
+from aigc_synth.data.bdd100k_fixtures import write_bdd100k_fixture
 from aigc_synth.errors import JobSpecError
 from aigc_synth.jobs.generate import run_generation
 from aigc_synth.jobs.manifest import job_fingerprint

@@ -67,8 +67,8 @@ from aigc_synth.data.bdd100k import (
     mapped_conditions,
     read_bdd100k,
     traffic_condition,
-    write_bdd100k_fixture,
 )
+from aigc_synth.data.bdd100k_fixtures import write_bdd100k_fixture
 from aigc_synth.data.layout import LAYOUT_CHANNELS
 from aigc_synth.errors import UsageError
 from aigc_synth.schema import DEFAULT_SCHEMA, ConditionSchema
