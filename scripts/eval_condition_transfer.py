@@ -7,7 +7,7 @@ and a COCO-boxes-only run.
         --heldout-scenes data/scenes/heldout_transfer --work runs/transfer_data
     python scripts/eval_condition_transfer.py commands --work runs/transfer_data --steps 600     # the 3 trainings
     python scripts/eval_condition_transfer.py commands --work runs/transfer_data --steps 600 --run A     # then B, C
-    python scripts/eval_condition_transfer.py evaluate --work runs/transfer_data --frames 200 \\
+    python scripts/eval_condition_transfer.py evaluate --work runs/transfer_data --frames 200 --jobs-dir runs/transfer_data/jobs_spread200 \\
         --model "A scenes=runs/transfer_A_scenes/generator.pt" \\
         --model "B bdd100k export=runs/transfer_B_bdd100k/generator.pt" \\
         --model "C coco boxes=runs/transfer_C_coco/generator.pt@coco" \\
@@ -84,7 +84,7 @@ def export(train_scenes: str, heldout_scenes: str, work: Path, train_seed: int =
     """Write ``work/train_bdd100k`` (+ ``instances.json``) and ``work/heldout_clear_day`` (+ ``instances.json``)
     unless they exist; return their description (also ``work/export.json``)."""
     from aigc_synth.data.annotated_images import bdd100k_boxes_to_coco
-    from aigc_synth.data.bdd100k import write_scene_frames
+    from aigc_synth.data.bdd100k_fixtures import write_scene_frames
     from aigc_synth.scenes.dataset import read_scenes
     from aigc_synth.seeds import derive_seeds
 
@@ -127,19 +127,23 @@ def train_commands(work: Path, train_scenes: str, steps: int, batch_size: int = 
 
 
 def source_frames(work: Path, frames: int | None = None) -> Path:
-    """The held-out source frames' label files: ``work/heldout_clear_day``, or with ``frames`` its first
-    ``frames`` frames (labels, lanes, drivable areas, COCO instances) in ``work/heldout_first<frames>``
-    (images read from ``heldout_clear_day/images``)."""
+    """The held-out source frames' label files: ``work/heldout_clear_day``, or with ``frames`` an evenly
+    spaced subset of ``frames`` of them (frame ``floor(i * F / frames)``; a scene folder is written in
+    traffic-level blocks, so the first N would miss the heavy scenes): labels, lanes, drivable areas and
+    COCO instances in ``work/heldout_spread<frames>`` (images read from ``heldout_clear_day/images``)."""
     src = work / "heldout_clear_day"
     if frames is None:
         return src
-    sub = work / f"heldout_first{frames}"
+    sub = work / f"heldout_spread{frames}"
     if not (sub / "instances.json").is_file():
         sub.mkdir(parents=True, exist_ok=True)
+        total = len(json.loads((src / "labels.json").read_text()))
+        keep_idx = sorted({int(i * total // frames) for i in range(min(frames, total))})
         for name in ("labels.json", "lanes.json", "drivable.json"):
-            (sub / name).write_text(json.dumps(json.loads((src / name).read_text())[:frames], indent=1) + "\n")
+            items = json.loads((src / name).read_text())
+            (sub / name).write_text(json.dumps([items[i] for i in keep_idx], indent=1) + "\n")
         doc = json.loads((src / "instances.json").read_text())
-        doc["images"] = doc["images"][:frames]
+        doc["images"] = [doc["images"][i] for i in keep_idx]
         keep = {im["id"] for im in doc["images"]}
         doc["annotations"] = [a for a in doc["annotations"] if a["image_id"] in keep]
         (sub / "instances.json").write_text(json.dumps(doc, indent=1) + "\n")
@@ -227,7 +231,8 @@ def evaluate(models: list[tuple[str, str, bool, bool]], work: Path, jobs_dir: Pa
             s = score_images(classifier, imgs, f"score {row_name}", False)
             m = compute_metrics(codes, s, codes, ref_scores, schema)
             lay = score_layout(detector, imgs, boxes, visible)
-            rolled = [int(j) for j in np.roll(np.arange(len(boxes)), 1)]  # sample i scored against sample i-1's boxes
+            # the floor: sample i scored against the previous frame's boxes under the same cell (rows are frame-major)
+            rolled = [int(j) for j in np.roll(np.arange(len(boxes)), len(transfer_cells()))]
             floor = score_layout(detector, imgs, [boxes[j] for j in rolled], [visible[j] for j in rolled])
             acc = m["overall"]["condition_accuracy"]
             r = {"name": row_name, **extra, "ap50": lay["ap50"], "box_recall": lay["recall"],
@@ -324,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
                         "as the first model always is; the first is the reference of the ratios)")
     v.add_argument("--jobs-dir", default=None, help="where the transfer jobs write (default: WORK/jobs); reused when finished")
     v.add_argument("--seed", type=int, default=0)
-    v.add_argument("--frames", type=int, default=None, help="the first N held-out frames only (default: all)")
+    v.add_argument("--frames", type=int, default=None, help="N evenly spaced held-out frames only (default: all)")
     v.add_argument("--json", default=None)
     v.add_argument("--md", default=None)
     v.add_argument("--grid", default=None)

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from aigc_synth.data.annotated_images import bdd100k_layout_dataset, coco_layout_dataset
-from aigc_synth.data.bdd100k import fixture_scenes
+from aigc_synth.data.bdd100k_fixtures import fixture_scenes
 from aigc_synth.data.scene_images import SceneImageDataset
 from aigc_synth.schema import DEFAULT_SCHEMA
 from aigc_synth.scenes.format import scenes_to_table
@@ -55,6 +55,7 @@ def test_exports_and_one_training_step(tmp_path):
     held = json.loads((work / "heldout_clear_day" / "labels.json").read_text())
     assert {(f["attributes"]["weather"], f["attributes"]["timeofday"]) for f in held} == {("clear", "daytime")}
     sub = mod.source_frames(work, 1)
+    assert json.loads((sub / "labels.json").read_text())[0]["name"] == held[0]["name"]
     assert len(json.loads((sub / "labels.json").read_text())) == 1
     assert len(json.loads((sub / "instances.json").read_text())["images"]) == 1
 
