@@ -265,25 +265,14 @@ def write_coco_fixture(out_dir: str | Path, n: int, seed: int, resolution: int =
     frame ``n + 1`` (weather undefined in the BDD100K fixture), which carries neither. A reader keeps
     the ``n`` frames the BDD100K reader keeps, with the same conditions."""
     images_dir, labels_json = write_bdd100k_fixture(out_dir, n, seed, resolution, layout_labels=True)
+    path = bdd100k_boxes_to_coco(labels_json, Path(out_dir) / "instances.json", resolution, resolution)
+    doc = json.loads(path.read_text())
     m = load_bdd100k_mapping()
-    categories = {"car": 1, "truck": 2, "bus": 3}
-    images, annotations = [], []
-    for i, frame in enumerate(json.loads(Path(labels_json).read_text())):
-        entry: dict[str, Any] = {"id": i + 1, "file_name": frame["name"], "width": resolution, "height": resolution}
-        attrs = {k: v for k, v in frame["attributes"].items() if k in ("weather", "timeofday")}
-        if i == 1:
-            conditions, _ = mapped_conditions(attrs, m)
-            entry["conditions"] = conditions
-        elif i != n + 1:
+    for i, entry in enumerate(doc["images"]):
+        attrs = {k: v for k, v in entry.pop("attributes").items() if k in ("weather", "timeofday")}
+        if i == 1:  # schema values, as our own COCO export writes them
+            entry["conditions"], _ = mapped_conditions(attrs, m)
+        elif i != n + 1:  # frame n + 1 carries no condition at all
             entry["attributes"] = attrs
-        images.append(entry)
-        for label in frame["labels"]:
-            b = label["box2d"]
-            w, h = b["x2"] - b["x1"], b["y2"] - b["y1"]
-            annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": categories[label["category"]],
-                                "bbox": [b["x1"], b["y1"], w, h], "area": w * h, "iscrowd": 0})
-    doc = {"images": images, "annotations": annotations,
-           "categories": [{"id": cid, "name": name, "supercategory": "vehicle"} for name, cid in categories.items()]}
-    path = Path(out_dir) / "instances.json"
     path.write_text(json.dumps(doc, indent=1) + "\n")
     return images_dir, path
