@@ -129,3 +129,20 @@ def test_training_runs_through_the_common_loop_and_resumes(tmp_path, compose_con
     with pytest.raises(Exception, match="data.source=scenes"):  # a layout family refuses data without layouts
         cfg = compose_config("train", ["model=layout_diffusion", f"train.out_dir={tmp_path / 'x'}"])
         train(cfg.train, cfg.model, cfg.data, progress=False)
+
+
+def test_the_bundled_diffusion_checkpoint_is_named_small_and_samples(tmp_path):
+    """``job.checkpoint=diffusion`` (and serve / evaluate / info) name the bundled diffusion model: float16
+    weights (half the file), rebuilt in float32; two images through the job's sampling path."""
+    from aigc_synth.models.exported import BUNDLED_GENERATORS, resolve_checkpoint_path
+    from aigc_synth.sampling.sampler import generate_images
+
+    path = resolve_checkpoint_path("diffusion")
+    assert path == BUNDLED_GENERATORS["diffusion"] and path.is_file() and path.stat().st_size < 8_000_000
+    gen = load_generator(path)
+    assert gen.family == "layout_diffusion" and gen.meta["bundled"]["weights"] == "float16"
+    assert all(p.dtype == torch.float32 for p in gen.module.parameters())
+    gen.module.configure_sampling(steps=2)
+    layouts = np.zeros((2, 6, gen.resolution, gen.resolution), np.float32)
+    images = generate_images(gen, np.zeros((2, 3), np.int64), np.arange(2), "cpu", 2, layouts=layouts)
+    assert images.shape == (2, gen.resolution, gen.resolution, 3) and images.std() > 1
