@@ -126,7 +126,7 @@ def test_inception_metrics_real_vs_fake(weights, images):
     real, fake = images
     out = inception_metrics(weights, real[:2], fake[:2], batch_size=2, kid_subsets=3, kid_subset_size=2, is_splits=2)
     assert all(math.isfinite(out[k]) for k in ("fid", "kid_mean", "kid_std", "is_mean", "is_std"))
-    assert out["fid"] > 0 and out["is_mean"] >= 1.0 and out["is_std"] >= 0
+    assert out["fid"] > 0 and out["is_mean"] >= 1.0 - 1e-9 and out["is_std"] >= 0
 
 
 @pytest.mark.slow
@@ -139,7 +139,7 @@ def test_inception_metrics_real_vs_fake_and_batch_independence(weights, images):
     torch.testing.assert_close(f5, f12, rtol=1e-4, atol=1e-5)
     out = inception_metrics(inc, real, fake, batch_size=6, kid_subsets=10, kid_subset_size=8)
     assert all(math.isfinite(out[k]) for k in ("fid", "kid_mean", "kid_std", "is_mean", "is_std"))
-    assert out["fid"] > 0 and out["is_mean"] >= 1.0 and out["is_std"] >= 0
+    assert out["fid"] > 0 and out["is_mean"] >= 1.0 - 1e-9 and out["is_std"] >= 0
     assert out["fid"] == pytest.approx(frechet_distance(f12, inc.features(fake, batch_size=12)), rel=1e-3)
 
 
