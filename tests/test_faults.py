@@ -98,8 +98,12 @@ def test_removed_worker_node_costs_only_time(tiny_checkpoint, tmp_path):
     result = _run_cluster_child(tiny_checkpoint, out, workers=3, timeout_s=240)
     assert result["removed_node"], "the job finished before a node could be removed; make it longer"
     assert result["status"] == "ok", result
+    _assert_every_sample_once_as_a_clean_run(out, clean, 480)
+
+
+def _assert_every_sample_once_as_a_clean_run(out: Path, clean: Path, n: int) -> None:
     ids = pq.read_table(out / "parquet", columns=["sample_id"]).column("sample_id").to_pylist()
-    assert sorted(ids) == list(range(480))
+    assert sorted(ids) == list(range(n))
     assert (out / "manifest.json").read_bytes() == (clean / "manifest.json").read_bytes()
     assert verify_output(out) == []
     assert not [p for p in out.rglob("*") if p.name.startswith(".tmp-")]
@@ -119,11 +123,7 @@ def test_a_gpu_node_lost_and_replaced_mid_job_costs_only_time(tmp_path):
     result = _run_cluster_child(ckpt, out, workers=3, timeout_s=240, remove="gpu")
     assert result["removed_node"], "the job finished before a node could be removed; make it longer"
     assert result["status"] == "ok", result
-    ids = pq.read_table(out / "parquet", columns=["sample_id"]).column("sample_id").to_pylist()
-    assert sorted(ids) == list(range(1920))
-    assert (out / "manifest.json").read_bytes() == (clean / "manifest.json").read_bytes()
-    assert verify_output(out) == []
-    assert not [p for p in out.rglob("*") if p.name.startswith(".tmp-")]
+    _assert_every_sample_once_as_a_clean_run(out, clean, 1920)
 
 
 @pytest.mark.slow

@@ -62,7 +62,7 @@ from aigc_synth.data.annotations import AnnotationSkipped, format_annotation_ski
 from aigc_synth.data.bdd100k import (
     BDD100KDataset,
     BDD100KRecord,
-    image_header_size,
+    checked_image_size,
     load_bdd100k_mapping,
     mapped_conditions,
     read_bdd100k,
@@ -146,12 +146,9 @@ def read_coco_layouts(images_dir: str | Path, instances_json: str | Path, schema
     for name, ann in frames.items():
         attrs, mp = frame_attributes(ann, m, values)
         conditions, reason = mapped_conditions(attrs, mp)
-        path = root / name
-        if reason is None and not path.is_file():
-            reason = "missing image"
-        size = image_header_size(path) if reason is None else None
-        if reason is None and size is None:
-            reason = "unreadable image"
+        path, size = root / name, None
+        if reason is None:
+            size, reason = checked_image_size(path)
         if reason is None and tuple(size) != (ann.width, ann.height):
             reason = "image size differs from instances.json"
         if reason is None and mp["traffic"]:

@@ -267,6 +267,14 @@ def image_header_size(path: Path) -> tuple[int, int] | None:
         return None
 
 
+def checked_image_size(path: Path) -> tuple[tuple[int, int] | None, str | None]:
+    """``(size, None)`` for a readable image file, else ``(None, reason)`` as the readers count it."""
+    if not path.is_file():
+        return None, "missing image"
+    size = image_header_size(path)
+    return (size, None) if size is not None else (None, "unreadable image")
+
+
 def read_bdd100k(images_dir: str | Path, labels_json: str | Path, schema: ConditionSchema = DEFAULT_SCHEMA,
                  mapping: str | Path | Mapping[str, Any] | None = None) -> tuple[list[BDD100KRecord], Skipped]:
     """Read a BDD100K labels JSON against the images in ``images_dir``; return ``(records, skipped)``.
@@ -304,12 +312,9 @@ def read_bdd100k(images_dir: str | Path, labels_json: str | Path, schema: Condit
         boxes = _frame_boxes(frame)
         if reason is None and boxes is None:
             reason = "malformed box2d"
-        path = images_dir / name
-        if reason is None and not path.is_file():
-            reason = "missing image"
-        size = image_header_size(path) if reason is None else None
-        if reason is None and size is None:
-            reason = "unreadable image"
+        path, size = images_dir / name, None
+        if reason is None:
+            size, reason = checked_image_size(path)
         if reason is None:
             boxes = clip_boxes(boxes or [], *size, skipped.boxes)
         if reason is None and traffic:
