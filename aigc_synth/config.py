@@ -182,6 +182,9 @@ class ResourcesConfig:
     # on when resources.num_gpus > 0 (a GPU node's CPUs encode while its GPU computes), off on CPU-only
     # pools (measured slower on 2 cores: the stage competes with the actors for the same CPUs)
     png_stage: Optional[bool] = None
+    # actors of that encode stage: null = as many as the CPUs left by the generator pool hold, at most 4
+    # per generator actor (aigc_synth.jobs.cluster.encode_pool)
+    encode_actors: Optional[int] = None
 
 
 @dataclass

@@ -179,6 +179,25 @@ def test_pool_planning_leaves_room_for_ray_data_tasks():
         plan_pool(ResourcesConfig(num_gpus=1.5, actors=2), cluster_cpus=8, cluster_gpus=2)
 
 
+def test_encode_pool_takes_the_cpus_the_generator_pool_leaves():
+    """The separate encode stage is a fixed actor pool sized from what the generator pool leaves."""
+    from aigc_synth.config import ResourcesConfig
+    from aigc_synth.jobs.cluster import encode_pool
+
+    # a simulated 4-node cluster: 16 GPU actors x 0.125 CPU on 4 CPUs leave 2 CPUs = 4 encoders x 0.5
+    res = ResourcesConfig(num_gpus=1, cpus_per_actor=0.125)
+    assert encode_pool(res, plan_pool(res, cluster_cpus=4, cluster_gpus=16)) == (0.5, 4)
+    # a big GPU node: capped at 4 encoders per generator actor (each encoder is a process)
+    res = ResourcesConfig(num_gpus=1, cpus_per_actor=1.0)
+    assert encode_pool(res, plan_pool(res, cluster_cpus=64, cluster_gpus=2)) == (0.5, 8)
+    # this machine, png_stage on CPUs: the reserve holds one encoder
+    res = ResourcesConfig(actors=1)
+    assert encode_pool(res, plan_pool(res, cluster_cpus=2, cluster_gpus=0)) == (0.5, 1)
+    res = ResourcesConfig(actors=1, encode_actors=3)
+    with pytest.raises(JobSpecError, match="encode_actors=3"):
+        encode_pool(res, plan_pool(res, cluster_cpus=2, cluster_gpus=0))
+
+
 def test_interrupted_run_resumes_to_identical_output(two_runs, tiny_checkpoint, tmp_path, capsys):
     import shutil
 

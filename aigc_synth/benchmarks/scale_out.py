@@ -55,7 +55,8 @@ def run_point(checkpoint: str, actors: int, args, out: Path) -> dict:
     nodes = math.ceil(actors / args.gpus_per_node)
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     for _ in range(nodes):
-        cluster.add_node(num_cpus=args.cpus_per_node, num_gpus=args.gpus_per_node)
+        cluster.add_node(num_cpus=args.cpus_per_node, num_gpus=args.gpus_per_node,
+                         object_store_memory=int(args.object_store_mb) * 1024 * 1024)
     ray.init(address=cluster.address, log_to_driver=False)
     try:
         n = actors * args.batches_per_actor * args.batch
@@ -123,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cpus-per-node", type=int, default=1, help="whole CPUs (Ray's rule)")
     ap.add_argument("--cpus-per-actor", type=float, default=0.125, help="the actor's CPU share (it only sleeps)")
     ap.add_argument("--resolution", type=int, default=64)
+    # ray.cluster_utils gives each simulated node 150 MiB of object store; a real GPU node has 30 % of
+    # its RAM (tens of GB), and a 1,024-row shard of 64 px images is 12 MB in flight
+    ap.add_argument("--object-store-mb", type=int, default=1024, help="object store per simulated node")
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
     result = {"config": vars(a), "points": []}

@@ -47,3 +47,22 @@ def plan_pool(resources, cluster_cpus: float, cluster_gpus: float) -> PoolPlan:
                            f"{reserve:g} CPU free for Ray Data's read/write tasks; lower resources.actors or resources.cpus_per_actor")
     threads = max(1, int(cpus + 0.5))
     return PoolPlan(actors, round(cpus, 4), gpus, threads, cluster_cpus, cluster_gpus)
+
+
+def encode_pool(resources, pool: PoolPlan) -> tuple[float, int]:
+    """``(CPUs per encode actor, encode actors)`` of the separate encode stage (``resources.png_stage``).
+
+    Each actor takes ``min(1, reserve_cpus)`` CPU (at least 0.1); there are ``resources.encode_actors``
+    of them, or by default as many as the CPUs the generator pool leaves hold, at most 4 per generator
+    actor (a GAN on a GPU outruns several encode cores; each encoder is a process of its own, so the
+    cap bounds the memory), at least 1 (``plan_pool`` always leaves the reserve free).
+    """
+    cpus = max(0.1, min(1.0, float(resources.reserve_cpus)))
+    free = pool.cluster_cpus - pool.actors * pool.cpus_per_actor
+    if resources.encode_actors is not None:
+        count = int(resources.encode_actors)
+        if count < 1 or count * cpus > free + 1e-9:
+            raise JobSpecError(f"resources.encode_actors={count} × {cpus:g} CPU does not fit the {free:g} CPU the "
+                               f"generator pool leaves free; lower it or leave it unset (automatic)")
+        return cpus, count
+    return cpus, max(1, min(int((free + 1e-9) // cpus), 4 * pool.actors))

@@ -34,7 +34,7 @@ from aigc_synth.config import GenerateRoot
 from aigc_synth.errors import JobSpecError, JobStalledError, first_line
 from aigc_synth.io.atomic import Store, open_store, storage_env
 from aigc_synth.io.shards import committed_shard_entry, remove_stale_temporaries
-from aigc_synth.jobs.cluster import plan_pool
+from aigc_synth.jobs.cluster import encode_pool, plan_pool
 from aigc_synth.runtime.cluster import connect_ray
 from aigc_synth.jobs.gate import gate_summary
 from aigc_synth.runtime.logfilter import drop_stderr_lines
@@ -50,7 +50,7 @@ from aigc_synth.jobs.manifest import (
     summarize_profile,
 )
 from aigc_synth.jobs.spec import ResolvedJob, validate_job, with_pool_shard_size
-from aigc_synth.jobs.worker import ShardWorker, encode_and_commit
+from aigc_synth.jobs.worker import ShardEncoder, ShardWorker
 from aigc_synth.sampling.plan import ConditionPlan
 from aigc_synth.sampling.registry import sampler_kind
 from aigc_synth.schema import ConditionSchema
@@ -119,6 +119,8 @@ def run_generation(cfg: GenerateRoot, progress: bool = True, log=print) -> dict[
     cluster = ray.cluster_resources()
     pool = plan_pool(cfg.resources, float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0)))
     job = with_pool_shard_size(job, pool.actors)  # job.shard_size=auto: settled from the pool it runs on
+    separate_encode = cfg.resources.png_stage if cfg.resources.png_stage is not None else pool.gpus_per_actor > 0
+    encode_cpus, encoders = encode_pool(cfg.resources, pool) if separate_encode else (0.0, 0)  # checked before any file
     checkpoint_bytes = Path(job.checkpoint).read_bytes()
     if hashlib.sha256(checkpoint_bytes).hexdigest() != job.model_id:
         raise JobSpecError(f"checkpoint {job.checkpoint} changed while the job was starting")
@@ -144,7 +146,6 @@ def run_generation(cfg: GenerateRoot, progress: bool = True, log=print) -> dict[
         # would need a whole CPU of its own next to the actor pool (ray.data.range's read task does)
         ds = ray.data.from_items([{"id": s} for s in todo], override_num_blocks=min(len(todo), 10_000))
         kind = sampler_kind(job.sampler)  # shipped to the actors as it is (a plugin's kind included)
-        separate_encode = cfg.resources.png_stage if cfg.resources.png_stage is not None else pool.gpus_per_actor > 0
         env = storage_env() if store.remote else {}  # constructor arguments, unlike runtime_env not shown by the dashboard
         ds = ds.map_batches(
             ShardWorker, batch_size=1, compute=ActorPoolStrategy(size=pool_size),
@@ -153,9 +154,10 @@ def run_generation(cfg: GenerateRoot, progress: bool = True, log=print) -> dict[
                                    "classifier_bytes": classifier_bytes, "storage_env": env,
                                    "torch_threads": pool.torch_threads, "use_gpu": pool.gpus_per_actor > 0, "kind": kind},
         )
-        if separate_encode:  # encoding + writing as CPU tasks in the reserved share
-            ds = ds.map_batches(encode_and_commit, batch_size=1, fn_kwargs={"job": asdict(job), "storage_env": env, "kind": kind},
-                                num_cpus=max(0.1, min(1.0, float(cfg.resources.reserve_cpus))))
+        if separate_encode:  # encoding + writing on the CPUs the pool leaves (a fixed pool: ShardEncoder says why)
+            log(f"encoding with {encoders} CPU actor(s) × {encode_cpus:g} CPU")
+            ds = ds.map_batches(ShardEncoder, batch_size=1, compute=ActorPoolStrategy(size=encoders), num_cpus=encode_cpus,
+                                fn_constructor_kwargs={"job": asdict(job), "storage_env": env, "kind": kind})
         # Ray is up already, so its daemons keep the real stderr; only this process's fd 2 is filtered.
         # The bar closes before a failure propagates: the CLI's error line comes after it, not under it
         with drop_stderr_lines(), tqdm(total=job.num_samples, initial=sum(e["rows"] for e in entries),
