@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from aigc_synth.io.atomic import atomic_write_with
 from aigc_synth.scenes.dataset import split_seed
-from aigc_synth.scenes.format import LANE_COUNTS, TRAFFIC_LEVELS, scenes_to_table
+from aigc_synth.scenes.format import LANE_COUNTS, ROAD_KINDS, TRAFFIC_LEVELS, scenes_to_table
 from aigc_synth.scenes.sumo import sumo_model_id, sumo_scene_dataset
 
 
@@ -40,13 +40,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="SUMO processes (default: all cores)")
     ap.add_argument("--traffic", nargs="+", default=list(TRAFFIC_LEVELS), choices=TRAFFIC_LEVELS)
     ap.add_argument("--lanes", nargs="+", type=int, default=list(LANE_COUNTS))
+    ap.add_argument("--roads", nargs="+", default=["straight"], choices=ROAD_KINDS,
+                    help="road kinds, balanced like traffic and lanes (default: straight)")
     args = ap.parse_args(argv)
     if args.num_scenes < 1 or args.shard_size < 1:
         ap.error("--num-scenes and --shard-size must be >= 1")
 
     t0 = time.perf_counter()
     seed = split_seed(args.seed, args.split)
-    scenes = sumo_scene_dataset(args.num_scenes, seed, args.traffic, args.lanes, workers=args.workers)
+    scenes = sumo_scene_dataset(args.num_scenes, seed, args.traffic, args.lanes, workers=args.workers, road_kinds=args.roads)
     seconds = time.perf_counter() - t0
 
     out = args.out / args.split

@@ -61,7 +61,7 @@ def test_scene_job_rows_are_the_public_contract(scene_runs):
     assert manifest["counts_per_condition"] == {f"{t}/{n}": 10 for t in TRAFFIC_LEVELS for n in LANE_COUNTS}
     table = pq.read_table(a / "parquet")
     assert table.column_names == ["scene_id", "seed", "traffic", "num_lanes", "speed_limit", "ego_lane", "ego_speed", "agents",
-                                  "model_id"]
+                                  "model_id", "road"]
     scenes = table_to_scenes(table)
     assert [sc.scene_id for sc in scenes] == list(range(90))
     assert {sc.model_id for sc in scenes} == {manifest["model_id"]}

@@ -238,6 +238,9 @@ def _check(scene: Scene, weather: str, time_of_day: str, seed: int, size: int) -
         raise ValueError(f"seed must be >= 0, got {seed}")
     if scene.num_lanes < 1 or not 0 <= scene.ego_lane < scene.num_lanes:
         raise SceneError(f"scene {scene.scene_id}: ego lane {scene.ego_lane} is not one of {scene.num_lanes} lanes")
+    from aigc_synth.scenes.format import require_straight
+
+    require_straight([scene], "the camera renderer")
 
 
 def render_scene(scene: Scene, weather: str, time_of_day: str, seed: int, size: int = 64) -> RenderedScene:

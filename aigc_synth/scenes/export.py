@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Sequence
 
 from aigc_synth.io.atomic import staged_directory as _staged
-from aigc_synth.scenes.format import EGO_LENGTH, EGO_WIDTH, LANE_WIDTH, Scene, SceneError, require_valid
+from aigc_synth.scenes.format import EGO_LENGTH, EGO_WIDTH, LANE_WIDTH, Scene, SceneError, require_straight, require_valid
 from aigc_synth.scenes.sumo import EGO_X, ROAD_LENGTH, SCENE_SUMO_OPTIONS, road_net, scene_routes_xml, scene_vehicle_ids
 
 # OpenSCENARIO places a vehicle by its reference point, conventionally the rear axle centre; the
@@ -47,6 +47,7 @@ def export_sumo(scenes: Sequence[Scene], out_dir: Path | str) -> list[Path]:
     """Write SUMO files for ``scenes``; return the ``scene_<id>.sumocfg`` paths, in input order."""
     scenes = list(scenes)
     require_valid(scenes)
+    require_straight(scenes, "the SUMO export")
     out = Path(out_dir)
     with _staged(out) as tmp:
         for sc in scenes:
@@ -112,6 +113,7 @@ def export_openscenario(scenes: Sequence[Scene], out_dir: Path | str, duration_s
     """Write OpenSCENARIO + OpenDRIVE files for ``scenes``; return the ``.xosc`` paths, in order."""
     scenes = list(scenes)
     require_valid(scenes)
+    require_straight(scenes, "the OpenSCENARIO export")
     out = Path(out_dir)
     with _staged(out) as tmp:
         for sc in scenes:

@@ -120,6 +120,9 @@ def as_scene(scene: Scene | Mapping[str, Any] | None) -> Scene:
     problems = validate_scene(scene, check_overlaps=False)
     if problems:
         raise SceneError(f"scene {scene.scene_id} cannot be simulated: {problems[0]}")
+    from aigc_synth.scenes.format import require_straight
+
+    require_straight([scene], ENV_ID)
     return scene
 
 

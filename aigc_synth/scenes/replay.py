@@ -43,6 +43,9 @@ def replay_scene(scene: Scene, duration_s: float = 10.0, step_length: float = 0.
     problems = validate_scene(scene, check_overlaps=False)
     if problems:
         raise SceneError(f"scene {scene.scene_id} cannot be replayed: {problems[0]}")
+    from aigc_synth.scenes.format import require_straight
+
+    require_straight([scene], "the SUMO replay")
     ids = scene_vehicle_ids(scene)
     collided = {ids[i + 1] for pair in overlap_pairs(scene) for i in pair}  # ego index -1 -> ids[0]
     hard: set[str] = set()

@@ -71,6 +71,7 @@ from aigc_synth.scenes.format import (
     LANE_COUNTS,
     LANE_WIDTH,
     PRECISION,
+    ROAD_KINDS,
     SPEED_LIMITS,
     TRAFFIC_DENSITY,
     TRAFFIC_LEVELS,
@@ -207,7 +208,9 @@ def sumo_work_dir() -> Path:
     return _work_dir_path
 
 
-def _netconvert(nodes: str, edges: str, out: Path) -> None:
+def netconvert(nodes: str, edges: str, out: Path, connections: str | None = None, extra: Sequence[str] = ()) -> None:
+    """Build ``out`` (a .net.xml) from plain-XML nodes, edges and optional connections with SUMO's
+    netconvert; atomically, and byte-stable (the header comment with date and paths is dropped)."""
     try:
         import sumo
     except ImportError as exc:
@@ -218,11 +221,12 @@ def _netconvert(nodes: str, edges: str, out: Path) -> None:
     try:
         (tmp / "n.nod.xml").write_text(nodes)
         (tmp / "e.edg.xml").write_text(edges)
-        proc = subprocess.run(
-            [str(binary), "-n", "n.nod.xml", "-e", "e.edg.xml", "-o", "net.net.xml", "--no-turnarounds", "true",
-             "--offset.disable-normalization", "true"],
-            cwd=tmp, capture_output=True, text=True,
-        )
+        cmd = [str(binary), "-n", "n.nod.xml", "-e", "e.edg.xml", "-o", "net.net.xml", "--no-turnarounds", "true",
+               "--offset.disable-normalization", "true", *extra]
+        if connections is not None:
+            (tmp / "c.con.xml").write_text(connections)
+            cmd += ["-x", "c.con.xml"]
+        proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
         if proc.returncode != 0:
             raise SceneError(f"netconvert failed: {proc.stderr.strip()[-500:]}")
         # drop the header comment (date and paths), so the same road gives the same bytes
@@ -236,7 +240,7 @@ def _netconvert(nodes: str, edges: str, out: Path) -> None:
 def _cached_net(name: str, nodes: str, edges: str) -> Path:
     path = sumo_work_dir() / name
     if not path.exists():
-        _netconvert(nodes, edges, path)
+        netconvert(nodes, edges, path)
     return path
 
 
@@ -431,21 +435,34 @@ def _simulate_run(traffic: str, num_lanes: int, seed: int, run: int, opts: SimOp
     return scenes
 
 
-def _check_request(traffic: str, num_lanes: int, count: int, opts: SimOptions) -> None:
+def _check_request(traffic: str, num_lanes: int, count: int, opts: SimOptions, road: str = "straight") -> None:
+    if road not in ROAD_KINDS:
+        raise SceneError(f"unknown road kind {road!r}; allowed: {list(ROAD_KINDS)}")
+    if road == "lane_drop" and num_lanes < 2:
+        raise SceneError(f"a lane drop needs at least 2 lanes, got {num_lanes}")
     if traffic not in TRAFFIC_DENSITY:
         raise SceneError(f"unknown traffic level {traffic!r}; allowed: {list(TRAFFIC_LEVELS)}")
     if num_lanes < 1 or count < 0 or opts.scenes_per_run < 1:
         raise SceneError(f"need num_lanes >= 1, count >= 0, scenes_per_run >= 1 (got {num_lanes}, {count}, {opts.scenes_per_run})")
 
 
+def _simulate_any(road: str, traffic: str, num_lanes: int, seed: int, run: int, opts: SimOptions) -> list[Scene]:
+    """Run ``run`` of a cell on its road kind's track (straight: this module; others: :mod:`.sumo_roads`)."""
+    if road == "straight":
+        return _simulate_run(traffic, num_lanes, seed, run, opts)
+    from aigc_synth.scenes.sumo_roads import simulate_road_run
+
+    return simulate_road_run(road, traffic, num_lanes, seed, run, opts)
+
+
 def _assemble(runs: list[list[Scene]], traffic: str, num_lanes: int, count: int, seed: int, first_scene_id: int,
-              opts: SimOptions) -> list[Scene]:
+              opts: SimOptions, road: str = "straight") -> list[Scene]:
     """Concatenate runs 0, 1, ... (simulating more if short), cut to ``count``, number the scenes."""
     scenes = [sc for run in runs for sc in run]
     while len(scenes) < count:
         if len(runs) > 10 * (count // opts.scenes_per_run + 1):  # cannot happen with the bundled densities
-            raise SceneError(f"SUMO runs of {traffic} traffic on {num_lanes} lanes yield no eligible ego")
-        runs.append(_simulate_run(traffic, num_lanes, seed, len(runs), opts))
+            raise SceneError(f"SUMO runs of {traffic} traffic on {num_lanes} lanes ({road}) yield no eligible ego")
+        runs.append(_simulate_any(road, traffic, num_lanes, seed, len(runs), opts))
         scenes += runs[-1]
     return [replace(sc, scene_id=first_scene_id + i) for i, sc in enumerate(scenes[:count])]
 
@@ -458,8 +475,10 @@ def simulate_scenes(
     *,
     first_scene_id: int = 0,
     options: SimOptions = SimOptions(),
+    road: str = "straight",
 ) -> list[Scene]:
-    """``count`` SUMO scenes of one traffic level and lane count (see the module docstring).
+    """``count`` SUMO scenes of one traffic level and lane count on one road kind (see the module
+    docstring; kinds other than ``straight``: :mod:`.sumo_roads`).
 
     Simulation run ``i`` is seeded from ``(seed, i)``; after ``options.warmup_s`` it takes a
     snapshot every ``options.snapshot_interval_s``, one scene per straight (the two straights are
@@ -468,17 +487,19 @@ def simulate_scenes(
     Scene ids are ``first_scene_id, first_scene_id + 1, ...``; ``Scene.seed`` is the run's SUMO
     seed. Same arguments, same scenes.
     """
-    _check_request(traffic, num_lanes, count, options)
-    return _assemble([], traffic, num_lanes, count, seed, first_scene_id, options)
+    _check_request(traffic, num_lanes, count, options, road)
+    return _assemble([], traffic, num_lanes, count, seed, first_scene_id, options, road)
 
 
-def _cell_seed(seed: int, traffic: str, num_lanes: int) -> int:
-    # a cell's scenes depend on (seed, traffic, lanes) only, not on which other cells are requested
-    return int(np.random.SeedSequence([seed, TRAFFIC_LEVELS.index(traffic), num_lanes]).generate_state(1)[0])
+def _cell_seed(seed: int, traffic: str, num_lanes: int, road: str = "straight") -> int:
+    # a cell's scenes depend on (seed, road, traffic, lanes) only, not on which other cells are
+    # requested; straight cells keep the key they had before road kinds (same datasets as before)
+    key = [seed, TRAFFIC_LEVELS.index(traffic), num_lanes] + ([] if road == "straight" else [ROAD_KINDS.index(road)])
+    return int(np.random.SeedSequence(key).generate_state(1)[0])
 
 
-def _run_job(job: tuple[str, int, int, int, SimOptions]) -> list[Scene]:
-    return _simulate_run(*job)
+def _run_job(job: tuple[str, str, int, int, int, SimOptions]) -> list[Scene]:
+    return _simulate_any(*job)
 
 
 def sumo_scene_dataset(
@@ -490,24 +511,26 @@ def sumo_scene_dataset(
     workers: int = 1,
     options: SimOptions = SimOptions(),
     map_runs: Callable[[Callable, list], list] | None = None,
+    road_kinds: Sequence[str] = ("straight",),
 ) -> list[Scene]:
-    """A balanced SUMO dataset: ``num_scenes`` split evenly over traffic levels x lane counts.
+    """A balanced SUMO dataset: ``num_scenes`` split evenly over road kinds x traffic levels x lane counts.
 
-    Cells come in order (traffic levels outer, lane counts inner); the first
+    Cells come in order (road kinds outer, then traffic levels, lane counts inner); the first
     ``num_scenes % cells`` cells get one extra scene; scene ids run 0..num_scenes-1 in that order.
-    Cell ``(traffic, lanes)`` is ``simulate_scenes(traffic, lanes, count, seed=f(seed, traffic,
-    lanes))``, so it does not depend on the other cells requested. ``workers > 1`` simulates the
+    Cell ``(road, traffic, lanes)`` is ``simulate_scenes(traffic, lanes, count, seed=f(seed, road,
+    traffic, lanes), road=road)``, so it does not depend on the other cells requested. ``workers > 1`` simulates the
     runs in that many processes (one libsumo each, busiest runs first), with identical results;
     call it under ``if __name__ == "__main__":`` then (the processes are spawned). ``map_runs(fn,
     jobs) -> results`` (in order) hands the runs to another executor instead, e.g. Ray tasks.
     """
-    if not traffic_levels or not lane_counts or any(t not in TRAFFIC_LEVELS for t in traffic_levels):
+    if not traffic_levels or not lane_counts or not road_kinds or any(t not in TRAFFIC_LEVELS for t in traffic_levels):
         raise SceneError(f"need traffic levels from {list(TRAFFIC_LEVELS)} and lane counts, got {list(traffic_levels)}, {list(lane_counts)}")
-    cells = [(t, n, num_scenes // (len(traffic_levels) * len(lane_counts)) + (k < num_scenes % (len(traffic_levels) * len(lane_counts))))
-             for k, (t, n) in enumerate((t, n) for t in traffic_levels for n in lane_counts)]
-    for t, n, count in cells:
-        _check_request(t, n, count, options)
-    jobs = [(t, n, _cell_seed(seed, t, n), run, options) for t, n, count in cells for run in range(-(-count // options.scenes_per_run))]
+    combos = [(r, t, n) for r in road_kinds for t in traffic_levels for n in lane_counts]
+    cells = [(r, t, n, num_scenes // len(combos) + (k < num_scenes % len(combos))) for k, (r, t, n) in enumerate(combos)]
+    for r, t, n, count in cells:
+        _check_request(t, n, count, options, r)
+    jobs = [(r, t, n, _cell_seed(seed, t, n, r), run, options) for r, t, n, count in cells
+            for run in range(-(-count // options.scenes_per_run))]
     if map_runs is not None:
         results = list(map_runs(_run_job, jobs))
     elif workers <= 1:
@@ -515,14 +538,14 @@ def sumo_scene_dataset(
     else:
         # busiest first (vehicles ~ density x lanes) so the last job to finish is a short one;
         # spawn, not fork: a forked child would inherit this process's libsumo state
-        order = sorted(range(len(jobs)), key=lambda i: -sum(TRAFFIC_DENSITY[jobs[i][0]]) * jobs[i][1])
+        order = sorted(range(len(jobs)), key=lambda i: -sum(TRAFFIC_DENSITY[jobs[i][1]]) * jobs[i][2])
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
             futures = {i: pool.submit(_run_job, jobs[i]) for i in order}
             results = [futures[i].result() for i in range(len(jobs))]
     scenes, first = [], 0
-    for t, n, count in cells:
-        runs = [r for job, r in zip(jobs, results) if job[:2] == (t, n)]
-        scenes += _assemble(runs, t, n, count, _cell_seed(seed, t, n), first, options)
+    for r, t, n, count in cells:
+        runs = [res for job, res in zip(jobs, results) if job[:3] == (r, t, n)]
+        scenes += _assemble(runs, t, n, count, _cell_seed(seed, t, n, r), first, options, r)
         first += count
     return scenes
 
