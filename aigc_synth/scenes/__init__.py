@@ -1,7 +1,9 @@
 """Traffic scenes: a highway snapshot around an ego vehicle, its ground truth and its uses.
 
 * :mod:`.format`    the scene contract (dataclasses, Arrow schema, validation) — no simulator needed;
-* :mod:`.sumo`      ground-truth scenes from the SUMO traffic simulator (``aigc_synth[sim]``);
+* :mod:`.road`      road geometry: lane coordinates of any road kind to the plane;
+* :mod:`.sumo`      ground-truth scenes from the SUMO traffic simulator (``aigc_synth[sim]``; the
+  curve, merge and lane-drop tracks in :mod:`.sumo_roads`);
 * :mod:`.baselines` naive scene samplers to compare generators against;
 * :mod:`.replay`    simulated realism: drive a scene in SUMO, count collisions / hard braking / TTC;
 * :mod:`.export`    write scenes as SUMO configurations or OpenSCENARIO + OpenDRIVE files.
@@ -16,12 +18,15 @@ from aigc_synth.scenes.format import (
     EGO_WIDTH,
     LANE_COUNTS,
     LANE_WIDTH,
+    RAMP_LANE,
+    ROAD_KINDS,
     SPEED_LIMITS,
     TRAFFIC_DENSITY,
     TRAFFIC_LEVELS,
     WINDOW_AHEAD,
     WINDOW_BEHIND,
     Agent,
+    Road,
     Scene,
     SceneError,
     overlap_pairs,
@@ -33,7 +38,7 @@ from aigc_synth.scenes.format import (
 )
 
 __all__ = [
-    "AGENT_KINDS", "EGO_LENGTH", "EGO_WIDTH", "LANE_COUNTS", "LANE_WIDTH", "SPEED_LIMITS", "TRAFFIC_DENSITY",
-    "TRAFFIC_LEVELS", "WINDOW_AHEAD", "WINDOW_BEHIND", "Agent", "Scene", "SceneError", "overlap_pairs", "require_valid",
+    "AGENT_KINDS", "EGO_LENGTH", "EGO_WIDTH", "LANE_COUNTS", "LANE_WIDTH", "RAMP_LANE", "ROAD_KINDS", "SPEED_LIMITS", "TRAFFIC_DENSITY",
+    "TRAFFIC_LEVELS", "WINDOW_AHEAD", "WINDOW_BEHIND", "Agent", "Road", "Scene", "SceneError", "overlap_pairs", "require_valid",
     "scene_arrow_schema", "scenes_to_table", "table_to_scenes", "validate_scene",
 ]
