@@ -237,10 +237,11 @@ def netconvert(nodes: str, edges: str, out: Path, connections: str | None = None
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _cached_net(name: str, nodes: str, edges: str) -> Path:
+def cached_net(name: str, nodes: str, edges: str, connections: str | None = None, extra: Sequence[str] = ()) -> Path:
+    """The network ``name`` in this process's work directory, built by :func:`netconvert` on first use."""
     path = sumo_work_dir() / name
     if not path.exists():
-        netconvert(nodes, edges, path)
+        netconvert(nodes, edges, path, connections, extra)
     return path
 
 
@@ -252,7 +253,7 @@ def road_net(num_lanes: int, speed_limit: float) -> Path:
     """A straight one-direction road from x=0 to :data:`ROAD_LENGTH`, edge ``road`` (cached file)."""
     nodes = f'<nodes><node id="a" x="0" y="0"/><node id="b" x="{ROAD_LENGTH:g}" y="0"/></nodes>'
     edges = f'<edges><edge id="road" from="a" to="b" {_edge_attrs(num_lanes, speed_limit)}/></edges>'
-    return _cached_net(f"road_{num_lanes}l_{speed_limit:.3f}.net.xml", nodes, edges)
+    return cached_net(f"road_{num_lanes}l_{speed_limit:.3f}.net.xml", nodes, edges)
 
 
 def _track_net(num_lanes: int, speed_limit: float) -> tuple[Path, dict[str, float]]:
@@ -269,7 +270,7 @@ def _track_net(num_lanes: int, speed_limit: float) -> tuple[Path, dict[str, floa
              f'<edge id="c0" from="n1" to="n2" {attrs} shape="{arc(L, -math.pi / 2)}"/>'
              f'<edge id="s1" from="n2" to="n3" {attrs}/>'
              f'<edge id="c1" from="n3" to="n0" {attrs} shape="{arc(0.0, math.pi / 2)}"/></edges>')
-    path = _cached_net(f"track_{num_lanes}l_{speed_limit:.3f}.net.xml", nodes, edges)
+    path = cached_net(f"track_{num_lanes}l_{speed_limit:.3f}.net.xml", nodes, edges)
     lengths = {e.get("id"): float(e.find("lane").get("length")) for e in ET.parse(path).getroot().iter("edge")
                if not e.get("id").startswith(":")}
     return path, lengths
@@ -398,6 +399,14 @@ class SimOptions:
     speed_limits: tuple[float, ...] = SPEED_LIMITS
 
 
+def ground_truth_args(net: Path, routes: Path, opts: SimOptions, run_seed: int) -> list[str]:
+    """sumo options of a ground-truth run (every road kind's track)."""
+    return ["-n", str(net), "-r", str(routes), "--step-length", f"{opts.step_length:g}", "--seed", str(run_seed),
+            "--lanechange.duration", f"{LANE_CHANGE_DURATION:g}",
+            "--time-to-teleport", "-1",  # a vehicle stuck in a jam stays put: teleports would change the density
+            *_QUIET]
+
+
 def _simulate_run(traffic: str, num_lanes: int, seed: int, run: int, opts: SimOptions) -> list[Scene]:
     """The ``opts.scenes_per_run`` scenes of run ``run`` (scene_id 0; the caller numbers them).
 
@@ -413,10 +422,7 @@ def _simulate_run(traffic: str, num_lanes: int, seed: int, run: int, opts: SimOp
     types = {f"v{i}": v[0] for i, v in enumerate(vehicles)}
     routes = sumo_work_dir() / f"run_{uuid.uuid4().hex}.rou.xml"
     routes.write_text(_routes_for_run(vehicles))
-    args = ["-n", str(net), "-r", str(routes), "--step-length", f"{opts.step_length:g}", "--seed", str(run_seed),
-            "--lanechange.duration", f"{LANE_CHANGE_DURATION:g}",
-            "--time-to-teleport", "-1",  # a vehicle stuck in a jam stays put: teleports would change the density
-            *_QUIET]
+    args = ground_truth_args(net, routes, opts, run_seed)
     model_id, scenes = sumo_model_id(), []
     try:
         with SumoRun.run(args) as traci:

@@ -56,11 +56,9 @@ from aigc_synth.scenes.format import (
     SceneError,
 )
 from aigc_synth.scenes.sumo import (
-    _QUIET,
     _TYPES,
     EDGE_MARGIN,
     EGO_TYPE,
-    LANE_CHANGE_DURATION,
     MIN_GAP,
     TRACK_RADIUS,
     TRACK_STRAIGHT,
@@ -69,7 +67,8 @@ from aigc_synth.scenes.sumo import (
     SimOptions,
     SumoRun,
     _edge_attrs,
-    netconvert,
+    cached_net,
+    ground_truth_args,
     sumo_model_id,
     sumo_work_dir,
 )
@@ -87,6 +86,14 @@ EVENT_WINDOW: tuple[float, float] = (-30.0, WINDOW_AHEAD - 20.0)
 # 38 moderate-traffic agents upstream of the drop on it; at 0.05: 18 of 128, merging 3-116 m before
 # the end). The merge track keeps 1: ramp drivers must not miss the off-ramp that feeds the ramp.
 DROP_LC_STRATEGIC = 0.05
+
+
+# vehicles cross a junction in one step (no internal lanes): the tracks' junctions join collinear edges
+NO_INTERNAL_LINKS = ("--no-internal-links", "true")
+
+
+def _connections(rows: list[str]) -> str:
+    return "<connections>" + "".join(rows) + "</connections>"
 
 
 @dataclass(frozen=True)
@@ -144,10 +151,8 @@ def curve_track(num_lanes: int, speed_limit: float, curvature: float) -> Track:
                     f'y="{geometry_r * math.sin(q * math.pi / 2 * sign):.3f}"/>' for q in range(4))
     attrs = _edge_attrs(num_lanes, speed_limit)
     edges = "".join(f'<edge id="q{q}" from="r{q}" to="r{(q + 1) % 4}" {attrs} shape="{arc(q)}"/>' for q in range(4))
-    name = f"curve_{num_lanes}l_{speed_limit:.3f}_{curvature:.7f}.net.xml"
-    path = sumo_work_dir() / name
-    if not path.exists():
-        netconvert(f"<nodes>{nodes}</nodes>", f"<edges>{edges}</edges>", path, extra=["--no-internal-links", "true"])
+    path = cached_net(f"curve_{num_lanes}l_{speed_limit:.3f}_{curvature:.7f}.net.xml", f"<nodes>{nodes}</nodes>",
+                      f"<edges>{edges}</edges>", extra=NO_INTERNAL_LINKS)
     lengths, lanes, shapes = _read_lengths(path)
     scale = {}
     for (edge, k), shape in shapes.items():
@@ -210,11 +215,7 @@ def merge_track(num_lanes: int, speed_limit: float, accel_length: float) -> Trac
     conns += ['<connection from="m_acc" to="m_down" fromLane="{0}" toLane="{1}"/>'.format(i + 1, i) for i in range(n)]
     conns += ['<connection from="o_up" to="o_down" fromLane="{0}" toLane="{0}"/>'.format(i) for i in range(n)]
     conns.append('<connection from="o_up" to="ramp" fromLane="0" toLane="0"/>')
-    name = f"merge_{n}l_{speed_limit:.3f}_{A:.1f}.net.xml"
-    path = sumo_work_dir() / name
-    if not path.exists():
-        netconvert(nodes, edges, path, connections="<connections>" + "".join(conns) + "</connections>",
-                   extra=["--no-internal-links", "true"])
+    path = cached_net(f"merge_{n}l_{speed_limit:.3f}_{A:.1f}.net.xml", nodes, edges, _connections(conns), NO_INTERNAL_LINKS)
     lengths, lanes, _ = _read_lengths(path)
     laps = {"main": ("m_up", "m_acc", "m_down", "c0", "o_up", "o_down", "c1"),
             "ramp": ("m_acc", "m_down", "c0", "o_up", "ramp")}
@@ -241,11 +242,7 @@ def lane_drop_track(num_lanes: int, speed_limit: float) -> Track:
     nodes, edges = _stadium_nodes_edges(split0, [("s1", L, n)], n, speed_limit)
     conns = ['<connection from="d_up" to="d_mid" fromLane="{0}" toLane="{0}"/>'.format(i) for i in range(n - 1)]
     conns += ['<connection from="d_mid" to="d_down" fromLane="{0}" toLane="{0}"/>'.format(i) for i in range(n - 1)]
-    name = f"drop_{n}l_{speed_limit:.3f}.net.xml"
-    path = sumo_work_dir() / name
-    if not path.exists():
-        netconvert(nodes, edges, path, connections="<connections>" + "".join(conns) + "</connections>",
-                   extra=["--no-internal-links", "true"])
+    path = cached_net(f"drop_{n}l_{speed_limit:.3f}.net.xml", nodes, edges, _connections(conns), NO_INTERNAL_LINKS)
     lengths, lanes, _ = _read_lengths(path)
     up = lengths["d_up"]
     corridor = (Segment("d_up", 0.0, tuple(range(n))), Segment("d_mid", up, tuple(range(n - 1))))
@@ -364,8 +361,7 @@ def simulate_road_run(road_kind: str, traffic: str, num_lanes: int, seed: int, r
     types = {f"v{i}": v[0] for i, v in enumerate(vehicles)}
     routes = sumo_work_dir() / f"run_{uuid.uuid4().hex}.rou.xml"
     routes.write_text(_routes(track, vehicles))
-    args = ["-n", str(track.net), "-r", str(routes), "--step-length", f"{opts.step_length:g}", "--seed", str(run_seed),
-            "--lanechange.duration", f"{LANE_CHANGE_DURATION:g}", "--time-to-teleport", "-1", *_QUIET]
+    args = ground_truth_args(track.net, routes, opts, run_seed)
     model_id, scenes = sumo_model_id(), []
     try:
         with SumoRun.run(args) as traci:
