@@ -27,7 +27,8 @@ import pyarrow.parquet as pq
 from aigc_synth.io.atomic import atomic_write_with
 from aigc_synth.scenes.dataset import split_seed
 from aigc_synth.scenes.format import LANE_COUNTS, ROAD_KINDS, TRAFFIC_LEVELS, scenes_to_table
-from aigc_synth.scenes.sumo import sumo_model_id, sumo_scene_dataset
+from aigc_synth.scenes.sumo import sumo_model_id
+from aigc_synth.scenes.sumo_dataset import sumo_scene_dataset
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,8 @@ from PIL import Image
 
 from aigc_synth.scenes.bev import bev_grid
 from aigc_synth.scenes.format import ROAD_KINDS
-from aigc_synth.scenes.sumo import SimOptions, simulate_scenes
+from aigc_synth.scenes.sumo import SimOptions
+from aigc_synth.scenes.sumo_dataset import simulate_scenes
 
 
 def main() -> None:

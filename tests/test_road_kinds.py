@@ -129,7 +129,8 @@ def test_bev_draws_each_kind():
 @pytest.fixture(scope="module")
 def road_scenes():
     pytest.importorskip("libsumo")
-    from aigc_synth.scenes.sumo import SimOptions, simulate_scenes
+    from aigc_synth.scenes.sumo import SimOptions
+    from aigc_synth.scenes.sumo_dataset import simulate_scenes
 
     opts = SimOptions(scenes_per_run=6)
     return {road: simulate_scenes("moderate", 3, 6, seed=3, road=road, options=opts) for road in ROAD_KINDS[1:]}
@@ -151,14 +152,15 @@ def test_sumo_scenes_of_every_kind_are_valid_and_carry_their_road(road_scenes):
 
 def test_sumo_road_scenes_are_deterministic_and_straight_cells_unchanged():
     pytest.importorskip("libsumo")
-    from aigc_synth.scenes.sumo import SimOptions, _cell_seed, simulate_scenes
+    from aigc_synth.scenes.sumo import SimOptions
+    from aigc_synth.scenes.sumo_dataset import cell_seed, simulate_scenes
 
     opts = SimOptions(scenes_per_run=3)
     a = simulate_scenes("light", 2, 3, seed=11, road="merge", options=opts)
     assert a == simulate_scenes("light", 2, 3, seed=11, road="merge", options=opts)
     # straight cells keep the seed key they had before road kinds (datasets built earlier stay valid)
-    assert _cell_seed(0, "light", 3) == int(np.random.SeedSequence([0, 0, 3]).generate_state(1)[0])
-    assert _cell_seed(0, "light", 3, "curve") != _cell_seed(0, "light", 3)
+    assert cell_seed(0, "light", 3) == int(np.random.SeedSequence([0, 0, 3]).generate_state(1)[0])
+    assert cell_seed(0, "light", 3, "curve") != cell_seed(0, "light", 3)
     with pytest.raises(SceneError, match="unknown road kind"):
         simulate_scenes("light", 2, 3, seed=0, road="roundabout")
     with pytest.raises(SceneError, match="at least 2 lanes"):
@@ -167,7 +169,8 @@ def test_sumo_road_scenes_are_deterministic_and_straight_cells_unchanged():
 
 def test_dataset_over_road_kinds_is_balanced():
     pytest.importorskip("libsumo")
-    from aigc_synth.scenes.sumo import SimOptions, sumo_scene_dataset
+    from aigc_synth.scenes.sumo import SimOptions
+    from aigc_synth.scenes.sumo_dataset import sumo_scene_dataset
 
     scenes = sumo_scene_dataset(8, seed=0, traffic_levels=("light",), lane_counts=(2, 3), road_kinds=("straight", "lane_drop"),
                                 options=SimOptions(scenes_per_run=2))

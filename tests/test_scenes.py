@@ -130,7 +130,7 @@ def test_baselines_are_pure_functions_of_their_inputs(tmp_path):
 def sumo_scenes():
     """30 ground-truth scenes: 10 per traffic level on 3 lanes (one 20-scene SUMO run per level)."""
     pytest.importorskip("libsumo")
-    from aigc_synth.scenes.sumo import sumo_scene_dataset
+    from aigc_synth.scenes.sumo_dataset import sumo_scene_dataset
 
     return sumo_scene_dataset(30, seed=0, lane_counts=(3,))
 
@@ -150,7 +150,8 @@ def test_sumo_dataset_is_balanced_valid_and_denser_with_traffic(sumo_scenes):
 
 
 def test_sumo_is_deterministic_per_seed(sumo_scenes):
-    from aigc_synth.scenes.sumo import SimOptions, simulate_scenes
+    from aigc_synth.scenes.sumo import SimOptions
+    from aigc_synth.scenes.sumo_dataset import simulate_scenes
 
     opts = SimOptions(scenes_per_run=3, warmup_s=30.0)
     first = simulate_scenes("moderate", 2, 4, seed=1, first_scene_id=100, options=opts)  # 2 runs
@@ -166,7 +167,8 @@ def test_sumo_is_deterministic_per_seed(sumo_scenes):
 def test_dataset_workers_and_build_script_give_the_same_scenes(sumo_scenes, tmp_path):
     import importlib.util
 
-    from aigc_synth.scenes.sumo import SimOptions, sumo_scene_dataset
+    from aigc_synth.scenes.sumo import SimOptions
+    from aigc_synth.scenes.sumo_dataset import sumo_scene_dataset
 
     opts = SimOptions(scenes_per_run=2, warmup_s=20.0)
     serial = sumo_scene_dataset(5, 3, ("light", "heavy"), (2,), options=opts)

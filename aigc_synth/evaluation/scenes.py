@@ -88,7 +88,7 @@ def _cell_counts(scenes: Sequence[Scene]) -> tuple[list[str], list[int], int]:
 
 def _reference(path: str | None, split: str, traffic: list[str], lanes: list[int], per_cell: int, seed: int) -> tuple[list[Scene], dict]:
     from aigc_synth.scenes.dataset import read_scenes, split_seed
-    from aigc_synth.scenes.sumo import sumo_scene_dataset
+    from aigc_synth.scenes.sumo_dataset import sumo_scene_dataset
 
     if path:
         scenes = [sc for sc in read_scenes(path) if sc.traffic in traffic and sc.num_lanes in lanes]

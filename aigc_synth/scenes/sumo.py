@@ -57,24 +57,19 @@ import tempfile
 import threading
 import uuid
 import xml.etree.ElementTree as ET
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, replace
-from multiprocessing import get_context
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from aigc_synth.scenes.format import (
     EGO_LENGTH,
     EGO_WIDTH,
-    LANE_COUNTS,
     LANE_WIDTH,
     PRECISION,
-    ROAD_KINDS,
     SPEED_LIMITS,
     TRAFFIC_DENSITY,
-    TRAFFIC_LEVELS,
     WINDOW_AHEAD,
     WINDOW_BEHIND,
     Agent,
@@ -106,7 +101,7 @@ VEHICLE_TYPES: tuple[VehicleType, ...] = (
     VehicleType("truck", "truck", "truck", 12.0, 2.5, 25.0, 0.05, 0.5),
     VehicleType("truck_semi", "truck", "trailer", 16.5, 2.55, 25.0, 0.05, 0.5),
 )
-_TYPES = {t.id: t for t in VEHICLE_TYPES}
+VEHICLE_TYPE_BY_ID = {t.id: t for t in VEHICLE_TYPES}
 EGO_TYPE = "car"  # egos are drawn among these, whose size is the contract's EGO_LENGTH x EGO_WIDTH
 TRUCK_SHARE = (0.05, 0.20)  # per run, uniform
 MIN_GAP = 2.5  # SUMO's default minGap (all types)
@@ -245,14 +240,14 @@ def cached_net(name: str, nodes: str, edges: str, connections: str | None = None
     return path
 
 
-def _edge_attrs(num_lanes: int, speed_limit: float) -> str:
+def edge_attrs(num_lanes: int, speed_limit: float) -> str:
     return f'numLanes="{num_lanes}" speed="{speed_limit:.3f}" width="{LANE_WIDTH:g}"'
 
 
 def road_net(num_lanes: int, speed_limit: float) -> Path:
     """A straight one-direction road from x=0 to :data:`ROAD_LENGTH`, edge ``road`` (cached file)."""
     nodes = f'<nodes><node id="a" x="0" y="0"/><node id="b" x="{ROAD_LENGTH:g}" y="0"/></nodes>'
-    edges = f'<edges><edge id="road" from="a" to="b" {_edge_attrs(num_lanes, speed_limit)}/></edges>'
+    edges = f'<edges><edge id="road" from="a" to="b" {edge_attrs(num_lanes, speed_limit)}/></edges>'
     return cached_net(f"road_{num_lanes}l_{speed_limit:.3f}.net.xml", nodes, edges)
 
 
@@ -265,7 +260,7 @@ def _track_net(num_lanes: int, speed_limit: float) -> tuple[Path, dict[str, floa
 
     nodes = (f'<nodes><node id="n0" x="0" y="0"/><node id="n1" x="{L:g}" y="0"/>'
              f'<node id="n2" x="{L:g}" y="{2 * R:g}"/><node id="n3" x="0" y="{2 * R:g}"/></nodes>')
-    attrs = _edge_attrs(num_lanes, speed_limit)
+    attrs = edge_attrs(num_lanes, speed_limit)
     edges = (f'<edges><edge id="s0" from="n0" to="n1" {attrs}/>'
              f'<edge id="c0" from="n1" to="n2" {attrs} shape="{arc(L, -math.pi / 2)}"/>'
              f'<edge id="s1" from="n2" to="n3" {attrs}/>'
@@ -369,7 +364,7 @@ def _snapshot(traci: Any, rng: np.random.Generator, types: dict[str, str], edge:
     """(ego lane, ego speed, agents) around a random eligible ego on ``edge``, or None if none."""
     V = traci.vehicle
     lo, hi = WINDOW_BEHIND + EDGE_MARGIN, edge_length - WINDOW_AHEAD - EDGE_MARGIN
-    centres = [(v, V.getLanePosition(v) - _TYPES[types[v]].length / 2) for v in traci.edge.getLastStepVehicleIDs(edge)]
+    centres = [(v, V.getLanePosition(v) - VEHICLE_TYPE_BY_ID[types[v]].length / 2) for v in traci.edge.getLastStepVehicleIDs(edge)]
     # sorted: SUMO's list order is not part of any contract, the choice must depend on the seed only
     candidates = sorted((v, c) for v, c in centres
                         if types[v] == EGO_TYPE and lo <= c <= hi and abs(V.getLateralLanePosition(v)) < 1e-3)
@@ -380,14 +375,14 @@ def _snapshot(traci: Any, rng: np.random.Generator, types: dict[str, str], edge:
     for v, c in centres:
         s = round(c - ego_c, PRECISION)  # the window test on the value the scene will hold
         if v != ego and -WINDOW_BEHIND <= s <= WINDOW_AHEAD:
-            t = _TYPES[types[v]]
+            t = VEHICLE_TYPE_BY_ID[types[v]]
             agents.append(Agent(V.getLaneIndex(v), s, V.getLateralLanePosition(v), V.getSpeed(v), t.length, t.width, t.kind))
     return V.getLaneIndex(ego), V.getSpeed(ego), agents
 
 
 @dataclass(frozen=True)
 class SimOptions:
-    """How each SUMO run of :func:`simulate_scenes` is driven (the defaults are the dataset's)."""
+    """How each SUMO run of :func:`~aigc_synth.scenes.sumo_dataset.simulate_scenes` is driven (the defaults are the dataset's)."""
 
     scenes_per_run: int = 20  # the warm-up is paid once per this many scenes
     warmup_s: float = 120.0
@@ -407,8 +402,8 @@ def ground_truth_args(net: Path, routes: Path, opts: SimOptions, run_seed: int) 
             *_QUIET]
 
 
-def _simulate_run(traffic: str, num_lanes: int, seed: int, run: int, opts: SimOptions) -> list[Scene]:
-    """The ``opts.scenes_per_run`` scenes of run ``run`` (scene_id 0; the caller numbers them).
+def simulate_straight_run(traffic: str, num_lanes: int, seed: int, run: int, opts: SimOptions) -> list[Scene]:
+    """Run ``run`` of a straight-road cell (:mod:`.sumo_dataset`): the ``opts.scenes_per_run`` scenes of run ``run`` (scene_id 0; the caller numbers them).
 
     A run always collects its full quota, whatever the caller needs, so its scenes depend on
     ``(traffic, num_lanes, seed, run)`` only and runs can be simulated in any order or process.
@@ -441,123 +436,8 @@ def _simulate_run(traffic: str, num_lanes: int, seed: int, run: int, opts: SimOp
     return scenes
 
 
-def _check_request(traffic: str, num_lanes: int, count: int, opts: SimOptions, road: str = "straight") -> None:
-    if road not in ROAD_KINDS:
-        raise SceneError(f"unknown road kind {road!r}; allowed: {list(ROAD_KINDS)}")
-    if road == "lane_drop" and num_lanes < 2:
-        raise SceneError(f"a lane drop needs at least 2 lanes, got {num_lanes}")
-    if traffic not in TRAFFIC_DENSITY:
-        raise SceneError(f"unknown traffic level {traffic!r}; allowed: {list(TRAFFIC_LEVELS)}")
-    if num_lanes < 1 or count < 0 or opts.scenes_per_run < 1:
-        raise SceneError(f"need num_lanes >= 1, count >= 0, scenes_per_run >= 1 (got {num_lanes}, {count}, {opts.scenes_per_run})")
-
-
-def _simulate_any(road: str, traffic: str, num_lanes: int, seed: int, run: int, opts: SimOptions) -> list[Scene]:
-    """Run ``run`` of a cell on its road kind's track (straight: this module; others: :mod:`.sumo_roads`)."""
-    if road == "straight":
-        return _simulate_run(traffic, num_lanes, seed, run, opts)
-    from aigc_synth.scenes.sumo_roads import simulate_road_run
-
-    return simulate_road_run(road, traffic, num_lanes, seed, run, opts)
-
-
-def _assemble(runs: list[list[Scene]], traffic: str, num_lanes: int, count: int, seed: int, first_scene_id: int,
-              opts: SimOptions, road: str = "straight") -> list[Scene]:
-    """Concatenate runs 0, 1, ... (simulating more if short), cut to ``count``, number the scenes."""
-    scenes = [sc for run in runs for sc in run]
-    while len(scenes) < count:
-        if len(runs) > 10 * (count // opts.scenes_per_run + 1):  # cannot happen with the bundled densities
-            raise SceneError(f"SUMO runs of {traffic} traffic on {num_lanes} lanes ({road}) yield no eligible ego")
-        runs.append(_simulate_any(road, traffic, num_lanes, seed, len(runs), opts))
-        scenes += runs[-1]
-    return [replace(sc, scene_id=first_scene_id + i) for i, sc in enumerate(scenes[:count])]
-
-
-def simulate_scenes(
-    traffic: str,
-    num_lanes: int,
-    count: int,
-    seed: int,
-    *,
-    first_scene_id: int = 0,
-    options: SimOptions = SimOptions(),
-    road: str = "straight",
-) -> list[Scene]:
-    """``count`` SUMO scenes of one traffic level and lane count on one road kind (see the module
-    docstring; kinds other than ``straight``: :mod:`.sumo_roads`).
-
-    Simulation run ``i`` is seeded from ``(seed, i)``; after ``options.warmup_s`` it takes a
-    snapshot every ``options.snapshot_interval_s``, one scene per straight (the two straights are
-    1.9 km apart along the loop), until it has ``options.scenes_per_run`` scenes. Runs 0, 1, ...
-    are concatenated and cut to ``count``, so a smaller ``count`` gives a prefix of a larger one.
-    Scene ids are ``first_scene_id, first_scene_id + 1, ...``; ``Scene.seed`` is the run's SUMO
-    seed. Same arguments, same scenes.
-    """
-    _check_request(traffic, num_lanes, count, options, road)
-    return _assemble([], traffic, num_lanes, count, seed, first_scene_id, options, road)
-
-
-def _cell_seed(seed: int, traffic: str, num_lanes: int, road: str = "straight") -> int:
-    # a cell's scenes depend on (seed, road, traffic, lanes) only, not on which other cells are
-    # requested; straight cells keep the key they had before road kinds (same datasets as before)
-    key = [seed, TRAFFIC_LEVELS.index(traffic), num_lanes] + ([] if road == "straight" else [ROAD_KINDS.index(road)])
-    return int(np.random.SeedSequence(key).generate_state(1)[0])
-
-
-def _run_job(job: tuple[str, str, int, int, int, SimOptions]) -> list[Scene]:
-    return _simulate_any(*job)
-
-
-def sumo_scene_dataset(
-    num_scenes: int,
-    seed: int,
-    traffic_levels: Sequence[str] = TRAFFIC_LEVELS,
-    lane_counts: Sequence[int] = LANE_COUNTS,
-    *,
-    workers: int = 1,
-    options: SimOptions = SimOptions(),
-    map_runs: Callable[[Callable, list], list] | None = None,
-    road_kinds: Sequence[str] = ("straight",),
-) -> list[Scene]:
-    """A balanced SUMO dataset: ``num_scenes`` split evenly over road kinds x traffic levels x lane counts.
-
-    Cells come in order (road kinds outer, then traffic levels, lane counts inner); the first
-    ``num_scenes % cells`` cells get one extra scene; scene ids run 0..num_scenes-1 in that order.
-    Cell ``(road, traffic, lanes)`` is ``simulate_scenes(traffic, lanes, count, seed=f(seed, road,
-    traffic, lanes), road=road)``, so it does not depend on the other cells requested. ``workers > 1`` simulates the
-    runs in that many processes (one libsumo each, busiest runs first), with identical results;
-    call it under ``if __name__ == "__main__":`` then (the processes are spawned). ``map_runs(fn,
-    jobs) -> results`` (in order) hands the runs to another executor instead, e.g. Ray tasks.
-    """
-    if not traffic_levels or not lane_counts or not road_kinds or any(t not in TRAFFIC_LEVELS for t in traffic_levels):
-        raise SceneError(f"need traffic levels from {list(TRAFFIC_LEVELS)} and lane counts, got {list(traffic_levels)}, {list(lane_counts)}")
-    combos = [(r, t, n) for r in road_kinds for t in traffic_levels for n in lane_counts]
-    cells = [(r, t, n, num_scenes // len(combos) + (k < num_scenes % len(combos))) for k, (r, t, n) in enumerate(combos)]
-    for r, t, n, count in cells:
-        _check_request(t, n, count, options, r)
-    jobs = [(r, t, n, _cell_seed(seed, t, n, r), run, options) for r, t, n, count in cells
-            for run in range(-(-count // options.scenes_per_run))]
-    if map_runs is not None:
-        results = list(map_runs(_run_job, jobs))
-    elif workers <= 1:
-        results = [_run_job(job) for job in jobs]
-    else:
-        # busiest first (vehicles ~ density x lanes) so the last job to finish is a short one;
-        # spawn, not fork: a forked child would inherit this process's libsumo state
-        order = sorted(range(len(jobs)), key=lambda i: -sum(TRAFFIC_DENSITY[jobs[i][1]]) * jobs[i][2])
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-            futures = {i: pool.submit(_run_job, jobs[i]) for i in order}
-            results = [futures[i].result() for i in range(len(jobs))]
-    scenes, first = [], 0
-    for r, t, n, count in cells:
-        runs = [res for job, res in zip(jobs, results) if job[:3] == (r, t, n)]
-        scenes += _assemble(runs, t, n, count, _cell_seed(seed, t, n, r), first, options, r)
-        first += count
-    return scenes
-
-
 __all__ = [
     "EGO_TYPE", "EGO_X", "INSTALL_HINT", "ROAD_LENGTH", "SCENE_SUMO_OPTIONS", "TRUCK_SHARE", "VEHICLE_TYPES",
-    "SimOptions", "VehicleType", "road_net", "scene_routes_xml", "scene_sumo_args", "scene_vehicle_ids", "simulate_scenes",
-    "sumo_model_id", "sumo_scene_dataset", "sumo_version",
+    "SimOptions", "VehicleType", "cached_net", "edge_attrs", "ground_truth_args", "netconvert", "road_net", "scene_routes_xml",
+    "scene_sumo_args", "scene_vehicle_ids", "simulate_straight_run", "sumo_model_id", "sumo_version", "sumo_work_dir",
 ]

@@ -56,7 +56,7 @@ from aigc_synth.scenes.format import (
     SceneError,
 )
 from aigc_synth.scenes.sumo import (
-    _TYPES,
+    VEHICLE_TYPE_BY_ID,
     EDGE_MARGIN,
     EGO_TYPE,
     MIN_GAP,
@@ -66,7 +66,7 @@ from aigc_synth.scenes.sumo import (
     VEHICLE_TYPES,
     SimOptions,
     SumoRun,
-    _edge_attrs,
+    edge_attrs,
     cached_net,
     ground_truth_args,
     sumo_model_id,
@@ -149,7 +149,7 @@ def curve_track(num_lanes: int, speed_limit: float, curvature: float) -> Track:
 
     nodes = "".join(f'<node id="r{q}" x="{geometry_r * math.cos(q * math.pi / 2 * sign):.3f}" '
                     f'y="{geometry_r * math.sin(q * math.pi / 2 * sign):.3f}"/>' for q in range(4))
-    attrs = _edge_attrs(num_lanes, speed_limit)
+    attrs = edge_attrs(num_lanes, speed_limit)
     edges = "".join(f'<edge id="q{q}" from="r{q}" to="r{(q + 1) % 4}" {attrs} shape="{arc(q)}"/>' for q in range(4))
     path = cached_net(f"curve_{num_lanes}l_{speed_limit:.3f}_{curvature:.7f}.net.xml", f"<nodes>{nodes}</nodes>",
                       f"<edges>{edges}</edges>", extra=NO_INTERNAL_LINKS)
@@ -181,18 +181,18 @@ def _stadium_nodes_edges(split0: list[tuple[str, float, int]], split1: list[tupl
         x += length
         nid = "n1" if k == len(split0) - 1 else f"a{eid}"
         nodes.append(f'<node id="{nid}" x="{x:.3f}" y="0"/>')
-        edges.append(f'<edge id="{eid}" from="{prev}" to="{nid}" {_edge_attrs(lanes, speed_limit)}/>')
+        edges.append(f'<edge id="{eid}" from="{prev}" to="{nid}" {edge_attrs(lanes, speed_limit)}/>')
         prev = nid
     nodes.append(f'<node id="n2" x="{L:g}" y="{2 * R:g}"/>')
-    edges.append(f'<edge id="c0" from="n1" to="n2" {_edge_attrs(num_lanes, speed_limit)} shape="{arc(L, -math.pi / 2)}"/>')
+    edges.append(f'<edge id="c0" from="n1" to="n2" {edge_attrs(num_lanes, speed_limit)} shape="{arc(L, -math.pi / 2)}"/>')
     prev, x = "n2", L
     for k, (eid, length, lanes) in enumerate(split1):
         x -= length
         nid = "n3" if k == len(split1) - 1 else f"b{eid}"
         nodes.append(f'<node id="{nid}" x="{x:.3f}" y="{2 * R:g}"/>')
-        edges.append(f'<edge id="{eid}" from="{prev}" to="{nid}" {_edge_attrs(lanes, speed_limit)}/>')
+        edges.append(f'<edge id="{eid}" from="{prev}" to="{nid}" {edge_attrs(lanes, speed_limit)}/>')
         prev = nid
-    edges.append(f'<edge id="c1" from="n3" to="n0" {_edge_attrs(num_lanes, speed_limit)} shape="{arc(0.0, math.pi / 2)}"/>')
+    edges.append(f'<edge id="c1" from="n3" to="n0" {edge_attrs(num_lanes, speed_limit)} shape="{arc(0.0, math.pi / 2)}"/>')
     return "<nodes>" + "".join(nodes) + "</nodes>", "<edges>" + "".join(edges) + extra_edges + "</edges>"
 
 
@@ -311,7 +311,7 @@ def _corridor_snapshot(traci: Any, rng: np.random.Generator, types: dict[str, st
             lane = seg.lane_map[k] if k < len(seg.lane_map) else None
             if lane is None:
                 continue
-            half = _TYPES[types[v]].length / 2
+            half = VEHICLE_TYPE_BY_ID[types[v]].length / 2
             pos = V.getLanePosition(v)
             if seg.ramp:  # distance to the merge node along the ramp, projected on the reference line
                 s = seg.start - (track.lengths[seg.edge] - pos + half) * math.cos(RAMP_ANGLE)
@@ -330,7 +330,7 @@ def _corridor_snapshot(traci: Any, rng: np.random.Generator, types: dict[str, st
     for v, lane, s in seen:
         rel = round(s - ego_s, PRECISION)
         if v != ego and -WINDOW_BEHIND <= rel <= WINDOW_AHEAD:
-            t = _TYPES[types[v]]
+            t = VEHICLE_TYPE_BY_ID[types[v]]
             agents.append(Agent(lane, rel, V.getLateralLanePosition(v), V.getSpeed(v), t.length, t.width, t.kind))
     return ego_lane, V.getSpeed(ego), track.road(ego_s), agents
 
@@ -351,7 +351,7 @@ def build_track(road_kind: str, num_lanes: int, speed_limit: float, rng: np.rand
 
 def simulate_road_run(road_kind: str, traffic: str, num_lanes: int, seed: int, run: int, opts: SimOptions) -> list[Scene]:
     """The ``opts.scenes_per_run`` scenes of run ``run`` on a ``road_kind`` track (scene_id 0), as
-    :func:`aigc_synth.scenes.sumo._simulate_run` does for straight roads."""
+    :func:`aigc_synth.scenes.sumo.simulate_straight_run` does for straight roads."""
     rng = np.random.default_rng([seed, run])
     run_seed = int(rng.integers(2**31 - 1))
     speed_limit = float(opts.speed_limits[rng.integers(len(opts.speed_limits))])
