@@ -59,7 +59,7 @@ import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -402,6 +402,30 @@ def ground_truth_args(net: Path, routes: Path, opts: SimOptions, run_seed: int) 
             *_QUIET]
 
 
+def collect_snapshots(args: list[str], routes: Path, opts: SimOptions, patience: int,
+                      takers: Sequence[Callable[[Any], Any | None]]) -> list[Any]:
+    """Run one ground-truth simulation and collect ``opts.scenes_per_run`` snapshots: after the warm-up,
+    every ``opts.snapshot_interval_s`` each taker (one per place scenes are cut from) is called with
+    the simulation and returns a snapshot or None (no eligible ego there now). An instant without an
+    eligible ego yields nothing; the run stops after ``patience`` times the snapshots' nominal time (a
+    safety net). Takers are called in order and only while the quota is open, so the random draws
+    they make are the same for the same run. The route file is removed afterwards."""
+    snaps: list[Any] = []
+    try:
+        with SumoRun.run(args) as traci:
+            t = opts.warmup_s
+            while len(snaps) < opts.scenes_per_run and t <= opts.warmup_s + patience * opts.scenes_per_run * opts.snapshot_interval_s:
+                traci.simulationStep(t)
+                t += opts.snapshot_interval_s
+                for take in takers:
+                    snap = take(traci) if len(snaps) < opts.scenes_per_run else None
+                    if snap is not None:
+                        snaps.append(snap)
+    finally:
+        routes.unlink(missing_ok=True)
+    return snaps
+
+
 def simulate_straight_run(traffic: str, num_lanes: int, seed: int, run: int, opts: SimOptions) -> list[Scene]:
     """Run ``run`` of a straight-road cell (:mod:`.sumo_dataset`): the ``opts.scenes_per_run`` scenes of run ``run`` (scene_id 0; the caller numbers them).
 
@@ -418,26 +442,16 @@ def simulate_straight_run(traffic: str, num_lanes: int, seed: int, run: int, opt
     routes = sumo_work_dir() / f"run_{uuid.uuid4().hex}.rou.xml"
     routes.write_text(_routes_for_run(vehicles))
     args = ground_truth_args(net, routes, opts, run_seed)
-    model_id, scenes = sumo_model_id(), []
-    try:
-        with SumoRun.run(args) as traci:
-            t = opts.warmup_s
-            # an instant without an eligible ego yields nothing there; the time bound is a safety net
-            while len(scenes) < opts.scenes_per_run and t <= opts.warmup_s + 2 * opts.scenes_per_run * opts.snapshot_interval_s:
-                traci.simulationStep(t)
-                t += opts.snapshot_interval_s
-                for edge in STRAIGHTS:
-                    snap = _snapshot(traci, rng, types, edge, lengths[edge]) if len(scenes) < opts.scenes_per_run else None
-                    if snap is not None:
-                        ego_lane, ego_speed, agents = snap
-                        scenes.append(Scene(0, run_seed, traffic, num_lanes, speed_limit, ego_lane, ego_speed, tuple(agents), model_id))
-    finally:
-        routes.unlink(missing_ok=True)
+    model_id = sumo_model_id()
+    snaps = collect_snapshots(args, routes, opts, 2, [lambda traci, e=edge: _snapshot(traci, rng, types, e, lengths[e])
+                                                       for edge in STRAIGHTS])
+    scenes = [Scene(0, run_seed, traffic, num_lanes, speed_limit, ego_lane, ego_speed, tuple(agents), model_id)
+              for ego_lane, ego_speed, agents in snaps]
     return scenes
 
 
 __all__ = [
     "EGO_TYPE", "EGO_X", "INSTALL_HINT", "ROAD_LENGTH", "SCENE_SUMO_OPTIONS", "TRUCK_SHARE", "VEHICLE_TYPES",
-    "SimOptions", "VehicleType", "cached_net", "edge_attrs", "ground_truth_args", "netconvert", "road_net", "scene_routes_xml",
+    "SimOptions", "VehicleType", "cached_net", "collect_snapshots", "edge_attrs", "ground_truth_args", "netconvert", "road_net", "scene_routes_xml",
     "scene_sumo_args", "scene_vehicle_ids", "simulate_straight_run", "sumo_model_id", "sumo_version", "sumo_work_dir",
 ]

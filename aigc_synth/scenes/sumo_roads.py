@@ -65,9 +65,9 @@ from aigc_synth.scenes.sumo import (
     TRUCK_SHARE,
     VEHICLE_TYPES,
     SimOptions,
-    SumoRun,
     edge_attrs,
     cached_net,
+    collect_snapshots,
     ground_truth_args,
     sumo_model_id,
     sumo_work_dir,
@@ -362,23 +362,13 @@ def simulate_road_run(road_kind: str, traffic: str, num_lanes: int, seed: int, r
     routes = sumo_work_dir() / f"run_{uuid.uuid4().hex}.rou.xml"
     routes.write_text(_routes(track, vehicles))
     args = ground_truth_args(track.net, routes, opts, run_seed)
-    model_id, scenes = sumo_model_id(), []
-    try:
-        with SumoRun.run(args) as traci:
-            t = opts.warmup_s
-            # one scene per corridor per snapshot; a merge or drop track has one corridor, so it may
-            # take twice the straight track's time to fill its quota (the bound allows for it)
-            while len(scenes) < opts.scenes_per_run and t <= opts.warmup_s + 4 * opts.scenes_per_run * opts.snapshot_interval_s:
-                traci.simulationStep(t)
-                t += opts.snapshot_interval_s
-                for corridor in track.corridors:
-                    snap = _corridor_snapshot(traci, rng, types, track, corridor) if len(scenes) < opts.scenes_per_run else None
-                    if snap is not None:
-                        ego_lane, ego_speed, road, agents = snap
-                        scenes.append(Scene(0, run_seed, traffic, num_lanes, speed_limit, ego_lane, ego_speed, tuple(agents),
-                                            model_id, road))
-    finally:
-        routes.unlink(missing_ok=True)
+    model_id = sumo_model_id()
+    # one scene per corridor per snapshot; a merge or drop track has one corridor, so it may take twice
+    # the straight track's time to fill its quota (patience 4 instead of 2)
+    snaps = collect_snapshots(args, routes, opts, 4, [lambda traci, c=corridor: _corridor_snapshot(traci, rng, types, track, c)
+                                                       for corridor in track.corridors])
+    scenes = [Scene(0, run_seed, traffic, num_lanes, speed_limit, ego_lane, ego_speed, tuple(agents), model_id, road)
+              for ego_lane, ego_speed, road, agents in snaps]
     return scenes
 
 
