@@ -264,6 +264,7 @@ class EvaluateRoot:
     scene_reference: Optional[str] = None  # held-out SUMO scenes (a folder of scene Parquet); None = simulate them
     scene_floor: Optional[str] = None  # a second, independent SUMO set (the real-vs-real floor); None = simulate it
     replay_scenes: int = 300  # scenes of each set replayed in SUMO for 10 s (0 = no replay)
+    replay_real: bool = True  # replay the reference and floor sets too (false: the source only, e.g. a second model on the same sets)
 
 
 def register_configs() -> None:

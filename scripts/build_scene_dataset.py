@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from aigc_synth.io.atomic import atomic_write_with
 from aigc_synth.scenes.dataset import split_seed
 from aigc_synth.scenes.format import LANE_COUNTS, ROAD_KINDS, TRAFFIC_LEVELS, scenes_to_table
-from aigc_synth.scenes.sumo import sumo_model_id
+from aigc_synth.scenes.sumo import SimOptions, sumo_model_id
 from aigc_synth.scenes.sumo_dataset import sumo_scene_dataset
 
 
@@ -41,15 +41,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="SUMO processes (default: all cores)")
     ap.add_argument("--traffic", nargs="+", default=list(TRAFFIC_LEVELS), choices=TRAFFIC_LEVELS)
     ap.add_argument("--lanes", nargs="+", type=int, default=list(LANE_COUNTS))
+    ap.add_argument("--scenes-per-run", type=int, default=SimOptions().scenes_per_run,
+                    help="scenes cut from one simulation run (default 20; evaluation sets: 5, so that a set holds many "
+                         "independent runs and two sets differ as little as the simulator allows, docs/scenes.md)")
     ap.add_argument("--roads", nargs="+", default=["straight"], choices=ROAD_KINDS,
                     help="road kinds, balanced like traffic and lanes (default: straight)")
     args = ap.parse_args(argv)
-    if args.num_scenes < 1 or args.shard_size < 1:
-        ap.error("--num-scenes and --shard-size must be >= 1")
+    if args.num_scenes < 1 or args.shard_size < 1 or args.scenes_per_run < 1:
+        ap.error("--num-scenes, --shard-size and --scenes-per-run must be >= 1")
 
     t0 = time.perf_counter()
     seed = split_seed(args.seed, args.split)
-    scenes = sumo_scene_dataset(args.num_scenes, seed, args.traffic, args.lanes, workers=args.workers, road_kinds=args.roads)
+    scenes = sumo_scene_dataset(args.num_scenes, seed, args.traffic, args.lanes, workers=args.workers, road_kinds=args.roads,
+                                options=SimOptions(scenes_per_run=args.scenes_per_run))
     seconds = time.perf_counter() - t0
 
     out = args.out / args.split
@@ -67,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     agents = {t: float(np.mean([len(sc.agents) for sc in scenes if sc.traffic == t])) for t in counts}
     manifest = {
         "split": args.split, "seed": args.seed, "split_seed": seed, "num_scenes": len(scenes), "model_id": sumo_model_id(),
-        "traffic_levels": args.traffic, "lane_counts": args.lanes, "shards": shards,
+        "traffic_levels": args.traffic, "lane_counts": args.lanes, "road_kinds": args.roads, "scenes_per_run": args.scenes_per_run,
+        "shards": shards,
         "scenes_per_traffic": dict(counts), "mean_agents_per_traffic": agents, "build_seconds": round(seconds, 1),
     }
     atomic_write_with(out / "manifest.json", lambda p: p.write_text(json.dumps(manifest, indent=2) + "\n"))

@@ -20,10 +20,11 @@ from aigc_synth.data.annotation_layout import (
 )
 from aigc_synth.data.annotations import format_annotation_skipped, read_bdd100k_annotations, read_coco_annotations
 from aigc_synth.data.bdd100k_fixtures import fixture_scenes, write_bdd100k_fixture
+from aigc_synth.data.camera import CAMERA_HEIGHT, FOCAL, HORIZON
 from aigc_synth.data.layout import LAYOUT_CHANNELS, NEAR_SCALE, scene_layout
-from aigc_synth.data.scene_render import CAMERA_HEIGHT, FOCAL, HORIZON
 from aigc_synth.errors import UsageError
 from aigc_synth.scenes.baselines import RandomSceneSampler
+from aigc_synth.scenes.format import SceneError
 
 C = {name: i for i, name in enumerate(LAYOUT_CHANNELS)}
 # per-channel bound on the mean |annotation layout - scene layout| of one scene (measured: road <= 0.0026,
@@ -59,6 +60,9 @@ def test_annotation_layout_matches_the_scene_layout_on_rendered_scenes():
         assert diffs[:, C[name]].max() <= tol, (name, diffs[:, C[name]].max())
     assert (inter / union >= 0.99).all(), inter / union  # measured 0.999, 0.9996
     assert union.min() > 0  # the scenes have cars and trucks
+    # the export draws straight lane lines and drivable areas: it refuses the other road kinds
+    with pytest.raises(SceneError, match="on a curve road; the annotation export"):
+        annotations_from_scene(RandomSceneSampler().sample("moderate", 3, seed=0, road="curve"), 64)
 
 
 def test_missing_lanes_and_drivable_are_unknown_and_zero():

@@ -69,6 +69,7 @@ def test_cli_bad_input_one_line_error_exit_2_nothing_written(tmp_path, args, nee
     assert not out.exists() and not (tmp_path / "outputs").exists()
 
 
+@pytest.mark.slow  # 33 s with a Ray of its own; tests/test_console.py runs the default job through the CLI by default
 def test_cli_generate_with_bundled_model_end_to_end(tmp_path):
     out = tmp_path / "gen"
     proc = run_cli("generate", f"output_dir={out}", "job.num_samples=90", "job.shard_size=45", cwd=tmp_path)

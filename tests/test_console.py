@@ -6,6 +6,7 @@ its own local Ray under a short temporary RAY_TMPDIR, so that is checkable witho
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -13,6 +14,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from aigc_synth.cli import build_parser
@@ -42,8 +44,9 @@ def _lines(text: str) -> list[str]:
     return [ln for ln in re.split(r"[\r\n]", text) if ln.strip()]
 
 
+# each case is a CLI with a Ray of its own (~15-25 s); the scene job's console takes the same path, so it runs with -m slow
 @pytest.mark.parametrize("job, unit, summary", [("balanced", "image", "images: 8 in 2 shard(s)"),
-                                                ("scenes", "scene", "scenes: 8 in 2 shard(s)")])
+                                                pytest.param("scenes", "scene", "scenes: 8 in 2 shard(s)", marks=pytest.mark.slow)])
 def test_a_default_job_prints_only_its_own_lines_and_one_bar(tmp_path, job, unit, summary):
     out = tmp_path / "out"
     proc, ray_tmp = _run("generate", f"job={job}", f"output_dir={out}", "job.num_samples=8", "job.shard_size=4")
@@ -58,6 +61,17 @@ def test_a_default_job_prints_only_its_own_lines_and_one_bar(tmp_path, job, unit
         # what the console no longer shows is still in Ray Data's session log
         logs = list(ray_tmp.glob("ray/session_2*/logs/ray-data/ray-data.log"))
         assert len(logs) == 1 and "Execution plan of Dataset" in logs[0].read_text()
+        # and the job is whole: a manifest that verifies and a preview; the bundled default image model is
+        # layout-conditioned, so every image row names its scene and carries its boxes
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["num_samples"] == 8 and (out / "preview.png").is_file()
+        if unit == "image":
+            table = pq.read_table(out / "parquet")
+            assert manifest["model"]["family"] == "layout_gan" and {"scene_id", "boxes"} <= set(table.column_names)
+            assert sum(len(b) for b in table.column("boxes").to_pylist()) > 0
+            assert "throughput" in proc.stdout
+        verify = subprocess.run([*CLI, "verify", str(out)], capture_output=True, text=True, timeout=120)
+        assert verify.returncode == 0 and "OK" in verify.stdout, verify.stdout + verify.stderr
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
 

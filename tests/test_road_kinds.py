@@ -178,15 +178,15 @@ def test_dataset_over_road_kinds_is_balanced():
     assert [sc.num_lanes for sc in scenes] == [2, 2, 3, 3] * 2
 
 
-def test_consumers_without_road_geometry_refuse_other_kinds(tmp_path):
-    """Exporters, replay and the camera renderer draw straight roads only so far: a curve must not be
-    exported or rendered as a straight road silently."""
+def test_renderer_and_layout_raster_draw_a_curve_not_a_straight_road():
+    """The camera renderer and the layout raster draw every kind's geometry (tests/test_render_roads.py),
+    so a curve is never rendered as a straight road silently (the exporters and the replay build every
+    kind: tests/test_road_exports.py; the annotation export, which draws straight lane lines only,
+    refuses the other kinds: tests/test_annotation_layout.py)."""
+    from aigc_synth.data.layout import scene_layout
     from aigc_synth.data.scene_render import render_scene
-    from aigc_synth.scenes.export import export_sumo
 
-    curved = scene(CURVE, car(0, 10.0))
-    with pytest.raises(SceneError, match="curve road; the SUMO export supports straight roads only"):
-        export_sumo([curved], tmp_path / "out")
-    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
-    with pytest.raises(SceneError, match="camera renderer"):
-        render_scene(curved, "clear", "day", seed=0)
+    curved, straight = scene(CURVE, car(0, 10.0)), scene(STRAIGHT_ROAD, car(0, 10.0))
+    r, s = render_scene(curved, "clear", "day", seed=0), render_scene(straight, "clear", "day", seed=0)
+    assert len(r.boxes) == 1 and not np.array_equal(r.image, s.image) and not np.array_equal(r.boxes, s.boxes)
+    assert not np.array_equal(scene_layout(curved), scene_layout(straight))

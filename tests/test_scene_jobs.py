@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,24 +17,28 @@ from aigc_synth.errors import JobSpecError, UsageError
 from aigc_synth.io.reader import verify_output
 from aigc_synth.jobs.generate import run_generation
 from aigc_synth.models.scene_ar import SceneAR
-from aigc_synth.scenes.format import LANE_COUNTS, TRAFFIC_LEVELS, Agent, SceneError, scenes_to_table, table_to_scenes
+from aigc_synth.scenes.format import (LANE_COUNTS, ROAD_KINDS, TRAFFIC_LEVELS, Agent, Road, SceneError, scenes_to_table,
+                                     table_to_scenes)
 from aigc_synth.models.scene_families import export_scene_generator
 from tests.helpers import compose_generate, run_cli
 
 
 @pytest.fixture(scope="module")
 def scene_checkpoint(tmp_path_factory) -> Path:
+    """A small random scene_ar of every road kind (its road prior: a few roads of each)."""
     torch.manual_seed(0)
     model = SceneAR(hidden=16, head_hidden=16)
+    model.fit_road_bank([Road(), Road("curve", curvature=-1 / 700), Road("merge", event_s=70.0, event_length=180.0),
+                         Road("lane_drop", event_s=20.0)])
     path = tmp_path_factory.mktemp("scene_ckpt") / "scene_ar.pt"
     export_scene_generator(path, family="scene_ar", model_config={"family": "scene_ar", "hidden": 16, "head_hidden": 16},
-                           state=model.state_dict(), traffic=TRAFFIC_LEVELS, lanes=LANE_COUNTS)
+                           state=model.state_dict(), traffic=TRAFFIC_LEVELS, lanes=LANE_COUNTS, roads=ROAD_KINDS)
     return path
 
 
 def _cfg(out: Path, ckpt: Path, *extra: str):
-    return compose_generate(["job=scenes", f"output_dir={out}", f"job.checkpoint={ckpt}", "job.num_samples=90",
-                             "job.shard_size=30", "preview=false", *extra])
+    return compose_generate(["job=scenes", f"output_dir={out}", f"job.checkpoint={ckpt}", "job.num_samples=72",
+                             "job.shard_size=24", "preview=false", *extra])
 
 
 @pytest.fixture(scope="module")
@@ -57,13 +62,16 @@ def test_scene_job_rows_are_the_public_contract(scene_runs):
     a, _ = scene_runs
     manifest = json.loads((a / "manifest.json").read_text())
     assert manifest["job"]["sampler"] == "scenes" and manifest["schema"] == {"traffic": list(TRAFFIC_LEVELS),
-                                                                            "num_lanes": ["2", "3", "4"]}
-    assert manifest["counts_per_condition"] == {f"{t}/{n}": 10 for t in TRAFFIC_LEVELS for n in LANE_COUNTS}
+                                                                            "num_lanes": ["2", "3", "4"], "road": list(ROAD_KINDS)}
+    assert manifest["counts_per_condition"] == {f"{t}/{n}/{r}": 2 for t in TRAFFIC_LEVELS for n in LANE_COUNTS for r in ROAD_KINDS}
     table = pq.read_table(a / "parquet")
     assert table.column_names == ["scene_id", "seed", "traffic", "num_lanes", "speed_limit", "ego_lane", "ego_speed", "agents",
                                   "model_id", "road"]
     scenes = table_to_scenes(table)
-    assert [sc.scene_id for sc in scenes] == list(range(90))
+    assert [sc.scene_id for sc in scenes] == list(range(72))
+    # each row is the scene of its plan cell: the counts of (traffic, lanes, road) are the manifest's
+    cells = Counter(f"{sc.traffic}/{sc.num_lanes}/{sc.road.kind}" for sc in scenes)
+    assert cells == manifest["counts_per_condition"]
     assert {sc.model_id for sc in scenes} == {manifest["model_id"]}
     assert verify_output(a) == []
 

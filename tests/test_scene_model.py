@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from aigc_synth.errors import CheckpointError, UsageError
-from aigc_synth.models.scene_ar import MIN_CLEARANCE, SceneAR, encode_scene, sample_scenes
+from aigc_synth.models.scene_ar import MIN_CLEARANCE, SceneAR, sample_scenes
+from aigc_synth.models.scene_tokens import STOP, encode_scene, lane_slot
 from aigc_synth.scenes.baselines import RandomSceneSampler
-from aigc_synth.scenes.format import EGO_LENGTH, LANE_COUNTS, TRAFFIC_LEVELS, SceneError, scenes_to_table, validate_scene
+from aigc_synth.scenes.format import EGO_LENGTH, LANE_COUNTS, ROAD_KINDS, TRAFFIC_LEVELS, SceneError, scenes_to_table, validate_scene
 from aigc_synth.models.scene_families import (
     SCENE_GENERATOR_FORMAT,
     export_scene_generator,
@@ -74,7 +75,8 @@ def test_encode_scene_puts_the_ego_in_its_lane_and_ends_with_stop():
     sc = RandomSceneSampler().sample("moderate", 3, seed=4)
     enc = encode_scene(sc)
     assert len(enc["lane"]) == len(sc.agents) + 2  # agents + ego + STOP
-    assert list(enc["lane"][:-1]) == sorted(enc["lane"][:-1]) and enc["lane"][-1] == 4
+    assert list(enc["lane"][:-1]) == sorted(enc["lane"][:-1]) and enc["lane"][-1] == STOP
+    assert set(enc["lane"][:-1]) <= {lane_slot(k) for k in range(3)}  # slot 0 is the on-ramp, absent here
     assert int((~enc["is_agent"][:-1]).sum()) == 1  # exactly one ego token
 
 
@@ -167,5 +169,6 @@ def test_bundled_scene_model_is_small_and_loads():
     assert BUNDLED_SCENE_CHECKPOINT.stat().st_size <= 5 * 2**20
     gen = load_scene_generator(BUNDLED_SCENE_CHECKPOINT)
     assert gen.family == "scene_ar" and set(gen.traffic) == set(TRAFFIC_LEVELS) and set(gen.lanes) == set(LANE_COUNTS)
+    assert gen.roads == ROAD_KINDS and gen._impl.road_kinds == ROAD_KINDS  # conditioned on every road kind
     scenes = gen.sample(["heavy"] * 4, [3] * 4, list(range(4)), list(range(4)))
     assert np.mean([len(sc.agents) for sc in scenes]) > 10  # heavy traffic on 3 lanes: ~20 agents in SUMO

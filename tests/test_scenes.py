@@ -201,7 +201,8 @@ def test_missing_sumo_is_a_scene_error(monkeypatch):
 
 # -- replay --------------------------------------------------------------------------------------
 def test_replay_measures_collisions_braking_and_ttc(sumo_scenes):
-    from aigc_synth.scenes.replay import replay_many, replay_scene
+    from aigc_synth.metrics.scenes import replay_summary
+    from aigc_synth.scenes.replay import replay_scene
 
     alone = replay_scene(scene())
     assert alone == {"vehicles": 1, "collided": 0, "hard_braking": 0, "min_ttc": [math.inf]}
@@ -212,8 +213,8 @@ def test_replay_measures_collisions_braking_and_ttc(sumo_scenes):
     close = replay_scene(scene(car(1, 12.0, speed=5.0), ego_speed=25.0))  # 7 m gap, closing at 20 m/s
     assert close["hard_braking"] >= 1 and close["min_ttc"][0] < 0.4 and close["min_ttc"][1] == math.inf
 
-    truth = replay_many([sc for sc in sumo_scenes if sc.traffic == "heavy"])
-    naive = replay_many([RandomSceneSampler().sample("heavy", 3, seed=s) for s in range(10)])
+    truth = replay_summary([replay_scene(sc) for sc in sumo_scenes if sc.traffic == "heavy"])
+    naive = replay_summary([replay_scene(RandomSceneSampler().sample("heavy", 3, seed=s)) for s in range(10)])
     assert truth["collision_share"] == 0.0 and truth["low_ttc_share"] == 0.0 and truth["hard_braking_share"] < 0.05
     assert naive["collision_share"] > 0.1 and naive["scene_collision_share"] > 0.5
     with pytest.raises(SceneError, match="cannot be replayed: agent 0 lane 3"):

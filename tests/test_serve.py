@@ -217,7 +217,7 @@ def test_client_raises_on_errors(server):
 
 
 # -- POST /scenes ---------------------------------------------------------------------------------------------
-SCENE_CONDS = [{"traffic": "heavy", "num_lanes": 3}, {"traffic": "light", "num_lanes": "2"}]
+SCENE_CONDS = [{"traffic": "heavy", "num_lanes": 3, "road": "merge"}, {"traffic": "light", "num_lanes": "2", "road": "straight"}]
 
 
 @pytest.fixture(scope="module")
@@ -226,7 +226,8 @@ def scene_job_rows(_own_local_ray, ray_session, tmp_path_factory) -> list[dict]:
     from aigc_synth.jobs.generate import run_generation
 
     out = tmp_path_factory.mktemp("serve_scene_job") / "job"
-    items = "[{conditions:{traffic:heavy,num_lanes:'3'},weight:1},{conditions:{traffic:light,num_lanes:'2'},weight:1}]"
+    items = ("[{conditions:{traffic:heavy,num_lanes:'3',road:merge},weight:1},"
+             "{conditions:{traffic:light,num_lanes:'2',road:straight},weight:1}]")
     cfg = compose_generate(["job=scenes", f"output_dir={out}", "job.num_samples=12", "job.shard_size=5", "job.seed=5",
                             "job.plan.kind=list", f"job.plan.items={items}", "preview=false", "resources.actors=1",
                             "resources.cpus_per_actor=0.5"])
@@ -238,17 +239,19 @@ def test_scenes_endpoint_returns_the_scene_jobs_rows(server, scene_job_rows):
     status, body = _http(server, "/scenes", json.dumps({"conditions": SCENE_CONDS, "n": 12, "seed": 5}).encode())
     assert status == 200, body
     assert body["scenes"] == scene_job_rows
-    assert {r["traffic"] for r in body["scenes"]} == {"heavy", "light"}
+    assert {(r["traffic"], r["road"]["kind"]) for r in body["scenes"]} == {("heavy", "merge"), ("light", "straight")}
     status, part = _http(server, "/scenes", json.dumps({"conditions": SCENE_CONDS, "n": 4, "seed": 5, "start": 8,
                                                         "num_samples": 12}).encode())
     assert status == 200 and part["scenes"] == scene_job_rows[8:12]
 
 
 @pytest.mark.parametrize("body, needle", [
-    ({"conditions": [{"traffic": "foggy", "num_lanes": 3}]}, "foggy"),
-    ({"conditions": [{"traffic": "heavy", "num_lanes": 7}]}, "'7'"),
-    ({"conditions": [{"traffic": "heavy", "num_lanes": 3}], "format": "png"}, "does not apply to scenes"),
-    ({"conditions": [{"traffic": "heavy", "num_lanes": 3}], "n": 49}, "'n' must lie in"),
+    ({"conditions": [{"traffic": "foggy", "num_lanes": 3, "road": "curve"}]}, "foggy"),
+    ({"conditions": [{"traffic": "heavy", "num_lanes": 7, "road": "curve"}]}, "'7'"),
+    ({"conditions": [{"traffic": "heavy", "num_lanes": 3, "road": "roundabout"}]}, "'roundabout'"),
+    ({"conditions": [{"traffic": "heavy", "num_lanes": 3}]}, "missing factor 'road'"),
+    ({"conditions": [{"traffic": "heavy", "num_lanes": 3, "road": "curve"}], "format": "png"}, "does not apply to scenes"),
+    ({"conditions": [{"traffic": "heavy", "num_lanes": 3, "road": "curve"}], "n": 49}, "'n' must lie in"),
 ])
 def test_bad_scene_requests_are_422(server, body, needle):
     status, reply = _http(server, "/scenes", json.dumps(body).encode())

@@ -14,7 +14,7 @@ aspect ratio is not kept, as :class:`~aigc_synth.data.bdd100k.BDD100KDataset` re
     ``lane_lines``  each polyline drawn like the scene path draws a lane boundary: per pixel row, a
                     horizontal span centred where the line crosses the row centre (clamped into the
                     segment, weighted by the share of the row the segment spans) whose width is what
-                    a :data:`~aigc_synth.data.scene_render.LINE_WIDTH` marking on flat ground has at
+                    a :data:`~aigc_synth.data.camera.LINE_WIDTH` marking on flat ground has at
                     that row for the ego camera: ``LINE_WIDTH / CAMERA_HEIGHT * (y - HORIZON * size)``
                     pixels (zero at and above the horizon). A horizontal segment has no horizontal
                     cross-section and adds nothing; lines of a style in :data:`NON_BOUNDARY_LANE_STYLES`
@@ -56,17 +56,17 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from aigc_synth.data.layout import LAYOUT_CHANNELS, NEAR_SCALE, face_alpha
-from aigc_synth.data.scene_render import (
+from aigc_synth.data.camera import (
     CAMERA_HEIGHT,
     FOCAL,
     HORIZON,
     LINE_WIDTH,
     SHOULDER,
-    scene_boxes,
     span_coverage,
 )
-from aigc_synth.scenes.format import LANE_WIDTH, Scene
+from aigc_synth.data.layout import LAYOUT_CHANNELS, NEAR_SCALE, face_alpha
+from aigc_synth.data.scene_render import scene_boxes
+from aigc_synth.scenes.format import LANE_WIDTH, Scene, require_straight
 
 #: annotation category → layout channel; every other category (person, traffic sign, ...) is ignored
 VEHICLE_CATEGORIES: dict[str, str] = {"car": "car", "truck": "truck", "bus": "truck"}
@@ -323,7 +323,11 @@ def annotations_from_scene(scene: Scene, size: int = 64) -> FrameAnnotations:
     the renderer's boxes (:func:`~aigc_synth.data.scene_render.scene_boxes`, category = agent kind),
     every lane boundary as a two-point polyline from the vanishing point to where it leaves the image
     (style ``"single yellow"`` for the left edge line, ``"single white"`` otherwise, as painted), and
-    the asphalt (lanes and shoulders) as one drivable polygon clipped to the image."""
+    the asphalt (lanes and shoulders) as one drivable polygon clipped to the image.
+
+    Straight roads only: the lane lines and the drivable area are straight lines to the vanishing
+    point, wrong for a curve, a merge or a lane drop, so any other road kind raises SceneError."""
+    require_straight([scene], "the annotation export (lane lines, drivable area)")
     W = H = float(size)
     hz, cx, k_bottom = HORIZON * H, W / 2.0, (H - HORIZON * H) / CAMERA_HEIGHT
     b = scene_boxes(scene, int(size))

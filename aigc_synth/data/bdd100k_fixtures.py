@@ -56,9 +56,12 @@ def write_scene_frames(out_dir: str | Path, scenes: Sequence[Any], conditions: S
     """
     from aigc_synth.data.annotation_layout import annotations_from_scene
     from aigc_synth.data.scene_render import render_scene
+    from aigc_synth.scenes.format import require_straight
 
     if not (len(scenes) == len(conditions) == len(seeds)):
         raise ValueError(f"{len(scenes)} scenes, {len(conditions)} conditions, {len(seeds)} seeds: give one of each per frame")
+    # the lane and drivable-area labels are straight-road only: refuse before the first image is written
+    require_straight(scenes, "the BDD100K scene export (lane lines, drivable area)")
     out = Path(out_dir)
     images_dir = out / "images"
     images_dir.mkdir(parents=True, exist_ok=True)

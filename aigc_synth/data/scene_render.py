@@ -7,33 +7,30 @@ then becomes scenes × weather × time of day. Colours, sky, weather and lightin
 ``procedural.py`` (its palettes and light tables are imported); the geometry is a true pinhole
 camera instead of procedural's screen-space trapezoid.
 
-Camera model (all distances in metres, image coordinates in pixels)
-    * A pinhole camera sits on the ego's lane centre at the ego's longitudinal position (``s = 0``),
-      :data:`CAMERA_HEIGHT` above the road, looking along +s with zero pitch and roll. The image is
-      square, ``size`` × ``size``.
-    * Pixel ``(i, j)`` covers ``[j, j + 1] × [i, i + 1]`` (x right, y down); pixel centres sit at
-      ``+ 0.5``. The principal point is the image centre ``(W / 2, hz)`` with the horizon row
-      ``hz = HORIZON * H``; the focal length is ``f = FOCAL * W`` pixels for both axes.
-    * A point at depth ``Z`` (ahead of the camera), lateral offset ``X`` (positive **left**, the
-      scene's ``d`` convention) and height ``Y`` above the road projects to
-      ``x = W/2 - f X / Z`` and ``y = hz + f (CAMERA_HEIGHT - Y) / Z``: things to the left of the
-      ego appear left of the image centre.
-    * A vehicle is drawn as its rear face, a ``width`` × :data:`VEHICLE_HEIGHT` [kind] rectangle
-      standing on the road at depth ``Z = s - length / 2`` and lateral offset
-      ``X = (lane - ego_lane) * LANE_WIDTH + d``. Only faces with ``Z > NEAR_CLIP`` are drawn, so
-      vehicles behind or beside the ego never appear (and get no box).
-    * The road is straight and flat: ``num_lanes`` lanes of ``LANE_WIDTH`` with lane 0 on the
-      right, solid edge lines (white right, yellow left), dashed separators, a :data:`SHOULDER` of
-      asphalt beyond each edge line and verge beyond that. Markings use the same projection as the
-      vehicles, so a vehicle always stands inside its lane's lines.
+The camera (:mod:`aigc_synth.data.camera`)
+    A pinhole camera on the ego's lane centre at ``s = 0``, :data:`CAMERA_HEIGHT` above the flat road,
+    looking along the road's tangent; the image is square, ``size`` × ``size``, horizon row
+    ``HORIZON * size``, focal length ``FOCAL * size`` px. Each vehicle is drawn as its rear face (a
+    rectangle, or a trapezoid with vertical sides when turned relative to the camera: on a curve, on
+    a merge's ramp); only faces beyond :data:`NEAR_CLIP` are drawn. The road of every kind (straight,
+    curve, merge, lane drop) is drawn with the same projection, so a vehicle always stands inside its
+    lane's lines. The projection, the exact pixel-coverage primitives and the road geometry
+    (:func:`~aigc_synth.data.camera.road_raster`) live in :mod:`aigc_synth.data.camera`, whose
+    docstring states the camera model in full; this module adds colours, sky, weather, lighting and
+    the boxes with their visibility (:func:`scene_boxes`).
 
 Boxes and visibility
-    Vehicles are painted far to near (painter's order; ties by agent index), anti-aliased by exact
-    pixel coverage, so a nearer vehicle hides whatever it overlaps. ``boxes`` are the projected rear
-    faces clipped to the image. ``visible`` is the fraction of the *unclipped* projected face that
+    Vehicles are painted far to near (painter's order by the depth of the face's centre; ties by
+    agent index: :func:`~aigc_synth.data.camera.project_vehicles`), anti-aliased by exact pixel
+    coverage (rectangles and trapezoids alike), so a nearer vehicle hides whatever it overlaps.
+    ``boxes`` are the tight boxes of the projected rear faces clipped to the image (for a trapezoid:
+    of its part inside the image). ``visible`` is the fraction of the *unclipped* projected face that
     is neither outside the image nor under a face painted later (a nearer one), computed exactly on
-    the rectangles. Vehicles with ``visible == 0`` (fully hidden, entirely outside the view or
-    behind the near clip) are **omitted**, so every returned box has ``visible > 0``.
+    the projected polygons (rectangles: coordinate compression; trapezoids: the faces' sides and all
+    crossings of their top and bottom edges cut the x axis into slabs in which the uncovered height
+    is linear; both in :mod:`aigc_synth.data.camera`: ``uncovered_area``, ``uncovered_quad_area``).
+    Vehicles with ``visible == 0`` (fully hidden, entirely outside the view or behind the near clip)
+    are **omitted**, so every returned box has ``visible > 0``.
 
 Determinism
     The output is a pure function of ``(scene, weather, time_of_day, seed, size)``. Geometry
@@ -45,23 +42,34 @@ Determinism
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
+from aigc_synth.data.camera import (
+    CAMERA_HEIGHT,
+    DASH_PERIOD,
+    FOCAL,
+    HORIZON,
+    LINE_WIDTH,
+    NEAR_CLIP,
+    SHOULDER,
+    as_quad,
+    clipped_quad_box,
+    dash_coverage,
+    project_face,
+    project_vehicles,
+    quad_area,
+    road_raster,
+    shape_alpha,
+    span_coverage,
+    uncovered_area,
+    uncovered_quad_area,
+)
 from aigc_synth.data.procedural import CAR_COLOURS, DUSK_SKY, LIGHT, SKY_DAY, TINT
-from aigc_synth.schema import DEFAULT_SCHEMA
 from aigc_synth.scenes.format import LANE_WIDTH, Scene, SceneError
-
-CAMERA_HEIGHT = 1.4  # m, a dash camera behind the windscreen
-HORIZON = 0.41  # horizon row / image height: the middle of procedural's 0.36..0.46 range
-FOCAL = 1.0  # focal length / image width: horizontal field of view 2 atan(0.5) = 53.1 degrees
-NEAR_CLIP = 2.0  # m; rear faces nearer than this are not drawn
-VEHICLE_HEIGHT = {"car": 1.5, "truck": 3.5}  # m, rear-face height per agent kind
-SHOULDER = 0.6  # m of asphalt beyond each edge line
-LINE_WIDTH = 0.15  # m, lane marking width
-DASH_LENGTH, DASH_PERIOD = 4.0, 12.0  # m: a 4 m dash every 12 m
+from aigc_synth.schema import DEFAULT_SCHEMA
 
 _TRUCK_COLOURS = np.array(  # box bodies and curtains: mostly white / silver, some liveries
     [(0.90, 0.90, 0.90), (0.80, 0.80, 0.82), (0.70, 0.12, 0.10), (0.15, 0.30, 0.60),
@@ -107,86 +115,6 @@ class RenderedScene:
     weather: str = "clear"
     time_of_day: str = "day"
     seed: int = 0
-
-
-@dataclass(frozen=True)
-class _Vehicle:
-    index: int
-    kind: str
-    depth: float  # Z of the rear face, m
-    lateral: float  # X, m, positive left
-    box: tuple[float, float, float, float]  # unclipped x0, y0, x1, y1 pixels
-
-
-def project_vehicles(scene: Scene, size: int) -> list[_Vehicle]:
-    """Rear faces of the agents ahead of the near clip, in painter's order (far first)."""
-    f, hz, cx = FOCAL * size, HORIZON * size, size / 2.0
-    out = []
-    for i, a in enumerate(scene.agents):
-        z = a.s - a.length / 2.0
-        if z <= NEAR_CLIP:
-            continue
-        x = (a.lane - scene.ego_lane) * LANE_WIDTH + a.d
-        height = VEHICLE_HEIGHT.get(a.kind, VEHICLE_HEIGHT["car"])
-        box = (cx - f * (x + a.width / 2) / z, hz + f * (CAMERA_HEIGHT - height) / z,
-               cx - f * (x - a.width / 2) / z, hz + f * CAMERA_HEIGHT / z)
-        out.append(_Vehicle(i, a.kind, z, x, box))
-    out.sort(key=lambda v: (-v.depth, v.index))
-    return out
-
-
-def _uncovered_area(clip: tuple[float, float, float, float], rects: np.ndarray) -> float:
-    """Exact area of the rectangle ``clip`` not covered by the union of ``rects`` (k, 4).
-
-    Coordinate compression: the rectangles' edges cut ``clip`` into cells that are either wholly
-    covered or wholly free, so summing the free cells is exact (and exactly 0 when all are covered).
-    """
-    x0, y0, x1, y1 = clip
-    if x1 <= x0 or y1 <= y0:
-        return 0.0
-    if len(rects):
-        r = np.column_stack([np.clip(rects[:, 0], x0, x1), np.clip(rects[:, 1], y0, y1),
-                             np.clip(rects[:, 2], x0, x1), np.clip(rects[:, 3], y0, y1)])
-        rects = r[(r[:, 2] > r[:, 0]) & (r[:, 3] > r[:, 1])]
-    if not len(rects):
-        return (x1 - x0) * (y1 - y0)
-    xs = np.unique(np.concatenate([[x0, x1], rects[:, 0], rects[:, 2]]))
-    ys = np.unique(np.concatenate([[y0, y1], rects[:, 1], rects[:, 3]]))
-    mx, my = (xs[:-1] + xs[1:]) / 2, (ys[:-1] + ys[1:]) / 2
-    covered = ((rects[:, 0, None, None] < mx[None, None, :]) & (mx[None, None, :] < rects[:, 2, None, None])
-               & (rects[:, 1, None, None] < my[None, :, None]) & (my[None, :, None] < rects[:, 3, None, None])).any(axis=0)
-    return float((np.outer(np.diff(ys), np.diff(xs)) * ~covered).sum())
-
-
-def pixel_coverage(a: float, b: float, n: int) -> tuple[int, int, np.ndarray]:
-    """Pixels ``i0..i1`` touched by the interval [a, b] and the length of [a, b] inside each one."""
-    i0, i1 = max(int(math.floor(a)), 0), min(int(math.ceil(b)), n)
-    if i1 <= i0:
-        return i0, i0, np.zeros(0, np.float32)
-    idx = np.arange(i0, i1, dtype=np.float64)
-    return i0, i1, np.clip(np.minimum(idx + 1, b) - np.maximum(idx, a), 0.0, 1.0).astype(np.float32)
-
-
-def span_coverage(lo: np.ndarray, hi: np.ndarray, xs: np.ndarray) -> np.ndarray:
-    """Per pixel column, the length of [lo, hi] (per row, broadcast) inside [x - 0.5, x + 0.5]."""
-    return np.clip(np.minimum(xs + 0.5, hi) - np.maximum(xs - 0.5, lo), 0.0, 1.0)
-
-
-def _dash_integral(z: np.ndarray) -> np.ndarray:
-    """Length of dash painted between depth 0 and ``z`` (so dash coverage of a row is exact)."""
-    return np.floor(z / DASH_PERIOD) * DASH_LENGTH + np.minimum(np.mod(z, DASH_PERIOD), DASH_LENGTH)
-
-
-def dash_coverage(dy: np.ndarray, fh: float, phase: float) -> np.ndarray:
-    """Share of each row a dashed separator paints: ``dy`` (H, 1) row centres minus the horizon row,
-    ``fh`` focal length (px) × camera height (m), ``phase`` (m) where the dash pattern starts. Exact:
-    the dash length inside the row's depth span over that span; the row straddling the horizon
-    reaches infinity and sees the mean duty cycle."""
-    z_near = np.float32(fh) / (dy + 0.5)
-    far_ok = dy > 0.5
-    z_far = np.float32(fh) / np.where(far_ok, dy - 0.5, 1.0)
-    return np.where(far_ok, (_dash_integral(z_far + phase) - _dash_integral(z_near + phase))
-                    / np.maximum(z_far - z_near, 1e-6), DASH_LENGTH / DASH_PERIOD).astype(np.float32)
 
 
 def _shift(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
@@ -238,16 +166,14 @@ def _check(scene: Scene, weather: str, time_of_day: str, seed: int, size: int) -
         raise ValueError(f"seed must be >= 0, got {seed}")
     if scene.num_lanes < 1 or not 0 <= scene.ego_lane < scene.num_lanes:
         raise SceneError(f"scene {scene.scene_id}: ego lane {scene.ego_lane} is not one of {scene.num_lanes} lanes")
-    from aigc_synth.scenes.format import require_straight
-
-    require_straight([scene], "the camera renderer")
 
 
 def render_scene(scene: Scene, weather: str, time_of_day: str, seed: int, size: int = 64) -> RenderedScene:
     """Render ``scene`` from the ego's camera under ``weather`` and ``time_of_day``.
 
     ``weather`` / ``time_of_day`` take the default schema's values; ``seed`` (>= 0) only changes
-    cosmetics, never boxes. See the module docstring for the camera and the box conventions.
+    cosmetics, never boxes. See the module docstring for the box conventions and
+    :mod:`aigc_synth.data.camera`'s for the camera.
     """
     _check(scene, weather, time_of_day, seed, size)
     H = W = int(size)
@@ -302,9 +228,14 @@ def render_scene(scene: Scene, weather: str, time_of_day: str, seed: int, size: 
     x_lat = (np.float32(cx) - xs) / np.maximum(k, 1e-6)  # lateral offset of each ground pixel, m
     depth_t = np.clip(dy / np.float32(H - hz), 0.0, 1.0)  # procedural's 0 at horizon .. 1 at the bottom
 
+    straight = scene.road.kind == "straight"  # straight roads: closed form (their output predates road kinds)
     x_right = -(scene.ego_lane + 0.5) * LANE_WIDTH  # right edge line (lane 0's right boundary)
     x_left = (scene.num_lanes - scene.ego_lane - 0.5) * LANE_WIDTH
-    on_road = span_coverage(cx - (x_left + SHOULDER) * k, cx - (x_right - SHOULDER) * k, xs)
+    if straight:
+        on_road = span_coverage(cx - (x_left + SHOULDER) * k, cx - (x_right - SHOULDER) * k, xs)
+    else:
+        road_geometry = road_raster(scene, W)
+        on_road = road_geometry.surface
 
     sky_t = np.clip(ys / np.float32(hz), 0.0, 1.0)[..., None]
     img = np.broadcast_to(sky_top * (1 - sky_t) + sky_hor * sky_t, (H, W, 3)).astype(np.float32)
@@ -314,14 +245,20 @@ def render_scene(scene: Scene, weather: str, time_of_day: str, seed: int, size: 
     img = img * (1 - ground[..., None]) + ground_col * ground[..., None]
 
     # lane markings: exact horizontal coverage per row; dashes by their exact share of the row's depth span
-    dash_cov = dash_coverage(dy, f * h, dash_phase)
     mark_alpha = np.float32(0.35 if weather == "snow" else 0.9)  # snow half-covers the paint
-    for b in range(scene.num_lanes + 1):
-        xb = x_right + b * LANE_WIDTH
-        cov = span_coverage(cx - (xb + LINE_WIDTH / 2) * k, cx - (xb - LINE_WIDTH / 2) * k, xs) * ground
-        if 0 < b < scene.num_lanes:
-            cov = cov * dash_cov
-        colour = _YELLOW if b == scene.num_lanes else _WHITE  # yellow on the left edge, as on divided highways
+    if straight:
+        dash_cov = dash_coverage(dy, f * h, dash_phase)
+        marks = []
+        for b in range(scene.num_lanes + 1):
+            xb = x_right + b * LANE_WIDTH
+            cov = span_coverage(cx - (xb + LINE_WIDTH / 2) * k, cx - (xb - LINE_WIDTH / 2) * k, xs) * ground
+            if 0 < b < scene.num_lanes:
+                cov = cov * dash_cov
+            marks.append((cov, _YELLOW if b == scene.num_lanes else _WHITE))  # yellow on the left edge, as on divided highways
+    else:
+        marks = [(m.coverage * m.dash_share(dash_phase) if m.dash else m.coverage, _YELLOW if m.colour == "yellow" else _WHITE)
+                 for m in road_geometry.marks]
+    for cov, colour in marks:
         a = (cov * mark_alpha)[..., None]
         img = img * (1 - a) + colour * a
 
@@ -334,24 +271,26 @@ def render_scene(scene: Scene, weather: str, time_of_day: str, seed: int, size: 
     vehicles = project_vehicles(scene, W)
     for v in vehicles:
         x0, y0, x1, y1 = v.box
-        ix0, ix1, wx = pixel_coverage(x0, x1, W)
-        iy0, iy1, wy = pixel_coverage(y0, y1, H)
-        if ix1 <= ix0 or iy1 <= iy0:
+        face = shape_alpha(v.shape(), H, W)
+        if face is None:
             continue
-        alpha = np.outer(wy, wx)  # exact share of each pixel covered by the face
+        (iy0, iy1), (ix0, ix1) = (face[0].start, face[0].stop), (face[1].start, face[1].stop)
+        alpha = face[2]  # exact share of each pixel covered by the face
         palette = _TRUCK_COLOURS if v.kind == "truck" else CAR_COLOURS
         patch = np.empty((iy1 - iy0, ix1 - ix0, 3), np.float32)
         patch[:] = palette[min(int(colour_u[v.index] * len(palette)), len(palette) - 1)]
         em = np.zeros_like(patch)
         fw, fh = x1 - x0, y1 - y0
         for (u0, v0, u1, v1), role in _face_layers(v.kind):
-            jx0, jx1, lx = pixel_coverage(x0 + u0 * fw, x0 + u1 * fw, W)
-            jy0, jy1, ly = pixel_coverage(y0 + v0 * fh, y0 + v1 * fh, H)
-            if jx1 <= jx0 or jy1 <= jy0:
+            part_shape = ((x0 + u0 * fw, y0 + v0 * fh, x0 + u1 * fw, y0 + v1 * fh) if v.quad is None
+                          else project_face(v.corners, W, u0, v0, u1, v1))
+            part = shape_alpha(part_shape, H, W) if part_shape is not None else None
+            if part is None:
                 continue
+            (jy0, jy1), (jx0, jx1) = (part[0].start, part[0].stop), (part[1].start, part[1].stop)
             sl = (slice(jy0 - iy0, jy1 - iy0), slice(jx0 - ix0, jx1 - ix0))
             # the part's share of the *face* inside each pixel, so the final blend by alpha stays exact
-            r = np.clip(np.outer(ly, lx) / np.maximum(alpha[sl], 1e-6), 0.0, 1.0)[..., None]
+            r = np.clip(part[2] / np.maximum(alpha[sl], 1e-6), 0.0, 1.0)[..., None]
             if role == "window":
                 col = 0.15 + 0.15 * sky_hor
             elif role == "bumper":
@@ -421,11 +360,17 @@ def scene_boxes(scene: Scene, size: int = 64) -> SceneBoxes:
     W = H = int(size)
     vehicles = project_vehicles(scene, W)
     rects = np.array([v.box for v in vehicles], np.float64).reshape(-1, 4)
+    quads = [as_quad(v.shape()) for v in vehicles]
+    rectangles_only = all(v.quad is None for v in vehicles)  # every straight road
     found = []
     for n_, v in enumerate(vehicles):  # same painter's order as the renderer
         x0, y0, x1, y1 = v.box
-        clip = (max(x0, 0.0), max(y0, 0.0), min(x1, float(W)), min(y1, float(H)))
-        vis = _uncovered_area(clip, rects[n_ + 1:]) / ((x1 - x0) * (y1 - y0))
+        if rectangles_only:
+            clip = (max(x0, 0.0), max(y0, 0.0), min(x1, float(W)), min(y1, float(H)))
+            vis = uncovered_area(clip, rects[n_ + 1:]) / ((x1 - x0) * (y1 - y0))
+        else:
+            vis = uncovered_quad_area(quads[n_], quads[n_ + 1:], W, H) / quad_area(quads[n_])
+            clip = clipped_quad_box(quads[n_], W, H) if vis > 0 else None
         if vis > 0:
             found.append((v.index, clip, vis, v.kind))
     found.sort()
@@ -502,8 +447,8 @@ def contact_sheet(rendered: Sequence[RenderedScene], columns: int | None = None,
     return np.asarray(sheet, dtype=np.uint8).copy()
 
 
-__all__ = ["CAMERA_HEIGHT", "FOCAL", "HORIZON", "NEAR_CLIP", "VEHICLE_HEIGHT", "RenderedScene", "contact_sheet",
-           "render_scene", "render_scenes_from"]
+__all__ = ["CAMERA_HEIGHT", "FOCAL", "HORIZON", "NEAR_CLIP",  # the camera's (aigc_synth.data.camera), re-exported
+           "RenderedScene", "contact_sheet", "render_scene", "render_scenes_from", "scene_boxes"]
 
 
 def draw_boxes(image: np.ndarray, boxes: np.ndarray, ignore: np.ndarray | None = None, scale: int = 1) -> np.ndarray:

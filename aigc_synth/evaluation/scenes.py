@@ -1,15 +1,21 @@
 """``aigc-synth evaluate`` on traffic scenes: distribution distances, counts and simulated realism.
 
 The **source** is a scene job's output or a scene checkpoint (sampled ``n_per_condition`` scenes
-per traffic level x lane count it was trained on). The **reference** is held-out SUMO ground truth:
-``scene_reference=DIR`` (e.g. ``scripts/build_scene_dataset.py --split heldout``), or, by default,
-scenes simulated here from seeds no training split uses; the **floor** is a second, independent
-SUMO set (``scene_floor=DIR`` or simulated), so every distance is read against what two samples of
-the real process differ by (:func:`aigc_synth.metrics.scenes.compare_scene_sets`).
+per road kind x traffic level x lane count it was trained on). The **reference** is held-out SUMO ground truth:
+``scene_reference=DIR`` (e.g. ``scripts/build_scene_dataset.py --split heldout --scenes-per-run 5``),
+or, by default, scenes simulated here from seeds no training split uses, :data:`EVAL_SCENES_PER_RUN`
+per SUMO run; the **floor** is a second, independent SUMO set (``scene_floor=DIR`` or simulated), so
+every distance is read against what two samples of the real process differ by
+(:func:`aigc_synth.metrics.scenes.compare_scene_sets`). ``scripts/bench_scenes.py`` is this
+evaluation run on several models against the same two folders. Reference and
+floor hold the same road kinds, traffic levels and lane counts as the source. With more than one
+road kind the figures are given pooled (top level) and per kind (``by_road``).
 
 **Simulated realism**: ``replay_scenes`` scenes of each set are driven for 10 s in SUMO
 (:func:`aigc_synth.scenes.replay.replay_scene`) on the Ray pool - one task per chunk, each worker
-process with its own libsumo - giving the collision, hard-braking and low-TTC shares.
+process with its own libsumo - giving the collision, hard-braking and low-TTC shares, and on merge
+roads the share of ramp vehicles that merge before their acceleration lane ends; per road kind too
+(``replay_by_road``) when there is more than one.
 
 Writes ``metrics.json`` (last: its presence means the evaluation finished), ``report.md`` and
 plots (feature histograms, bird's-eye samples of both sets).
@@ -26,10 +32,16 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from aigc_synth.errors import EvaluationError
-from aigc_synth.scenes.format import Scene, SceneError
+from aigc_synth.scenes.format import Scene, SceneError, road_kind_problems
 
 REFERENCE_SEED_SPLIT, FLOOR_SEED_SPLIT = "eval_reference", "eval_floor"
 REPLAY_CHUNK = 20  # scenes per Ray task (a libsumo reload is ~10 ms, a task round trip more)
+# Scenes cut from one SUMO run in a simulated reference or floor. A run's scenes share its density and speed
+# limit, so a set of few long runs is one noisy draw: with 20 per run (900 scenes, 45 runs) two independent
+# sets differed by up to 11x "the floor" on gaps and 3.9x on speeds, and one model scored 2.2x-5.5x on
+# relative speed against different draws; with 5 per run the floor-vs-floor ratios stay within 0.5-1.8x
+# (docs/benchmarks.md, "Scene figures": why the benchmark and evaluate disagreed).
+EVAL_SCENES_PER_RUN = 5
 
 
 def _generated(cfg) -> tuple[list[Scene], dict[str, Any]]:
@@ -44,14 +56,15 @@ def _generated(cfg) -> tuple[list[Scene], dict[str, Any]]:
                         "family": manifest["model"]["family"], "n": len(scenes)}
     ckpt = resolve_scene_checkpoint(None if cfg.source in ("default_scenes", "bundled_scenes") else cfg.source)
     gen = load_scene_generator(ckpt)
-    cells = [(t, n) for t in gen.traffic for n in gen.lanes]
-    traffic = [t for t, _ in cells for _ in range(cfg.n_per_condition)]
-    lanes = [n for _, n in cells for _ in range(cfg.n_per_condition)]
+    cells = [(r, t, n) for r in gen.roads for t in gen.traffic for n in gen.lanes if not road_kind_problems(r, n)]
+    roads = [r for r, _, _ in cells for _ in range(cfg.n_per_condition)]
+    traffic = [t for _, t, _ in cells for _ in range(cfg.n_per_condition)]
+    lanes = [n for _, _, n in cells for _ in range(cfg.n_per_condition)]
     from aigc_synth.seeds import attempt_seeds
 
     ids = np.arange(len(traffic))
     t0 = time.perf_counter()
-    scenes = gen.sample(traffic, lanes, attempt_seeds(cfg.seed, ids).tolist(), ids.tolist())
+    scenes = gen.sample(traffic, lanes, attempt_seeds(cfg.seed, ids).tolist(), ids.tolist(), roads=roads)
     rate = len(scenes) / max(time.perf_counter() - t0, 1e-9)
     return scenes, {"kind": "checkpoint", "path": str(ckpt), "model_id": gen.model_id, "family": gen.family, "n": len(scenes),
                     "sampling_scenes_per_s": round(rate, 1)}
@@ -77,27 +90,33 @@ def replay_on_ray(scenes: Sequence[Scene], chunk: int = REPLAY_CHUNK) -> list[di
     return [r for part in _ray_map(_replay_chunk, chunks) for r in part]
 
 
-def _cell_counts(scenes: Sequence[Scene]) -> tuple[list[str], list[int], int]:
-    from aigc_synth.scenes.format import TRAFFIC_LEVELS
+def _cell_counts(scenes: Sequence[Scene]) -> tuple[list[str], list[int], list[str], int]:
+    from aigc_synth.scenes.format import ROAD_KINDS, TRAFFIC_LEVELS
 
     traffic = [t for t in TRAFFIC_LEVELS if any(sc.traffic == t for sc in scenes)]
     lanes = sorted({sc.num_lanes for sc in scenes})
-    per_cell = max(1, len(scenes) // max(len(traffic) * len(lanes), 1))
-    return traffic, lanes, per_cell
+    roads = [r for r in ROAD_KINDS if any(sc.road.kind == r for sc in scenes)]
+    per_cell = max(1, len(scenes) // max(len(traffic) * len(lanes) * len(roads), 1))
+    return traffic, lanes, roads, per_cell
 
 
-def _reference(path: str | None, split: str, traffic: list[str], lanes: list[int], per_cell: int, seed: int) -> tuple[list[Scene], dict]:
+def _reference(path: str | None, split: str, traffic: list[str], lanes: list[int], roads: list[str], per_cell: int, seed: int
+               ) -> tuple[list[Scene], dict]:
     from aigc_synth.scenes.dataset import read_scenes, split_seed
+    from aigc_synth.scenes.sumo import SimOptions
     from aigc_synth.scenes.sumo_dataset import sumo_scene_dataset
 
     if path:
-        scenes = [sc for sc in read_scenes(path) if sc.traffic in traffic and sc.num_lanes in lanes]
-        if not scenes:
-            raise EvaluationError(f"{path} holds no scenes of the evaluated cells ({traffic} x {lanes} lanes)")
+        scenes = [sc for sc in read_scenes(path) if sc.traffic in traffic and sc.num_lanes in lanes and sc.road.kind in roads]
+        missing = sorted(set(roads) - {sc.road.kind for sc in scenes})
+        if not scenes or missing:
+            raise EvaluationError(f"{path} holds no scenes of the evaluated cells ({traffic} x {lanes} lanes on "
+                                  f"{missing or roads} roads)")
         return scenes, {"kind": "folder", "path": path, "n": len(scenes)}
     ds_seed = split_seed(seed, split)
-    scenes = sumo_scene_dataset(per_cell * len(traffic) * len(lanes), ds_seed, traffic, lanes, map_runs=_map_runs)
-    return scenes, {"kind": "sumo", "seed": ds_seed, "split": split, "n": len(scenes)}
+    scenes = sumo_scene_dataset(per_cell * len(traffic) * len(lanes) * len(roads), ds_seed, traffic, lanes, map_runs=_map_runs,
+                                road_kinds=roads, options=SimOptions(scenes_per_run=EVAL_SCENES_PER_RUN))
+    return scenes, {"kind": "sumo", "seed": ds_seed, "split": split, "n": len(scenes), "scenes_per_run": EVAL_SCENES_PER_RUN}
 
 
 def _map_runs(fn: Callable, jobs: list) -> list:
@@ -129,18 +148,27 @@ def evaluate_scenes(cfg, progress: bool = True, log: Callable[..., None] = print
         generated, source = _generated(cfg)
     except SceneError as exc:
         raise EvaluationError(str(exc)) from None
-    traffic, lanes, per_cell = _cell_counts(generated)
+    traffic, lanes, roads, per_cell = _cell_counts(generated)
     connect_ray(None, None)  # RAY_ADDRESS if set, else a local instance: the replays' pool
-    log(f"{len(generated)} generated scenes; reference and floor: SUMO, {per_cell} per cell x {len(traffic) * len(lanes)} cells")
-    real, ref_info = _reference(cfg.scene_reference, REFERENCE_SEED_SPLIT, traffic, lanes, per_cell, cfg.seed)
-    floor, floor_info = _reference(cfg.scene_floor, FLOOR_SEED_SPLIT, traffic, lanes, per_cell, cfg.seed)
-    result: dict[str, Any] = {"format": "aigc_synth.scene_metrics/v1", "source": source, "reference": ref_info, "floor": floor_info}
+    cells = len(traffic) * len(lanes) * len(roads)
+    log(f"{len(generated)} generated scenes; reference and floor: SUMO, {per_cell} per cell x {cells} cells ({', '.join(roads)} roads)")
+    real, ref_info = _reference(cfg.scene_reference, REFERENCE_SEED_SPLIT, traffic, lanes, roads, per_cell, cfg.seed)
+    floor, floor_info = _reference(cfg.scene_floor, FLOOR_SEED_SPLIT, traffic, lanes, roads, per_cell, cfg.seed)
+    result: dict[str, Any] = {"format": "aigc_synth.scene_metrics/v1", "source": source, "reference": ref_info, "floor": floor_info,
+                              "road_kinds": roads}
     result.update(compare_scene_sets(generated, real, floor, seed=cfg.seed))
+    if len(roads) > 1:
+        of = lambda scs, r: [sc for sc in scs if sc.road.kind == r]  # noqa: E731
+        result["by_road"] = {r: compare_scene_sets(of(generated, r), of(real, r), of(floor, r), seed=cfg.seed) for r in roads}
     if cfg.replay_scenes:
         log(f"replaying {cfg.replay_scenes} scenes of each set in SUMO for 10 s (Ray tasks)")
         pick = lambda scs: list(scs)[:: max(1, len(scs) // cfg.replay_scenes)][: cfg.replay_scenes]  # noqa: E731
-        result["replay"] = {name: replay_summary(replay_on_ray(pick(scs))) for name, scs in
-                            (("generated", generated), ("real", real), ("real_floor", floor))}
+        sets = (("generated", generated), ("real", real), ("real_floor", floor)) if cfg.replay_real else (("generated", generated),)
+        replays = {name: (picked := pick(scs), replay_on_ray(picked)) for name, scs in sets}
+        result["replay"] = {name: replay_summary(res) for name, (_, res) in replays.items()}
+        if len(roads) > 1:
+            result["replay_by_road"] = {r: {name: replay_summary([x for sc, x in zip(scs, res) if sc.road.kind == r])
+                                            for name, (scs, res) in replays.items()} for r in roads}
     result["elapsed_s"] = round(time.perf_counter() - t0, 1)
     result = _clean(result)
     out.mkdir(parents=True, exist_ok=True)
@@ -161,6 +189,10 @@ def _clean(x: Any) -> Any:
     return x
 
 
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:.4f}"
+
+
 def write_scene_report(out: Path, result: dict[str, Any], generated: Sequence[Scene], real: Sequence[Scene]) -> None:
     """``report.md`` + ``features.png`` (histograms, generated vs real) + ``samples.png`` (bird's-eye)."""
     import matplotlib
@@ -172,6 +204,7 @@ def write_scene_report(out: Path, result: dict[str, Any], generated: Sequence[Sc
     from aigc_synth.io.atomic import atomic_write_with
     from aigc_synth.metrics.scenes import FEATURES, scene_features
     from aigc_synth.scenes.bev import bev_grid
+    from aigc_synth.scenes.format import ROAD_KINDS
 
     gf, rf = scene_features(generated), scene_features(real)
     fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
@@ -190,8 +223,10 @@ def write_scene_report(out: Path, result: dict[str, Any], generated: Sequence[Sc
     for group in (generated, real):
         by_cell: dict[tuple, list[Scene]] = {}
         for sc in group:
-            by_cell.setdefault((sc.traffic, sc.num_lanes), []).append(sc)
-        rows += [by_cell[k][:2] for k in sorted(by_cell)][:9]
+            by_cell.setdefault((ROAD_KINDS.index(sc.road.kind), sc.traffic, sc.num_lanes), []).append(sc)
+        kinds = sorted({k[0] for k in by_cell})
+        per_kind = max(1, 9 // len(kinds))  # up to 9 rows per set, each road kind shown
+        rows += [by_cell[k][:2] for kind in kinds for k in sorted(k for k in by_cell if k[0] == kind)[:per_kind]]
     grid = bev_grid(rows, columns=2)
     atomic_write_with(out / "samples.png", lambda tmp: Image.fromarray(grid).save(tmp, format="PNG"))
     lines = [f"# Scene evaluation: {result['source'].get('family')} {result['source'].get('model_id', '')[:12]}", "",
@@ -206,11 +241,22 @@ def write_scene_report(out: Path, result: dict[str, Any], generated: Sequence[Sc
     lines += ["", f"Count accuracy (1 - relative error of the mean count per traffic x lanes cell): {ca['accuracy']:.3f} "
                   f"(floor {result['count_accuracy_floor']['accuracy']:.3f}); in the real 95 % range: {ca['in_range']:.3f}",
               f"Overlap rate at t = 0: generated {result['overlap_rate']['generated']:.4f}, real {result['overlap_rate']['real']:.4f}"]
+    if "by_road" in result:
+        lines += ["", "Per road kind (MMD as a multiple of the floor; count accuracy; overlap rate generated / real):", "",
+                  "| road | " + " | ".join(result["features"]) + " | count accuracy (floor) | overlap |",
+                  "|---|" + "---|" * (len(result["features"]) + 2)]
+        for road, r in result["by_road"].items():
+            ratios = " | ".join("n/a" if f["ratio"] is None else f"{f['ratio']:.2f}x" for f in r["features"].values())
+            lines.append(f"| {road} | {ratios} | {r['count_accuracy']['accuracy']:.3f} ({r['count_accuracy_floor']['accuracy']:.3f}) | "
+                         f"{r['overlap_rate']['generated']:.4f} / {r['overlap_rate']['real']:.4f} |")
     if "replay" in result:
-        lines += ["", "| replay (10 s in SUMO) | scenes | vehicles | collision share | hard braking share | min TTC < 0.95 s |",
-                  "|---|---|---|---|---|---|"]
-        for name, r in result["replay"].items():
-            lines.append(f"| {name} | {r['scenes']} | {r['vehicles']} | {r['collision_share']:.4f} | {r['hard_braking_share']:.4f} | "
-                         f"{r['low_ttc_share']:.4f} |")
+        lines += ["", "| replay (10 s in SUMO) | road | scenes | vehicles | collision share | hard braking share | min TTC < 0.95 s "
+                  "| merge completion |", "|---|---|---|---|---|---|---|---|"]
+        groups = [("all", result["replay"])] + list(result.get("replay_by_road", {}).items())
+        for road, replay in groups:
+            for name, r in replay.items():
+                merged = "n/a" if r.get("merge_completion") is None else f"{r['merge_completion']:.3f}"
+                lines.append(f"| {name} | {road} | {r['scenes']} | {r['vehicles']} | {_fmt(r['collision_share'])} | "
+                             f"{_fmt(r['hard_braking_share'])} | {_fmt(r['low_ttc_share'])} | {merged} |")
     lines += ["", "![features](features.png)", "", "Top: generated, bottom: real.", "", "![samples](samples.png)", ""]
     atomic_write_with(out / "report.md", lambda tmp: Path(tmp).write_text("\n".join(lines)))

@@ -275,17 +275,20 @@ def replay_summary(results: Sequence[Mapping[str, Any]], ttc_threshold: float = 
 
     Each result is ``{"vehicles": int, "collided": int, "hard_braking": int, "min_ttc": [float, ...]}``
     (counts of distinct vehicles; one min TTC per vehicle, ``inf`` when it never closed in on a leader).
-    Returns the keys of :func:`~aigc_synth.scenes.replay.replay_many` - ``scenes``, ``vehicles``,
+    Returns ``scenes``, ``vehicles``,
     ``collision_share`` / ``hard_braking_share`` / ``low_ttc_share`` (of vehicles; low = min TTC
     below ``ttc_threshold`` s), ``scene_collision_share`` (scenes with a collision), ``ttc_threshold`` -
-    plus ``finite_ttc_share`` (vehicles that ever closed in on a leader) and ``min_ttc_quantiles``
-    (``{"q05", "q25", "q50"}`` of the finite min TTCs, s; NaN when there is none). Shares are NaN for
-    no vehicles; a result whose ``min_ttc`` length differs from ``vehicles`` raises ValueError.
+    plus ``finite_ttc_share`` (vehicles that ever closed in on a leader), ``min_ttc_quantiles``
+    (``{"q05", "q25", "q50"}`` of the finite min TTCs, s; NaN when there is none), ``ramp_vehicles``
+    (vehicles on a merge road's on-ramp at t = 0) and ``merge_completion`` (the share of them that
+    reached the main road before their acceleration lane ended; None without ramp vehicles). Shares
+    are NaN for no vehicles; a result whose ``min_ttc`` length differs from ``vehicles`` raises ValueError.
     """
     for k, r in enumerate(results):
         if len(r["min_ttc"]) != r["vehicles"]:
             raise ValueError(f"result {k}: {len(r['min_ttc'])} min TTC values for {r['vehicles']} vehicles")
     vehicles = sum(int(r["vehicles"]) for r in results)
+    ramp = sum(int(r.get("ramp_vehicles", 0)) for r in results)
     ttc = np.asarray([t for r in results for t in r["min_ttc"]], dtype=np.float64)
     finite = ttc[np.isfinite(ttc)]
 
@@ -303,6 +306,8 @@ def replay_summary(results: Sequence[Mapping[str, Any]], ttc_threshold: float = 
         "finite_ttc_share": share(len(finite), vehicles),
         "min_ttc_quantiles": {f"q{round(q * 100):02d}": float(np.quantile(finite, q)) if len(finite) else math.nan
                               for q in TTC_QUANTILES},
+        "ramp_vehicles": ramp,
+        "merge_completion": sum(int(r.get("merged", 0)) for r in results) / ramp if ramp else None,
     }
 
 

@@ -11,18 +11,26 @@ the vehicle behind / the ego ahead):
     → bumper gap to the vehicle behind (position along the road) → speed → lateral offset
 
 The count is learnt through the lane / STOP choices (a lane ends when the model moves on). A
-prefix head draws the speed limit, the ego lane and the ego speed. Everything is discretised
+prefix head draws the speed limit, the ego lane and the ego speed.
+
+The **road** is a condition (:class:`~aigc_synth.scenes.format.Road`: kind, curvature, where a lane
+ends). A merge road's on-ramp is one more lane, to the right of lane 0 (:data:`RAMP_LANE`, slot 0 of
+the lane choice), and every lane that ends (the ramp, a lane drop's leftmost lane) tells each choice
+how far away its end is; a vehicle is never placed beyond the end of its lane. When a request names
+only the road kind, the road's parameters are drawn from :attr:`SceneAR.road_bank`, a stratified
+sample of the training set's roads of that kind stored with the weights. Everything is discretised
 (cross-entropy training, no density to tune); a draw inside a bin is uniform (jitter), so outputs
 are continuous.
 
-Sampling is a pure function of (model, traffic level, lane count, seed): every scene draws its
+Sampling is a pure function of (model, traffic level, lane count, road, seed): every scene draws its
 uniforms from its own ``numpy`` generator, categorical draws are inverse-CDF on those uniforms,
 and the network runs on fixed-size micro-batches, so a scene is the same whatever else is sampled
 with it. Masks at sampling time enforce what the contract requires and the training data never
 breaks: lanes in increasing order, agents inside the window, no two vehicles overlapping
 (bumper gap ≥ :data:`MIN_CLEARANCE`), the ego exactly once, at ``s = 0``.
 
-The module is a plain ``nn.Module`` plus pure token functions; it never reads config objects.
+The module is a plain ``nn.Module`` and its sampler; the token view of a scene (sizes, vectors, the
+teacher-forced encoding) is :mod:`.scene_tokens`. It never reads config objects.
 """
 
 from __future__ import annotations
@@ -34,198 +42,56 @@ import numpy as np
 import torch
 from torch import nn
 
+from aigc_synth.models.scene_tokens import (
+    COND_DIM,
+    D_CENTRES,
+    EGO_DIM,
+    EGO_TYPE,
+    GAP_EDGES,
+    LANE_CTX_DIM,
+    MAX_LANES,
+    MAX_TOKENS,
+    NUM_D,
+    NUM_GAP,
+    NUM_SLOTS,
+    NUM_SPEED,
+    NUM_TYPES,
+    SLOT_DIM,
+    SPEED_CTX_DIM,
+    SPEED_EDGES,
+    SPEED_MAX_RATIO,
+    STOP,
+    TOKEN_DIM,
+    TYPE_LENGTH,
+    LaneState,
+    condition_vector,
+    ego_vector,
+    lane_slot,
+    speed_context,
+    type_features,
+)
 from aigc_synth.scenes.format import (
     EGO_LENGTH,
     LANE_WIDTH,
+    RAMP_LANE,
+    ROAD_KINDS,
     SPEED_LIMITS,
-    TRAFFIC_LEVELS,
     WINDOW_AHEAD,
-    WINDOW_BEHIND,
     Agent,
+    Road,
     Scene,
+    SceneError,
+    lane_exists,
+    road_kind_problems,
 )
+from aigc_synth.scenes.road import road_at, stratified_roads
 from aigc_synth.scenes.sumo import VEHICLE_TYPES
 
-MAX_LANES = 4
-STOP = MAX_LANES  # lane class that ends the scene
-EGO_TYPE = len(VEHICLE_TYPES)  # type class "the ego comes now"
-NUM_TYPES = len(VEHICLE_TYPES) + 1
-MAX_TOKENS = 96  # vehicles (agents + ego) per scene at most; a heavy 4-lane window holds ~45
 MIN_CLEARANCE = 1.0  # m of bumper gap kept between any two vehicles of a lane when sampling
 MAX_DECEL = 4.5  # m/s^2: a sampled speed never forces a neighbour to brake harder (SUMO's car deceleration)
-WINDOW = WINDOW_BEHIND + WINDOW_AHEAD
-# Bumper gap to the vehicle behind (or, for a lane's first vehicle, its centre's distance from the
-# window's rear edge): 0.5 m bins up to 50 m, 2 m bins up to the window length.
-GAP_EDGES = np.concatenate([np.arange(0.0, 50.0, 0.5), np.arange(50.0, WINDOW + 2.0, 2.0)])
-NUM_GAP = len(GAP_EDGES) - 1
-SPEED_MAX_RATIO = 1.6  # speed / speed limit
-NUM_SPEED = 128
-SPEED_EDGES = np.linspace(0.0, SPEED_MAX_RATIO, NUM_SPEED + 1)
-D_STEP = 0.1  # lateral offsets are kept on a 0.1 m grid (0 exactly for vehicles not changing lanes)
-NUM_D = 2 * round((LANE_WIDTH / 2) / D_STEP) + 1
-D_CENTRES = (np.arange(NUM_D) - NUM_D // 2) * D_STEP
 NUM_UNIFORMS = 8  # uniforms drawn per token (one per choice, plus jitter)
-
-_TYPE_LENGTH = np.array([t.length for t in VEHICLE_TYPES] + [EGO_LENGTH])
-_TYPE_OF = {(t.kind, t.length, t.width): k for k, t in enumerate(VEHICLE_TYPES)}
-
-COND_DIM = len(TRAFFIC_LEVELS) + MAX_LANES + 1  # traffic one-hot, lane-count one-hot, limit / 30
-EGO_DIM = MAX_LANES + 2  # ego lane one-hot, ego lane across the road, ego speed ratio
-TOKEN_DIM = MAX_LANES + 1 + NUM_TYPES + 7
-LANE_CTX_DIM = MAX_LANES + 5
-SLOT_DIM = MAX_LANES + 7
-
-
-def _bin(edges: np.ndarray, x: float) -> int:
-    return int(np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(edges) - 2))
-
-
-def type_index(agent: Agent) -> int:
-    """The :data:`VEHICLE_TYPES` index of an agent (nearest length for unknown sizes)."""
-    k = _TYPE_OF.get((agent.kind, agent.length, agent.width))
-    if k is None:
-        k = int(np.argmin(np.abs(_TYPE_LENGTH[:-1] - agent.length)))
-    return k
-
-
-# -- the teacher-forced view of a scene ----------------------------------------------------------------
-def condition_vector(traffic: str, num_lanes: int, speed_limit: float) -> np.ndarray:
-    v = np.zeros(COND_DIM, np.float32)
-    v[TRAFFIC_LEVELS.index(traffic)] = 1.0
-    v[len(TRAFFIC_LEVELS) + num_lanes - 1] = 1.0
-    v[-1] = speed_limit / 30.0
-    return v
-
-
-def ego_vector(ego_lane: int, num_lanes: int, ego_ratio: float) -> np.ndarray:
-    v = np.zeros(EGO_DIM, np.float32)
-    v[ego_lane] = 1.0
-    v[MAX_LANES] = ego_lane / max(num_lanes - 1, 1)
-    v[MAX_LANES + 1] = ego_ratio
-    return v
-
-
-class _LaneState:
-    """What the sampler and the teacher-forced encoder both track while walking a scene."""
-
-    def __init__(self, num_lanes: int, ego_lane: int, ego_ratio: float):
-        self.num_lanes, self.ego_lane, self.ego_ratio = num_lanes, ego_lane, ego_ratio
-        self.lane = -1  # lane of the last token (-1: none yet)
-        self.prev_s = self.prev_len = self.prev_ratio = 0.0
-        self.ego_placed = False
-        self.in_lane = 0  # vehicles so far in the current lane
-        self.last_token = np.zeros(TOKEN_DIM, np.float32)
-        self.last_token[-1] = 1.0  # begin-of-scene flag
-
-    def lane_context(self) -> np.ndarray:
-        v = np.zeros(LANE_CTX_DIM, np.float32)
-        if self.lane >= 0:
-            v[self.lane] = 1.0
-        v[MAX_LANES:] = (float(self.ego_placed), self.prev_s / 100.0, self.prev_len / 10.0, self.in_lane / 10.0,
-                         (self.lane - self.ego_lane) / 3.0 if self.lane >= 0 else -1.0)
-        return v
-
-    def base(self, lane: int) -> tuple[bool, float, float, float]:
-        """(first in lane?, centre of the vehicle behind or window start, its length, its speed ratio)."""
-        if lane == self.lane:
-            return False, self.prev_s, self.prev_len, self.prev_ratio
-        return True, -WINDOW_BEHIND, 0.0, 0.0
-
-    def slot(self, lane: int) -> np.ndarray:
-        """Features of the chosen lane: where the next vehicle would follow from."""
-        first, s0, len0, r0 = self.base(lane)
-        v = np.zeros(SLOT_DIM, np.float32)
-        v[lane] = 1.0
-        ego_here = lane == self.ego_lane
-        v[MAX_LANES:] = (float(first), s0 / 100.0, len0 / 10.0, r0, float(ego_here), float(ego_here and not self.ego_placed),
-                         (lane - self.ego_lane) / 3.0)
-        return v
-
-    def s_of(self, lane: int, type_k: int, gap: float) -> float:
-        first, s0, len0, _ = self.base(lane)
-        return s0 + gap if first else s0 + (len0 + _TYPE_LENGTH[type_k]) / 2.0 + gap
-
-    def push(self, lane: int, type_k: int, s: float, ratio: float, d: float, gap: float) -> None:
-        first = lane != self.lane
-        tok = np.zeros(TOKEN_DIM, np.float32)
-        tok[lane] = 1.0
-        tok[MAX_LANES + 1 + type_k] = 1.0
-        tok[MAX_LANES + 1 + NUM_TYPES:] = (s / 100.0, gap / 50.0, ratio, d, _TYPE_LENGTH[type_k] / 10.0, float(first), 0.0)
-        self.last_token = tok
-        self.in_lane = 1 if first else self.in_lane + 1
-        self.lane, self.prev_s, self.prev_len, self.prev_ratio = lane, s, float(_TYPE_LENGTH[type_k]), ratio
-        self.ego_placed |= type_k == EGO_TYPE
-
-    def push_stop(self) -> None:
-        tok = np.zeros(TOKEN_DIM, np.float32)
-        tok[STOP] = 1.0
-        self.last_token = tok
-
-
-def speed_context(state: _LaneState, lane: int, s: float, length: float) -> np.ndarray:
-    """Leader known at this point (only ever the ego): exists, bumper gap / 50, ego speed ratio."""
-    if lane == state.ego_lane and not state.ego_placed:
-        return np.array([1.0, (-s - (length + EGO_LENGTH) / 2.0) / 50.0, state.ego_ratio], np.float32)
-    return np.zeros(3, np.float32)
-
-
-SPEED_CTX_DIM = 3
-
-
-def encode_scene(scene: Scene) -> dict[str, np.ndarray]:
-    """The teacher-forced training view of one scene (all arrays have one row per token, STOP last).
-
-    Keys: ``cond`` (COND_DIM,), ``prefix`` targets ``limit``/``ego_lane``/``ego_speed``, ``ego``
-    (EGO_DIM,), and per token ``token_in`` (the previous token), ``lane_ctx``, ``slot``, ``type_in``
-    (one-hot + length), ``speed_ctx``, ``gap_in``, ``ratio_in`` and the targets ``lane``, ``type``,
-    ``gap``, ``speed``, ``d`` with ``is_agent`` (gap/speed/d are learnt on agents only).
-    """
-    limit_k = int(np.argmin(np.abs(np.asarray(SPEED_LIMITS) - scene.speed_limit)))
-    ego_ratio = scene.ego_speed / scene.speed_limit
-    state = _LaneState(scene.num_lanes, scene.ego_lane, ego_ratio)
-    vehicles = [(a.lane, a.s, type_index(a), a.speed / scene.speed_limit, a.d) for a in scene.agents]
-    vehicles.append((scene.ego_lane, 0.0, EGO_TYPE, ego_ratio, 0.0))
-    vehicles.sort(key=lambda v: (v[0], v[1], v[2] == EGO_TYPE))
-    rows: dict[str, list] = {k: [] for k in ("token_in", "lane_ctx", "slot", "type_in", "speed_ctx", "gap_in", "ratio_in",
-                                             "lane", "type", "gap", "speed", "d", "is_agent")}
-    for lane, s, k, ratio, d in vehicles[:MAX_TOKENS]:
-        first, s0, len0, _ = state.base(lane)
-        gap = s - s0 if first else s - s0 - (len0 + _TYPE_LENGTH[k]) / 2.0
-        rows["token_in"].append(state.last_token)
-        rows["lane_ctx"].append(state.lane_context())
-        rows["slot"].append(state.slot(lane))
-        rows["type_in"].append(_type_in(k))
-        rows["speed_ctx"].append(speed_context(state, lane, s, _TYPE_LENGTH[k]))
-        rows["gap_in"].append(np.float32(gap / 50.0))
-        rows["ratio_in"].append(np.float32(ratio))
-        rows["lane"].append(lane)
-        rows["type"].append(k)
-        rows["gap"].append(_bin(GAP_EDGES, gap))
-        rows["speed"].append(_bin(SPEED_EDGES, ratio))
-        rows["d"].append(int(np.clip(np.round(d / D_STEP), -(NUM_D // 2), NUM_D // 2)) + NUM_D // 2)
-        rows["is_agent"].append(k != EGO_TYPE)
-        state.push(lane, k, s, ratio, d, gap)
-    rows["token_in"].append(state.last_token)
-    rows["lane_ctx"].append(state.lane_context())
-    rows["slot"].append(np.zeros(SLOT_DIM, np.float32))
-    rows["type_in"].append(np.zeros(NUM_TYPES + 1, np.float32))
-    rows["speed_ctx"].append(np.zeros(SPEED_CTX_DIM, np.float32))
-    rows["gap_in"].append(np.float32(0.0))
-    rows["ratio_in"].append(np.float32(0.0))
-    for key, value in (("lane", STOP), ("type", 0), ("gap", 0), ("speed", 0), ("d", NUM_D // 2), ("is_agent", False)):
-        rows[key].append(value)
-    out = {k: np.asarray(v) for k, v in rows.items()}
-    out["cond"] = condition_vector(scene.traffic, scene.num_lanes, scene.speed_limit)
-    out["ego"] = ego_vector(scene.ego_lane, scene.num_lanes, ego_ratio)
-    out["limit"], out["ego_lane"], out["ego_speed"] = limit_k, scene.ego_lane, _bin(SPEED_EDGES, ego_ratio)
-    return out
-
-
-def _type_in(k: int) -> np.ndarray:
-    v = np.zeros(NUM_TYPES + 1, np.float32)
-    v[k] = 1.0
-    v[-1] = _TYPE_LENGTH[k] / 10.0
-    return v
+ROAD_BANK = 512  # road parameter sets kept per kind (a stratified sample of the training roads)
+PREFIX_UNIFORMS = 5  # road, speed limit, ego lane, ego speed, ego speed jitter
 
 
 # -- the network -------------------------------------------------------------------------------------------
@@ -234,22 +100,48 @@ def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
 
 
 class SceneAR(nn.Module):
-    """The network: prefix heads for the road/ego, a GRU over tokens, one head per token choice."""
+    """The network: prefix heads for the speed limit and the ego, a GRU over tokens, one head per
+    token choice; plus :attr:`road_bank`, the road parameters a request naming only a kind draws from."""
 
     def __init__(self, hidden: int = 256, head_hidden: int = 256):
         super().__init__()
         self.hidden, self.head_hidden = hidden, head_hidden
+        # (kind, k) -> (curvature, event_s, event_length); kinds never trained on stay 0 (see road_kinds)
+        self.register_buffer("road_bank", torch.zeros(len(ROAD_KINDS), ROAD_BANK, 3, dtype=torch.float64))
+        # a fresh network knows the straight road (it has no parameters); fit_road_bank sets the kinds trained on
+        self.register_buffer("road_known", torch.as_tensor([kind == "straight" for kind in ROAD_KINDS]))
         self.limit_head = _mlp(COND_DIM - 1, head_hidden, len(SPEED_LIMITS))
         self.ego_lane_head = _mlp(COND_DIM, head_hidden, MAX_LANES)
         self.ego_speed_head = _mlp(COND_DIM + MAX_LANES, head_hidden, NUM_SPEED)
         self.init = nn.Linear(COND_DIM + EGO_DIM, hidden)
         self.gru = nn.GRUCell(TOKEN_DIM + COND_DIM + EGO_DIM, hidden)
         ctx = hidden + COND_DIM + EGO_DIM + LANE_CTX_DIM
-        self.lane_head = _mlp(ctx, head_hidden, MAX_LANES + 1)
+        self.lane_head = _mlp(ctx, head_hidden, NUM_SLOTS + 1)
         self.type_head = _mlp(ctx + SLOT_DIM, head_hidden, NUM_TYPES)
         self.gap_head = _mlp(ctx + SLOT_DIM + NUM_TYPES + 1, head_hidden, NUM_GAP)
         self.speed_head = _mlp(ctx + SLOT_DIM + NUM_TYPES + 2 + SPEED_CTX_DIM, head_hidden, NUM_SPEED)
         self.d_head = _mlp(ctx + SLOT_DIM + NUM_TYPES + 3 + SPEED_CTX_DIM, head_hidden, NUM_D)
+
+    # the road prior ----------------------------------------------------------------------------------------
+    def fit_road_bank(self, roads: Sequence[Road]) -> None:
+        """Keep a stratified sample of ``roads`` per kind (sorted, :data:`ROAD_BANK` evenly spaced
+        order statistics) as the prior of requests that name only a kind."""
+        for k, kind in enumerate(ROAD_KINDS):
+            rows = stratified_roads(roads, kind, ROAD_BANK)
+            self.road_known[k] = bool(rows)
+            if rows:
+                self.road_bank[k] = torch.as_tensor(rows, dtype=torch.float64)
+
+    @property
+    def road_kinds(self) -> tuple[str, ...]:
+        """The road kinds this model was trained on."""
+        return tuple(kind for kind, known in zip(ROAD_KINDS, self.road_known.tolist()) if known)
+
+    def draw_road(self, kind: str, u: float) -> Road:
+        """The road of kind ``kind`` at uniform ``u`` of the road prior (a pure function of its inputs)."""
+        if kind not in self.road_kinds:
+            raise SceneError(f"this scene model was trained on roads {list(self.road_kinds)}, not {kind!r}")
+        return road_at(kind, self.road_bank[ROAD_KINDS.index(kind)].tolist(), u)
 
     # the prefix ------------------------------------------------------------------------------------------
     def prefix_logits(self, cond: torch.Tensor, limit_k: torch.Tensor, ego_lane: torch.Tensor
@@ -346,17 +238,30 @@ def _ensure_any(allowed: np.ndarray) -> np.ndarray:
 
 @torch.no_grad()
 def sample_scenes(model: SceneAR, traffic: Sequence[str], num_lanes: Sequence[int], seeds: Sequence[int],
-                  scene_ids: Sequence[int], model_id: str, compute_batch: int = 64) -> list[Scene]:
-    """One scene per (traffic, num_lanes, seed, scene_id); each a pure function of its own row.
+                  scene_ids: Sequence[int], model_id: str, compute_batch: int = 64,
+                  roads: Sequence[str | Road] | None = None) -> list[Scene]:
+    """One scene per (traffic, num_lanes, road, seed, scene_id); each a pure function of its own row.
 
-    The network sees fixed ``compute_batch``-row inputs (padded), so a row's numbers never depend
-    on which other rows share its call.
+    ``roads`` (default: all straight) gives each row a road kind, whose parameters are then drawn
+    from the model's road prior with the row's seed, or a full :class:`Road`, used as it is. The
+    network sees fixed ``compute_batch``-row inputs (padded), so a row's numbers never depend on
+    which other rows share its call.
     """
+    roads = ["straight"] * len(seeds) if roads is None else list(roads)
+    if not len(roads) == len(seeds) == len(traffic) == len(num_lanes) == len(scene_ids):
+        raise ValueError("traffic, num_lanes, seeds, scene_ids and roads must have one entry per scene")
+    for road, n in zip(roads, num_lanes):
+        kind = road.kind if isinstance(road, Road) else road
+        if kind not in model.road_kinds:
+            raise SceneError(f"this scene model was trained on roads {list(model.road_kinds)}, not {kind!r}")
+        problems = road.problems(int(n)) if isinstance(road, Road) else road_kind_problems(kind, int(n))
+        if problems:
+            raise SceneError(problems[0])
     out: list[Scene] = []
     for start in range(0, len(seeds), compute_batch):
         stop = min(start + compute_batch, len(seeds))
         out += _sample_chunk(model, list(traffic[start:stop]), list(num_lanes[start:stop]), list(seeds[start:stop]),
-                             list(scene_ids[start:stop]), model_id, compute_batch)
+                             list(scene_ids[start:stop]), model_id, compute_batch, roads[start:stop])
     return out
 
 
@@ -367,30 +272,33 @@ def _pad(rows: list[np.ndarray], n: int) -> torch.Tensor:
 
 
 def _sample_chunk(model: SceneAR, traffic: list[str], lanes: list[int], seeds: list[int], scene_ids: list[int],
-                  model_id: str, n_pad: int) -> list[Scene]:
+                  model_id: str, n_pad: int, road_requests: Sequence[str | Road]) -> list[Scene]:
     n = len(seeds)
     rngs = [np.random.default_rng(int(s)) for s in seeds]
-    # every scene's uniforms, drawn up front: 4 for the prefix, then NUM_UNIFORMS per token
-    uniforms = [r.random(4 + NUM_UNIFORMS * (MAX_TOKENS + 1)) for r in rngs]
-    conds = [condition_vector(t, nl, 30.0) for t, nl in zip(traffic, lanes)]
+    # every scene's uniforms, drawn up front: PREFIX_UNIFORMS for the prefix, then NUM_UNIFORMS per token
+    uniforms = [r.random(PREFIX_UNIFORMS + NUM_UNIFORMS * (MAX_TOKENS + 1)) for r in rngs]
+    roads = [r if isinstance(r, Road) else model.draw_road(r, uniforms[i][0]) for i, r in enumerate(road_requests)]
+    conds = [condition_vector(t, nl, 30.0, rd) for t, nl, rd in zip(traffic, lanes, roads)]
     cond_t = _pad(conds, n_pad)
     # prefix: speed limit, ego lane, ego speed
     limit_logits = model.limit_head(cond_t[:, :-1]).numpy()
-    limit_k = [_draw(limit_logits[i], np.ones(len(SPEED_LIMITS), bool), uniforms[i][0]) for i in range(n)]
+    limit_k = [_draw(limit_logits[i], np.ones(len(SPEED_LIMITS), bool), uniforms[i][1]) for i in range(n)]
     limits = [float(SPEED_LIMITS[k]) for k in limit_k]
-    conds = [condition_vector(t, nl, lim) for t, nl, lim in zip(traffic, lanes, limits)]
+    conds = [condition_vector(t, nl, lim, rd) for t, nl, lim, rd in zip(traffic, lanes, limits, roads)]
     cond_t = _pad(conds, n_pad)
     lane_logits = model.ego_lane_head(cond_t).numpy()
-    ego_lanes = [_draw(lane_logits[i], np.arange(MAX_LANES) < lanes[i], uniforms[i][1]) for i in range(n)]
+    # the ego drives on the main road, on a lane that exists where it is
+    ego_lanes = [_draw(lane_logits[i], np.array([k < lanes[i] and lane_exists(roads[i], lanes[i], k, 0.0) for k in range(MAX_LANES)]),
+                       uniforms[i][2]) for i in range(n)]
     lane_1h = _pad([np.eye(MAX_LANES, dtype=np.float32)[k] for k in ego_lanes], n_pad)
     speed_logits = model.ego_speed_head(torch.cat([cond_t, lane_1h], 1)).numpy()
     ego_ratio = []
     for i in range(n):
-        k = _draw(speed_logits[i], np.ones(NUM_SPEED, bool), uniforms[i][2])
-        ego_ratio.append(SPEED_EDGES[k] + uniforms[i][3] * (SPEED_EDGES[k + 1] - SPEED_EDGES[k]))
+        k = _draw(speed_logits[i], np.ones(NUM_SPEED, bool), uniforms[i][3])
+        ego_ratio.append(SPEED_EDGES[k] + uniforms[i][4] * (SPEED_EDGES[k + 1] - SPEED_EDGES[k]))
     ego_t = _pad([ego_vector(el, nl, r) for el, nl, r in zip(ego_lanes, lanes, ego_ratio)], n_pad)
 
-    states = [_LaneState(lanes[i], ego_lanes[i], ego_ratio[i]) for i in range(n)]
+    states = [LaneState(lanes[i], ego_lanes[i], ego_ratio[i], roads[i]) for i in range(n)]
     agents: list[list[Agent]] = [[] for _ in range(n)]
     done = [False] * n
     h = model.start(cond_t, ego_t)
@@ -404,19 +312,21 @@ def _sample_chunk(model: SceneAR, traffic: list[str], lanes: list[int], seeds: l
         for i, st in enumerate(states):
             if done[i]:
                 continue
-            u = uniforms[i][4 + NUM_UNIFORMS * t:]
-            allowed = np.zeros(MAX_LANES + 1, bool)
-            allowed[max(st.lane, 0):st.num_lanes] = True
+            u = uniforms[i][PREFIX_UNIFORMS + NUM_UNIFORMS * t:]
+            allowed = np.zeros(NUM_SLOTS + 1, bool)
+            for lane in range(st.lowest if st.lane is None else st.lane, st.num_lanes):
+                # a lane is open while a vehicle still fits in it (a lane that ends early may hold none);
+                # the ego's lane always is until the ego is placed
+                allowed[lane_slot(lane)] = (lane == st.ego_lane and not st.ego_placed) or _room_after(st, lane)
             if not st.ego_placed:  # the ego's lane cannot be left (nor the scene ended) before the ego
-                allowed[st.ego_lane + 1:] = False
+                allowed[lane_slot(st.ego_lane) + 1:] = False
             else:
                 allowed[STOP] = True
-            if st.lane >= 0 and not _room_after(st, st.lane) and not (st.lane == st.ego_lane and not st.ego_placed):
-                allowed[st.lane] = False  # the current lane is full up to the window's front
             if t >= MAX_TOKENS - 1 and st.ego_placed:
                 allowed[:] = False
                 allowed[STOP] = True
-            chosen_lane[i] = _draw(lane_logits[i], _ensure_any(allowed), u[0])
+            slot = _draw(lane_logits[i], _ensure_any(allowed), u[0])
+            chosen_lane[i] = STOP if slot == STOP else slot + RAMP_LANE
         slots = [st.slot(chosen_lane[i]) if chosen_lane[i] != STOP else np.zeros(SLOT_DIM, np.float32) for i, st in enumerate(states)]
         with_slot = torch.cat([base, _pad(slots, n_pad)], 1)
         type_logits = model.type_head(with_slot).numpy()
@@ -431,10 +341,10 @@ def _sample_chunk(model: SceneAR, traffic: list[str], lanes: list[int], seeds: l
                 allowed[k] = _fits(st, lane, k)
             if lane == st.ego_lane and not st.ego_placed:
                 allowed[EGO_TYPE] = True
-            k = _draw(type_logits[i], _ensure_any(allowed), uniforms[i][4 + NUM_UNIFORMS * t + 1])
+            k = _draw(type_logits[i], _ensure_any(allowed), uniforms[i][PREFIX_UNIFORMS + NUM_UNIFORMS * t + 1])
             chosen_type[i] = k
             gap_allowed[i] = _gap_mask(st, lane, k) if k != EGO_TYPE else None
-        type_in = [_type_in(chosen_type[i]) if chosen_lane[i] != STOP else np.zeros(NUM_TYPES + 1, np.float32) for i in range(n)]
+        type_in = [type_features(chosen_type[i]) if chosen_lane[i] != STOP else np.zeros(NUM_TYPES + 1, np.float32) for i in range(n)]
         with_type = torch.cat([with_slot, _pad(type_in, n_pad)], 1)
         gap_logits = model.gap_head(with_type).numpy()
         gaps, ss = [0.0] * n, [0.0] * n
@@ -443,7 +353,7 @@ def _sample_chunk(model: SceneAR, traffic: list[str], lanes: list[int], seeds: l
             if done[i] or chosen_lane[i] == STOP:
                 continue
             lane, k = chosen_lane[i], chosen_type[i]
-            u = uniforms[i][4 + NUM_UNIFORMS * t:]
+            u = uniforms[i][PREFIX_UNIFORMS + NUM_UNIFORMS * t:]
             if k == EGO_TYPE:
                 first, s0, len0, _ = st.base(lane)
                 ss[i] = 0.0
@@ -457,14 +367,14 @@ def _sample_chunk(model: SceneAR, traffic: list[str], lanes: list[int], seeds: l
                 g_lo, g_hi = max(GAP_EDGES[b], lo), min(GAP_EDGES[b + 1], hi)
                 gaps[i] = g_lo + u[3] * max(g_hi - g_lo, 0.0)
                 ss[i] = st.s_of(lane, k, gaps[i])
-                speed_ctx[i] = speed_context(st, lane, ss[i], _TYPE_LENGTH[k])
+                speed_ctx[i] = speed_context(st, lane, ss[i], TYPE_LENGTH[k])
         with_gap = torch.cat([with_type, _pad([np.float32([g / 50.0]) for g in gaps], n_pad), _pad(speed_ctx, n_pad)], 1)
         speed_logits = model.speed_head(with_gap).numpy()
         ratios = [0.0] * n
         for i, st in enumerate(states):
             if done[i] or chosen_lane[i] == STOP:
                 continue
-            u = uniforms[i][4 + NUM_UNIFORMS * t:]
+            u = uniforms[i][PREFIX_UNIFORMS + NUM_UNIFORMS * t:]
             if chosen_type[i] == EGO_TYPE:
                 ratios[i] = st.ego_ratio
             else:
@@ -489,32 +399,32 @@ def _sample_chunk(model: SceneAR, traffic: list[str], lanes: list[int], seeds: l
                 # stay inside the own lane: a vehicle reaching into the next one could sit on top of
                 # a vehicle there, which the (lane, s) masks cannot see
                 in_lane = np.abs(D_CENTRES) + vt.width / 2.0 <= LANE_WIDTH / 2.0 + 1e-9
-                d = float(D_CENTRES[_draw(d_logits[i], _ensure_any(in_lane), uniforms[i][4 + NUM_UNIFORMS * t + 6])])
+                d = float(D_CENTRES[_draw(d_logits[i], _ensure_any(in_lane), uniforms[i][PREFIX_UNIFORMS + NUM_UNIFORMS * t + 6])])
                 agents[i].append(Agent(lane, ss[i], d, ratios[i] * limits[i], vt.length, vt.width, vt.kind))
             st.push(lane, k, ss[i], ratios[i], d, gaps[i])
     return [Scene(scene_ids[i], seeds[i], traffic[i], lanes[i], limits[i], ego_lanes[i], ego_ratio[i] * limits[i], tuple(agents[i]),
-                  model_id) for i in range(n)]
+                  model_id, roads[i]) for i in range(n)]
 
 
-def _gap_range(st: _LaneState, lane: int, k: int) -> tuple[float, float]:
+def _gap_range(st: LaneState, lane: int, k: int) -> tuple[float, float]:
     """Allowed [lo, hi] of the gap for a vehicle of type ``k`` in ``lane`` (hi < lo: it does not fit)."""
     first, s0, len0, _ = st.base(lane)
-    length = _TYPE_LENGTH[k]
+    length = TYPE_LENGTH[k]
     offset = s0 if first else s0 + (len0 + length) / 2.0
     lo = 0.0 if first else MIN_CLEARANCE
-    s_max = WINDOW_AHEAD
+    s_max = min(WINDOW_AHEAD, st.ends[lane])  # a vehicle's centre stays on its lane, short of where it ends
     if lane == st.ego_lane and not st.ego_placed:  # must end behind the ego, clear of it
         s_max = min(s_max, -(length + EGO_LENGTH) / 2.0 - MIN_CLEARANCE)
     return lo, s_max - offset
 
 
-def _gap_mask(st: _LaneState, lane: int, k: int) -> np.ndarray:
+def _gap_mask(st: LaneState, lane: int, k: int) -> np.ndarray:
     lo, hi = _gap_range(st, lane, k)
     # a bin is usable when part of it lies in [lo, hi] (the draw inside it is clipped to that part)
     return (GAP_EDGES[1:] > lo) & (GAP_EDGES[:-1] <= hi) & (hi >= lo)
 
 
-def _feasible_ratios(st: _LaneState, lane: int, k: int, s: float, gap: float, limit: float) -> tuple[float, float]:
+def _feasible_ratios(st: LaneState, lane: int, k: int, s: float, gap: float, limit: float) -> tuple[float, float]:
     """Speed ratios (speed / limit) that no known neighbour would need more than :data:`MAX_DECEL`
     to survive: the vehicle behind (placed just before) must be able to slow to this one's speed
     within the gap, and this one to the ego's when the ego is ahead. Kinematics, not a model
@@ -525,19 +435,19 @@ def _feasible_ratios(st: _LaneState, lane: int, k: int, s: float, gap: float, li
         v_f = follower_ratio * limit
         lo = math.sqrt(max(v_f * v_f - 2.0 * MAX_DECEL * max(gap, 0.0), 0.0)) / limit
     if lane == st.ego_lane and not st.ego_placed:
-        ego_gap = -s - (_TYPE_LENGTH[k] + EGO_LENGTH) / 2.0
+        ego_gap = -s - (TYPE_LENGTH[k] + EGO_LENGTH) / 2.0
         v_e = st.ego_ratio * limit
         hi = min(hi, math.sqrt(v_e * v_e + 2.0 * MAX_DECEL * max(ego_gap, 0.0)) / limit)
     return lo, max(hi, lo)
 
 
-def _fits(st: _LaneState, lane: int, k: int) -> bool:
+def _fits(st: LaneState, lane: int, k: int) -> bool:
     """Whether a type-``k`` vehicle fits in ``lane`` after what is placed (the gap bins cover [0, window])."""
     lo, hi = _gap_range(st, lane, k)
     return hi >= lo and hi >= GAP_EDGES[0] and lo < GAP_EDGES[-1]
 
 
-def _room_after(st: _LaneState, lane: int) -> bool:
+def _room_after(st: LaneState, lane: int) -> bool:
     return any(_fits(st, lane, k) for k in range(len(VEHICLE_TYPES)))
 
 
@@ -545,4 +455,4 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["MAX_TOKENS", "MIN_CLEARANCE", "SceneAR", "collate", "count_parameters", "encode_scene", "sample_scenes"]
+__all__ = ["MIN_CLEARANCE", "SceneAR", "collate", "count_parameters", "sample_scenes"]

@@ -7,12 +7,13 @@ nothing else in the package branches on their names (training: :mod:`aigc_synth.
 
 An exported scene generator (``format = aigc_synth.scene_generator/v1``) holds the family
 (``scene_ar``, ``scene_marginal``, ``scene_random``), its keyword arguments, its weights or fitted
-tables (tensors and plain containers only, read with ``weights_only=True``) and the traffic levels
-and lane counts it was trained on (a request outside them is refused). Its sha256 is the
+tables (tensors and plain containers only, read with ``weights_only=True``) and the traffic levels,
+lane counts and road kinds it was trained on (a request outside them is refused; a checkpoint
+written before road kinds knows ``straight`` only). Its sha256 is the
 ``model_id`` of every scene it makes, exactly like the image generators.
 
 :func:`load_scene_generator_from_bytes` turns a checkpoint into a :class:`SceneGenerator` whose
-``sample(traffic, num_lanes, seeds, scene_ids)`` is a pure function of each row.
+``sample(traffic, num_lanes, seeds, scene_ids, roads)`` is a pure function of each row.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from aigc_synth.io.atomic import sha256_file
 from aigc_synth.io.checkpoint import load_checkpoint_bytes, require_format, save_checkpoint
 from aigc_synth.models.configs import SceneARConfig, SceneMarginalConfig, SceneRandomConfig
 from aigc_synth.scenes.baselines import MarginalSceneSampler, RandomSceneSampler
-from aigc_synth.scenes.format import TRAFFIC_LEVELS, Scene, SceneError
+from aigc_synth.scenes.format import ROAD_KINDS, TRAFFIC_LEVELS, Road, Scene, SceneError, road_kind_problems
 
 SCENE_GENERATOR_FORMAT = "aigc_synth.scene_generator/v1"
 
@@ -38,8 +39,8 @@ class SceneFamily:
 
     * ``config``: its dataclass (:mod:`aigc_synth.models.configs`, Hydra's ``model/<name>_schema``).
     * ``rebuild(model_config, state) → impl``: the sampler from an exported checkpoint's contents.
-    * ``sample(impl, traffic, lanes, seeds, scene_ids, model_id, compute_batch) → [Scene]``: each
-      scene a pure function of its own row.
+    * ``sample(impl, traffic, lanes, seeds, scene_ids, model_id, compute_batch, roads) → [Scene]``:
+      each scene a pure function of its own row (``roads``: a road kind or a full ``Road`` per row).
     * ``build(model_config) → nn.Module``: the trainable network (None: nothing to optimise).
     * ``arch_keys``: config keys that must match to resume a training state.
     """
@@ -64,16 +65,16 @@ def _rebuild_scene_ar(model_config: Mapping[str, Any], state: Any) -> Any:
     return model.eval().requires_grad_(False)
 
 
-def _sample_scene_ar(impl: Any, traffic, lanes, seeds, scene_ids, model_id: str, compute_batch: int) -> list[Scene]:
+def _sample_scene_ar(impl: Any, traffic, lanes, seeds, scene_ids, model_id: str, compute_batch: int, roads) -> list[Scene]:
     from aigc_synth.models.scene_ar import sample_scenes
 
-    return sample_scenes(impl, traffic, lanes, seeds, scene_ids, model_id, compute_batch)
+    return sample_scenes(impl, traffic, lanes, seeds, scene_ids, model_id, compute_batch, roads)
 
 
-def _sample_per_row(impl: Any, traffic, lanes, seeds, scene_ids, model_id: str, compute_batch: int) -> list[Scene]:
+def _sample_per_row(impl: Any, traffic, lanes, seeds, scene_ids, model_id: str, compute_batch: int, roads) -> list[Scene]:
     """The baselines: one scene at a time (no network, nothing to batch)."""
-    return [replace(impl.sample(t, int(n), int(s), int(i)), model_id=model_id)
-            for t, n, s, i in zip(traffic, lanes, seeds, scene_ids)]
+    return [replace(impl.sample(t, int(n), int(s), int(i), road=r), model_id=model_id)
+            for t, n, s, i, r in zip(traffic, lanes, seeds, scene_ids, roads)]
 
 
 def _rebuild_random(model_config: Mapping[str, Any], state: Any) -> RandomSceneSampler:
@@ -105,12 +106,16 @@ def resolve_scene_checkpoint(checkpoint: str | None) -> Path:
 
 
 def export_scene_generator(path: str | Path, *, family: str, model_config: dict[str, Any], state: dict[str, Any],
-                           traffic: Sequence[str], lanes: Sequence[int], meta: dict[str, Any] | None = None) -> str:
+                           traffic: Sequence[str], lanes: Sequence[int], roads: Sequence[str] = ("straight",),
+                           meta: dict[str, Any] | None = None) -> str:
     """Write an exported scene generator atomically; return its sha256 (the model id)."""
     if family not in SCENE_FAMILIES:
         raise ValueError(f"unknown scene family {family!r}; available: {list(SCENE_FAMILIES)}")
+    unknown = [r for r in roads if r not in ROAD_KINDS]
+    if unknown or not roads:
+        raise ValueError(f"road kinds must be among {list(ROAD_KINDS)}, got {list(roads)}")
     save_checkpoint({"format": SCENE_GENERATOR_FORMAT, "family": family, "model_config": dict(model_config), "state": state,
-                     "traffic": list(traffic), "lanes": [int(n) for n in lanes], "meta": meta or {}}, path)
+                     "traffic": list(traffic), "lanes": [int(n) for n in lanes], "roads": list(roads), "meta": meta or {}}, path)
     return sha256_file(path)
 
 
@@ -123,11 +128,12 @@ class SceneGenerator:
     traffic: tuple[str, ...]
     lanes: tuple[int, ...]
     source: str
+    roads: tuple[str, ...] = ("straight",)
     meta: dict[str, Any] = field(default_factory=dict)
     _impl: Any = None
 
-    def check_request(self, traffic: Sequence[str], lanes: Sequence[int]) -> None:
-        """SceneError naming the first traffic level / lane count this model was not trained on."""
+    def check_request(self, traffic: Sequence[str], lanes: Sequence[int], roads: Sequence[str | Road] = ()) -> None:
+        """SceneError naming the first traffic level / lane count / road kind this model was not trained on."""
         for t in traffic:
             if t not in TRAFFIC_LEVELS:
                 raise SceneError(f"unknown traffic level {t!r}; allowed: {list(TRAFFIC_LEVELS)}")
@@ -136,12 +142,27 @@ class SceneGenerator:
         for n in lanes:
             if int(n) not in self.lanes:
                 raise SceneError(f"{self.source} was trained on {list(self.lanes)} lanes, not {n}")
+        for road, n in zip(roads, lanes):
+            kind = road.kind if isinstance(road, Road) else road
+            problems = road.problems(int(n)) if isinstance(road, Road) else road_kind_problems(kind, int(n))
+            if problems:
+                raise SceneError(problems[0])
+            if kind not in self.roads:
+                raise SceneError(f"{self.source} was trained on roads {list(self.roads)}, not {kind!r}")
 
     def sample(self, traffic: Sequence[str], num_lanes: Sequence[int], seeds: Sequence[int], scene_ids: Sequence[int],
-               compute_batch: int = 64) -> list[Scene]:
-        """One scene per row; each a pure function of (model, traffic, lanes, seed, scene id)."""
-        self.check_request(traffic, num_lanes)
-        return get_scene_family(self.family).sample(self._impl, traffic, num_lanes, seeds, scene_ids, self.model_id, compute_batch)
+               compute_batch: int = 64, roads: Sequence[str | Road] | None = None) -> list[Scene]:
+        """One scene per row; each a pure function of (model, traffic, lanes, road, seed, scene id).
+
+        ``roads``: per row a road kind (its parameters drawn by the model from the row's seed) or a
+        full :class:`~aigc_synth.scenes.format.Road`; default all straight.
+        """
+        roads = ["straight"] * len(seeds) if roads is None else list(roads)
+        if len(roads) != len(seeds):
+            raise SceneError(f"need one road per scene, got {len(roads)} for {len(seeds)} scenes")
+        self.check_request(traffic, num_lanes, roads)
+        return get_scene_family(self.family).sample(self._impl, traffic, num_lanes, seeds, scene_ids, self.model_id, compute_batch,
+                                                    roads)
 
 
 def build_scene_model(family: str, model_config: Mapping[str, Any]) -> Any:
@@ -164,6 +185,9 @@ def read_scene_header(data: bytes, source: str) -> dict[str, Any]:
     ckpt = require_format(load_checkpoint_bytes(data, label=source), source, SCENE_GENERATOR_FORMAT, "scene generator",
                           "`aigc-synth train model=scene_ar` writes one as generator.pt",
                           keys=("family", "model_config", "state", "traffic", "lanes"))
+    unknown = [r for r in ckpt.get("roads", ["straight"]) if r not in ROAD_KINDS]
+    if unknown:
+        raise CheckpointError(f"scene generator {source} names unknown road kinds {unknown}; allowed: {list(ROAD_KINDS)}")
     if ckpt["family"] not in SCENE_FAMILIES:
         raise CheckpointError(f"scene generator {source} has unknown family {ckpt['family']!r}")
     return ckpt
@@ -178,7 +202,8 @@ def load_scene_generator_from_bytes(data: bytes, source: str = "<bytes>") -> Sce
     except (RuntimeError, TypeError, ValueError, KeyError) as exc:
         raise CheckpointError(f"scene generator {source} does not match its config: {first_line(exc, 200)}") from None
     return SceneGenerator(family=family, model_id=hashlib.sha256(data).hexdigest(), traffic=tuple(ckpt["traffic"]),
-                          lanes=tuple(int(n) for n in ckpt["lanes"]), source=source, meta=dict(ckpt.get("meta", {})), _impl=impl)
+                          lanes=tuple(int(n) for n in ckpt["lanes"]), source=source, roads=tuple(ckpt.get("roads", ["straight"])),
+                          meta=dict(ckpt.get("meta", {})), _impl=impl)
 
 
 __all__ = ["BUNDLED_SCENE_CHECKPOINT", "SCENE_FAMILIES", "SCENE_GENERATOR_FORMAT", "SceneFamily", "SceneGenerator",

@@ -108,6 +108,10 @@ def resolve_scene_source(job: Any, family: str, schema: ConditionSchema, checkpo
             raise JobSpecError(f"job.scenes: {exc}") from None
         if not scenes:
             raise JobSpecError(f"job.scenes: {path} holds no scenes (its Parquet files have 0 rows; run a scene job first: job=scenes)")
+        other_roads = sorted({s.road.kind for s in scenes} - {"straight"})
+        if other_roads:
+            raise JobSpecError(f"job.scenes: {path} holds scenes on {other_roads} roads; image jobs draw straight roads only so far "
+                               "(make the scene job with '+job.plan.factors.road=[straight]')")
         traffic = set(schema.values("traffic"))
         bad = sorted({s.traffic for s in scenes} - traffic)
         if bad:

@@ -1,9 +1,10 @@
-"""The ``scenes`` sampler kind: a traffic-scene generator under a (traffic level × lane count) plan.
+"""The ``scenes`` sampler kind: a traffic-scene generator under a (traffic level × lane count × road) plan.
 
-Sample ``i`` of a scene job gets its traffic level and lane count from the job's condition plan
-(factors ``traffic`` and ``num_lanes``, the cells the model was trained on) and its seed from
-``attempt_seeds(job.seed, i)``; the scene is a pure function of (model, traffic, lanes, seed, i),
-so shards are byte-identical whatever the batch or actor. Its shard rows are the public scene
+Sample ``i`` of a scene job gets its traffic level, lane count and road kind from the job's
+condition plan (factors ``traffic``, ``num_lanes`` and, for a model trained on more than straight
+roads, ``road``: the cells the model was trained on) and its seed from ``attempt_seeds(job.seed,
+i)``; the scene is a pure function of (model, traffic, lanes, road, seed, i), so shards are
+byte-identical whatever the batch or actor. Its shard rows are the public scene
 contract (:func:`aigc_synth.scenes.format.scene_arrow_schema`, ``scene_id`` = the sample id).
 """
 
@@ -15,19 +16,24 @@ import numpy as np
 
 from aigc_synth.errors import CheckpointError, JobSpecError
 from aigc_synth.models.scene_families import SCENE_GENERATOR_FORMAT
-from aigc_synth.scenes.format import SCENE_SAMPLER
+from aigc_synth.scenes.format import ROAD_KINDS, SCENE_SAMPLER
 from aigc_synth.sampling.base import (EncodedShard, KindResolution, ResolvedModel, SampleBatch, SamplerBase, SamplerKind,
                                       check_model_id, table_rows)
 from aigc_synth.sampling.image import job_plan
 from aigc_synth.seeds import attempt_seeds
 from aigc_synth.schema import ConditionSchema
 
-TRAFFIC_FACTOR, LANES_FACTOR = "traffic", "num_lanes"
+TRAFFIC_FACTOR, LANES_FACTOR, ROAD_FACTOR = "traffic", "num_lanes", "road"
 
 
-def scene_schema(traffic: Sequence[str], lanes: Sequence[int]) -> ConditionSchema:
-    """The condition schema of a scene model: its traffic levels and lane counts (as strings)."""
-    return ConditionSchema.from_dict({TRAFFIC_FACTOR: list(traffic), LANES_FACTOR: [str(int(n)) for n in lanes]})
+def scene_schema(traffic: Sequence[str], lanes: Sequence[int], roads: Sequence[str] = ("straight",)) -> ConditionSchema:
+    """The condition schema of a scene model: its traffic levels and lane counts (as strings), and
+    its road kinds when it knows more than the straight road (so requests to a straight-only model
+    need not name the road)."""
+    factors = {TRAFFIC_FACTOR: list(traffic), LANES_FACTOR: [str(int(n)) for n in lanes]}
+    if list(roads) != ["straight"]:
+        factors[ROAD_FACTOR] = list(roads)
+    return ConditionSchema.from_dict(factors)
 
 
 def encode_scenes(job: dict[str, Any]):
@@ -56,7 +62,8 @@ def resolve_scene_job(job: Any, formats: list[str]) -> KindResolution:
     except CheckpointError as exc:
         raise JobSpecError(str(exc)) from None
     config = {"family": gen.family, **{k: v for k, v in gen.meta.get("recipe", {}).items() if k != "family"}}
-    return KindResolution(model=ResolvedModel(ckpt_path, gen.model_id, gen.family, config, scene_schema(gen.traffic, gen.lanes)))
+    return KindResolution(model=ResolvedModel(ckpt_path, gen.model_id, gen.family, config,
+                                              scene_schema(gen.traffic, gen.lanes, gen.roads)))
 
 
 class SceneJobSampler(SamplerBase):
@@ -80,7 +87,11 @@ class SceneJobSampler(SamplerBase):
         t_values, l_values = (plan.schema.factors[names.index(n)][1] for n in (TRAFFIC_FACTOR, LANES_FACTOR))
         traffic = [t_values[c] for c in codes[:, names.index(TRAFFIC_FACTOR)]]
         lanes = [int(l_values[c]) for c in codes[:, names.index(LANES_FACTOR)]]
-        scenes = self.gen.sample(traffic, lanes, seeds.tolist(), ids.tolist(), compute_batch=job["compute_batch"])
+        roads = None
+        if ROAD_FACTOR in names:
+            r_values = plan.schema.factors[names.index(ROAD_FACTOR)][1]
+            roads = [r_values[c] for c in codes[:, names.index(ROAD_FACTOR)]]
+        scenes = self.gen.sample(traffic, lanes, seeds.tolist(), ids.tolist(), compute_batch=job["compute_batch"], roads=roads)
         column = np.empty(len(scenes), dtype=object)
         column[:] = scenes
         return SampleBatch(sample_ids=ids, columns={"scene": column, "seed": seeds}, codes=codes)
@@ -91,12 +102,12 @@ def respond_scenes(sampler: SceneJobSampler, batch: SampleBatch, job: dict[str, 
     return {"scenes": table_rows(batch, sampler.encode)}
 
 
-#: Scenes per (traffic, lanes) cell in a scene job's preview.png.
+#: Scenes per (road, traffic, lanes) cell in a scene job's preview.png.
 SCENES_PER_CONDITION = 2
 
 
 def preview_scenes(store: Any, manifest: dict[str, Any]) -> np.ndarray | None:
-    """Scene jobs: a bird's-eye view of the first scenes of every (traffic, lanes) cell, one row each."""
+    """Scene jobs: a bird's-eye view of the first scenes of every (road, traffic, lanes) cell, one row each."""
     from collections import defaultdict
 
     from aigc_synth.scenes.bev import bev_grid
@@ -105,15 +116,16 @@ def preview_scenes(store: Any, manifest: dict[str, Any]) -> np.ndarray | None:
     found: dict[tuple, list] = defaultdict(list)
     for shard in manifest["shards"]:
         for sc in table_to_scenes(store.read_table(shard["path"])):
-            if len(found[(sc.traffic, sc.num_lanes)]) < SCENES_PER_CONDITION:
-                found[(sc.traffic, sc.num_lanes)].append(sc)
+            key = (sc.road.kind, sc.traffic, sc.num_lanes)
+            if len(found[key]) < SCENES_PER_CONDITION:
+                found[key].append(sc)
         if len(found) >= len(manifest["counts_per_condition"]) and all(len(v) >= SCENES_PER_CONDITION for v in found.values()):
             break
     if not found:
         return None
     traffic_order = manifest["schema"]["traffic"]
-    rows = [found[k] for k in sorted(found, key=lambda k: (traffic_order.index(k[0]), k[1]))]
-    return bev_grid(rows, columns=SCENES_PER_CONDITION, max_lanes=max(k[1] for k in found))
+    rows = [found[k] for k in sorted(found, key=lambda k: (ROAD_KINDS.index(k[0]), traffic_order.index(k[1]), k[2]))]
+    return bev_grid(rows, columns=SCENES_PER_CONDITION, max_lanes=max(k[2] for k in found))
 
 
 SCENE_KIND = SamplerKind(name=SCENE_SAMPLER, aliases=("default_scenes", "bundled_scenes"), resolve=resolve_scene_job, build=SceneJobSampler, encoder=encode_scenes,

@@ -5,8 +5,11 @@
 * :mod:`.sumo`      ground-truth scenes from the SUMO traffic simulator (``aigc_synth[sim]``; the
   curve, merge and lane-drop tracks in :mod:`.sumo_roads`);
 * :mod:`.baselines` naive scene samplers to compare generators against;
-* :mod:`.replay`    simulated realism: drive a scene in SUMO, count collisions / hard braking / TTC;
-* :mod:`.export`    write scenes as SUMO configurations or OpenSCENARIO + OpenDRIVE files.
+* :mod:`.road_net`  a scene's road as a SUMO network, and where each vehicle goes on it;
+* :mod:`.replay`    simulated realism: drive a scene in SUMO, count collisions / hard braking / TTC
+  (and, on merges, the ramp vehicles that merge in time);
+* :mod:`.export`    write scenes as SUMO configurations or OpenSCENARIO + OpenDRIVE files;
+* :mod:`.gym_env`   a gymnasium env on highway-env built from a scene (every road kind).
 
 Only the simulator-free part is imported here; ``import aigc_synth.scenes.sumo`` and friends load
 SUMO lazily and raise :class:`SceneError` with an install hint when it is missing.

@@ -1,40 +1,50 @@
 """Baseline scene samplers: the floors a learned scene generator has to beat.
 
-Both share one interface, ``sample(traffic, num_lanes, seed, scene_id=0) -> Scene``, a pure
-function of its arguments (a numpy ``Generator(seed)`` inside), and use SUMO's vehicle catalogue
+Both share one interface, ``sample(traffic, num_lanes, seed, scene_id=0, road="straight") -> Scene``,
+a pure function of its arguments (``road``: a road kind, whose parameters the sampler draws, or a
+full :class:`~aigc_synth.scenes.format.Road`) (a numpy ``Generator(seed)`` inside), and use SUMO's vehicle catalogue
 (:data:`~aigc_synth.scenes.sumo.VEHICLE_TYPES`), so what differs from the ground truth is *where*
 vehicles are put, not what they are. Neither needs SUMO installed.
 
 * :class:`RandomSceneSampler` - what highway-env's ``create_random`` amounts to: a count from the
-  traffic level's density band, lanes and positions uniform in the window, speeds uniform, vehicles
-  on their lane centres. No notion of gaps, so dense scenes overlap.
-* :class:`MarginalSceneSampler` - fitted on scenes: per traffic level, the empirical distribution of
+  traffic level's density band, positions uniform in the window and lanes uniform among those that
+  exist there (the on-ramp included), speeds uniform, vehicles on their lane centres; road
+  parameters uniform over the SUMO ground truth's ranges. No notion of gaps, so dense scenes overlap.
+* :class:`MarginalSceneSampler` - fitted on scenes: per road kind and traffic level, the empirical distribution of
   the agent count and independent marginals of every agent attribute (lane, s, d, speed relative
-  to the limit, vehicle type), with no context between agents. Right statistics one at a time,
+  to the limit, vehicle type), with no context between agents (a position on a lane that has ended
+  there is drawn again), and the road parameters of each kind. Right statistics one at a time,
   wrong joint structure.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping, Protocol, Sequence
 
 import numpy as np
 
 from aigc_synth.scenes.format import (
+    ROAD_KINDS,
     SPEED_LIMITS,
     TRAFFIC_DENSITY,
     TRAFFIC_LEVELS,
     WINDOW_AHEAD,
     WINDOW_BEHIND,
     Agent,
+    Road,
     Scene,
     SceneError,
+    lane_exists,
+    road_kind_problems,
 )
+from aigc_synth.scenes.road import lanes_at, road_at, stratified_roads
 from aigc_synth.scenes.sumo import TRUCK_SHARE, VEHICLE_TYPES
+from aigc_synth.scenes.sumo_roads import uniform_road
 
 QUANTILES = 201  # points of each fitted continuous marginal's quantile function
+MAX_REDRAWS = 20  # draws of a position before an agent on a lane that ends is left out
 
 
 class SceneSampler(Protocol):
@@ -42,14 +52,17 @@ class SceneSampler(Protocol):
 
     model_id: str
 
-    def sample(self, traffic: str, num_lanes: int, seed: int, scene_id: int = 0) -> Scene: ...
+    def sample(self, traffic: str, num_lanes: int, seed: int, scene_id: int = 0, road: str | Road = "straight") -> Scene: ...
 
 
-def _check(traffic: str, num_lanes: int) -> None:
+def _check(traffic: str, num_lanes: int, road: str | Road) -> None:
     if traffic not in TRAFFIC_LEVELS:
         raise SceneError(f"unknown traffic level {traffic!r}; allowed: {list(TRAFFIC_LEVELS)}")
     if num_lanes < 1:
         raise SceneError(f"num_lanes must be >= 1, got {num_lanes}")
+    problems = road.problems(num_lanes) if isinstance(road, Road) else road_kind_problems(road, num_lanes)
+    if problems:
+        raise SceneError(problems[0])
 
 
 def _vehicle(rng: np.random.Generator, truck_share: float) -> tuple[str, float, float]:
@@ -71,20 +84,28 @@ class RandomSceneSampler:
     truck_share: float = sum(TRUCK_SHARE) / 2
     model_id: ClassVar[str] = "random"
 
-    def sample(self, traffic: str, num_lanes: int, seed: int, scene_id: int = 0) -> Scene:
+    def sample(self, traffic: str, num_lanes: int, seed: int, scene_id: int = 0, road: str | Road = "straight") -> Scene:
         """One scene; the same arguments always give the same scene."""
-        _check(traffic, num_lanes)
+        _check(traffic, num_lanes, road)
         rng = np.random.default_rng(seed)
         limit = SPEED_LIMITS[rng.integers(len(SPEED_LIMITS))]
         density = rng.uniform(*TRAFFIC_DENSITY[traffic])
         count = int(round(density * (WINDOW_BEHIND + WINDOW_AHEAD) / 1000.0 * num_lanes))
+        # a straight road draws nothing here, so straight scenes are what they were before road kinds
+        road = road if isinstance(road, Road) else uniform_road(road, rng)
         agents = []
         for _ in range(count):
             kind, length, width = _vehicle(rng, self.truck_share)
-            agents.append(Agent(int(rng.integers(num_lanes)), rng.uniform(-WINDOW_BEHIND, WINDOW_AHEAD), 0.0,
-                                limit * rng.uniform(*self.speed_range), length, width, kind))
-        return Scene(scene_id, seed, traffic, num_lanes, limit, int(rng.integers(num_lanes)),
-                     limit * rng.uniform(*self.speed_range), tuple(agents), self.model_id)
+            if road.kind == "straight":
+                lane, s = int(rng.integers(num_lanes)), rng.uniform(-WINDOW_BEHIND, WINDOW_AHEAD)
+            else:
+                s = rng.uniform(-WINDOW_BEHIND, WINDOW_AHEAD)
+                there = lanes_at(road, num_lanes, s)
+                lane = there[rng.integers(len(there))]
+            agents.append(Agent(lane, s, 0.0, limit * rng.uniform(*self.speed_range), length, width, kind))
+        ego_lanes = [k for k in range(num_lanes) if lane_exists(road, num_lanes, k, 0.0)]
+        return Scene(scene_id, seed, traffic, num_lanes, limit, ego_lanes[rng.integers(len(ego_lanes))],
+                     limit * rng.uniform(*self.speed_range), tuple(agents), self.model_id, road)
 
 
 def _hist(values: Sequence) -> dict[str, list]:
@@ -98,24 +119,32 @@ def _quantiles(values: Sequence[float]) -> list[float]:
 
 @dataclass(frozen=True)
 class MarginalSceneSampler:
-    """Independent empirical marginals per traffic level (fit with :meth:`fit`).
+    """Independent empirical marginals per road kind and traffic level (fit with :meth:`fit`).
 
-    ``tables[traffic]`` holds plain containers only (see :meth:`to_dict`): ``counts`` and
+    ``tables[key]`` (key: the traffic level on straight roads, ``"<road kind>/<traffic>"`` on the
+    others) holds plain containers only (see :meth:`to_dict`): ``counts`` and
     ``lanes`` / ``ego_lanes`` per lane count (``{"3": ...}``), histograms of speed limits and of
     vehicle types ``[kind, length, width]``, and quantile functions (``QUANTILES`` points) of
     ``s``, ``d``, ``speed_ratio`` and ``ego_speed_ratio`` (speed / speed limit, so one fit serves
-    both limits).
+    both limits). ``roads[kind]`` are the fitted roads of each non-straight kind
+    (:func:`~aigc_synth.scenes.road.stratified_roads`, ``QUANTILES`` rows).
     """
 
     tables: Mapping[str, Mapping[str, Any]]
+    roads: Mapping[str, Sequence[Sequence[float]]] = field(default_factory=dict)
     model_id: ClassVar[str] = "marginal"
+
+    @staticmethod
+    def table_key(road_kind: str, traffic: str) -> str:
+        return traffic if road_kind == "straight" else f"{road_kind}/{traffic}"
 
     @classmethod
     def fit(cls, scenes: Sequence[Scene]) -> "MarginalSceneSampler":
-        """Fit on scenes (e.g. SUMO ground truth); every traffic level present gets a table."""
+        """Fit on scenes (e.g. SUMO ground truth); every (road kind, traffic level) present gets a table."""
         tables: dict[str, dict[str, Any]] = {}
-        for traffic in TRAFFIC_LEVELS:
-            group = [sc for sc in scenes if sc.traffic == traffic]
+        cells = [(r, t) for r in ROAD_KINDS for t in TRAFFIC_LEVELS]
+        for road_kind, traffic in cells:
+            group = [sc for sc in scenes if sc.traffic == traffic and sc.road.kind == road_kind]
             if not group:
                 continue
             by_lanes: dict[int, list[Scene]] = {}
@@ -123,7 +152,7 @@ class MarginalSceneSampler:
                 by_lanes.setdefault(sc.num_lanes, []).append(sc)
             agents = [(sc, a) for sc in group for a in sc.agents]
             vehicles = Counter((a.kind, a.length, a.width) for _, a in agents)
-            tables[traffic] = {
+            tables[cls.table_key(road_kind, traffic)] = {
                 "scenes": len(group),
                 "counts": {str(n): _hist([len(sc.agents) for sc in scs]) for n, scs in sorted(by_lanes.items())},
                 "lanes": {str(n): _hist([a.lane for sc in scs for a in sc.agents]) for n, scs in sorted(by_lanes.items())},
@@ -137,26 +166,30 @@ class MarginalSceneSampler:
             }
         if not tables:
             raise SceneError("cannot fit a MarginalSceneSampler on no scenes")
-        return cls(tables)
+        all_roads = [sc.road for sc in scenes]
+        roads = {k: [list(r) for r in stratified_roads(all_roads, k, QUANTILES)] for k in ROAD_KINDS if k != "straight"}
+        return cls(tables, {k: v for k, v in roads.items() if v})
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dicts / lists / numbers / strings (JSON-able, loadable with torch weights_only)."""
-        return {"model_id": self.model_id, "quantiles": QUANTILES, "tables": {k: dict(v) for k, v in self.tables.items()}}
+        return {"model_id": self.model_id, "quantiles": QUANTILES, "tables": {k: dict(v) for k, v in self.tables.items()},
+                "roads": {k: [list(r) for r in v] for k, v in self.roads.items()}}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "MarginalSceneSampler":
         """Inverse of :meth:`to_dict`."""
         if data.get("model_id") != cls.model_id or data.get("quantiles") != QUANTILES or not data.get("tables"):
             raise SceneError(f"not a {cls.model_id} sampler with {QUANTILES}-point marginals: keys {sorted(data)}")
-        return cls({k: dict(v) for k, v in data["tables"].items()})
+        return cls({k: dict(v) for k, v in data["tables"].items()}, {k: list(v) for k, v in data.get("roads", {}).items()})
 
-    def sample(self, traffic: str, num_lanes: int, seed: int, scene_id: int = 0) -> Scene:
+    def sample(self, traffic: str, num_lanes: int, seed: int, scene_id: int = 0, road: str | Road = "straight") -> Scene:
         """One scene; the same arguments always give the same scene."""
-        _check(traffic, num_lanes)
-        table = self.tables.get(traffic)
+        _check(traffic, num_lanes, road)
+        road_kind = road.kind if isinstance(road, Road) else road
+        table = self.tables.get(self.table_key(road_kind, traffic))
         if table is None or str(num_lanes) not in table["counts"]:
             fitted = {t: sorted(int(n) for n in tab["counts"]) for t, tab in self.tables.items()}
-            raise SceneError(f"not fitted for {traffic} traffic on {num_lanes} lanes; fitted: {fitted}")
+            raise SceneError(f"not fitted for {traffic} traffic on {num_lanes} lanes ({road_kind} road); fitted: {fitted}")
         rng = np.random.default_rng(seed)
 
         def draw(hist: Mapping[str, list]) -> Any:
@@ -167,14 +200,30 @@ class MarginalSceneSampler:
             return float(np.interp(rng.random(), np.linspace(0, 1, QUANTILES), table[name]))
 
         limit = draw(table["speed_limits"])
+        # a straight road draws nothing here, so straight scenes are what they were before road kinds
+        if not isinstance(road, Road):
+            road = Road() if road_kind == "straight" else road_at(road_kind, self.roads[road_kind], rng.random())
         agents = []
         for _ in range(int(draw(table["counts"][str(num_lanes)]))):
             kind, length, width = draw(table["vehicles"])
             s = min(max(quantile("s"), -WINDOW_BEHIND), WINDOW_AHEAD)
-            agents.append(Agent(draw(table["lanes"][str(num_lanes)]), s, quantile("d"), max(0.0, limit * quantile("speed_ratio")),
-                                length, width, kind))
-        return Scene(scene_id, seed, traffic, num_lanes, limit, draw(table["ego_lanes"][str(num_lanes)]),
-                     max(0.0, limit * quantile("ego_speed_ratio")), tuple(agents), self.model_id)
+            lane = draw(table["lanes"][str(num_lanes)])
+            for _retry in range(MAX_REDRAWS):  # a position past the end of its lane: draw it again
+                if lane_exists(road, num_lanes, lane, s):
+                    break
+                s = min(max(quantile("s"), -WINDOW_BEHIND), WINDOW_AHEAD)
+            else:
+                continue  # this lane hardly exists in the window: leave the agent out
+            agents.append(Agent(lane, s, quantile("d"), max(0.0, limit * quantile("speed_ratio")), length, width, kind))
+        ego_lane = draw(table["ego_lanes"][str(num_lanes)])
+        for _retry in range(MAX_REDRAWS):
+            if lane_exists(road, num_lanes, ego_lane, 0.0):
+                break
+            ego_lane = draw(table["ego_lanes"][str(num_lanes)])
+        else:
+            ego_lane = 0
+        return Scene(scene_id, seed, traffic, num_lanes, limit, ego_lane,
+                     max(0.0, limit * quantile("ego_speed_ratio")), tuple(agents), self.model_id, road)
 
 
 __all__ = ["MarginalSceneSampler", "QUANTILES", "RandomSceneSampler", "SceneSampler"]

@@ -135,9 +135,9 @@ class Road:
 
     def problems(self, num_lanes: int) -> list[str]:
         """Human-readable problems of this road for a scene of ``num_lanes`` lanes (empty when valid)."""
+        out = road_kind_problems(self.kind, num_lanes)
         if self.kind not in ROAD_KINDS:
-            return [f"unknown road kind {self.kind!r}; allowed: {list(ROAD_KINDS)}"]
-        out = []
+            return out
         if not all(math.isfinite(v) for v in (self.curvature, self.event_s, self.event_length)):
             return [f"road has a non-finite value: {self}"]
         used = {"straight": (), "curve": ("curvature",), "merge": ("event_s", "event_length"), "lane_drop": ("event_s",)}[self.kind]
@@ -148,9 +148,16 @@ class Road:
             out.append(f"curve curvature must be non-zero with a radius of at least 100 m, got {self.curvature}")
         if self.kind == "merge" and self.event_length <= 0:
             out.append(f"a merge road needs an acceleration lane (event_length > 0), got {self.event_length}")
-        if self.kind == "lane_drop" and num_lanes < 2:
-            out.append(f"a lane drop needs at least 2 lanes, got {num_lanes}")
         return out
+
+
+def road_kind_problems(kind: str, num_lanes: int) -> list[str]:
+    """What is wrong with asking for a ``kind`` road of ``num_lanes`` lanes, whatever its parameters."""
+    if kind not in ROAD_KINDS:
+        return [f"unknown road kind {kind!r}; allowed: {list(ROAD_KINDS)}"]
+    if kind == "lane_drop" and num_lanes < 2:
+        return [f"a lane drop needs at least 2 lanes, got {num_lanes}"]
+    return []
 
 
 STRAIGHT_ROAD = Road()
@@ -197,13 +204,20 @@ def lane_exists(road: Road, num_lanes: int, lane: int, s: float) -> bool:
     The on-ramp (:data:`RAMP_LANE`) of a merge road exists up to ``event_s``, where its acceleration
     lane ends; a lane drop's leftmost lane exists up to ``event_s``; every other lane everywhere.
     """
-    if lane == RAMP_LANE:
-        return road.kind == "merge" and s <= road.event_s
-    if not 0 <= lane < num_lanes:
-        return False
-    if road.kind == "lane_drop" and lane == num_lanes - 1:
-        return s <= road.event_s
-    return True
+    return lowest_lane(road) <= lane < num_lanes and s <= lane_end(road, num_lanes, lane)
+
+
+def lowest_lane(road: Road) -> int:
+    """The rightmost lane index a scene on ``road`` can use: :data:`RAMP_LANE` on a merge road, else 0."""
+    return RAMP_LANE if road.kind == "merge" else 0
+
+
+def lane_end(road: Road, num_lanes: int, lane: int) -> float:
+    """Where lane ``lane`` ends on ``road`` (``s``, metres from the ego; ``inf`` for a lane that does
+    not end): a merge road's on-ramp and a lane drop's leftmost lane end at ``event_s``."""
+    if (road.kind == "merge" and lane == RAMP_LANE) or (road.kind == "lane_drop" and lane == num_lanes - 1):
+        return road.event_s
+    return math.inf
 
 
 AGENT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Agent))
@@ -305,7 +319,7 @@ def validate_scene(scene: Scene, *, check_overlaps: bool = True) -> list[str]:
     problems += road_problems
     if not road_problems and 0 <= scene.ego_lane < scene.num_lanes and not lane_exists(scene.road, scene.num_lanes, scene.ego_lane, 0.0):
         problems.append(f"the ego's lane {scene.ego_lane} ends before the ego on this {scene.road.kind} road")
-    lowest = RAMP_LANE if scene.road.kind == "merge" else 0
+    lowest = lowest_lane(scene.road)
     if not (math.isfinite(scene.ego_speed) and scene.ego_speed >= 0):
         problems.append(f"ego speed must be >= 0, got {scene.ego_speed}")
     for i, a in enumerate(scene.agents):
@@ -333,9 +347,9 @@ def validate_scene(scene: Scene, *, check_overlaps: bool = True) -> list[str]:
 
 
 def require_straight(scenes: Iterable[Scene], consumer: str) -> None:
-    """Raise SceneError for the first scene whose road is not straight: ``consumer`` (an exporter, the
-    replay, the camera renderer, the gym env) does not build the other road kinds' geometry yet, and
-    a straight road in their place would be silently wrong."""
+    """Raise SceneError for the first scene whose road is not straight: ``consumer`` (the camera
+    renderer and the layout raster built from it) does not draw the other road kinds' geometry yet,
+    and a straight road in their place would be silently wrong."""
     for sc in scenes:
         if sc.road.kind != "straight":
             raise SceneError(f"scene {sc.scene_id} is on a {sc.road.kind} road; {consumer} supports straight roads only so far")

@@ -10,6 +10,9 @@ road kind's geometry is written once.
 from __future__ import annotations
 
 import math
+from typing import Sequence
+
+import numpy as np
 
 from aigc_synth.scenes.format import LANE_WIDTH, RAMP_ANGLE, RAMP_LANE, Road
 
@@ -60,3 +63,20 @@ def lane_length_factor(road: Road, lateral: float) -> float:
     """Length of a line ``lateral`` metres left of the reference line per metre of the reference line
     (``1 - curvature * lateral``: inner lanes of a curve are shorter)."""
     return 1.0 - road.curvature * lateral
+
+
+# -- road priors: which parameters a request naming only a road kind gets ------------------------------------
+def stratified_roads(roads: Sequence[Road], kind: str, size: int) -> list[tuple[float, float, float]]:
+    """``size`` evenly spaced order statistics of the ``(curvature, event_s, event_length)`` of the
+    ``kind`` roads among ``roads`` (empty when there are none): a fixed-size stand-in for their
+    empirical distribution that keeps each road's parameters together."""
+    rows = sorted((r.curvature, r.event_s, r.event_length) for r in roads if r.kind == kind)
+    if not rows:
+        return []
+    return [rows[int(k)] for k in np.round(np.linspace(0, len(rows) - 1, size)).astype(int)]
+
+
+def road_at(kind: str, rows: Sequence[Sequence[float]], u: float) -> Road:
+    """The road of kind ``kind`` at uniform ``u`` in ``[0, 1)`` of a :func:`stratified_roads` table."""
+    curvature, event_s, event_length = rows[min(int(u * len(rows)), len(rows) - 1)]
+    return Road(kind, curvature, event_s, event_length)

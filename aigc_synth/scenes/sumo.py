@@ -39,8 +39,9 @@ process, whatever ran before (``libsumo.load`` restarts the simulation from its 
 
 libsumo is a process-wide singleton (one simulation per process): every user in this package goes
 through :class:`SumoRun`, which starts it once, reloads it for each later run and serialises access.
-The same module holds the helpers that write a scene *back* into SUMO (a straight road plus a route
-file that places every vehicle exactly), shared by :mod:`.replay` and :mod:`.export`.
+The same module holds the helpers that write a scene *back* into SUMO (the straight road plus a route
+file that places every vehicle exactly, on it or, given the placement of :mod:`.road_net`, on the
+network of any other road kind), shared by :mod:`.replay` and :mod:`.export`.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -277,13 +278,18 @@ def scene_vehicle_ids(scene: Scene) -> list[str]:
     return ["ego"] + [f"agent_{i}" for i in range(len(scene.agents))]
 
 
-def scene_routes_xml(scene: Scene) -> str:
-    """A SUMO route file that places every vehicle of ``scene`` exactly on :func:`road_net`.
+def scene_routes_xml(scene: Scene, routes: Mapping[str, Sequence[str]] | None = None,
+                     place: Callable[[int, float, float], tuple[str, int, float]] | None = None) -> str:
+    """A SUMO route file that places every vehicle of ``scene`` exactly on :func:`road_net` (or on another network).
 
     ``insertionChecks="none"`` makes SUMO insert each vehicle where the scene says even when that is
     unsafe or overlapping (the default checks would silently delay or drop it and hide a bad scene);
-    vehicles are listed by ``departPos``. Each vehicle's desired speed is at least its current speed
-    (``speedFactor``), so nobody brakes just for starting above the limit.
+    vehicles are listed by their position along the road. Each vehicle's desired speed is at least
+    its current speed (``speedFactor``), so nobody brakes just for starting above the limit.
+
+    Another road's network (:mod:`.road_net`) gives ``routes`` (route id -> edges) and
+    ``place(lane, s, length) -> (route id, SUMO lane, departPos)``; the default is :func:`road_net`'s
+    one route ``r`` over edge ``road``, with the front bumper at ``EGO_X + s + length / 2``.
     """
     vtypes: dict[tuple[str, float, float], str] = {}
     rows = []
@@ -295,8 +301,9 @@ def scene_routes_xml(scene: Scene) -> str:
         vtype = vtypes.setdefault((kind, length, width), f"{kind}_{length:g}x{width:g}")
         factor = max(1.0, math.ceil(speed / scene.speed_limit * 1e4) / 1e4)
         front = EGO_X + s + length / 2  # SUMO positions are front bumpers
-        rows.append((front, vid, f'    <vehicle id="{vid}" type="{vtype}" route="r" depart="0" departLane="{lane}" '
-                                 f'departPos="{front:.3f}" departPosLat="{d:.3f}" departSpeed="{speed:.3f}" '
+        route, sumo_lane, pos = ("r", lane, front) if place is None else place(lane, s, length)
+        rows.append((front, vid, f'    <vehicle id="{vid}" type="{vtype}" route="{route}" depart="0" departLane="{sumo_lane}" '
+                                 f'departPos="{pos:.3f}" departPosLat="{d:.3f}" departSpeed="{speed:.3f}" '
                                  f'speedFactor="{factor:.4f}" insertionChecks="none"/>'))
     # the top speed only has to admit every start speed (SUMO rejects a departSpeed above it)
     max_speed = max([70.0, scene.ego_speed + 1.0] + [a.speed + 1.0 for a in scene.agents])
@@ -304,7 +311,8 @@ def scene_routes_xml(scene: Scene) -> str:
     for (kind, length, width), vtype in sorted(vtypes.items(), key=lambda kv: kv[1]):
         vclass = "passenger" if kind == "car" else "truck"
         lines.append(f'    <vType id="{vtype}" vClass="{vclass}" length="{length:g}" width="{width:g}" maxSpeed="{max_speed:g}"/>')
-    lines.append('    <route id="r" edges="road"/>')
+    for rid, edges in (routes or {"r": ("road",)}).items():
+        lines.append(f'    <route id="{rid}" edges="{" ".join(edges)}"/>')
     lines += [row for _, _, row in sorted(rows)]
     lines.append("</routes>")
     return "\n".join(lines) + "\n"

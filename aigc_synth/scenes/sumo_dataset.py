@@ -15,16 +15,16 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from aigc_synth.scenes.format import LANE_COUNTS, ROAD_KINDS, TRAFFIC_DENSITY, TRAFFIC_LEVELS, Scene, SceneError
+from aigc_synth.scenes.format import (LANE_COUNTS, ROAD_KINDS, TRAFFIC_DENSITY, TRAFFIC_LEVELS, Scene, SceneError,
+                                     road_kind_problems)
 from aigc_synth.scenes.sumo import SimOptions, simulate_straight_run
 from aigc_synth.scenes.sumo_roads import simulate_road_run
 
 
 def _check_request(traffic: str, num_lanes: int, count: int, opts: SimOptions, road: str = "straight") -> None:
-    if road not in ROAD_KINDS:
-        raise SceneError(f"unknown road kind {road!r}; allowed: {list(ROAD_KINDS)}")
-    if road == "lane_drop" and num_lanes < 2:
-        raise SceneError(f"a lane drop needs at least 2 lanes, got {num_lanes}")
+    problems = road_kind_problems(road, num_lanes)
+    if problems:
+        raise SceneError(problems[0])
     if traffic not in TRAFFIC_DENSITY:
         raise SceneError(f"unknown traffic level {traffic!r}; allowed: {list(TRAFFIC_LEVELS)}")
     if num_lanes < 1 or count < 0 or opts.scenes_per_run < 1:

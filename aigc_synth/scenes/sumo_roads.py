@@ -154,10 +154,10 @@ def curve_track(num_lanes: int, speed_limit: float, curvature: float) -> Track:
     path = cached_net(f"curve_{num_lanes}l_{speed_limit:.3f}_{curvature:.7f}.net.xml", f"<nodes>{nodes}</nodes>",
                       f"<edges>{edges}</edges>", extra=NO_INTERNAL_LINKS)
     lengths, lanes, shapes = _read_lengths(path)
-    scale = {}
-    for (edge, k), shape in shapes.items():
-        lane_r = float(np.mean([math.hypot(x, y) for x, y in shape]))
-        scale[(edge, k)] = radius / lane_r  # reference metres per metre of this lane
+    # SUMO gives every lane of an edge the edge's length and draws a position at that fraction of each
+    # lane's own shape, so one scale per edge maps a position on any lane to the reference line (a
+    # per-lane radius ratio here put lane 2 of a 300 m ring ~7 m ahead of lane 0 at the same place)
+    scale = {(edge, k): radius * (math.pi / 2) / lengths[edge] for (edge, k) in shapes}
     laps = {"main": ("q0", "q1", "q2", "q3")}
     corridors = tuple((Segment(e, 0.0, tuple(range(num_lanes))),) for e in ("q0", "q2"))  # two opposite arcs per instant
     margin = WINDOW_BEHIND + EDGE_MARGIN, WINDOW_AHEAD + EDGE_MARGIN
@@ -256,10 +256,25 @@ def lane_drop_track(num_lanes: int, speed_limit: float) -> Track:
                  lc_strategic=DROP_LC_STRATEGIC)
 
 
+PLACE_ATTEMPTS = 20  # draws of a run's placement before giving up (a heavy draw may overfill a short edge)
+
+
 def _place(rng: np.random.Generator, density: float, track: Track, truck_share: float, ramp_share: float
            ) -> list[tuple[str, str, str, int, float]]:
     """(type, route group, edge, SUMO lane, front position) of every vehicle: random hard rods on every
-    lane of the laps (the acceleration lane excepted), ``density`` per km of lane."""
+    lane of the laps (the acceleration lane excepted), ``density`` per km of lane. A draw that puts
+    more vehicles on a lane of an edge than fit there is drawn again (from the same generator, so a
+    run stays a pure function of its seed; runs that never overfill are unchanged)."""
+    for _attempt in range(PLACE_ATTEMPTS - 1):
+        try:
+            return _place_once(rng, density, track, truck_share, ramp_share)
+        except SceneError:
+            continue
+    return _place_once(rng, density, track, truck_share, ramp_share)
+
+
+def _place_once(rng: np.random.Generator, density: float, track: Track, truck_share: float, ramp_share: float
+                ) -> list[tuple[str, str, str, int, float]]:
     cars = [t for t in VEHICLE_TYPES if t.kind == "car"]
     trucks = [t for t in VEHICLE_TYPES if t.kind == "truck"]
     edges = sorted(set(e for lap in track.laps.values() for e in lap), key=lambda e: [e for lap in track.laps.values() for e in lap].index(e))
@@ -337,16 +352,32 @@ def _corridor_snapshot(traci: Any, rng: np.random.Generator, types: dict[str, st
 
 def build_track(road_kind: str, num_lanes: int, speed_limit: float, rng: np.random.Generator) -> tuple[Track, float]:
     """The run's track for ``road_kind`` with its parameters drawn from ``rng``, and its ramp share."""
-    if road_kind == "curve":
-        inv = rng.uniform(1.0 / CURVE_RADIUS_RANGE[1], 1.0 / CURVE_RADIUS_RANGE[0])
-        curvature = round(float(inv if rng.random() < 0.5 else -inv), 7)
-        return curve_track(num_lanes, speed_limit, curvature), 0.0
+    if road_kind == "curve":  # Road keeps 7 decimals of curvature
+        return curve_track(num_lanes, speed_limit, uniform_road("curve", rng).curvature), 0.0
     if road_kind == "merge":
         accel = round(float(rng.uniform(*ACCEL_LANE_RANGE)), 1)
         return merge_track(num_lanes, speed_limit, accel), float(rng.uniform(*RAMP_SHARE))
     if road_kind == "lane_drop":
         return lane_drop_track(num_lanes, speed_limit), 0.0
     raise SceneError(f"no SUMO track for road kind {road_kind!r}")
+
+
+def uniform_road(kind: str, rng: np.random.Generator) -> Road:
+    """A ``kind`` road with its parameters uniform over the ranges the SUMO ground truth covers (the
+    random baseline's roads): curvature as in :func:`build_track`, merge acceleration lanes in
+    :data:`ACCEL_LANE_RANGE`, events (where the ramp or the dropped lane ends) anywhere a scene of
+    that kind may hold them (:data:`EVENT_WINDOW`, plus the acceleration lane for a merge)."""
+    if kind == "straight":
+        return Road()
+    if kind == "curve":
+        inv = rng.uniform(1.0 / CURVE_RADIUS_RANGE[1], 1.0 / CURVE_RADIUS_RANGE[0])
+        return Road("curve", curvature=float(inv if rng.random() < 0.5 else -inv))
+    if kind == "merge":
+        accel = float(rng.uniform(*ACCEL_LANE_RANGE))
+        return Road("merge", event_s=float(rng.uniform(EVENT_WINDOW[0], EVENT_WINDOW[1] + accel)), event_length=accel)
+    if kind == "lane_drop":
+        return Road("lane_drop", event_s=float(rng.uniform(*EVENT_WINDOW)))
+    raise SceneError(f"unknown road kind {kind!r}")
 
 
 def simulate_road_run(road_kind: str, traffic: str, num_lanes: int, seed: int, run: int, opts: SimOptions) -> list[Scene]:
@@ -372,5 +403,5 @@ def simulate_road_run(road_kind: str, traffic: str, num_lanes: int, seed: int, r
     return scenes
 
 
-__all__ = ["ACCEL_LANE_RANGE", "DROP_SECTION", "RAMP_SHARE", "build_track", "curve_track", "lane_drop_track", "merge_track",
+__all__ = ["ACCEL_LANE_RANGE", "DROP_SECTION", "RAMP_SHARE", "build_track", "curve_track", "lane_drop_track", "merge_track", "uniform_road",
            "simulate_road_run"]

@@ -165,8 +165,9 @@ class Api:
 
     @app.post("/scenes")
     async def scenes(self, request: Request):
-        """``{conditions: [{traffic, num_lanes}, ...], n, seed, start, num_samples}`` → scene rows: the
-        slice ``[start, start + n)`` of the scene job with that list plan and seed (same rows)."""
+        """``{conditions: [{traffic, num_lanes, road}, ...], n, seed, start, num_samples}`` → scene rows:
+        the slice ``[start, start + n)`` of the scene job with that list plan and seed (same rows).
+        ``road`` (a road kind) is a factor of models trained on more than straight roads only."""
         return await self._answer("scenes", request)
 
     @app.post("/generate")

@@ -26,7 +26,7 @@ from aigc_synth.errors import CheckpointError, UsageError
 from aigc_synth.io.checkpoint import TRAIN_STATE_FORMAT, load_checkpoint, save_checkpoint
 from aigc_synth.models.configs import SceneARConfig, SceneModelConfig, SceneRandomConfig
 from aigc_synth.scenes.dataset import read_scenes
-from aigc_synth.scenes.format import LANE_COUNTS, TRAFFIC_LEVELS, Scene, SceneError
+from aigc_synth.scenes.format import LANE_COUNTS, ROAD_KINDS, TRAFFIC_LEVELS, Scene, SceneError
 from aigc_synth.models.scene_families import build_scene_model, export_scene_generator, get_scene_family
 from aigc_synth.scenes.baselines import MarginalSceneSampler
 
@@ -39,9 +39,11 @@ def _split(scenes: list[Scene], fraction: float, seed: int) -> tuple[list[Scene]
     return [scenes[i] for i in order[n_val:]], [scenes[i] for i in order[:n_val]]
 
 
-def _cells(scenes: list[Scene]) -> tuple[list[str], list[int]]:
+def _cells(scenes: list[Scene]) -> tuple[list[str], list[int], list[str]]:
+    """The traffic levels, lane counts and road kinds present in ``scenes`` (what a model trained on them can be asked for)."""
     return ([t for t in TRAFFIC_LEVELS if any(sc.traffic == t for sc in scenes)],
-            sorted({sc.num_lanes for sc in scenes}))
+            sorted({sc.num_lanes for sc in scenes}),
+            [r for r in ROAD_KINDS if any(sc.road.kind == r for sc in scenes)])
 
 
 def train_scene_model(train_cfg: TrainConfig, model_cfg: SceneModelConfig, data_cfg: DataConfig, progress: bool = True) -> Path:
@@ -70,18 +72,18 @@ def _fit_random(train_cfg: TrainConfig, cfg: SceneRandomConfig, scenes: list[Sce
         raise UsageError(f"model.speed_low/high must satisfy 0 <= low <= high, got {cfg.speed_low}, {cfg.speed_high}")
     out.mkdir(parents=True, exist_ok=True)
     export_scene_generator(out / "generator.pt", family=cfg.family, model_config=asdict(cfg), state={}, traffic=TRAFFIC_LEVELS,
-                           lanes=LANE_COUNTS, meta={"train_config": asdict(train_cfg)})
+                           lanes=LANE_COUNTS, roads=ROAD_KINDS, meta={"train_config": asdict(train_cfg)})
     _log(out / "log.jsonl", {"step": 0, "family": cfg.family, "note": "no parameters"})
     return out / "generator.pt"
 
 
 def _fit_marginal(train_cfg: TrainConfig, cfg: SceneModelConfig, scenes: list[Scene], data_meta: dict[str, Any], out: Path,
                   progress: bool) -> Path:
-    traffic, lanes = _cells(scenes)
+    traffic, lanes, roads = _cells(scenes)
     state = MarginalSceneSampler.fit(scenes).to_dict()
     out.mkdir(parents=True, exist_ok=True)
     export_scene_generator(out / "generator.pt", family=cfg.family, model_config=asdict(cfg), state=state, traffic=traffic,
-                           lanes=lanes, meta={"data": data_meta, "train_config": asdict(train_cfg)})
+                           lanes=lanes, roads=roads, meta={"data": data_meta, "train_config": asdict(train_cfg)})
     _log(out / "log.jsonl", {"step": 0, "family": cfg.family, "fitted_on": len(scenes)})
     return out / "generator.pt"
 
@@ -94,9 +96,10 @@ def _log(path: Path, record: dict[str, Any]) -> None:
 def _train_network(train_cfg: TrainConfig, cfg: SceneARConfig, scenes: list[Scene], data_meta: dict[str, Any], out: Path,
                    progress: bool) -> Path:
     """The optimisation loop of a scene family with a network (``scene_ar``)."""
-    from aigc_synth.models.scene_ar import collate, encode_scene
+    from aigc_synth.models.scene_ar import collate
+    from aigc_synth.models.scene_tokens import encode_scene
 
-    traffic, lanes = _cells(scenes)
+    traffic, lanes, roads = _cells(scenes)
 
     if train_cfg.threads > 0:
         torch.set_num_threads(train_cfg.threads)
@@ -106,6 +109,7 @@ def _train_network(train_cfg: TrainConfig, cfg: SceneARConfig, scenes: list[Scen
     val_batch = collate([encode_scene(sc) for sc in val_set]) if val_set else None
     params = asdict(cfg)
     model = build_scene_model(cfg.family, params)
+    model.fit_road_bank([sc.road for sc in train_set])  # a buffer: a resumed state restores the same bank
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     state_path, export_path, best_path = out / "state.pt", out / "generator.pt", out / "best_generator.pt"
     start, best = 0, {}
@@ -132,7 +136,7 @@ def _train_network(train_cfg: TrainConfig, cfg: SceneARConfig, scenes: list[Scen
     def export(path: Path, step: int, extra: dict[str, Any]) -> None:
         weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         export_scene_generator(path, family=cfg.family, model_config=params, state=weights, traffic=traffic, lanes=lanes,
-                               meta={**meta, "step": step, **extra})
+                               roads=roads, meta={**meta, "step": step, **extra})
 
     def save_all(step: int) -> None:
         save_checkpoint({"format": SCENE_STATE_FORMAT, "step": step, "model_config": params, "model": model.state_dict(),
