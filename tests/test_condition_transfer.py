@@ -125,6 +125,7 @@ def test_boxes_visible_share_is_what_nearer_boxes_leave():
     assert far["visible"] == pytest.approx(1 - (10 * 5) / (20 * 10))  # the truck stands nearer (lower bottom edge)
 
 
+@pytest.mark.slow  # ~10 s (two more jobs); determinism across actors is tested on plain jobs by default
 def test_bytes_do_not_depend_on_actors_and_a_resume_writes_the_same_manifest(runs, fleet, layout_ckpt, tmp_path):
     from aigc_synth.io.reader import verify_output
 

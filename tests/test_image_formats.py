@@ -187,6 +187,7 @@ def test_jpeg_bytes_identical_across_actor_counts(jpeg_runs):
     assert man_a["shards"] == man_b["shards"]
 
 
+@pytest.mark.slow  # resume is tested on PNG jobs by default; the JPEG bytes by the other tests here
 def test_jpeg_job_resumes_to_identical_output(jpeg_runs, tiny_checkpoint, tmp_path, capsys):
     a = jpeg_runs[0]
     partial = tmp_path / "partial"

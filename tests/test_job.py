@@ -254,6 +254,7 @@ def test_auto_shard_size_is_a_multiple_of_the_compute_batch_with_several_shards_
         assert size % batch == 0 and -(-n // size) >= SHARDS_PER_ACTOR * actors
 
 
+@pytest.mark.slow  # ~15 s (two pools); the auto rule itself is unit-tested by default
 def test_auto_shard_size_follows_the_pool_and_a_resume_keeps_the_recorded_one(ray_session, tiny_checkpoint, tmp_path):
     """job.shard_size=auto (the default): 200 images on 2 actors → shards of 64 rows (4 shards);
     a rerun on another pool shape resumes into the same shards instead of refusing the output."""

@@ -474,6 +474,7 @@ def test_truncation_scales_the_latent_at_sampling_only(scenes):
         torch.testing.assert_close(half(z, codes, lay), full(z * 0.5, codes, lay))
 
 
+@pytest.mark.slow  # ~14 s (the script runs a job); the sampling options themselves are tested by default
 def test_sampling_options_script_writes_a_copy_with_new_psi_and_particles(layout_checkpoint, tmp_path):
     import subprocess
     import sys

@@ -140,6 +140,7 @@ def test_rerun_into_finished_s3_output_is_refused(s3, s3_run, tiny_checkpoint):
     assert _keys(s3.fs, "run1") == before and _keys(s3.fs, "other") == ["job.json"]
 
 
+@pytest.mark.slow  # resume is tested locally by default; the object-store commits by the other tests here
 def test_interrupted_s3_run_resumes_to_identical_manifest(s3, s3_run, tiny_checkpoint, capsys):
     _, manifest_bytes = s3_run
     for key in _keys(s3.fs, "run1"):

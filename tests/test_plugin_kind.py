@@ -105,6 +105,7 @@ def test_a_plugin_kind_runs_a_job_and_resumes_it(toy_kind, ray_session, tmp_path
     assert not (tmp_path / "bad").exists()
 
 
+@pytest.mark.slow  # ~20 s (a Serve app); serving is tested on the built-in kinds by default (tests/test_serve.py)
 def test_a_plugin_kind_serves_the_jobs_rows(toy_kind, ray_session, tmp_path):
     from aigc_synth.config import compose
     from aigc_synth.jobs.generate import run_generation

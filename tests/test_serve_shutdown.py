@@ -4,7 +4,7 @@ The way a terminal (Ctrl-C: SIGINT) or a supervisor (SIGTERM) stops a command: t
 of the group, here the CLI and the GCS, raylet and monitor of the local Ray it started. Each server starts
 (~15-50 s on 2 loaded cores, mostly waiting on Ray and Serve) in a session of its own, so every Ray process it
 starts (actor workers too, which Ray moves to process groups of their own) carries the server's session id,
-which is how the test finds what is left. SIGTERM's case is marked slow (same handlers as SIGINT's).
+which is how the test finds what is left. SIGTERM's case is marked slow (the same handlers as SIGINT's).
 """
 
 from __future__ import annotations
@@ -107,8 +107,8 @@ def server(request, tmp_path):
         started.kill_everything()
 
 
-# SIGTERM (a supervisor's stop) takes the same path as Ctrl-C's SIGINT through the CLI's handlers; each case
-# starts a server with its own Ray (~15-50 s), so the default suite runs the terminal's case only
+# SIGTERM (a supervisor's stop) takes the same handlers as Ctrl-C's SIGINT; each case starts a server with
+# its own Ray (~20-50 s), so the default suite runs the terminal's case only
 @pytest.mark.parametrize("sig", [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)], ids=lambda s: s.name)
 def test_stops_within_15_s_and_leaves_no_ray_process(server, sig):
     pid = server.proc.pid
