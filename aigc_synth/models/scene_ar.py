@@ -141,7 +141,7 @@ class SceneAR(nn.Module):
         """The road of kind ``kind`` at uniform ``u`` of the road prior (a pure function of its inputs)."""
         if kind not in self.road_kinds:
             raise SceneError(f"this scene model was trained on roads {list(self.road_kinds)}, not {kind!r}")
-        return road_at(kind, self.road_bank[ROAD_KINDS.index(kind)].tolist(), u)
+        return road_at(kind, self.road_bank[ROAD_KINDS.index(kind)], u)  # one row read, not the whole table
 
     # the prefix ------------------------------------------------------------------------------------------
     def prefix_logits(self, cond: torch.Tensor, limit_k: torch.Tensor, ego_lane: torch.Tensor
