@@ -6,7 +6,8 @@
 
 Every row is scored on the same 45 × n samples: sample ``i`` gets condition ``i // n`` and a scene
 sampled by the bundled scene model at that condition's traffic level (``--scenes DIR`` renders a
-folder of scenes instead), exactly as an image job with seed ``--seed`` picks them. The reference is
+folder of scenes instead; ``--road KIND`` keeps one road kind), exactly as an image job with seed
+``--seed`` picks them. The reference is
 the renderer's picture of each scene under the same weather and time; the scene domain classifier
 (trained on renders only) gives FD / KID / precision / recall / density / coverage and condition
 accuracy; the vehicle detector (trained on renders only) gives layout AP50 and box recall against
@@ -61,6 +62,8 @@ def main() -> None:
     p.add_argument("--n-per-condition", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scenes", default=None, help="a folder of scene Parquet (default: the bundled scene model)")
+    p.add_argument("--road", default=None, help="one road kind for every sample: the --scenes of that kind, or the scene "
+                                                "model's scenes on it (default: all given scenes; sampled: straight)")
     p.add_argument("--json", default="layout_eval.json")
     p.add_argument("--md", default=None)
     p.add_argument("--grid", default=None, help="PNG: the first model's sample grid, boxes drawn on a copy")
@@ -68,7 +71,7 @@ def main() -> None:
     models = [parse_model(m) for m in (a.model or DEFAULT_MODELS)]
     models = [(n, path, opts) for n, path, opts in models if path == "default" or Path(path).is_file()]
     try:
-        result = layout_table(models, a.n_per_condition, a.seed, a.scenes)
+        result = layout_table(models, a.n_per_condition, a.seed, a.scenes, road=a.road)
     except EvaluationError as exc:
         raise SystemExit(str(exc)) from None
     atomic_write_json(a.json, json_safe(result))
@@ -79,7 +82,7 @@ def main() -> None:
     if a.md:
         Path(a.md).write_text(table + "\n")
     if a.grid and models:
-        sample_grid(models[0][1], a.grid, a.seed, options=models[0][2])
+        sample_grid(models[0][1], a.grid, a.seed, options=models[0][2], scenes_dir=a.scenes, road=a.road)
         print(f"grid: {a.grid}")
 
 

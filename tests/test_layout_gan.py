@@ -21,9 +21,9 @@ from aigc_synth.models.exported import export_generator, load_generator
 from aigc_synth.jobs.generate import run_generation
 from aigc_synth.models.registry import build_generator
 from aigc_synth.sampling.sampler import generate_images
-from aigc_synth.scenes.format import scenes_to_table
+from aigc_synth.scenes.format import ROAD_KINDS, scenes_to_table
 from aigc_synth.models.scene_families import BUNDLED_SCENE_CHECKPOINT, load_scene_generator
-from aigc_synth.schema import DEFAULT_SCHEMA
+from aigc_synth.schema import DEFAULT_SCHEMA, ConditionSchema
 from tests.helpers import compose_generate
 
 TINY_LAYOUT = {"resolution": 32, "z_dim": 16, "base_channels": 8, "embed_dim": 8, "spade_hidden": 8}
@@ -325,8 +325,10 @@ def test_layout_job_boxes_are_the_sampled_scenes_boxes(layout_runs, layout_check
     a, _ = layout_runs
     rows = sorted(_rows(a), key=lambda r: r["sample_id"])
     assert len(rows) == 40
-    schema = DEFAULT_SCHEMA
     manifest = json.loads((a / "manifest.json").read_text())
+    # the bundled scene model knows four road kinds: the plan crosses them after the image model's factors
+    schema = ConditionSchema.from_dict(manifest["schema"])
+    assert schema.names == [*DEFAULT_SCHEMA.names, "road"] and schema.values("road") == ROAD_KINDS
     # the same scenes as a layout evaluation with the job's seed picks (one shared definition)
     from aigc_synth.sampling.plan import ConditionPlan
 
@@ -335,7 +337,7 @@ def test_layout_job_boxes_are_the_sampled_scenes_boxes(layout_runs, layout_check
     n_boxes = 0
     for row, sc in zip(rows, scenes):
         assert row["scene_id"] == sc.scene_id == row["sample_id"]
-        assert row["traffic"] == sc.traffic
+        assert row["traffic"] == sc.traffic and row["road"] == sc.road.kind
         expected = scene_boxes(sc, 32)
         assert [b["agent"] for b in row["boxes"]] == expected.agents.tolist()
         for box in row["boxes"]:
@@ -344,6 +346,7 @@ def test_layout_job_boxes_are_the_sampled_scenes_boxes(layout_runs, layout_check
             assert box["label"] == sc.agents[box["agent"]].kind
         n_boxes += len(row["boxes"])
     assert n_boxes > 0
+    assert {r["road"] for r in rows} == set(ROAD_KINDS)
 
 
 def test_layout_job_renders_given_scenes(ray_session, layout_checkpoint, scenes, tmp_path):
@@ -358,6 +361,45 @@ def test_layout_job_renders_given_scenes(ray_session, layout_checkpoint, scenes,
         sc = scenes[row["sample_id"] % len(scenes)]
         assert row["scene_id"] == sc.scene_id and row["traffic"] == sc.traffic
         assert [b["agent"] for b in row["boxes"]] == scene_boxes(sc, 32).agents.tolist()
+
+
+def test_layout_jobs_on_chosen_and_given_road_kinds(ray_session, layout_checkpoint, tmp_path):
+    """A plan names road kinds as it names weathers; given scenes of several kinds keep their own kind,
+    and the image model (which has no road factor) still gets its own codes."""
+    out = tmp_path / "chosen"
+    run_generation(_cfg(out, layout_checkpoint, "+job.plan.factors.road=[curve,merge]", "job.num_samples=12",
+                        "job.shard_size=12"), progress=False)
+    rows = _rows(out)
+    assert sorted(r["road"] for r in rows) == ["curve"] * 6 + ["merge"] * 6
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["schema"]["road"] == list(ROAD_KINDS)
+    gen = load_scene_generator(BUNDLED_SCENE_CHECKPOINT)
+    mixed = gen.sample(["heavy"] * 4, [3] * 4, list(range(4)), list(range(100, 104)), roads=list(ROAD_KINDS))
+    scene_dir = tmp_path / "mixed_scenes"
+    scene_dir.mkdir()
+    pq.write_table(scenes_to_table(mixed), scene_dir / "part-00000.parquet")
+    out = tmp_path / "given"
+    run_generation(_cfg(out, layout_checkpoint, f"job.scenes={scene_dir}", "job.num_samples=8", "job.shard_size=8"),
+                   progress=False)
+    for row in _rows(out):
+        sc = mixed[row["sample_id"] % len(mixed)]
+        assert row["scene_id"] == sc.scene_id and row["road"] == sc.road.kind
+        assert [b["agent"] for b in row["boxes"]] == scene_boxes(sc, 32).agents.tolist()
+
+
+def test_an_image_request_may_leave_out_the_road():
+    """POST /generate to a layout model: road defaults to straight (requests from before road kinds work);
+    POST /scenes keeps road a required factor of a multi-road scene model."""
+    from aigc_synth.serve.protocol import RequestError, parse_generate_request
+
+    schema = ConditionSchema.from_dict({**DEFAULT_SCHEMA.to_dict(), "road": list(ROAD_KINDS)})
+    cond = {"weather": "fog", "time_of_day": "night", "traffic": "heavy"}
+    req = parse_generate_request({"conditions": [cond, {**cond, "road": "merge"}]}, schema, 8, defaults={"road": "straight"})
+    assert [c["road"] for c in req.conditions] == ["straight", "merge"]
+    with pytest.raises(RequestError, match="missing factor 'road'"):
+        parse_generate_request({"conditions": [cond]}, schema, 8)
+    with pytest.raises(RequestError, match="unknown value 'ramp' for factor 'road'"):
+        parse_generate_request({"conditions": [{**cond, "road": "ramp"}]}, schema, 8, defaults={"road": "straight"})
 
 
 def test_scene_options_refused_for_condition_only_checkpoints(tiny_checkpoint, tmp_path):

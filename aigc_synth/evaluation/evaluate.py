@@ -109,10 +109,12 @@ def read_job_output(output_dir: str, max_samples: int, progress: bool = True) ->
     from aigc_synth.io.reader import load_manifest
 
     from aigc_synth.io.atomic import open_store
+    from aigc_synth.sampling.layout import ROAD_FACTOR
 
     root = open_store(output_dir)  # a local directory or any pyarrow.fs URI (s3://bucket/prefix, ...)
     manifest = load_manifest(root)
-    schema = ConditionSchema.from_dict(manifest["schema"])
+    # a layout job's road factor says which scene a row shows, not a condition of the image model
+    schema = ConditionSchema.from_dict({k: v for k, v in manifest["schema"].items() if k != ROAD_FACTOR})
     if not all("path" in s for s in manifest["shards"]):
         raise EvaluationError(f"{root.display}: evaluation reads the Parquet shards; this job wrote none (formats without parquet)")
     images, codes = [], []

@@ -33,18 +33,40 @@ REFERENCE_SCENE_SEED = 525_252
 
 
 def evaluation_scenes(codes: np.ndarray, seed: int, schema: ConditionSchema, scenes_dir: str | None = None,
-                      scene_checkpoint: str | None = None) -> tuple[list[Scene], np.ndarray]:
+                      scene_checkpoint: str | None = None, road: str | None = None) -> tuple[list[Scene], np.ndarray]:
     """The scene of each evaluated sample ``i``, exactly as a layout job with ``job.seed=seed``
     would pick it (given scenes: ``i mod n``; else sampled by the scene model at the sample's
-    traffic level), and ``codes`` with traffic set to each scene's own level."""
-    from aigc_synth.sampling.layout import SceneSource
+    traffic level), and ``codes`` with traffic set to each scene's own level. ``road``: one road
+    kind for every sample (given scenes: only those of that kind; sampled: as a job whose plan
+    names that road), None: as a job that names none (given scenes: all; sampled: straight)."""
+    from aigc_synth.errors import EvaluationError
+    from aigc_synth.sampling.layout import SceneSource, layout_job_schema
+
     from aigc_synth.models.scene_families import load_scene_generator, resolve_scene_checkpoint
 
     job: dict[str, Any] = {"seed": int(seed), "compute_batch": 64, "scenes": scenes_dir}
+    roads = [road or "straight"]
     if not scenes_dir:
         path = resolve_scene_checkpoint(scene_checkpoint)
-        job.update(scene_checkpoint=str(path), scene_model_id=load_scene_generator(path).model_id)
-    return SceneSource(job).scenes_for(np.arange(len(codes)), np.asarray(codes, np.int64), schema)
+        gen = load_scene_generator(path)
+        job.update(scene_checkpoint=str(path), scene_model_id=gen.model_id)
+        roads = list(gen.roads)
+    source = SceneSource(job)
+    codes = np.asarray(codes, np.int64)
+    if road is None:
+        return source.scenes_for(np.arange(len(codes)), codes, schema)
+    if road not in roads:
+        raise EvaluationError(f"road {road!r}: the scene model was trained on {roads}")
+    if source.scenes is not None:
+        source.scenes = [s for s in source.scenes if s.road.kind == road]
+        if not source.scenes:
+            raise EvaluationError(f"{scenes_dir} holds no scenes on a {road} road")
+        return source.scenes_for(np.arange(len(codes)), codes, schema)
+    with_road = layout_job_schema(schema, roads)  # the job's plan schema: the model's factors, then road
+    if with_road is not schema:
+        codes = np.concatenate([codes, np.full((len(codes), 1), roads.index(road), np.int64)], axis=1)
+    scenes, codes = source.scenes_for(np.arange(len(codes)), codes, with_road)
+    return scenes, codes[:, :len(schema.names)]
 
 
 def scene_reference(scenes: Sequence[Scene], codes: np.ndarray, schema: ConditionSchema, resolution: int,

@@ -111,7 +111,7 @@ def load_generator_with_options(path: str, options: dict[str, Any] | None = None
 # the table
 # ------------------------------------------------------------------------------------------------
 def layout_table(models: Sequence[ModelSpec], n_per_condition: int, seed: int = 0, scenes_dir: str | None = None,
-                 progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
+                 progress: bool = True, log: Callable[[str], None] = print, road: str | None = None) -> dict[str, Any]:
     """Score every ``(name, path, options)`` of ``models`` (see the module docstring); return the
     table as a dict (``rows``: one per model, then the second render, then the first model's
     shuffled-layout floor). Each row is logged as one JSON line when done. Values are raw floats:
@@ -127,7 +127,7 @@ def layout_table(models: Sequence[ModelSpec], n_per_condition: int, seed: int = 
     combos = np.array([schema.encode(c) for c in schema.combinations()], dtype=np.int64)
     codes = np.repeat(combos, n_per_condition, axis=0)
     t0 = time.perf_counter()
-    scenes, codes = evaluation_scenes(codes, seed, schema, scenes_dir)
+    scenes, codes = evaluation_scenes(codes, seed, schema, scenes_dir, road=road)
     ref, boxes, visible = scene_reference(scenes, codes, schema, RESOLUTION)
     classifier = load_domain_classifier(SCENE_CLASSIFIER)
     detector = load_vehicle_detector(None)
@@ -197,7 +197,7 @@ def layout_table(models: Sequence[ModelSpec], n_per_condition: int, seed: int = 
     v_real2, _, _ = scene_reference(v_scenes, v_codes, schema, RESOLUTION, seed=VARIETY_REAL_SEED + 1)
     rows.append(row("real (second render of the same scenes)", real2, {"family": "renderer"}, v_real2))
     rows.append(first_floor)
-    return {"n_per_condition": n_per_condition, "n": int(len(codes)), "seed": seed, "scenes": scenes_dir or "bundled scene model",
+    return {"n_per_condition": n_per_condition, "n": int(len(codes)), "seed": seed, "scenes": scenes_dir or "bundled scene model", "road": road,
             "classifier": classifier.classifier_id, "detector": detector.detector_id,
             "reference_condition_accuracy": compute_metrics(codes, ref_scores, codes, ref_scores, schema)["overall"]["condition_accuracy"],
             "rows": rows, "elapsed_s": round(time.perf_counter() - t0, 1)}
@@ -257,7 +257,8 @@ def ap50_ratio_line(result: dict[str, Any]) -> str | None:
 # ------------------------------------------------------------------------------------------------
 # the sample grid
 # ------------------------------------------------------------------------------------------------
-def sample_grid(path: str, out: str, seed: int, columns: int = 5, scale: int = 2, options: dict[str, Any] | None = None) -> None:
+def sample_grid(path: str, out: str, seed: int, columns: int = 5, scale: int = 2, options: dict[str, Any] | None = None,
+                scenes_dir: str | None = None, road: str | None = None) -> None:
     """Write a sample grid of the checkpoint at ``path`` to ``out`` (PNG, or JPEG by suffix): rows =
     weather × time (one scene each, traffic from the scene), column 0 the real render, then latents;
     the right half repeats it with the requested boxes drawn (boxes the detector ignores in grey)."""
@@ -272,7 +273,7 @@ def sample_grid(path: str, out: str, seed: int, columns: int = 5, scale: int = 2
     traffic = schema.values("traffic")
     codes = np.array([schema.encode({"weather": w, "time_of_day": t, "traffic": traffic[(k + 1) % 3]})
                       for k, (w, t) in enumerate(pairs)])
-    scenes, codes = evaluation_scenes(codes, seed + 17, schema)
+    scenes, codes = evaluation_scenes(codes, seed + 17, schema, scenes_dir, road=road)
     rows_plain, rows_boxed = [], []
     for k, (sc, code) in enumerate(zip(scenes, codes)):
         w, t = schema.values("weather")[code[0]], schema.values("time_of_day")[code[1]]

@@ -155,7 +155,8 @@ def validate_job(cfg: GenerateRoot) -> ResolvedJob:
     resolution = kind.resolve(job, formats)
     if resolution.job:  # keys the kind's inputs settle (condition transfer: frames × conditions samples, exact plan)
         job = replace(job, **resolution.job)
-    model, schema = resolution.model, resolution.model.schema
+    model = resolution.model
+    schema = resolution.schema or model.schema  # the plan's factors: the model's, a layout job's road after them
     if job.schema:
         try:
             schema.check_compatible(ConditionSchema.from_dict(job.schema))
@@ -172,7 +173,7 @@ def validate_job(cfg: GenerateRoot) -> ResolvedJob:
         ConditionPlan(plan_dict, schema, job.num_samples, job.seed)
     except (PlanError, SchemaError) as exc:
         raise JobSpecError(f"job.plan: {exc}{kind.plan_hint}") from None
-    gate = validate_gate(job.gate, schema, formats, layout=bool(resolution.fields.get("layout"))) if kind.gate else None
+    gate = validate_gate(job.gate, model.schema, formats, layout=bool(resolution.fields.get("layout"))) if kind.gate else None
     resolved = ResolvedJob(
         output_dir=output_dir, num_samples=job.num_samples, seed=job.seed, shard_size=shard_size,
         num_shards=math.ceil(job.num_samples / shard_size), shard_size_auto=shard_size_auto, formats=formats, plan=plan_dict,
@@ -256,10 +257,11 @@ def serving_job(kind_name: str, checkpoint: str | None, compute_batch: int, batc
 
     if hashlib.sha256(data).hexdigest() != model.model_id:
         raise JobSpecError(f"{model.path} changed while it was being loaded; start again")
-    first = model.schema.decode([0] * len(model.schema.names))
+    schema = resolution.schema or model.schema  # a layout model's plan adds the road of its scenes
+    first = schema.decode([0] * len(schema.names))
     job = ResolvedJob(output_dir="", num_samples=1, seed=0, shard_size=1, num_shards=1, formats=["parquet"],
                       plan={"kind": "list", "items": [{"conditions": first, "weight": 1.0}]},
-                      checkpoint=str(model.path.absolute()), model_id=model.model_id, schema=model.schema.to_dict(),
+                      checkpoint=str(model.path.absolute()), model_id=model.model_id, schema=schema.to_dict(),
                       family=model.family, model_config=model.model_config, resolution=model.resolution,
                       batch_size=batch_size, compute_batch=compute_batch, sampler=kind.name, **resolution.fields)
     return kind, asdict(job), data

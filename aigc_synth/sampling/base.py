@@ -122,13 +122,15 @@ class ResolvedModel:
 class KindResolution:
     """A kind's answer to a job spec: its model, the ResolvedJob fields only it uses (``fields``, e.g. a
     layout job's scene source), what the job fingerprint adds for it (``spec``: absent keys keep
-    older jobs' fingerprints) and the JobConfig keys its inputs settle (``job``: a condition-transfer
-    job's ``num_samples`` and exact ``plan`` come from its frames)."""
+    older jobs' fingerprints), the JobConfig keys its inputs settle (``job``: a condition-transfer
+    job's ``num_samples`` and exact ``plan`` come from its frames) and the plan's schema when it adds
+    factors to the model's (``schema``; None: the model's)."""
 
     model: ResolvedModel
     fields: dict[str, Any] = field(default_factory=dict)
     spec: dict[str, Any] = field(default_factory=dict)
     job: dict[str, Any] = field(default_factory=dict)
+    schema: Any = None  # ConditionSchema of the job's plan when it is not the model's (a layout job's road factor)
 
 
 def table_rows(batch: SampleBatch, encoder: Callable[[SampleBatch, int, Sequence[str]], EncodedShard]) -> list[dict[str, Any]]:

@@ -94,6 +94,7 @@ def resolve_image_job(job: Any, formats: list[str]) -> KindResolution:
     model = ResolvedModel(ckpt_path, loaded.model_id, loaded.family, dict(loaded.model_config), loaded.schema, loaded.resolution)
     spec: dict[str, Any] = {}
     settled: dict[str, Any] = {}
+    plan_schema = None
     if job.layouts:  # condition transfer: the frames are the layouts, and settle the job's size and plan
         from aigc_synth.sampling.transfer import resolve_transfer
 
@@ -103,7 +104,11 @@ def resolve_image_job(job: Any, formats: list[str]) -> KindResolution:
         if given or job.layouts_unknown_as_zero:
             raise JobSpecError(f"job.layouts_{(given or ['unknown_as_zero'])[0]} applies to condition transfer only: "
                                "give job.layouts (a BDD100K labels JSON or COCO instances.json)")
-        fields = dict(resolve_scene_source(job, loaded.family, loaded.schema, ckpt_path))
+        fields, roads = resolve_scene_source(job, loaded.family, loaded.schema, ckpt_path)
+        if roads:  # layout models: the plan may name road kinds (sampling/layout.py)
+            from aigc_synth.sampling.layout import layout_job_schema
+
+            plan_schema = layout_job_schema(loaded.schema, roads)
     sampling = job.sampling.options()
     if sampling:  # the family checks its own options (driver-side: a bad one fails before any work)
         if not hasattr(loaded.module, "configure_sampling"):
@@ -119,7 +124,7 @@ def resolve_image_job(job: Any, formats: list[str]) -> KindResolution:
         spec["scenes_id"] = scenes_id(fields["scenes"])
     if fields.get("scene_model_id"):
         spec["scene_model_id"] = fields["scene_model_id"]
-    return KindResolution(model=model, fields=fields, spec=spec, job=settled)
+    return KindResolution(model=model, fields=fields, spec=spec, job=settled, schema=plan_schema)
 
 
 class ImageSampler(SamplerBase):
@@ -184,6 +189,9 @@ class ImageSampler(SamplerBase):
                 layouts, columns["scene_id"], columns["boxes"] = layouts_and_labels(scenes, self.gen.resolution)
         for f, (name, values) in enumerate(plan.schema.factors):
             columns[name] = np.asarray(values, dtype=object)[codes[:, f]]
+        # the model's factors lead the plan's (a layout job's road follows them): the network and the
+        # gate see only the model's own codes
+        codes = codes[:, :len(self.gen.schema.names)]
         return SampleBatch(sample_ids=ids, columns=columns, codes=codes), layouts
 
     def sample_for(self, job: dict[str, Any], sample_ids: np.ndarray, attempt: int = 0) -> SampleBatch:
@@ -248,15 +256,20 @@ PREVIEW_PER_CONDITION = 8
 def preview_images(store: Any, manifest: dict[str, Any], per_condition: int = PREVIEW_PER_CONDITION) -> np.ndarray | None:
     """An image job's preview: one row per generated condition (schema order), up to 8 samples each (as
     many columns as the fullest row: a small job's preview is not mostly empty); a layout job's right
-    half repeats the grid with each image's boxes drawn."""
+    half repeats the grid with each image's boxes drawn. A job with a ``road`` factor keeps one row per
+    image condition and splits its columns between the road kinds (in schema order, 8 // kinds each),
+    so every row shows every kind without a grid four times as tall."""
     import io
     from collections import defaultdict
 
     from PIL import Image
 
     from aigc_synth.data.scene_render import draw_boxes
+    from aigc_synth.sampling.layout import ROAD_FACTOR
 
     names = list(manifest["schema"])
+    roads = list(manifest["schema"].get(ROAD_FACTOR, [None]))
+    per_cell = max(1, per_condition // len(roads))
     found: dict[tuple, list[bytes]] = defaultdict(list)
     boxes: dict[tuple, list[list]] = defaultdict(list)
     wanted = len(manifest["counts_per_condition"])
@@ -268,27 +281,39 @@ def preview_images(store: Any, manifest: dict[str, Any], per_condition: int = PR
         images = table.column("image").combine_chunks().field("bytes").to_pylist()
         shard_boxes = table.column("boxes").to_pylist() if "boxes" in table.column_names else [None] * len(images)
         for cond, data, bx in zip(conds, images, shard_boxes):
-            if len(found[cond]) < per_condition:
+            if len(found[cond]) < per_cell:
                 found[cond].append(data)
                 boxes[cond].append(bx)
-        if len(found) >= wanted and all(len(v) >= per_condition for v in found.values()):
+        if len(found) >= wanted and all(len(v) >= per_cell for v in found.values()):
             break
     if not found:
         return None
     order = {n: {v: i for i, v in enumerate(vals)} for n, vals in manifest["schema"].items()}
-    rows = sorted(found, key=lambda c: [order[n][v] for n, v in zip(names, c)])
-    first = np.asarray(Image.open(io.BytesIO(found[rows[0]][0])).convert("RGB"))
+    road_at = names.index(ROAD_FACTOR) if ROAD_FACTOR in names else None
+
+    def row_key(cond: tuple) -> tuple:  # the condition without its road
+        return tuple(v for i, v in enumerate(cond) if i != road_at)
+
+    def road_rank(cond: tuple) -> int:
+        return 0 if road_at is None else order[ROAD_FACTOR][cond[road_at]]
+
+    cells: dict[tuple, list[tuple]] = defaultdict(list)  # row → its (cond, k) cells, road by road
+    for cond in sorted(found, key=road_rank):
+        cells[row_key(cond)] += [(cond, k) for k in range(len(found[cond]))]
+    row_names = [n for n in names if n != ROAD_FACTOR]
+    rows = sorted(cells, key=lambda c: [order[n][v] for n, v in zip(row_names, c)])
+    first = np.asarray(Image.open(io.BytesIO(found[cells[rows[0]][0][0]][0])).convert("RGB"))
     h, w = first.shape[:2]
-    columns = max(len(v) for v in found.values())
+    columns = max(len(v) for v in cells.values())
     grid = np.zeros((len(rows) * h, columns * w, 3), np.uint8)
     boxed = grid.copy()  # layout jobs: the right half repeats the grid with each image's boxes drawn
     has_boxes = any(b is not None for bs in boxes.values() for b in bs)
-    for r, cond in enumerate(rows):
-        for c, data in enumerate(found[cond]):
-            image = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    for r, row in enumerate(rows):
+        for c, (cond, k) in enumerate(cells[row]):
+            image = np.asarray(Image.open(io.BytesIO(found[cond][k])).convert("RGB"))
             grid[r * h:(r + 1) * h, c * w:(c + 1) * w] = image
             if has_boxes:
-                xyxy = np.array([[b["x0"], b["y0"], b["x1"], b["y1"]] for b in boxes[cond][c] or []], np.float64).reshape(-1, 4)
+                xyxy = np.array([[b["x0"], b["y0"], b["x1"], b["y1"]] for b in boxes[cond][k] or []], np.float64).reshape(-1, 4)
                 boxed[r * h:(r + 1) * h, c * w:(c + 1) * w] = draw_boxes(image, xyxy)
     if has_boxes:
         grid = np.concatenate([grid, np.full((grid.shape[0], 4, 3), 255, np.uint8), boxed], axis=1)

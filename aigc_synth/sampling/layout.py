@@ -7,9 +7,15 @@ any batch, actor count or resume):
   ``i`` shows scene ``i mod n`` in file order. Its ``traffic`` is the scene's own level: the
   plan's traffic value is replaced by it (a scene *is* its traffic).
 * **Sampled scenes** (no ``job.scenes``): the scene model (``job.scene_checkpoint``, default the
-  bundled one) samples sample ``i``'s scene at the plan's traffic level, with a lane count and a
-  seed drawn from streams of their own, so the scene never depends on the gate attempt or on z.
-  ``scene_id`` = the sample id. One actor holds both models: the scene stage costs ~3 ms per
+  bundled one) samples sample ``i``'s scene at the plan's traffic level (and road kind), with a
+  lane count and a seed drawn from streams of their own, so the scene never depends on the gate
+  attempt or on z. ``scene_id`` = the sample id.
+
+**Road kinds.** When the scenes can be on more than the straight road (a scene model trained on
+several kinds, or given scenes holding several), the job's plan gets one more factor, ``road``,
+after the image model's own (:func:`layout_job_schema`): a plan names road kinds as it names
+weathers, rows carry a ``road`` column, and the image model never sees it (its codes are the
+leading columns). With given scenes the road, like the traffic level, is the scene's own. One actor holds both models: the scene stage costs ~3 ms per
   scene against ~20 ms per image, and a second actor pool would split a 2-core machine's CPUs
   between two stages without gaining throughput.
 """
@@ -25,7 +31,9 @@ from aigc_synth.data.layout import scene_layouts
 from aigc_synth.data.scene_render import scene_boxes
 from aigc_synth.seeds import SCENE_LANES_STREAM, SCENE_SEED_STREAM, derive_seeds, uniform_from_seeds
 from aigc_synth.schema import ConditionSchema
-from aigc_synth.scenes.format import Scene
+from aigc_synth.scenes.format import ROAD_KINDS, Scene
+
+ROAD_FACTOR = "road"  # the plan factor of a road kind: scene jobs and layout image jobs
 
 
 
@@ -51,22 +59,37 @@ class SceneSource:
 
     def scenes_for(self, sample_ids: np.ndarray, codes: np.ndarray, schema: ConditionSchema,
                    seed: int | None = None) -> tuple[list[Scene], np.ndarray]:
-        """(scene of each id, ``codes`` with the traffic factor set to the scene's own level);
-        ``seed`` overrides the job seed (the serving endpoint: each request names its own)."""
+        """(scene of each id, ``codes`` with the traffic factor (and the road factor, when the job
+        has one) set to the scene's own); ``seed`` overrides the job seed (the serving endpoint:
+        each request names its own)."""
         t = schema.names.index("traffic")
         levels = schema.factors[t][1]
+        r = schema.names.index(ROAD_FACTOR) if ROAD_FACTOR in schema.names else None
         codes = codes.copy()
         if self.scenes is not None:
             scenes = [self.scenes[int(i) % len(self.scenes)] for i in sample_ids]
             codes[:, t] = [levels.index(s.traffic) for s in scenes]
+            if r is not None:
+                kinds = schema.factors[r][1]
+                codes[:, r] = [kinds.index(s.road.kind) for s in scenes]
             return scenes, codes
         seed = self.job["seed"] if seed is None else int(seed)
         lanes_u = uniform_from_seeds(derive_seeds(seed, sample_ids, stream=SCENE_LANES_STREAM))
         lanes = [self.gen.lanes[min(int(u * len(self.gen.lanes)), len(self.gen.lanes) - 1)] for u in lanes_u]
         seeds = derive_seeds(seed, sample_ids, stream=SCENE_SEED_STREAM)
+        roads = None if r is None else [schema.factors[r][1][c] for c in codes[:, r]]
         scenes = self.gen.sample([levels[c] for c in codes[:, t]], lanes, [int(s) for s in seeds],
-                                 [int(i) for i in sample_ids], compute_batch=self.job["compute_batch"])
+                                 [int(i) for i in sample_ids], compute_batch=self.job["compute_batch"], roads=roads)
         return scenes, codes
+
+
+def layout_job_schema(model_schema: ConditionSchema, roads: Sequence[str]) -> ConditionSchema:
+    """The plan schema of a layout job: the image model's factors, then ``road`` when the scenes can
+    be on more than the straight road (``roads``: the kinds, in :data:`ROAD_KINDS` order). Straight
+    only: the model's schema unchanged (older jobs keep their plans, columns and fingerprints)."""
+    if list(roads) == ["straight"]:
+        return model_schema
+    return ConditionSchema.from_dict({**model_schema.to_dict(), ROAD_FACTOR: list(roads)})
 
 
 def layouts_and_labels(scenes: Sequence[Scene], resolution: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -83,10 +106,11 @@ def layouts_and_labels(scenes: Sequence[Scene], resolution: int) -> tuple[np.nda
     return layouts, ids, boxes
 
 
-def resolve_scene_source(job: Any, family: str, schema: ConditionSchema, checkpoint: Path) -> dict[str, Any]:
-    """The scene source of an image job (checked in the driver, before any work): ``{}`` for
-    condition-only models; else the ResolvedJob fields ``layout``, ``scenes`` or
-    ``scene_checkpoint`` + ``scene_model_id``. Raises JobSpecError with one clear line."""
+def resolve_scene_source(job: Any, family: str, schema: ConditionSchema, checkpoint: Path) -> tuple[dict[str, Any], list[str]]:
+    """The scene source of an image job (checked in the driver, before any work): ``({}, [])`` for
+    condition-only models; else (the ResolvedJob fields ``layout``, ``scenes`` or
+    ``scene_checkpoint`` + ``scene_model_id``; the road kinds its scenes can be on, in
+    :data:`ROAD_KINDS` order). Raises JobSpecError with one clear line."""
     from aigc_synth.errors import CheckpointError, JobSpecError
     from aigc_synth.models.registry import get_family
 
@@ -94,7 +118,7 @@ def resolve_scene_source(job: Any, family: str, schema: ConditionSchema, checkpo
         if job.scenes or job.scene_checkpoint:
             raise JobSpecError(f"job.scenes / job.scene_checkpoint need a layout-conditioned checkpoint; {checkpoint} is a "
                                f"{family} model, which takes no layout")
-        return {}
+        return {}, []
     if job.scenes:
         from aigc_synth.scenes.dataset import read_scenes
         from aigc_synth.scenes.format import SceneError
@@ -108,15 +132,12 @@ def resolve_scene_source(job: Any, family: str, schema: ConditionSchema, checkpo
             raise JobSpecError(f"job.scenes: {exc}") from None
         if not scenes:
             raise JobSpecError(f"job.scenes: {path} holds no scenes (its Parquet files have 0 rows; run a scene job first: job=scenes)")
-        other_roads = sorted({s.road.kind for s in scenes} - {"straight"})
-        if other_roads:
-            raise JobSpecError(f"job.scenes: {path} holds scenes on {other_roads} roads; image jobs draw straight roads only so far "
-                               "(make the scene job with '+job.plan.factors.road=[straight]')")
         traffic = set(schema.values("traffic"))
         bad = sorted({s.traffic for s in scenes} - traffic)
         if bad:
             raise JobSpecError(f"job.scenes: traffic levels {bad} are not in the model's schema {sorted(traffic)}")
-        return {"layout": True, "scenes": str(path.absolute())}
+        kinds = {s.road.kind for s in scenes}
+        return {"layout": True, "scenes": str(path.absolute())}, [k for k in ROAD_KINDS if k in kinds]
     from aigc_synth.models.scene_families import load_scene_generator, resolve_scene_checkpoint
 
     scene_ckpt = resolve_scene_checkpoint(job.scene_checkpoint)
@@ -127,4 +148,4 @@ def resolve_scene_source(job: Any, family: str, schema: ConditionSchema, checkpo
     missing = sorted(set(schema.values("traffic")) - set(gen.traffic))
     if missing:
         raise JobSpecError(f"job.scene_checkpoint {scene_ckpt} cannot sample traffic {missing} (trained on {list(gen.traffic)})")
-    return {"layout": True, "scene_checkpoint": str(scene_ckpt.absolute()), "scene_model_id": gen.model_id}
+    return {"layout": True, "scene_checkpoint": str(scene_ckpt.absolute()), "scene_model_id": gen.model_id}, list(gen.roads)

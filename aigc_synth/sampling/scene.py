@@ -20,10 +20,11 @@ from aigc_synth.scenes.format import ROAD_KINDS, SCENE_SAMPLER
 from aigc_synth.sampling.base import (EncodedShard, KindResolution, ResolvedModel, SampleBatch, SamplerBase, SamplerKind,
                                       check_model_id, table_rows)
 from aigc_synth.sampling.image import job_plan
+from aigc_synth.sampling.layout import ROAD_FACTOR
 from aigc_synth.seeds import attempt_seeds
 from aigc_synth.schema import ConditionSchema
 
-TRAFFIC_FACTOR, LANES_FACTOR, ROAD_FACTOR = "traffic", "num_lanes", "road"
+TRAFFIC_FACTOR, LANES_FACTOR = "traffic", "num_lanes"
 
 
 def scene_schema(traffic: Sequence[str], lanes: Sequence[int], roads: Sequence[str] = ("straight",)) -> ConditionSchema:

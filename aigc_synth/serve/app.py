@@ -35,6 +35,7 @@ from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aigc_synth.sampling.base import SamplerKind
+from aigc_synth.sampling.layout import ROAD_FACTOR
 from aigc_synth.schema import ConditionSchema
 from aigc_synth.serve.protocol import LAYOUT_REQUEST_KEYS, REQUEST_KEYS, RequestError, check_bearer, parse_generate_request
 
@@ -97,6 +98,10 @@ class Api:
                  max_body_bytes: int):
         self.endpoints, self.infos = dict(endpoints), {k: dict(v) for k, v in infos.items()}
         self.schemas = {k: ConditionSchema.from_dict(v["schema"]) for k, v in self.infos.items()}
+        # an image request may leave out a layout job's road (its scenes' kind): the first kind, straight
+        # where the scene model knows it, as before road kinds; a scene model's road is its own factor
+        self.defaults = {k: {ROAD_FACTOR: s.values(ROAD_FACTOR)[0]} if k == "generate" and ROAD_FACTOR in s.names else {}
+                         for k, s in self.schemas.items()}
         self.token_digest = token_digest
         self.max_n, self.max_body_bytes = int(max_n), int(max_body_bytes)
 
@@ -152,7 +157,8 @@ class Api:
         try:
             body = await self._json_body(request)
             req = parse_generate_request(body, schema, self.max_n, formats=info["formats"], unit=info["unit"],
-                                         model_job=info["job"] if endpoint == "generate" else None)
+                                         model_job=info["job"] if endpoint == "generate" else None,
+                                         defaults=self.defaults[endpoint])
         except RequestError as exc:
             return _error(exc.status, str(exc))
         job = req.job(info["job"])

@@ -93,12 +93,14 @@ def _int_field(body: Mapping[str, Any], key: str, default: int | None, lo: int, 
 
 
 def parse_generate_request(body: Any, schema: ConditionSchema, max_n: int, formats: tuple[str, ...] = FORMATS,
-                           unit: str = "image", model_job: Mapping[str, Any] | None = None) -> GenerateRequest:
+                           unit: str = "image", model_job: Mapping[str, Any] | None = None,
+                           defaults: Mapping[str, str] | None = None) -> GenerateRequest:
     """Check a decoded JSON body; raise :class:`RequestError` (422) with one clear line. ``formats``: the
     ``format`` values the endpoint's kind serves (none: rows come as JSON and ``format`` is refused);
     ``unit``: what one row is, for messages; ``model_job``: the endpoint's resolved job (a layout
-    model's takes condition-transfer requests). Integer condition values (``num_lanes: 3``) count as
-    their strings: schema values are strings."""
+    model's takes condition-transfer requests); ``defaults``: values of factors a condition may leave
+    out (a layout model's ``road``: straight, as before road kinds). Integer condition values
+    (``num_lanes: 3``) count as their strings: schema values are strings."""
     if isinstance(body, Mapping) and "format" in body and not formats:
         raise RequestError(422, f"'format' does not apply to {unit}s (rows come as JSON)")
     if not isinstance(body, Mapping):
@@ -119,7 +121,7 @@ def parse_generate_request(body: Any, schema: ConditionSchema, max_n: int, forma
     checked = []
     for i, cond in enumerate(conditions):
         if isinstance(cond, Mapping):
-            cond = {k: str(v) if isinstance(v, int) and not isinstance(v, bool) else v for k, v in cond.items()}
+            cond = {**(defaults or {}), **{k: str(v) if isinstance(v, int) and not isinstance(v, bool) else v for k, v in cond.items()}}
         try:
             checked.append(schema.validate(cond))
         except SchemaError as exc:
