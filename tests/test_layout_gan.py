@@ -326,9 +326,11 @@ def test_layout_job_boxes_are_the_sampled_scenes_boxes(layout_runs, layout_check
     rows = sorted(_rows(a), key=lambda r: r["sample_id"])
     assert len(rows) == 40
     manifest = json.loads((a / "manifest.json").read_text())
-    # the bundled scene model knows four road kinds: the plan crosses them after the image model's factors
+    # the bundled scene model knows four road kinds: road is a plan factor after the image model's own,
+    # pinned to straight when the plan names none (the image model is trained on straight roads)
     schema = ConditionSchema.from_dict(manifest["schema"])
     assert schema.names == [*DEFAULT_SCHEMA.names, "road"] and schema.values("road") == ROAD_KINDS
+    assert manifest["job"]["plan"]["factors"]["road"] == ["straight"]
     # the same scenes as a layout evaluation with the job's seed picks (one shared definition)
     from aigc_synth.sampling.plan import ConditionPlan
 
@@ -346,7 +348,7 @@ def test_layout_job_boxes_are_the_sampled_scenes_boxes(layout_runs, layout_check
             assert box["label"] == sc.agents[box["agent"]].kind
         n_boxes += len(row["boxes"])
     assert n_boxes > 0
-    assert {r["road"] for r in rows} == set(ROAD_KINDS)
+    assert {r["road"] for r in rows} == {"straight"}
 
 
 def test_layout_job_renders_given_scenes(ray_session, layout_checkpoint, scenes, tmp_path):
@@ -373,6 +375,13 @@ def test_layout_jobs_on_chosen_and_given_road_kinds(ray_session, layout_checkpoi
     assert sorted(r["road"] for r in rows) == ["curve"] * 6 + ["merge"] * 6
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["schema"]["road"] == list(ROAD_KINDS)
+    from aigc_synth.io.atomic import open_store
+    from aigc_synth.sampling.image import preview_images
+
+    # the preview keeps one row per image condition; the roads drawn share its columns
+    grid = preview_images(open_store(out), manifest)
+    conditions = {(r["weather"], r["time_of_day"], r["traffic"]) for r in rows}
+    assert grid.shape[0] == 32 * len(conditions)
     gen = load_scene_generator(BUNDLED_SCENE_CHECKPOINT)
     mixed = gen.sample(["heavy"] * 4, [3] * 4, list(range(4)), list(range(100, 104)), roads=list(ROAD_KINDS))
     scene_dir = tmp_path / "mixed_scenes"
@@ -385,6 +394,17 @@ def test_layout_jobs_on_chosen_and_given_road_kinds(ray_session, layout_checkpoi
         sc = mixed[row["sample_id"] % len(mixed)]
         assert row["scene_id"] == sc.scene_id and row["road"] == sc.road.kind
         assert [b["agent"] for b in row["boxes"]] == scene_boxes(sc, 32).agents.tolist()
+
+
+def test_a_plan_that_names_no_road_draws_straight_roads():
+    from aigc_synth.sampling.layout import plan_with_default_road
+
+    assert plan_with_default_road({"kind": "grid", "factors": {"weather": ["fog"]}})["factors"] == {"weather": ["fog"], "road": ["straight"]}
+    assert plan_with_default_road({"kind": "grid", "factors": {"road": ["merge"]}})["factors"] == {"road": ["merge"]}
+    assert plan_with_default_road({"kind": "mixture", "probs": {}})["probs"] == {"road": {"straight": 1.0}}
+    items = plan_with_default_road({"kind": "list", "items": [{"conditions": {"weather": "fog"}},
+                                                             {"conditions": {"weather": "snow", "road": "curve"}}]})["items"]
+    assert [i["conditions"]["road"] for i in items] == ["straight", "curve"]
 
 
 def test_an_image_request_may_leave_out_the_road():

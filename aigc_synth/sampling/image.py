@@ -106,9 +106,14 @@ def resolve_image_job(job: Any, formats: list[str]) -> KindResolution:
                                "give job.layouts (a BDD100K labels JSON or COCO instances.json)")
         fields, roads = resolve_scene_source(job, loaded.family, loaded.schema, ckpt_path)
         if roads:  # layout models: the plan may name road kinds (sampling/layout.py)
-            from aigc_synth.sampling.layout import layout_job_schema
+            from dataclasses import asdict
+
+            from aigc_synth.sampling.layout import ROAD_FACTOR, layout_job_schema, plan_with_default_road
 
             plan_schema = layout_job_schema(loaded.schema, roads)
+            if ROAD_FACTOR in plan_schema.names and not fields.get("scenes"):  # sampled scenes: straight unless named
+                plan = job.plan if isinstance(job.plan, dict) else asdict(job.plan)
+                settled["plan"] = plan_with_default_road(plan)
     sampling = job.sampling.options()
     if sampling:  # the family checks its own options (driver-side: a bad one fails before any work)
         if not hasattr(loaded.module, "configure_sampling"):
@@ -268,7 +273,10 @@ def preview_images(store: Any, manifest: dict[str, Any], per_condition: int = PR
     from aigc_synth.sampling.layout import ROAD_FACTOR
 
     names = list(manifest["schema"])
-    roads = list(manifest["schema"].get(ROAD_FACTOR, [None]))
+    roads = [None]
+    if ROAD_FACTOR in names:  # the kinds the job drew (a plan that names none draws straight only)
+        at = names.index(ROAD_FACTOR)
+        roads = sorted({key.split(ConditionSchema.KEY_SEP)[at] for key in manifest["counts_per_condition"]})
     per_cell = max(1, per_condition // len(roads))
     found: dict[tuple, list[bytes]] = defaultdict(list)
     boxes: dict[tuple, list[list]] = defaultdict(list)

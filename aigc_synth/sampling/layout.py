@@ -15,7 +15,9 @@ any batch, actor count or resume):
 several kinds, or given scenes holding several), the job's plan gets one more factor, ``road``,
 after the image model's own (:func:`layout_job_schema`): a plan names road kinds as it names
 weathers, rows carry a ``road`` column, and the image model never sees it (its codes are the
-leading columns). With given scenes the road, like the traffic level, is the scene's own. One actor holds both models: the scene stage costs ~3 ms per
+leading columns). A plan that names no road samples straight roads (:func:`plan_with_default_road`:
+the bundled image model is trained on those). With given scenes the road, like the traffic level,
+is the scene's own. One actor holds both models: the scene stage costs ~3 ms per
   scene against ~20 ms per image, and a second actor pool would split a 2-core machine's CPUs
   between two stages without gaining throughput.
 """
@@ -81,6 +83,25 @@ class SceneSource:
         scenes = self.gen.sample([levels[c] for c in codes[:, t]], lanes, [int(s) for s in seeds],
                                  [int(i) for i in sample_ids], compute_batch=self.job["compute_batch"], roads=roads)
         return scenes, codes
+
+
+def plan_with_default_road(plan: dict[str, Any], road: str = "straight") -> dict[str, Any]:
+    """``plan`` (a PlanConfig as a dict) with the road pinned to ``road`` wherever it names none: a
+    grid without a ``road`` factor, a mixture without ``road`` probabilities, list items without a
+    ``road`` condition. Image jobs draw straight roads unless the plan names others, because the
+    bundled image model was trained on straight-road renders and is measurably worse on the other
+    kinds (docs/benchmarks.md, image jobs per road kind); scene jobs cross every kind by default."""
+    plan = {**plan}
+    kind = plan.get("kind", "grid")
+    if kind == "grid" and ROAD_FACTOR not in (plan.get("factors") or {}):
+        plan["factors"] = {**(plan.get("factors") or {}), ROAD_FACTOR: [road]}
+    elif kind == "mixture" and ROAD_FACTOR not in (plan.get("probs") or {}):
+        plan["probs"] = {**(plan.get("probs") or {}), ROAD_FACTOR: {road: 1.0}}
+    elif kind == "list":
+        plan["items"] = [{**item, "conditions": {ROAD_FACTOR: road, **item["conditions"]}}
+                         if isinstance(item, dict) and isinstance(item.get("conditions"), dict) else item
+                         for item in plan.get("items") or []]
+    return plan
 
 
 def layout_job_schema(model_schema: ConditionSchema, roads: Sequence[str]) -> ConditionSchema:
