@@ -351,13 +351,18 @@ def test_layout_job_boxes_are_the_sampled_scenes_boxes(layout_runs, layout_check
     assert {r["road"] for r in rows} == {"straight"}
 
 
-def test_layout_job_renders_given_scenes(ray_session, layout_checkpoint, scenes, tmp_path):
+def _given_scenes_job(ckpt: Path, scenes: list, tmp_path: Path, n: int) -> Path:
+    """A layout job of ``n`` samples over ``scenes`` written as one Parquet folder (``job.scenes``)."""
     scene_dir = tmp_path / "scenes"
     scene_dir.mkdir()
     pq.write_table(scenes_to_table(scenes), scene_dir / "part-00000.parquet")
     out = tmp_path / "given"
-    run_generation(_cfg(out, layout_checkpoint, f"job.scenes={scene_dir}", "job.num_samples=30", "job.shard_size=30"),
-                   progress=False)
+    run_generation(_cfg(out, ckpt, f"job.scenes={scene_dir}", f"job.num_samples={n}", f"job.shard_size={n}"), progress=False)
+    return out
+
+
+def test_layout_job_renders_given_scenes(ray_session, layout_checkpoint, scenes, tmp_path):
+    out = _given_scenes_job(layout_checkpoint, scenes, tmp_path, 30)
     rows = sorted(_rows(out), key=lambda r: r["sample_id"])
     for row in rows:  # sample i shows scene i mod n, and a scene is its traffic
         sc = scenes[row["sample_id"] % len(scenes)]
@@ -384,12 +389,7 @@ def test_layout_jobs_on_chosen_and_given_road_kinds(ray_session, layout_checkpoi
     assert grid.shape[0] == 32 * len(conditions)
     gen = load_scene_generator(BUNDLED_SCENE_CHECKPOINT)
     mixed = gen.sample(["heavy"] * 4, [3] * 4, list(range(4)), list(range(100, 104)), roads=list(ROAD_KINDS))
-    scene_dir = tmp_path / "mixed_scenes"
-    scene_dir.mkdir()
-    pq.write_table(scenes_to_table(mixed), scene_dir / "part-00000.parquet")
-    out = tmp_path / "given"
-    run_generation(_cfg(out, layout_checkpoint, f"job.scenes={scene_dir}", "job.num_samples=8", "job.shard_size=8"),
-                   progress=False)
+    out = _given_scenes_job(layout_checkpoint, mixed, tmp_path, 8)
     for row in _rows(out):
         sc = mixed[row["sample_id"] % len(mixed)]
         assert row["scene_id"] == sc.scene_id and row["road"] == sc.road.kind
