@@ -162,7 +162,7 @@ class ImageSampler(SamplerBase):
             if len(self._transfer) >= 8:  # served requests bring their own frames: keep a few
                 self._transfer.pop(next(iter(self._transfer)))
             flagged = bool(self.job["model_config"].get("layout_unknown_flags"))
-            source = self._transfer[layouts["id"]] = TransferSource(layouts, self.plan.schema, self.gen.resolution, flagged)
+            source = self._transfer[layouts["id"]] = TransferSource(layouts, self.gen.schema, self.gen.resolution, flagged)
         return source
 
     def images(self, codes: np.ndarray, seeds: np.ndarray, layouts: np.ndarray | None = None) -> np.ndarray:
@@ -233,7 +233,7 @@ def respond_images(sampler: ImageSampler, batch: SampleBatch, job: dict[str, Any
     from aigc_synth.sampling.sampler import encode_png
 
     fmt = fmt or SERVE_FORMATS[0]
-    names = sampler.plan.schema.names
+    names = list(job["schema"])  # the request's factors (a transfer request's carry no road)
     records = []
     for n, sample_id in enumerate(batch.sample_ids.tolist()):
         if fmt == "png":

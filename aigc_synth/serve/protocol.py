@@ -58,6 +58,7 @@ class GenerateRequest:
     format: str | None = None
     layouts: dict[str, Any] | None = None  # condition transfer: the job's ``layouts`` entry
     transfer_plan: dict[str, Any] | None = None  # ... and its exact plan
+    transfer_schema: dict[str, list[str]] | None = None  # ... over the model's own factors (no road: no scenes drawn)
 
     def plan_spec(self) -> dict[str, Any]:
         """The batch job's plan for this request: a ``list`` plan, one equal-weight item per condition
@@ -71,6 +72,7 @@ class GenerateRequest:
         job = {**base, "seed": self.seed, "num_samples": self.num_samples, "plan": self.plan_spec()}
         if self.layouts is not None:
             job["layouts"] = self.layouts
+            job["schema"] = self.transfer_schema
         return job
 
     def plan(self, schema: ConditionSchema) -> ConditionPlan:
@@ -145,6 +147,11 @@ def _parse_transfer_request(body: Mapping[str, Any], schema: ConditionSchema, ma
         raise RequestError(422, "'layouts' needs a layout-conditioned model (layout_gan, layout_diffusion) behind /generate")
     if "layouts" not in body:
         raise RequestError(422, "'layouts_*' fields need 'layouts' (a list of BDD100K frames)")
+    from aigc_synth.sampling.layout import ROAD_FACTOR
+
+    # The frames are the layouts: no scene is drawn, so the plan is over the model's own factors (as a
+    # batch transfer job's is), whatever road factor the endpoint's scene-drawing plan carries.
+    schema = ConditionSchema.from_dict({k: v for k, v in schema.to_dict().items() if k != ROAD_FACTOR})
     as_zero = body.get("layouts_unknown_as_zero", False)
     if not isinstance(as_zero, bool):
         raise RequestError(422, f"'layouts_unknown_as_zero' must be true or false, got {as_zero!r}")
@@ -161,7 +168,8 @@ def _parse_transfer_request(body: Mapping[str, Any], schema: ConditionSchema, ma
     if formats and fmt not in formats:
         raise RequestError(422, f"'format' must be one of {list(formats)}, got {fmt!r}")
     return GenerateRequest(conditions=layouts["conditions"], n=n, seed=_int_field(body, "seed", 0, 0, MAX_SEED), format=fmt,
-                           start=start, num_samples=num_samples, layouts=layouts, transfer_plan=plan)
+                           start=start, num_samples=num_samples, layouts=layouts, transfer_plan=plan,
+                           transfer_schema=schema.to_dict())
 
 
 def decode_image(data: bytes, fmt: str) -> np.ndarray:
