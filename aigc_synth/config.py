@@ -76,6 +76,10 @@ class TrainConfig:
     # fine-tuning: start from another run's state.pt (weights, EMA, generator optimiser) instead of
     # from scratch; discriminator heads the source lacks (e.g. the auxiliary classifier) start fresh
     init_from: Optional[str] = None
+    # a GAN fine-tuned from an exported generator (a bundled checkpoint: no critic) trains a fresh critic
+    # alone for this many steps first (the generator frozen), so its first updates face a critic that
+    # already tells its images from real ones; required > 0 for that source, ignored otherwise
+    critic_warmup: int = 0
 
 
 @dataclass

@@ -165,9 +165,10 @@ def test_bad_annotation_files_exit_2_with_one_line_and_write_nothing(data, tmp_p
     assert not out.exists()
 
 
-def test_a_diffusion_run_fine_tunes_from_an_exported_generator_and_a_gan_run_refuses_one(data, compose_config, tmp_path):
-    """What keeps the bundled diffusion checkpoint trainable on a machine that kept only the exported
-    file: ``train.init_from=<generator.pt>`` starts from its weights (fresh optimiser); a GAN needs its critic."""
+def test_exported_generators_fine_tune_a_gan_only_after_its_fresh_critic_warms_up(data, compose_config, tmp_path):
+    """What keeps the bundled checkpoints trainable on a machine that kept only the exported file:
+    ``train.init_from=<generator.pt>`` starts from its weights (fresh optimisers); a GAN's critic was not
+    exported, so it needs ``train.critic_warmup``, steps in which the fresh critic learns alone."""
     from aigc_synth.errors import CheckpointError
 
     source = _train(compose_config, tmp_path / "src", *TINY_DIFFUSION, *_bdd100k(data))
@@ -182,6 +183,14 @@ def test_a_diffusion_run_fine_tunes_from_an_exported_generator_and_a_gan_run_ref
     assert any(not torch.equal(v, w) for v, w in zip(load_generator(source).module.state_dict().values(),
                                                       load_generator(tuned).module.state_dict().values()))
     gan = _train(compose_config, tmp_path / "gan", *TINY_GAN, *_bdd100k(data))
-    with pytest.raises(CheckpointError, match="needs its critic too"):
+    with pytest.raises(CheckpointError, match="train.critic_warmup"):
         _train(compose_config, tmp_path / "gan_ft", *TINY_GAN, *_bdd100k(data), f"train.init_from={gan}")
     assert not (tmp_path / "gan_ft").exists()
+    weights = lambda path: list(load_generator(path).module.state_dict().values())  # noqa: E731
+    warm = [*TINY_GAN, *_bdd100k(data), f"train.init_from={gan}", "train.critic_warmup=2"]
+    frozen = _train(compose_config, tmp_path / "gan_warm", *warm, "train.steps=2")  # the critic alone: G as exported
+    assert all(torch.equal(v, w) for v, w in zip(weights(gan), weights(frozen)))
+    state = torch.load(tmp_path / "gan_warm" / "state.pt", weights_only=True)
+    assert state["critic_warmup"] == 2 and state["D"] and not state["opt_g"]["state"]  # the critic learnt; G's moments wait
+    moved = _train(compose_config, tmp_path / "gan_warm", *warm, "train.steps=3")  # resumed: step 3 trains G
+    assert any(not torch.equal(v, w) for v, w in zip(weights(gan), weights(moved)))

@@ -268,24 +268,28 @@ def _moments_with_new_parameters(saved: dict[str, Any], module: torch.nn.Module,
     return {"state": state, "param_groups": [{**groups[0], "params": list(range(len(names)))}]}
 
 
-def _exported_as_fine_tune_source(exported: dict[str, Any], path: Path | str, ctx: TrainContext) -> dict[str, Any]:
-    """An exported generator (``generator.pt``, a bundled checkpoint) as a fine-tune source, for families
-    without a critic (diffusion): its weights become the generator and the EMA, the optimiser starts
-    fresh. This is how training continues on a machine that kept only the exported file (the bundled
-    diffusion checkpoint is fine-tuned session after session). A GAN's critic is not exported, and
-    restarting it against a trained generator was measured harmful (see :func:`load_training_state`),
-    so GAN families are refused."""
-    if any(True for _ in ctx.D.parameters()):
-        raise CheckpointError(f"{path} is an exported generator: a {exported.get('family')} run needs its critic too; "
-                              "fine-tune from the run's state.pt")
-    weights = exported["state_dict"]
+def _exported_as_fine_tune_source(exported: dict[str, Any], path: Path | str, ctx: TrainContext,
+                                  critic_warmup: int) -> dict[str, Any]:
+    """An exported generator (``generator.pt``, a bundled checkpoint) as a fine-tune source: its weights
+    become the generator and the EMA, the optimisers start fresh. This is how training continues on a
+    machine that kept only the exported file (the bundled checkpoints are fine-tuned session after
+    session). A GAN's critic is not exported, and restarting it against a trained generator was
+    measured harmful (see :func:`load_training_state`), so a GAN family needs ``critic_warmup`` > 0:
+    the fresh critic trains alone first (:func:`train`)."""
+    if any(True for _ in ctx.D.parameters()) and critic_warmup <= 0:
+        raise CheckpointError(f"{path} is an exported generator: a {exported.get('family')} run needs a critic, which "
+                              "it lacks; fine-tune from the run's state.pt, or set train.critic_warmup=<steps> to "
+                              "train a fresh critic alone first (a few hundred)")
+    # a post-hoc colour calibration (training/calibration.py) was fitted to the source's weights: the
+    # fine-tune changes them, so the table is dropped (refit it on the result)
+    weights = {k: v for k, v in exported["state_dict"].items() if k != "row_calibration"}
     return {"format": TRAIN_STATE_FORMAT, "schema": exported["schema"],
             "model_config": {**exported["model_config"], "family": exported.get("family")},
             "G": weights, "G_ema": weights, "D": {}, "opt_g": ctx.opt_g.state_dict(), "opt_d": ctx.opt_d.state_dict()}
 
 
 def load_training_state(path: Path | str, family: Family, cfg: ImageModelConfig, schema: ConditionSchema, ctx: TrainContext,
-                        G_ema: torch.nn.Module | None, resume: bool) -> dict[str, Any]:
+                        G_ema: torch.nn.Module | None, resume: bool, critic_warmup: int = 0) -> dict[str, Any]:
     """The one way weights enter a run, for resume and fine-tune alike; returns the state dict.
 
     The source must be a training state (or, for a fine-tune of a family without a critic, an exported
@@ -303,7 +307,7 @@ def load_training_state(path: Path | str, family: Family, cfg: ImageModelConfig,
     """
     state = load_checkpoint(path)
     if state.get("format") == GENERATOR_FORMAT and not resume:
-        state = _exported_as_fine_tune_source(state, path, ctx)
+        state = _exported_as_fine_tune_source(state, path, ctx, critic_warmup)
     if state.get("format") != TRAIN_STATE_FORMAT:
         raise CheckpointError(f"{path} is not a training state (use a run's state.pt)")
     if state["schema"] != schema.to_dict():
@@ -311,8 +315,10 @@ def load_training_state(path: Path | str, family: Family, cfg: ImageModelConfig,
     source = state["model_config"]
     # an architecture key added after the source was written is absent there: it had the key's default
     defaults = {f.name: f.default for f in fields(family.config) if f.default is not MISSING}
+    # a fresh critic (an exported source) is built from this run's keys: only the generator's must match
+    critic_only = set(family.critic_keys) - set(family.generator_keys) if not state["D"] else set()
     for key in ("family", *family.arch_keys):
-        if source.get(key, defaults.get(key)) != getattr(cfg, key):
+        if key not in critic_only and source.get(key, defaults.get(key)) != getattr(cfg, key):
             raise CheckpointError(f"{path} has model.{key}={source.get(key)!r}, this run {getattr(cfg, key)!r}; "
                                   "use a new train.out_dir for another architecture")
     current_model_config(family.name, source, str(path))  # a state trained with a retired option is refused
@@ -322,8 +328,9 @@ def load_training_state(path: Path | str, family: Family, cfg: ImageModelConfig,
     if g_missing and resume:
         raise CheckpointError(f"{path} lacks generator layers this run has ({g_missing[0]}, …): "
                               "start a fine-tune instead (train.init_from=<that state.pt> with a new train.out_dir)")
+    fresh_critic = not state["D"]  # an exported generator: the critic starts fresh (and warms up alone)
     missing, unexpected = ctx.D.load_state_dict(state["D"], strict=False)
-    if unexpected or any(not _critic_growable(k) for k in missing):
+    if unexpected or not fresh_critic and any(not _critic_growable(k) for k in missing):
         raise CheckpointError(f"{path}: discriminator does not match (missing {missing}, unexpected {unexpected})")
     if G_ema is not None:  # a gained layer starts equal in G and G_ema; a source without an EMA starts it at G
         G_ema.load_state_dict(state["G_ema"] if state.get("G_ema") else ctx.G.state_dict(), strict=not g_missing)
@@ -334,7 +341,8 @@ def load_training_state(path: Path | str, family: Family, cfg: ImageModelConfig,
     for group in ctx.opt_g.param_groups:  # the moments carry over; the hyper-parameters are this run's
         group["lr"], group["betas"] = cfg.lr_g, (cfg.beta1, cfg.beta2)
     # a critic that gained heads: its old parameters keep their moments, the new ones start fresh
-    ctx.opt_d.load_state_dict(_moments_with_new_parameters(state["opt_d"], ctx.D, set(missing)) if missing else state["opt_d"])
+    if not fresh_critic:
+        ctx.opt_d.load_state_dict(_moments_with_new_parameters(state["opt_d"], ctx.D, set(missing)) if missing else state["opt_d"])
     for group in ctx.opt_d.param_groups:
         group["lr"], group["betas"] = cfg.lr_d, (cfg.beta1, cfg.beta2)
     if resume:
@@ -399,14 +407,20 @@ def train(train_cfg: TrainConfig, model_cfg: ImageModelConfig, data_cfg: DataCon
         evaluator = PeriodicEvaluator(data, schema, train_cfg.eval_samples, train_cfg.classifier)
     best: dict[str, Any] = {}  # {"value", "step"} of the best evaluation so far
     start = 0
+    critic_warmup = 0  # steps in which only the critic learns (a GAN fine-tuned from an exported generator)
     if train_cfg.resume and state_path.exists():
         state = load_training_state(state_path, family, model_cfg, schema, ctx, G_ema, resume=True)
         start = int(state["step"])
+        critic_warmup = int(state.get("critic_warmup", 0))
         best = dict(state.get("best", {}))
         print(f"resuming from {state_path} at step {start}")
     elif train_cfg.init_from:
-        load_training_state(train_cfg.init_from, family, model_cfg, schema, ctx, G_ema, resume=False)
+        source = load_training_state(train_cfg.init_from, family, model_cfg, schema, ctx, G_ema, resume=False,
+                                     critic_warmup=train_cfg.critic_warmup)
         print(f"fine-tuning from {train_cfg.init_from}")
+        if not source["D"] and any(True for _ in D.parameters()):
+            critic_warmup = train_cfg.critic_warmup
+            print(f"a fresh critic: it trains alone for the first {critic_warmup} steps")
     G, D, opt_g, opt_d, aug_gen = ctx.G, ctx.D, ctx.opt_g, ctx.opt_d, ctx.aug_gen
     # every input is checked (data, model, state to resume or fine-tune from): only now the run directory
     (out / "samples").mkdir(parents=True, exist_ok=True)
@@ -417,6 +431,7 @@ def train(train_cfg: TrainConfig, model_cfg: ImageModelConfig, data_cfg: DataCon
             "G": G.state_dict(), "D": D.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
             "G_ema": G_ema.state_dict() if G_ema is not None else {}, "aug_rng": aug_gen.get_state(),
             "torch_rng": torch.get_rng_state(), "train_config": asdict(train_cfg), "best": best,
+            "critic_warmup": critic_warmup,
         }, state_path)
         export_generator(export_path, family=model_cfg.family, model_params=params, schema=schema,
                          generator=G_ema if G_ema is not None else G,
@@ -447,8 +462,17 @@ def train(train_cfg: TrainConfig, model_cfg: ImageModelConfig, data_cfg: DataCon
             t_step = time.time()
             batch = next(batches)
             inputs = {name: batch[name].to(device) for name in family.inputs}
+            frozen = step < critic_warmup
+            if frozen:  # the critic's warm-up: the generator's step runs with a zero learning rate (no change)
+                for group in opt_g.param_groups:
+                    group["lr"] = 0.0
             scalars = train_step(ctx, _to_unit(batch["image"]).to(device), batch["codes"].to(device), **inputs)
-            if G_ema is not None:
+            if frozen:
+                for group in opt_g.param_groups:
+                    group["lr"] = model_cfg.lr_g
+                if step + 1 == critic_warmup:  # the generator's moments start at its first real step
+                    opt_g.state.clear()
+            if G_ema is not None and not frozen:  # (a frozen G's batch statistics still move: keep the EMA's)
                 ema_update(G_ema, G, 0.0 if step < ema_start else model_cfg.ema_decay)
             done = step + 1
             values = {k: float(v.item()) for k, v in scalars.items()}
