@@ -175,6 +175,7 @@ def test_disk_full_at_the_preview_is_a_warning_not_a_failed_job(tmp_path, monkey
     assert main(["preview", str(out)]) == 0 and (out / "preview.png").is_file()
 
 
+@pytest.mark.slow  # 10-16 s; the default suite keeps under 10 min (run with -m slow)
 def test_the_manifest_is_the_same_from_two_checkouts(tmp_path, monkeypatch, tiny_checkpoint, ray_session):
     """The same job run from two directories, each with its own copy of the model, writes the same
     manifest bytes (no machine-specific path in it); run.json says where the model was read from."""

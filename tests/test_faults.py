@@ -30,6 +30,7 @@ def _cfg(out: Path, ckpt: Path):
                              "preview=false"])
 
 
+@pytest.mark.slow  # 10-16 s; the default suite keeps under 10 min (run with -m slow)
 def test_killed_actor_costs_only_time(ray_session, tiny_checkpoint, tmp_path):
     clean = run_generation(_cfg(tmp_path / "clean", tiny_checkpoint), progress=False)
 

@@ -233,6 +233,7 @@ def test_output_of_another_job_is_refused(two_runs, tiny_checkpoint, tmp_path):
     assert sorted(str(p) for p in other.rglob("*")) == before
 
 
+@pytest.mark.slow  # 10-16 s; the default suite keeps under 10 min (run with -m slow)
 def test_separate_png_stage_writes_the_same_bytes(two_runs, tiny_checkpoint, tmp_path):
     _, man_a, _, _ = two_runs
     out = tmp_path / "png_stage"

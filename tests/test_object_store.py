@@ -124,6 +124,7 @@ def test_readers_and_report_over_s3(s3, s3_run):
     assert "output: s3://bucket/run1?" in summary and "preview: s3://bucket/run1/preview.png" in summary
 
 
+@pytest.mark.slow  # 10-16 s; the default suite keeps under 10 min (run with -m slow)
 def test_same_bytes_as_a_local_run(s3_run, tiny_checkpoint, tmp_path):
     _, manifest_bytes = s3_run
     run_generation(_cfg(str(tmp_path / "local"), tiny_checkpoint), progress=False)

@@ -82,6 +82,7 @@ def _rows(out: Path) -> list[dict]:
     return sorted(pq.read_table(out / "parquet").to_pylist(), key=lambda r: r["sample_id"])
 
 
+@pytest.mark.slow  # 10-16 s; the default suite keeps under 10 min (run with -m slow)
 def test_a_plugin_kind_runs_a_job_and_resumes_it(toy_kind, ray_session, tmp_path):
     from aigc_synth.jobs.generate import run_generation
     from aigc_synth.jobs.spec import validate_job

@@ -76,6 +76,7 @@ def test_scene_job_rows_are_the_public_contract(scene_runs):
     assert verify_output(a) == []
 
 
+@pytest.mark.slow  # 10-16 s; the default suite keeps under 10 min (run with -m slow)
 def test_interrupted_scene_job_resumes_to_identical_output(scene_runs, scene_checkpoint, tmp_path, capsys):
     a, _ = scene_runs
     out = tmp_path / "r"
