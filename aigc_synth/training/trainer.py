@@ -268,6 +268,16 @@ def _moments_with_new_parameters(saved: dict[str, Any], module: torch.nn.Module,
     return {"state": state, "param_groups": [{**groups[0], "params": list(range(len(names)))}]}
 
 
+def _has_critic(D: torch.nn.Module) -> bool:
+    """Whether the family trains a critic (a GAN); diffusion's placeholder critic has no parameters."""
+    return any(True for _ in D.parameters())
+
+
+def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for group in opt.param_groups:
+        group["lr"] = lr
+
+
 def _exported_as_fine_tune_source(exported: dict[str, Any], path: Path | str, ctx: TrainContext,
                                   critic_warmup: int) -> dict[str, Any]:
     """An exported generator (``generator.pt``, a bundled checkpoint) as a fine-tune source: its weights
@@ -276,7 +286,7 @@ def _exported_as_fine_tune_source(exported: dict[str, Any], path: Path | str, ct
     session). A GAN's critic is not exported, and restarting it against a trained generator was
     measured harmful (see :func:`load_training_state`), so a GAN family needs ``critic_warmup`` > 0:
     the fresh critic trains alone first (:func:`train`)."""
-    if any(True for _ in ctx.D.parameters()) and critic_warmup <= 0:
+    if _has_critic(ctx.D) and critic_warmup <= 0:
         raise CheckpointError(f"{path} is an exported generator: a {exported.get('family')} run needs a critic, which "
                               "it lacks; fine-tune from the run's state.pt, or set train.critic_warmup=<steps> to "
                               "train a fresh critic alone first (a few hundred)")
@@ -418,7 +428,7 @@ def train(train_cfg: TrainConfig, model_cfg: ImageModelConfig, data_cfg: DataCon
         source = load_training_state(train_cfg.init_from, family, model_cfg, schema, ctx, G_ema, resume=False,
                                      critic_warmup=train_cfg.critic_warmup)
         print(f"fine-tuning from {train_cfg.init_from}")
-        if not source["D"] and any(True for _ in D.parameters()):
+        if not source["D"] and _has_critic(D):
             critic_warmup = train_cfg.critic_warmup
             print(f"a fresh critic: it trains alone for the first {critic_warmup} steps")
     G, D, opt_g, opt_d, aug_gen = ctx.G, ctx.D, ctx.opt_g, ctx.opt_d, ctx.aug_gen
@@ -457,21 +467,18 @@ def train(train_cfg: TrainConfig, model_cfg: ImageModelConfig, data_cfg: DataCon
     bar = tqdm(range(start, train_cfg.steps), initial=start, total=train_cfg.steps, disable=not progress,
                desc=f"train {model_cfg.family}", unit="step")
     batches = step_batches(data, B, start, train_cfg.steps, train_cfg.loader_workers)
+    if start < critic_warmup:  # the critic's warm-up: the generator's steps run at learning rate 0 (no change)
+        _set_lr(opt_g, 0.0)
     with open(log_path, "a") as log:
         for step in bar:
             t_step = time.time()
             batch = next(batches)
             inputs = {name: batch[name].to(device) for name in family.inputs}
             frozen = step < critic_warmup
-            if frozen:  # the critic's warm-up: the generator's step runs with a zero learning rate (no change)
-                for group in opt_g.param_groups:
-                    group["lr"] = 0.0
             scalars = train_step(ctx, _to_unit(batch["image"]).to(device), batch["codes"].to(device), **inputs)
-            if frozen:
-                for group in opt_g.param_groups:
-                    group["lr"] = model_cfg.lr_g
-                if step + 1 == critic_warmup:  # the generator's moments start at its first real step
-                    opt_g.state.clear()
+            if step + 1 == critic_warmup:  # warm-up over: the generator's moments start at its first real step
+                _set_lr(opt_g, model_cfg.lr_g)
+                opt_g.state.clear()
             if G_ema is not None and not frozen:  # (a frozen G's batch statistics still move: keep the EMA's)
                 ema_update(G_ema, G, 0.0 if step < ema_start else model_cfg.ema_decay)
             done = step + 1
