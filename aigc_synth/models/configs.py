@@ -48,8 +48,8 @@ class CGANConfig(ImageModelConfig):
 @dataclass
 class LayoutGANConfig(ImageModelConfig):
     """The layout-conditioned GAN (default image family): SPADE-modulated generator fed a scene's
-    rasterised layout, projection discriminator on image ⊕ layout, hinge loss, EMA. DiffAugment off by
-    default: the renderer yields unlimited real images."""
+    rasterised layout, projection discriminator on image ⊕ layout, hinge loss, EMA. No DiffAugment:
+    the renderer yields unlimited real images, and its cutout leaked grey rectangles into the cGAN."""
 
     family: str = "layout_gan"
     loss: str = "hinge"
@@ -57,9 +57,6 @@ class LayoutGANConfig(ImageModelConfig):
     spade_hidden: int = 32
     ema_decay: float = 0.999
     ema_start: int = 200
-    # DiffAugment for finite data sets (annotated photos): every discriminator input is shifted by up to
-    # 1/8 of its size, image and layout by the same shift so they stay aligned. Translation only: the
-    # cutout policy leaked grey rectangles into the cGAN, and colour jitter would erase the conditions
     diffaugment: bool = False
     # MSGAN term (two latents, same condition and layout, must differ). Off by default: with noise inputs
     # the generator met it with pixel speckle (seen in the sample grids at 1,000-1,500 steps), and a

@@ -125,14 +125,6 @@ def vehicle_mean_colours(images: torch.Tensor, layout: torch.Tensor) -> torch.Te
     return sums[keep] / counts[keep, None].to(images.dtype)
 
 
-def shift_with_layout(image: torch.Tensor, layout: torch.Tensor, generator: torch.Generator | None = None
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """DiffAugment's translation applied to an image and its layout raster together (one shift per sample,
-    the same for both), so that vehicles stay where the layout says; zero fill (mid-grey image, empty layout)."""
-    joint = diff_augment(torch.cat([image, layout], dim=1), ("translation",), generator)
-    return joint[:, :image.shape[1]], joint[:, image.shape[1]:]
-
-
 def layout_gan_step(ctx: TrainContext, real: torch.Tensor, codes: torch.Tensor, layout: torch.Tensor) -> dict[str, torch.Tensor]:
     """One discriminator then one generator update of the layout-conditioned GAN.
 
@@ -143,13 +135,6 @@ def layout_gan_step(ctx: TrainContext, real: torch.Tensor, codes: torch.Tensor, 
     latents under the same condition and layout (the fakes' second half repeats the first half's).
     """
     G, D, cfg = ctx.G, ctx.D, ctx.cfg
-
-    def d_input(image: torch.Tensor, lay: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        # D's arguments (image, codes, layout); with cfg.diffaugment image and layout shifted together
-        if cfg.diffaugment:
-            image, lay = shift_with_layout(image, lay, ctx.aug_gen)
-        return image, c, lay
-
     B = real.shape[0]
     half = B // 2 if cfg.mode_seeking > 0 else 0
     z = torch.randn(B, G.z_dim).to(real.device)  # the CPU stream on every device: resumes stay exact
@@ -159,13 +144,13 @@ def layout_gan_step(ctx: TrainContext, real: torch.Tensor, codes: torch.Tensor, 
         fake = G(z, codes_g, layout_g)
     use_aux = cfg.aux_class_weight > 0
     if use_aux:  # the auxiliary classifier learns from real images only
-        real_logits, real_class_logits = D(*d_input(real, layout, codes), return_aux=True)
+        real_logits, real_class_logits = D(real, codes, layout, return_aux=True)
     else:
-        real_logits = D(*d_input(real, layout, codes))
-    fake_logits = D(*d_input(fake, layout_g, codes_g))
+        real_logits = D(real, codes, layout)
+    fake_logits = D(fake, codes_g, layout_g)
     loss_d = d_loss_fn(cfg.loss, real_logits, fake_logits)
     if cfg.layout_mismatch_weight > 0:
-        wrong = D(*d_input(real, torch.roll(layout, 1, dims=0), codes))
+        wrong = D(real, codes, torch.roll(layout, 1, dims=0))
         loss_d = loss_d + cfg.layout_mismatch_weight * F.relu(1 + wrong).mean()
     if use_aux:
         loss_d = loss_d + aux_class_loss(real_class_logits, codes)
@@ -175,10 +160,10 @@ def layout_gan_step(ctx: TrainContext, real: torch.Tensor, codes: torch.Tensor, 
 
     fake = G(z, codes_g, layout_g)
     if use_aux:
-        logits_g, class_logits = D(*d_input(fake, layout_g, codes_g), return_aux=True)
+        logits_g, class_logits = D(fake, codes_g, layout_g, return_aux=True)
         loss_g = g_loss_fn(cfg.loss, logits_g) + cfg.aux_class_weight * aux_class_loss(class_logits, codes_g)
     else:
-        loss_g = g_loss_fn(cfg.loss, D(*d_input(fake, layout_g, codes_g)))
+        loss_g = g_loss_fn(cfg.loss, D(fake, codes_g, layout_g))
     if half:
         # measured on average-pooled images: colours, lighting, sky must differ between the two latents;
         # at full resolution the noise inputs met the term with pixel speckle instead. With the particle
