@@ -80,9 +80,11 @@ def training_conditions(n: int, seed: int, scenes) -> tuple[list[dict[str, str]]
 
 
 def export(train_scenes: str, heldout_scenes: str, work: Path, train_seed: int = 0, limit: int | None = None,
-           heldout_limit: int | None = None) -> dict:
+           heldout_limit: int | None = None, renders_per_scene: int = 1) -> dict:
     """Write ``work/train_bdd100k`` (+ ``instances.json``) and ``work/heldout_clear_day`` (+ ``instances.json``)
-    unless they exist; return their description (also ``work/export.json``)."""
+    unless they exist; return their description (also ``work/export.json``). ``renders_per_scene`` R > 1
+    exports every training scene R times: frame ``k + r·N`` is scene ``k`` under item ``k + r·N``'s draw
+    (the data-amount control: R × more photos of the same scenes)."""
     from aigc_synth.data.annotated_images import bdd100k_boxes_to_coco
     from aigc_synth.data.bdd100k_fixtures import write_scene_frames
     from aigc_synth.scenes.dataset import read_scenes
@@ -93,7 +95,9 @@ def export(train_scenes: str, heldout_scenes: str, work: Path, train_seed: int =
     if desc_path.is_file():
         return json.loads(desc_path.read_text())
     t0 = time.perf_counter()
-    train = read_scenes(train_scenes, limit)
+    if renders_per_scene < 1:
+        raise ValueError(f"renders_per_scene must be >= 1, got {renders_per_scene}")
+    train = read_scenes(train_scenes, limit) * renders_per_scene
     conds, seeds = training_conditions(len(train), train_seed, train)
     write_scene_frames(work / "train_bdd100k", train, conds, seeds, RESOLUTION)
     bdd100k_boxes_to_coco(work / "train_bdd100k" / "labels.json", work / "train_bdd100k" / "instances.json", RESOLUTION, RESOLUTION)
@@ -105,6 +109,7 @@ def export(train_scenes: str, heldout_scenes: str, work: Path, train_seed: int =
     from collections import Counter
 
     desc = {"train_scenes": train_scenes, "num_train": len(train), "train_seed": train_seed,
+            **({"renders_per_scene": renders_per_scene} if renders_per_scene > 1 else {}),
             "train_conditions": dict(Counter(f"{c['weather']}/{c['time_of_day']}" for c in conds)),
             "heldout_scenes": heldout_scenes, "num_heldout": len(held), "source_condition": SOURCE_CONDITION,
             "elapsed_s": round(time.perf_counter() - t0, 1)}
@@ -315,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--train-seed", type=int, default=0)
     e.add_argument("--limit", type=int, default=None, help="first N training scenes (default: all in --train-scenes)")
     e.add_argument("--heldout-limit", type=int, default=None)
+    e.add_argument("--renders-per-scene", type=int, default=1,
+                   help="export each training scene R times under R drawn conditions (data-amount control)")
     c = sub.add_parser("commands")
     c.add_argument("--work", required=True)
     c.add_argument("--steps", type=int, required=True)
@@ -336,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     work = Path(a.work)
     if a.cmd == "export":
-        print(json.dumps(export(a.train_scenes, a.heldout_scenes, work, a.train_seed, a.limit, a.heldout_limit), indent=1))
+        print(json.dumps(export(a.train_scenes, a.heldout_scenes, work, a.train_seed, a.limit, a.heldout_limit,
+                                a.renders_per_scene), indent=1))
     elif a.cmd == "commands":
         desc = json.loads((work / "export.json").read_text())
         cmds = train_commands(work, desc["train_scenes"], a.steps, a.batch_size, a.seed, a.out_prefix)

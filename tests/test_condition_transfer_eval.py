@@ -62,3 +62,23 @@ def test_exports_and_one_training_step(tmp_path):
     out = tmp_path / "runs" / "t"
     rc = mod.main(["commands", "--work", str(work), "--steps", "1", "--batch-size", "4", "--run", "B", "--out-prefix", str(out)])
     assert rc == 0 and (Path(f"{out}_B_bdd100k") / "generator.pt").is_file()
+
+
+def test_renders_per_scene_exports_each_scene_again_under_later_draws(tmp_path):
+    mod = _script()
+    scenes = fixture_scenes(4, seed=5)
+    for name, part in (("train", scenes[:2]), ("held", scenes[2:3])):
+        (tmp_path / name).mkdir()
+        pq.write_table(scenes_to_table(part), tmp_path / name / "part-00000.parquet")
+    desc = mod.export(str(tmp_path / "train"), str(tmp_path / "held"), tmp_path / "work", train_seed=3, renders_per_scene=3)
+    assert desc["num_train"] == 6 and desc["renders_per_scene"] == 3
+    d = tmp_path / "work" / "train_bdd100k"
+    bdd = bdd100k_layout_dataset(str(d / "images"), str(d / "labels.json"), str(d / "lanes.json"), str(d / "drivable.json"))
+    codes, _, _ = SceneImageDataset(scenes[:2] * 3, seed=3).items(np.arange(6))
+    for i, rec in enumerate(bdd.records):  # frame k + r·N: scene k under item k + r·N's weather / time
+        assert rec.conditions["traffic"] == scenes[i % 2].traffic
+        drawn = DEFAULT_SCHEMA.decode(codes[i])
+        assert (rec.conditions["weather"], rec.conditions["time_of_day"]) == (drawn["weather"], drawn["time_of_day"])
+    # the same scene's boxes in every copy
+    frames = json.loads((d / "labels.json").read_text())
+    assert frames[0]["labels"] == frames[2]["labels"] == frames[4]["labels"]
