@@ -76,7 +76,10 @@ def test_a_default_job_prints_only_its_own_lines_and_one_bar(tmp_path, job, unit
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
-@pytest.mark.parametrize("how", ["quiet", pytest.param("--verbose", marks=pytest.mark.slow)])  # verbose: handlers tested below
+# both cases start a Ray of their own (~15 s): slow. The default suite keeps "cannot fit" in-process
+# (tests/test_job.py) and a quiet console in the job case above; the handlers are tested below
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["quiet", "--verbose"])
 def test_verbose_brings_rays_lines_back_and_errors_print_either_way(tmp_path, how):
     """Cheap: a job spec that fails right after Ray started (5 actors cannot fit), exit 2, nothing written.
     (AIGC_SYNTH_VERBOSE and the flag's other places: the in-process tests below.)"""

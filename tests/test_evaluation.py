@@ -242,7 +242,7 @@ def test_gate_retries_rejects_from_the_next_derived_seeds(tiny_checkpoint):
 
 
 def _gate_cfg(out, ckpt, *extra):
-    return compose_generate([f"output_dir={out}", f"job.checkpoint={ckpt}", "job.num_samples=48", "job.shard_size=12",
+    return compose_generate([f"output_dir={out}", f"job.checkpoint={ckpt}", "job.num_samples=24", "job.shard_size=12",
                              "preview=false", "job.gate.enabled=true", "job.gate.max_tries=3", *extra])
 
 
@@ -261,7 +261,7 @@ def test_gate_records_accept_rates_and_per_row_confidence(gated_runs):
     out, man = gated_runs["a"]
     g = man["gate"]
     assert g["classifier_id"].startswith("domain-v1-") and g["max_tries"] == 3
-    assert sum(r["rows"] for r in g["per_condition"].values()) == 48
+    assert sum(r["rows"] for r in g["per_condition"].values()) == 24
     assert 0 < g["accept_rate_first_try"] <= g["pass_rate"] <= 1 and g["mean_attempts"] >= 1
     if g["accept_rate_first_try"] < 1:  # retries happened and were counted
         assert g["mean_attempts"] > 1
