@@ -213,26 +213,57 @@ class _StepBatches(torch.utils.data.Dataset):
     """Item ``step`` = the training batch of that step (``data.batch`` of its ``batch_size`` indices):
     a pure function of the step, so loader workers that build batches ahead change nothing."""
 
-    def __init__(self, data, batch_size: int, steps: int):
-        self.data, self.batch_size, self.steps = data, int(batch_size), int(steps)
+    def __init__(self, data, batch_size: int, steps: int, seed: int = 0):
+        self.data, self.batch_size, self.steps, self.seed = data, int(batch_size), int(steps), int(seed)
 
     def __len__(self) -> int:
         return self.steps
 
     def __getitem__(self, step: int) -> dict[str, Any]:
-        return self.data.batch(range(step * self.batch_size, (step + 1) * self.batch_size))
+        return self.data.batch(step_item_indices(len(self.data), self.seed, step, self.batch_size))
 
 
 def _as_is(batch: Any) -> Any:
     return batch
 
 
-def step_batches(data, batch_size: int, start: int, steps: int, workers: int):
-    """The batches of steps ``start .. steps - 1`` in order; ``workers > 0`` builds them in that many
-    processes (rendering scene images is the CPU cost a GPU step would otherwise wait for)."""
+#: a dataset at least this long is a stream: every item is already a fresh random draw (procedural
+#: images, renders of random scenes under random conditions), read in index order
+STREAM_LENGTH = 2**62
+_SHUFFLE_STREAM = 0x5F1E
+
+
+def _epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    return np.random.default_rng([_SHUFFLE_STREAM, int(seed), int(epoch)]).permutation(n)
+
+
+def step_item_indices(n: int, seed: int, step: int, batch_size: int) -> list[int]:
+    """The dataset items of training step ``step``: window ``step·B .. (step+1)·B`` of the item stream.
+    A finite data set of ``n`` items (a folder, a BDD100K or COCO export) is read epoch by epoch, each
+    epoch in its own permutation drawn from (``seed``, epoch): annotation files come sorted (by video,
+    by traffic level, ...) and reading them in file order gives batches of one kind at a time and a
+    cycle the GAN follows (measured on issue 28's export, ordered by traffic level: see
+    docs/experiments.md). A pure function of the step, so resuming and loader workers change nothing."""
+    lo, hi = step * batch_size, (step + 1) * batch_size
+    if n >= STREAM_LENGTH:
+        return list(range(lo, hi))
+    out, orders = [], {}
+    for i in range(lo, hi):
+        epoch = i // n
+        if epoch not in orders:
+            orders[epoch] = _epoch_order(n, seed, epoch)
+        out.append(int(orders[epoch][i % n]))
+    return out
+
+
+def step_batches(data, batch_size: int, start: int, steps: int, workers: int, seed: int = 0):
+    """The batches of steps ``start .. steps - 1`` in order (items: :func:`step_item_indices`);
+    ``workers > 0`` builds them in that many processes (rendering scene images is the CPU cost a GPU
+    step would otherwise wait for)."""
     if workers <= 0:
-        return (data.batch(range(s * batch_size, (s + 1) * batch_size)) for s in range(start, steps))
-    return iter(torch.utils.data.DataLoader(_StepBatches(data, batch_size, steps), sampler=range(start, steps), batch_size=None,
+        n = len(data)
+        return (data.batch(step_item_indices(n, seed, s, batch_size)) for s in range(start, steps))
+    return iter(torch.utils.data.DataLoader(_StepBatches(data, batch_size, steps, seed), sampler=range(start, steps), batch_size=None,
                                             num_workers=workers, collate_fn=_as_is, prefetch_factor=4,
                                             # the workers' base seed from a generator of their own: drawn from the
                                             # global one it would shift every later latent of the run
@@ -466,7 +497,7 @@ def train(train_cfg: TrainConfig, model_cfg: ImageModelConfig, data_cfg: DataCon
     t0 = time.time()
     bar = tqdm(range(start, train_cfg.steps), initial=start, total=train_cfg.steps, disable=not progress,
                desc=f"train {model_cfg.family}", unit="step")
-    batches = step_batches(data, B, start, train_cfg.steps, train_cfg.loader_workers)
+    batches = step_batches(data, B, start, train_cfg.steps, train_cfg.loader_workers, train_cfg.seed)
     if start < critic_warmup:  # the critic's warm-up: the generator's steps run at learning rate 0 (no change)
         _set_lr(opt_g, 0.0)
     with open(log_path, "a") as log:
