@@ -23,6 +23,7 @@ SCENE_SEED_STREAM = (1 << 21) + 1  #: a layout job's sampled scene: its seed (sa
 SCENE_LANES_STREAM = (1 << 21) + 2  #: a layout job's sampled scene: its lane count (sampling/layout.py)
 SCENE_STREAM = PLAN_STREAM + 100  #: which scene a layout-training item shows (data/scene_images.py)
 EXTRA_SCENE_STREAM = 201  #: which pool scene a downstream benchmark's extra item shows (benchmarks/downstream)
+EPOCH_ORDER_STREAM = 0x5F1E  #: the item order of each epoch of a finite training set (training/trainer.py)
 
 
 def splitmix64(x: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ per condition combination, columns share a latent), ``state.pt`` (training state
 
 from __future__ import annotations
 
+import functools
 import copy
 import json
 import math
@@ -38,7 +39,7 @@ from aigc_synth.errors import CheckpointError
 from aigc_synth.models.configs import ImageModelConfig
 from aigc_synth.models.registry import Family, build_discriminator, build_generator, get_family
 from aigc_synth.sampling.sampler import to_uint8
-from aigc_synth.seeds import latents_for_seeds
+from aigc_synth.seeds import EPOCH_ORDER_STREAM, latents_for_seeds
 from aigc_synth.schema import DEFAULT_SCHEMA, ConditionSchema
 from aigc_synth.training.steps import TrainContext, train_step_for
 
@@ -230,11 +231,11 @@ def _as_is(batch: Any) -> Any:
 #: a dataset at least this long is a stream: every item is already a fresh random draw (procedural
 #: images, renders of random scenes under random conditions), read in index order
 STREAM_LENGTH = 2**62
-_SHUFFLE_STREAM = 0x5F1E
 
 
+@functools.lru_cache(maxsize=4)  # a step needs one epoch's order, two at an epoch's end: drawn once, not per step
 def _epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
-    return np.random.default_rng([_SHUFFLE_STREAM, int(seed), int(epoch)]).permutation(n)
+    return np.random.default_rng([EPOCH_ORDER_STREAM, int(seed), int(epoch)]).permutation(n)
 
 
 def step_item_indices(n: int, seed: int, step: int, batch_size: int) -> list[int]:
@@ -247,13 +248,7 @@ def step_item_indices(n: int, seed: int, step: int, batch_size: int) -> list[int
     lo, hi = step * batch_size, (step + 1) * batch_size
     if n >= STREAM_LENGTH:
         return list(range(lo, hi))
-    out, orders = [], {}
-    for i in range(lo, hi):
-        epoch = i // n
-        if epoch not in orders:
-            orders[epoch] = _epoch_order(n, seed, epoch)
-        out.append(int(orders[epoch][i % n]))
-    return out
+    return [int(_epoch_order(n, seed, i // n)[i % n]) for i in range(lo, hi)]
 
 
 def step_batches(data, batch_size: int, start: int, steps: int, workers: int, seed: int = 0):
