@@ -13,8 +13,8 @@ per condition combination, columns share a latent), ``state.pt`` (training state
 
 from __future__ import annotations
 
-import functools
 import copy
+import functools
 import json
 import math
 import os
