@@ -31,7 +31,7 @@ def scene_checkpoint(tmp_path_factory) -> Path:
     model.fit_road_bank([Road(), Road("curve", curvature=-1 / 700), Road("merge", event_s=70.0, event_length=180.0),
                          Road("lane_drop", event_s=20.0)])
     path = tmp_path_factory.mktemp("scene_ckpt") / "scene_ar.pt"
-    export_scene_generator(path, family="scene_ar", model_config={"family": "scene_ar", "hidden": 16, "head_hidden": 16},
+    export_scene_generator(path, family="scene_ar", model_config={"family": "scene_ar", "hidden": 16, "head_hidden": 16, "speed_coding": "relative"},
                            state=model.state_dict(), traffic=TRAFFIC_LEVELS, lanes=LANE_COUNTS, roads=ROAD_KINDS)
     return path
 

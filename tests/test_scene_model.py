@@ -13,7 +13,7 @@ import torch
 
 from aigc_synth.errors import CheckpointError, UsageError
 from aigc_synth.models.scene_ar import MIN_CLEARANCE, SceneAR, sample_scenes
-from aigc_synth.models.scene_tokens import STOP, encode_scene, lane_slot
+from aigc_synth.models.scene_tokens import DELTA_EDGES, NUM_DELTA, SPEED_EDGES, STOP, encode_scene, lane_slot
 from aigc_synth.scenes.baselines import RandomSceneSampler
 from aigc_synth.scenes.format import EGO_LENGTH, LANE_COUNTS, ROAD_KINDS, TRAFFIC_LEVELS, SceneError, scenes_to_table, validate_scene
 from aigc_synth.models.scene_families import (
@@ -139,7 +139,7 @@ def test_baselines_are_trained_and_sampled_like_the_model(tmp_path, compose_conf
 def test_requests_outside_the_trained_cells_are_refused(tmp_path):
     path = tmp_path / "g.pt"
     state = {k: v for k, v in random_scene_ar().state_dict().items()}
-    export_scene_generator(path, family="scene_ar", model_config={"hidden": 16, "head_hidden": 16}, state=state,
+    export_scene_generator(path, family="scene_ar", model_config={"hidden": 16, "head_hidden": 16, "speed_coding": "relative"}, state=state,
                            traffic=["heavy"], lanes=[3])
     gen = load_scene_generator(path)
     with pytest.raises(SceneError, match="trained on \\[3\\] lanes, not 5"):
@@ -161,6 +161,64 @@ def _image_like_bytes(tmp_path: Path) -> bytes:
     path = tmp_path / "other.pt"
     torch.save({"format": "aigc_synth.generator/v1"}, path)
     return path.read_bytes()
+
+
+def test_followers_speeds_are_coded_relative_to_the_vehicle_behind():
+    sc = RandomSceneSampler().sample("heavy", 3, seed=7)
+    enc = encode_scene(sc)
+    vehicles = sorted([(a.lane, a.s, a.speed / sc.speed_limit, True) for a in sc.agents]
+                      + [(sc.ego_lane, 0.0, sc.ego_speed / sc.speed_limit, False)], key=lambda v: (v[0], v[1], not v[3]))
+    followers = 0
+    for t, (lane, _, ratio, _) in enumerate(vehicles):
+        follows = t > 0 and vehicles[t - 1][0] == lane
+        assert bool(enc["follows"][t]) == follows
+        assert SPEED_EDGES[enc["speed"][t]] <= ratio < SPEED_EDGES[enc["speed"][t] + 1]
+        if follows and enc["is_agent"][t]:
+            followers += 1
+            delta = ratio - vehicles[t - 1][2]
+            assert DELTA_EDGES[enc["delta"][t]] <= delta < DELTA_EDGES[enc["delta"][t] + 1]
+    assert followers > 5
+    # the bins are finest around "the same speed"
+    widths = np.diff(DELTA_EDGES)
+    assert widths[NUM_DELTA // 2] == pytest.approx(0.002) and widths[0] == pytest.approx(0.05)
+
+
+def test_a_relative_speed_model_learns_a_platoon_and_absolute_checkpoints_still_load(tmp_path):
+    """Scenes where every follower drives at exactly the speed of the vehicle behind: a briefly trained
+    relative-coded model reproduces it (the absolute head needed many more steps for this), and a
+    checkpoint without ``speed_coding`` (exported before it existed) rebuilds the absolute head."""
+    from dataclasses import replace
+
+    from aigc_synth.models.scene_ar import collate
+    from aigc_synth.metrics.scenes import scene_features
+
+    base = [RandomSceneSampler().sample("heavy", 2, seed=s) for s in range(64)]
+    platoons = []
+    for sc in base:  # every vehicle of a lane at the speed of the lane's first one (the ego's lane: the ego's)
+        lead = {lane: sc.ego_speed if lane == sc.ego_lane else None for lane in range(sc.num_lanes)}
+        agents = []
+        for a in sorted(sc.agents):
+            lead[a.lane] = lead[a.lane] if lead[a.lane] is not None else a.speed
+            agents.append(replace(a, speed=lead[a.lane]))
+        platoons.append(replace(sc, agents=tuple(agents)))
+    torch.manual_seed(0)
+    model = SceneAR(hidden=32, head_hidden=32)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    batch = collate([encode_scene(sc) for sc in platoons])
+    for _ in range(60):
+        opt.zero_grad()
+        model.loss(batch)["loss"].backward()
+        opt.step()
+    model.eval()
+    generated = sample_scenes(model, ["heavy"] * 32, [2] * 32, list(range(32)), list(range(32)), "m")
+    rel = np.abs(scene_features(generated)["rel_speed"])
+    assert np.median(rel) < 0.1  # m/s; speeds of independent vehicles differ by metres per second
+    path = tmp_path / "absolute.pt"
+    absolute = SceneAR(hidden=16, head_hidden=16, relative_speed=False)
+    export_scene_generator(path, family="scene_ar", model_config={"hidden": 16, "head_hidden": 16},
+                           state=absolute.state_dict(), traffic=["heavy"], lanes=[2])
+    gen = load_scene_generator(path)
+    assert gen._impl.delta_head is None and len(gen.sample(["heavy"], [2], [0], [0])) == 1
 
 
 def test_bundled_scene_model_is_small_and_loads():

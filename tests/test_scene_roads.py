@@ -109,7 +109,7 @@ def test_baselines_follow_the_road(sampler):
 
 def test_checkpoints_and_job_schema_carry_the_road_kinds(tmp_path):
     state = {k: v for k, v in road_scene_ar().state_dict().items()}
-    export_scene_generator(tmp_path / "roads.pt", family="scene_ar", model_config={"hidden": 16, "head_hidden": 16}, state=state,
+    export_scene_generator(tmp_path / "roads.pt", family="scene_ar", model_config={"hidden": 16, "head_hidden": 16, "speed_coding": "relative"}, state=state,
                            traffic=["heavy"], lanes=[3], roads=["straight", "merge"])
     gen = load_scene_generator(tmp_path / "roads.pt")
     assert gen.roads == ("straight", "merge")
@@ -152,7 +152,7 @@ def test_evaluate_scores_each_road_kind_against_its_own_reference(tmp_path, comp
         (tmp_path / name).mkdir()
         pq.write_table(scenes_to_table(scenes), tmp_path / name / "part-00000.parquet")
     state = {k: v for k, v in road_scene_ar().state_dict().items()}
-    export_scene_generator(tmp_path / "g.pt", family="scene_ar", model_config={"hidden": 16, "head_hidden": 16}, state=state,
+    export_scene_generator(tmp_path / "g.pt", family="scene_ar", model_config={"hidden": 16, "head_hidden": 16, "speed_coding": "relative"}, state=state,
                            traffic=TRAFFIC_LEVELS, lanes=LANE_COUNTS, roads=["straight", "merge"])
     cfg = compose_config("evaluate", [f"source={tmp_path / 'g.pt'}", "n_per_condition=2", "replay_scenes=0",
                                       f"scene_reference={tmp_path / 'ref'}", f"scene_floor={tmp_path / 'floor'}",

@@ -143,6 +143,9 @@ class SceneARConfig(SceneModelConfig):
     family: str = "scene_ar"
     hidden: int = 192  # GRU state
     head_hidden: int = 192  # width of each choice's MLP
+    # "relative": a lane's later vehicles draw their speed relative to the vehicle behind (finer near
+    # equal speeds); "absolute": every speed on absolute bins (checkpoints exported before 2026-12-07)
+    speed_coding: str = "relative"
     lr: float = 1e-3  # Adam; cosine decay to lr * lr_final_fraction over train.steps
     lr_final_fraction: float = 0.05
     grad_clip: float = 1.0

@@ -10,6 +10,11 @@ the vehicle behind / the ego ahead):
     lane (same lane, a lane further left, or STOP) → vehicle type (or "the ego comes now")
     → bumper gap to the vehicle behind (position along the road) → speed → lateral offset
 
+The speed of a lane's first vehicle is drawn on absolute bins, every later one's relative to the
+vehicle behind it, on bins that are finest near "the same speed" (SUMO's platoons drive at nearly
+one speed, which absolute bins learnt poorly; ``relative_speed=False`` keeps the older all-absolute
+head of checkpoints trained before it).
+
 The count is learnt through the lane / STOP choices (a lane ends when the model moves on). A
 prefix head draws the speed limit, the ego lane and the ego speed.
 
@@ -45,6 +50,7 @@ from torch import nn
 from aigc_synth.models.scene_tokens import (
     COND_DIM,
     D_CENTRES,
+    DELTA_EDGES,
     EGO_DIM,
     EGO_TYPE,
     GAP_EDGES,
@@ -52,6 +58,7 @@ from aigc_synth.models.scene_tokens import (
     MAX_LANES,
     MAX_TOKENS,
     NUM_D,
+    NUM_DELTA,
     NUM_GAP,
     NUM_SLOTS,
     NUM_SPEED,
@@ -103,9 +110,9 @@ class SceneAR(nn.Module):
     """The network: prefix heads for the speed limit and the ego, a GRU over tokens, one head per
     token choice; plus :attr:`road_bank`, the road parameters a request naming only a kind draws from."""
 
-    def __init__(self, hidden: int = 256, head_hidden: int = 256):
+    def __init__(self, hidden: int = 256, head_hidden: int = 256, relative_speed: bool = True):
         super().__init__()
-        self.hidden, self.head_hidden = hidden, head_hidden
+        self.hidden, self.head_hidden, self.relative_speed = hidden, head_hidden, relative_speed
         # (kind, k) -> (curvature, event_s, event_length); kinds never trained on stay 0 (see road_kinds)
         self.register_buffer("road_bank", torch.zeros(len(ROAD_KINDS), ROAD_BANK, 3, dtype=torch.float64))
         # a fresh network knows the straight road (it has no parameters); fit_road_bank sets the kinds trained on
@@ -120,6 +127,9 @@ class SceneAR(nn.Module):
         self.type_head = _mlp(ctx + SLOT_DIM, head_hidden, NUM_TYPES)
         self.gap_head = _mlp(ctx + SLOT_DIM + NUM_TYPES + 1, head_hidden, NUM_GAP)
         self.speed_head = _mlp(ctx + SLOT_DIM + NUM_TYPES + 2 + SPEED_CTX_DIM, head_hidden, NUM_SPEED)
+        # relative_speed: a lane's later vehicles draw their speed relative to the vehicle behind
+        # (DELTA_EDGES), the first ones absolute; without it (checkpoints before 2026-12-07) all absolute
+        self.delta_head = _mlp(ctx + SLOT_DIM + NUM_TYPES + 2 + SPEED_CTX_DIM, head_hidden, NUM_DELTA) if relative_speed else None
         self.d_head = _mlp(ctx + SLOT_DIM + NUM_TYPES + 3 + SPEED_CTX_DIM, head_hidden, NUM_D)
 
     # the road prior ----------------------------------------------------------------------------------------
@@ -192,7 +202,13 @@ class SceneAR(nn.Module):
         out["loss_lane"] = masked_ce(self.lane_head(ctx), batch["lane"], valid)
         out["loss_type"] = masked_ce(self.type_head(with_slot), batch["type"], is_vehicle)
         out["loss_gap"] = masked_ce(self.gap_head(with_type), batch["gap"], is_agent)
-        out["loss_speed"] = masked_ce(self.speed_head(with_gap), batch["speed"], is_agent)
+        if self.delta_head is None:
+            out["loss_speed"] = masked_ce(self.speed_head(with_gap), batch["speed"], is_agent)
+        else:  # one mean over agents: the absolute head's loss on first vehicles, the relative one's on the others
+            follows = batch["follows"].reshape(-1)
+            per_token = torch.where(follows, ce(self.delta_head(with_gap).reshape(B * T, -1), batch["delta"].reshape(-1), reduction="none"),
+                                    ce(self.speed_head(with_gap).reshape(B * T, -1), batch["speed"].reshape(-1), reduction="none"))
+            out["loss_speed"] = (per_token * is_agent.reshape(-1)).sum() / is_agent.sum().clamp(min=1)
         out["loss_d"] = masked_ce(self.d_head(with_speed), batch["d"], is_agent)
         out["loss"] = sum(v for k, v in out.items())
         return out
@@ -203,14 +219,14 @@ def collate(encoded: Sequence[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]
     T = max(len(e["lane"]) for e in encoded)
     B = len(encoded)
     out: dict[str, torch.Tensor] = {}
-    for key in ("token_in", "lane_ctx", "slot", "type_in", "speed_ctx", "gap_in", "ratio_in", "lane", "type", "gap", "speed", "d",
-                "is_agent"):
+    for key in ("token_in", "lane_ctx", "slot", "type_in", "speed_ctx", "gap_in", "ratio_in", "lane", "type", "gap", "speed", "delta",
+                "follows", "d", "is_agent"):
         first = encoded[0][key]
         arr = np.zeros((B, T) + first.shape[1:], first.dtype)
         for i, e in enumerate(encoded):
             arr[i, :len(e[key])] = e[key]
         out[key] = torch.as_tensor(arr)
-    for key in ("lane", "type", "gap", "speed", "d"):
+    for key in ("lane", "type", "gap", "speed", "delta", "d"):
         out[key] = out[key].long()
     valid = np.zeros((B, T), bool)
     for i, e in enumerate(encoded):
@@ -370,6 +386,7 @@ def _sample_chunk(model: SceneAR, traffic: list[str], lanes: list[int], seeds: l
                 speed_ctx[i] = speed_context(st, lane, ss[i], TYPE_LENGTH[k])
         with_gap = torch.cat([with_type, _pad([np.float32([g / 50.0]) for g in gaps], n_pad), _pad(speed_ctx, n_pad)], 1)
         speed_logits = model.speed_head(with_gap).numpy()
+        delta_logits = model.delta_head(with_gap).numpy() if model.delta_head is not None else None
         ratios = [0.0] * n
         for i, st in enumerate(states):
             if done[i] or chosen_lane[i] == STOP:
@@ -379,9 +396,12 @@ def _sample_chunk(model: SceneAR, traffic: list[str], lanes: list[int], seeds: l
                 ratios[i] = st.ego_ratio
             else:
                 r_lo, r_hi = _feasible_ratios(st, chosen_lane[i], chosen_type[i], ss[i], gaps[i], limits[i])
-                allowed = (SPEED_EDGES[1:] > r_lo) & (SPEED_EDGES[:-1] <= r_hi)
-                b = _draw(speed_logits[i], _ensure_any(allowed), u[4])
-                lo, hi = max(SPEED_EDGES[b], r_lo), min(SPEED_EDGES[b + 1], r_hi)
+                first, _, _, ratio0 = st.base(chosen_lane[i])
+                # bins in speed-ratio units: absolute, or offset by the speed of the vehicle behind
+                edges, logits = (SPEED_EDGES, speed_logits[i]) if delta_logits is None or first else (ratio0 + DELTA_EDGES, delta_logits[i])
+                allowed = (edges[1:] > r_lo) & (edges[:-1] <= r_hi)
+                b = _draw(logits, _ensure_any(allowed), u[4])
+                lo, hi = max(edges[b], r_lo), min(edges[b + 1], r_hi)
                 ratios[i] = lo + u[5] * max(hi - lo, 0.0)
         with_speed = torch.cat([with_gap, _pad([np.float32([r]) for r in ratios], n_pad)], 1)
         d_logits = model.d_head(with_speed).numpy()

@@ -56,7 +56,16 @@ class SceneFamily:
 def _build_scene_ar(model_config: Mapping[str, Any]) -> Any:
     from aigc_synth.models.scene_ar import SceneAR
 
-    return SceneAR(hidden=int(model_config["hidden"]), head_hidden=int(model_config["head_hidden"]))
+    # checkpoints exported before speed_coding existed drew every speed on absolute bins
+    return SceneAR(hidden=int(model_config["hidden"]), head_hidden=int(model_config["head_hidden"]),
+                   relative_speed=_speed_coding(model_config) == "relative")
+
+
+def _speed_coding(model_config: Mapping[str, Any]) -> str:
+    coding = str(model_config.get("speed_coding", "absolute"))
+    if coding not in ("absolute", "relative"):
+        raise ValueError(f"model.speed_coding must be 'absolute' or 'relative', got {coding!r}")
+    return coding
 
 
 def _rebuild_scene_ar(model_config: Mapping[str, Any], state: Any) -> Any:
@@ -83,7 +92,7 @@ def _rebuild_random(model_config: Mapping[str, Any], state: Any) -> RandomSceneS
 
 SCENE_FAMILIES: dict[str, SceneFamily] = {
     "scene_ar": SceneFamily("scene_ar", SceneARConfig, _rebuild_scene_ar, _sample_scene_ar, build=_build_scene_ar,
-                            arch_keys=("family", "hidden", "head_hidden")),
+                            arch_keys=("family", "hidden", "head_hidden", "speed_coding")),
     "scene_marginal": SceneFamily("scene_marginal", SceneMarginalConfig, lambda cfg, state: MarginalSceneSampler.from_dict(state),
                                   _sample_per_row),
     "scene_random": SceneFamily("scene_random", SceneRandomConfig, _rebuild_random, _sample_per_row),

@@ -45,6 +45,12 @@ NUM_GAP = len(GAP_EDGES) - 1
 SPEED_MAX_RATIO = 1.6  # speed / speed limit
 NUM_SPEED = 128
 SPEED_EDGES = np.linspace(0.0, SPEED_MAX_RATIO, NUM_SPEED + 1)
+# Speed of a lane's later vehicles relative to the vehicle behind (speed ratio minus its ratio): SUMO's
+# platoons drive at nearly one speed, so the bins are fine near 0 (0.002 x limit ~ 0.06 m/s) and
+# coarse in the tails (0.01 to +-0.2, then 0.05 to +-SPEED_MAX_RATIO).
+_DELTA_POS = np.concatenate([np.arange(0.002, 0.04, 0.002), np.arange(0.04, 0.2, 0.01), np.arange(0.2, SPEED_MAX_RATIO + 1e-9, 0.05)])
+DELTA_EDGES = np.round(np.concatenate([-_DELTA_POS[::-1], [0.0], _DELTA_POS]), 6)
+NUM_DELTA = len(DELTA_EDGES) - 1
 D_STEP = 0.1  # lateral offsets are kept on a 0.1 m grid (0 exactly for vehicles not changing lanes)
 NUM_D = 2 * round((LANE_WIDTH / 2) / D_STEP) + 1
 D_CENTRES = (np.arange(NUM_D) - NUM_D // 2) * D_STEP
@@ -186,7 +192,8 @@ def encode_scene(scene: Scene) -> dict[str, np.ndarray]:
     Keys: ``cond`` (COND_DIM,), ``prefix`` targets ``limit``/``ego_lane``/``ego_speed``, ``ego``
     (EGO_DIM,), and per token ``token_in`` (the previous token), ``lane_ctx``, ``slot``, ``type_in``
     (one-hot + length), ``speed_ctx``, ``gap_in``, ``ratio_in`` and the targets ``lane``, ``type``,
-    ``gap``, ``speed``, ``d`` with ``is_agent`` (gap/speed/d are learnt on agents only).
+    ``gap``, ``speed`` (absolute bin), ``delta`` (bin of the speed ratio minus the vehicle behind's),
+    ``d`` with ``follows`` (not first in its lane) and ``is_agent`` (gap/speed/d are learnt on agents only).
     """
     limit_k = int(np.argmin(np.abs(np.asarray(SPEED_LIMITS) - scene.speed_limit)))
     ego_ratio = scene.ego_speed / scene.speed_limit
@@ -195,9 +202,9 @@ def encode_scene(scene: Scene) -> dict[str, np.ndarray]:
     vehicles.append((scene.ego_lane, 0.0, EGO_TYPE, ego_ratio, 0.0))
     vehicles.sort(key=lambda v: (v[0], v[1], v[2] == EGO_TYPE))
     rows: dict[str, list] = {k: [] for k in ("token_in", "lane_ctx", "slot", "type_in", "speed_ctx", "gap_in", "ratio_in",
-                                             "lane", "type", "gap", "speed", "d", "is_agent")}
+                                             "lane", "type", "gap", "speed", "delta", "follows", "d", "is_agent")}
     for lane, s, k, ratio, d in vehicles[:MAX_TOKENS]:
-        first, s0, len0, _ = state.base(lane)
+        first, s0, len0, ratio0 = state.base(lane)
         gap = s - s0 if first else s - s0 - (len0 + TYPE_LENGTH[k]) / 2.0
         rows["token_in"].append(state.last_token)
         rows["lane_ctx"].append(state.lane_context())
@@ -210,6 +217,8 @@ def encode_scene(scene: Scene) -> dict[str, np.ndarray]:
         rows["type"].append(k)
         rows["gap"].append(bin_index(GAP_EDGES, gap))
         rows["speed"].append(bin_index(SPEED_EDGES, ratio))
+        rows["delta"].append(bin_index(DELTA_EDGES, ratio - ratio0) if not first else NUM_DELTA // 2)
+        rows["follows"].append(not first)
         rows["d"].append(int(np.clip(np.round(d / D_STEP), -(NUM_D // 2), NUM_D // 2)) + NUM_D // 2)
         rows["is_agent"].append(k != EGO_TYPE)
         state.push(lane, k, s, ratio, d, gap)
@@ -220,7 +229,8 @@ def encode_scene(scene: Scene) -> dict[str, np.ndarray]:
     rows["speed_ctx"].append(np.zeros(SPEED_CTX_DIM, np.float32))
     rows["gap_in"].append(np.float32(0.0))
     rows["ratio_in"].append(np.float32(0.0))
-    for key, value in (("lane", STOP), ("type", 0), ("gap", 0), ("speed", 0), ("d", NUM_D // 2), ("is_agent", False)):
+    for key, value in (("lane", STOP), ("type", 0), ("gap", 0), ("speed", 0), ("delta", NUM_DELTA // 2), ("follows", False),
+                       ("d", NUM_D // 2), ("is_agent", False)):
         rows[key].append(value)
     out = {k: np.asarray(v) for k, v in rows.items()}
     out["cond"] = condition_vector(scene.traffic, scene.num_lanes, scene.speed_limit, scene.road)
@@ -236,6 +246,6 @@ def type_features(k: int) -> np.ndarray:
     return v
 
 
-__all__ = ["COND_DIM", "EGO_DIM", "LANE_CTX_DIM", "MAX_LANES", "MAX_TOKENS", "NUM_SLOTS", "SLOT_DIM", "STOP", "TOKEN_DIM",
+__all__ = ["COND_DIM", "DELTA_EDGES", "NUM_DELTA", "EGO_DIM", "LANE_CTX_DIM", "MAX_LANES", "MAX_TOKENS", "NUM_SLOTS", "SLOT_DIM", "STOP", "TOKEN_DIM",
            "LaneState", "condition_vector", "ego_vector", "encode_scene", "lane_slot", "road_vector", "speed_context",
            "type_features", "type_index"]
