@@ -47,12 +47,13 @@ def _images(out: Path) -> dict[int, bytes]:
 
 @pytest.fixture(scope="module")
 def diffusion_runs(ray_session, diffusion_checkpoint, tmp_path_factory):
+    """One Ray job (2 actors, micro-batches of 8); its pins (test below) were made by a 1-actor job
+    calling the model on 5 rows at a time, and the byte-identity test samples it again in-process that way."""
     from aigc_synth.jobs.generate import run_generation
 
     root = tmp_path_factory.mktemp("diffusion_jobs")
-    run_generation(_cfg(root / "a", diffusion_checkpoint, "resources.actors=1", "resources.batch_size=5"), progress=False)
     run_generation(_cfg(root / "b", diffusion_checkpoint, "resources.actors=2", "job.compute_batch=8"), progress=False)
-    return root / "a", root / "b"
+    return root / "b"
 
 
 def test_the_model_is_small_and_rebuilds_from_its_checkpoint(diffusion_checkpoint):
@@ -62,19 +63,30 @@ def test_the_model_is_small_and_rebuilds_from_its_checkpoint(diffusion_checkpoin
     assert 2e6 < sum(p.numel() for p in default.parameters()) < 4e6
 
 
-def test_a_diffusion_job_is_byte_identical_for_any_actor_count_and_batch(diffusion_runs):
-    a, b = diffusion_runs
-    images_a, images_b = _images(a), _images(b)
-    assert sorted(images_a) == list(range(12)) and images_a == images_b
-    rows = pq.read_table(a / "parquet").to_pylist()
+def test_a_diffusion_job_is_byte_identical_for_any_actor_count_and_batch(diffusion_runs, diffusion_checkpoint):
+    from dataclasses import asdict
+
+    from aigc_synth.jobs.generate import validate_job
+    from aigc_synth.jobs.worker import ShardWorker
+
+    images = _images(diffusion_runs)
+    assert sorted(images) == list(range(12))
+    # the same job sampled in this process by one worker, 5 rows per call, micro-batches of the default 32
+    job = validate_job(_cfg(diffusion_runs.parent / "x", diffusion_checkpoint, "resources.actors=1", "resources.batch_size=5"))
+    worker = ShardWorker(asdict(job), diffusion_checkpoint.read_bytes(), 1, False, write=False)
+    for shard in range(2):
+        batch = worker.sample_shard(shard)
+        for sample_id, pixels in zip(batch.sample_ids.tolist(), batch.images):
+            assert np.array_equal(np.asarray(Image.open(io.BytesIO(images[sample_id])).convert("RGB")), pixels), sample_id
+    rows = pq.read_table(diffusion_runs / "parquet").to_pylist()
     assert all(r["boxes"] is not None and r["scene_id"] == r["sample_id"] for r in rows)  # labels as for the layout GAN
-    first = np.asarray(Image.open(io.BytesIO(images_a[0])))
+    first = np.asarray(Image.open(io.BytesIO(images[0])))
     assert first.std() > 1  # not a flat image
 
 
 def test_diffusion_job_images_match_pins(diffusion_runs):
     """Like tests/test_pinned_bytes.py: a refactor must not change a byte (AIGC_SYNTH_REPIN=1 to re-pin)."""
-    check_pinned_images("layout_diffusion", _images(diffusion_runs[0]))
+    check_pinned_images("layout_diffusion", _images(diffusion_runs))
 
 
 def test_sampling_options_are_job_keys_checked_before_any_work(diffusion_checkpoint, diffusion_runs, tmp_path, tiny_checkpoint):
@@ -100,7 +112,7 @@ def test_serving_a_diffusion_model_gives_the_jobs_bytes(diffusion_runs, diffusio
     from aigc_synth.jobs.spec import serving_job
     from aigc_synth.serve.app import SamplerReplica
 
-    a, _ = diffusion_runs
+    a = diffusion_runs
     kind, job, data = serving_job("image", str(diffusion_checkpoint), 32, 64)
     replica = SamplerReplica.func_or_class(kind, job, data, 1, 64, 0.01, False)
     spec = json.loads((a / "manifest.json").read_text())["job"]

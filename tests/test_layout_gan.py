@@ -301,28 +301,38 @@ def _cfg(out: Path, ckpt: Path, *extra: str):
 
 @pytest.fixture(scope="module")
 def layout_runs(ray_session, layout_checkpoint, tmp_path_factory):
+    """One Ray job (2 actors, micro-batches of 16); the byte-identity test writes the same job again
+    in this process with one worker, 7 rows per call and the default micro-batch."""
     root = tmp_path_factory.mktemp("layout_jobs")
-    a, b = root / "a", root / "b"
-    run_generation(_cfg(a, layout_checkpoint, "resources.actors=1", "resources.batch_size=7"), progress=False)
-    run_generation(_cfg(b, layout_checkpoint, "resources.actors=2", "job.compute_batch=16"), progress=False)
-    return a, b
+    run_generation(_cfg(root / "b", layout_checkpoint, "resources.actors=2", "job.compute_batch=16"), progress=False)
+    return root / "b"
 
 
 def _rows(out: Path) -> list[dict]:
     return [r for f in sorted((out / "parquet").iterdir()) for r in pq.read_table(f).to_pylist()]
 
 
-def test_layout_job_is_byte_identical_for_any_actor_count(layout_runs):
-    a, b = layout_runs
+def test_layout_job_is_byte_identical_for_any_actor_count(layout_runs, layout_checkpoint, tmp_path):
+    from dataclasses import asdict
+
+    from aigc_synth.jobs.generate import validate_job
+    from aigc_synth.jobs.worker import ShardWorker
+
+    b = layout_runs
     assert json.loads((b / "run.json").read_text())["resources"]["actors"] == 2
-    for shard in sorted((a / "parquet").iterdir()):
-        assert shard.read_bytes() == (b / "parquet" / shard.name).read_bytes()
+    a = tmp_path / "a"
+    job = validate_job(_cfg(a, layout_checkpoint, "resources.actors=1", "resources.batch_size=7"))
+    shards = sorted((b / "parquet").iterdir())
+    ShardWorker(asdict(job), layout_checkpoint.read_bytes(), 1, False)({"id": np.arange(len(shards))})
+    assert len(shards) > 1 and [p.name for p in sorted((a / "parquet").iterdir())] == [p.name for p in shards]
+    for shard in shards:
+        assert shard.read_bytes() == (a / "parquet" / shard.name).read_bytes()
 
 
 def test_layout_job_boxes_are_the_sampled_scenes_boxes(layout_runs, layout_checkpoint):
     from aigc_synth.evaluation.layout import evaluation_scenes
 
-    a, _ = layout_runs
+    a = layout_runs
     rows = sorted(_rows(a), key=lambda r: r["sample_id"])
     assert len(rows) == 40
     manifest = json.loads((a / "manifest.json").read_text())
@@ -454,7 +464,7 @@ def test_serving_a_layout_model_gives_the_jobs_bytes_and_boxes(layout_runs, layo
     from aigc_synth.jobs.spec import serving_job
     from aigc_synth.serve.app import SamplerReplica
 
-    a, _ = layout_runs
+    a = layout_runs
     rows = sorted(_rows(a), key=lambda r: r["sample_id"])[:12]
     kind, job, data = serving_job("image", str(layout_checkpoint), 32, 64)
     replica = SamplerReplica.func_or_class(kind, job, data, 1, 64, 0.01, False)
@@ -473,7 +483,7 @@ def test_coco_export_of_a_layout_job_loads_with_pycocotools(layout_runs, tmp_pat
 
     from aigc_synth.exporters import export_output
 
-    a, _ = layout_runs
+    a = layout_runs
     out = tmp_path / "coco"
     export_output(str(a), "coco", str(out), None)
     coco = COCO(str(out / "instances.json"))
@@ -507,18 +517,21 @@ def test_evaluate_scores_a_layout_checkpoint_against_renders_of_its_scenes(layou
     assert "Layout fidelity" in (tmp_path / "ev" / "report.md").read_text()
 
 
+# the resume path is the job machinery's, tested by default in tests/test_job.py; this adds the layout
+# sampler's rows (scene ids, boxes) to it and costs a job (~10-20 s): -m slow
+@pytest.mark.slow
 def test_interrupted_layout_job_resumes_to_identical_output(layout_runs, layout_checkpoint, tmp_path):
     import shutil
 
     from aigc_synth.io.reader import verify_output
 
-    a, _ = layout_runs
+    a = layout_runs
     partial = tmp_path / "partial"
     shutil.copytree(a, partial)
     (partial / "manifest.json").unlink()  # a driver killed after the first shard
     (partial / "parquet" / "part-00001.parquet").unlink()
     shutil.rmtree(partial / "png" / "part-00001")
-    run_generation(_cfg(partial, layout_checkpoint, "resources.actors=1"), progress=False)
+    run_generation(_cfg(partial, layout_checkpoint, "resources.actors=1", "job.compute_batch=16"), progress=False)
     assert json.loads((partial / "run.json").read_text())["shards_skipped_on_resume"] == 1
     assert (partial / "manifest.json").read_bytes() == (a / "manifest.json").read_bytes()
     assert verify_output(partial) == []

@@ -185,14 +185,14 @@ def test_followers_speeds_are_coded_relative_to_the_vehicle_behind():
 
 def test_a_relative_speed_model_learns_a_platoon_and_absolute_checkpoints_still_load(tmp_path):
     """Scenes where every follower drives at exactly the speed of the vehicle behind: a briefly trained
-    relative-coded model reproduces it (the absolute head needed many more steps for this), and a
+    relative-coded model reproduces it (an absolute-coded one, the same 30 steps: median 1.9 m/s), and a
     checkpoint without ``speed_coding`` (exported before it existed) rebuilds the absolute head."""
     from dataclasses import replace
 
     from aigc_synth.models.scene_ar import collate
     from aigc_synth.metrics.scenes import scene_features
 
-    base = [RandomSceneSampler().sample("heavy", 2, seed=s) for s in range(64)]
+    base = [RandomSceneSampler().sample("heavy", 2, seed=s) for s in range(32)]
     platoons = []
     for sc in base:  # every vehicle of a lane at the speed of the lane's first one (the ego's lane: the ego's)
         lead = {lane: sc.ego_speed if lane == sc.ego_lane else None for lane in range(sc.num_lanes)}
@@ -205,7 +205,7 @@ def test_a_relative_speed_model_learns_a_platoon_and_absolute_checkpoints_still_
     model = SceneAR(hidden=32, head_hidden=32)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     batch = collate([encode_scene(sc) for sc in platoons])
-    for _ in range(60):
+    for _ in range(30):
         opt.zero_grad()
         model.loss(batch)["loss"].backward()
         opt.step()
