@@ -43,23 +43,32 @@ def _cfg(out: Path, ckpt: Path, *extra: str):
 
 @pytest.fixture(scope="module")
 def scene_runs(ray_session, scene_checkpoint, tmp_path_factory):
+    """One Ray job (2 actors, micro-batches of 64); the byte-identity test writes the same job again in
+    this process with one worker, 7 rows per call and the default micro-batch."""
     root = tmp_path_factory.mktemp("scene_jobs")
-    a, b = root / "a", root / "b"
-    run_generation(_cfg(a, scene_checkpoint, "resources.actors=1", "resources.batch_size=7"), progress=False)
-    run_generation(_cfg(b, scene_checkpoint, "resources.actors=2", "job.compute_batch=64"), progress=False)
-    return a, b
+    run_generation(_cfg(root / "b", scene_checkpoint, "resources.actors=2", "job.compute_batch=64"), progress=False)
+    return root / "b"
 
 
-def test_scene_job_bytes_identical_for_any_actor_count(scene_runs):
-    a, b = scene_runs
+def test_scene_job_bytes_identical_for_any_actor_count(scene_runs, scene_checkpoint, tmp_path):
+    from dataclasses import asdict
+
+    from aigc_synth.jobs.spec import validate_job
+    from aigc_synth.jobs.worker import ShardWorker
+
+    b = scene_runs
     assert json.loads((b / "run.json").read_text())["resources"]["actors"] == 2
-    assert (a / "manifest.json").read_bytes() == (b / "manifest.json").read_bytes()
-    for shard in sorted((a / "parquet").iterdir()):
-        assert shard.read_bytes() == (b / "parquet" / shard.name).read_bytes()
+    a = tmp_path / "a"
+    job = validate_job(_cfg(a, scene_checkpoint, "resources.actors=1", "resources.batch_size=7"))
+    shards = sorted((b / "parquet").iterdir())
+    ShardWorker(asdict(job), scene_checkpoint.read_bytes(), 1, False)({"id": list(range(len(shards)))})
+    assert len(shards) > 1 and [p.name for p in sorted((a / "parquet").iterdir())] == [p.name for p in shards]
+    for shard in shards:
+        assert shard.read_bytes() == (a / "parquet" / shard.name).read_bytes()
 
 
 def test_scene_job_rows_are_the_public_contract(scene_runs):
-    a, _ = scene_runs
+    a = scene_runs
     manifest = json.loads((a / "manifest.json").read_text())
     assert manifest["job"]["sampler"] == "scenes" and manifest["schema"] == {"traffic": list(TRAFFIC_LEVELS),
                                                                             "num_lanes": ["2", "3", "4"], "road": list(ROAD_KINDS)}
@@ -78,12 +87,14 @@ def test_scene_job_rows_are_the_public_contract(scene_runs):
 
 @pytest.mark.slow  # 10-16 s; the default suite keeps under 10 min (run with -m slow)
 def test_interrupted_scene_job_resumes_to_identical_output(scene_runs, scene_checkpoint, tmp_path, capsys):
-    a, _ = scene_runs
+    import shutil
+
+    a = scene_runs
     out = tmp_path / "r"
-    run_generation(_cfg(out, scene_checkpoint), progress=False)
+    shutil.copytree(a, out)
     (out / "parquet" / "part-00001.parquet").unlink()  # as if the run died before committing shard 1
     (out / "manifest.json").unlink()
-    run_generation(_cfg(out, scene_checkpoint), progress=False, log=print)
+    run_generation(_cfg(out, scene_checkpoint, "resources.actors=1", "job.compute_batch=64"), progress=False, log=print)
     assert "resuming: 2 of 3 shards" in capsys.readouterr().out
     assert (out / "manifest.json").read_bytes() == (a / "manifest.json").read_bytes()
 
@@ -124,7 +135,7 @@ def test_export_sumo_and_openscenario_from_a_scene_job(scene_runs, tmp_path):
 
     from aigc_synth.exporters import export_output
 
-    a, _ = scene_runs
+    a = scene_runs
     cfgs = export_output(a, "sumo", tmp_path / "sumo", limit=6)
     assert [p.name for p in cfgs] == [f"scene_{i}.sumocfg" for i in range(6)] and all(p.is_file() for p in cfgs)
     scenes = table_to_scenes(pq.read_table(a / "parquet" / "part-00000.parquet"))[:6]
@@ -165,7 +176,7 @@ def test_export_names_a_missing_simulator(scene_runs, tmp_path, monkeypatch):
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "sumo" else real_find_spec(name, *a))
     with pytest.raises(UsageError, match=r"needs sumo, which is not installed: pip install 'aigc_synth\[sim\]'"):
-        export_output(scene_runs[0], "sumo", tmp_path / "x")
+        export_output(scene_runs, "sumo", tmp_path / "x")
     assert not (tmp_path / "x").exists()
 
 
@@ -175,9 +186,9 @@ def test_export_refuses_a_non_empty_out_dir_and_image_jobs(scene_runs, tmp_path)
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "f").write_text("x")
     with pytest.raises(UsageError, match="not an empty directory"):
-        export_output(scene_runs[0], "openscenario", tmp_path / "busy")
+        export_output(scene_runs, "openscenario", tmp_path / "busy")
     with pytest.raises(UsageError, match="unknown export format 'carla'"):
-        export_output(scene_runs[0], "carla", tmp_path / "c")
+        export_output(scene_runs, "carla", tmp_path / "c")
     image_job = tmp_path / "img"
     image_job.mkdir()
     (image_job / "manifest.json").write_text(json.dumps({"format": "aigc_synth.manifest/v1", "job": {}, "shards": []}))
@@ -185,14 +196,17 @@ def test_export_refuses_a_non_empty_out_dir_and_image_jobs(scene_runs, tmp_path)
         export_output(image_job, "openscenario", tmp_path / "d")
 
 
-def test_scene_preview_is_written(ray_session, scene_checkpoint, tmp_path):
+def test_scene_preview_is_written(scene_runs, tmp_path):
+    import shutil
+
+    from PIL import Image
+
     from aigc_synth.jobs.report import format_summary, write_preview
 
     out = tmp_path / "p"
-    manifest = run_generation(_cfg(out, scene_checkpoint, "job.num_samples=18", "job.shard_size=18"), progress=False)
+    shutil.copytree(scene_runs, out)
+    manifest = json.loads((out / "manifest.json").read_text())
     path = write_preview(out, manifest)
-    from PIL import Image
-
     assert Image.open(path).size[1] > 9 * 20  # one row per traffic x lanes cell
-    assert "scenes: 18 in 1 shard(s)" in format_summary(out, manifest)
+    assert "scenes: 72 in 3 shard(s)" in format_summary(out, manifest)
     assert os.path.getsize(path) > 1000
