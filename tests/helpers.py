@@ -65,6 +65,21 @@ THUMB_TOLERANCE = 2  # levels: what another CPU's vector kernels can move a cell
 MAX_HASH_MISMATCH = 0.5  # share of images whose bytes may differ (each still within the thumbnail tolerance)
 
 
+def write_shards_in_process(cfg) -> Path:
+    """Every shard of the job ``cfg`` sampled and committed by one :class:`ShardWorker` in this process
+    (no Ray, no manifest): the same worker code as a Ray job's actors, for tests of bytes, not of Ray."""
+    from dataclasses import asdict
+
+    from aigc_synth.jobs.spec import validate_job
+    from aigc_synth.jobs.worker import ShardWorker
+
+    job = validate_job(cfg)
+    classifier = Path(job.gate["classifier"]).read_bytes() if job.gate else None
+    worker = ShardWorker(asdict(job), Path(job.checkpoint).read_bytes(), 1, False, classifier_bytes=classifier)
+    worker({"id": list(range(job.num_shards))})
+    return Path(job.output_dir)
+
+
 def _thumbnail(image_bytes: bytes) -> list[int]:
     import io
 

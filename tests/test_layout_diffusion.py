@@ -19,7 +19,7 @@ from aigc_synth.errors import JobSpecError
 from aigc_synth.models.exported import export_generator, load_generator
 from aigc_synth.models.registry import build_generator
 from aigc_synth.schema import DEFAULT_SCHEMA
-from tests.helpers import check_pinned_images, compose_generate
+from tests.helpers import check_pinned_images, compose_generate, write_shards_in_process
 
 TINY = {"resolution": 32, "base_channels": 8, "channel_mult": [1, 2], "layers_per_block": 1, "sampling_steps": 3, "guidance": 2.0}
 
@@ -64,20 +64,12 @@ def test_the_model_is_small_and_rebuilds_from_its_checkpoint(diffusion_checkpoin
 
 
 def test_a_diffusion_job_is_byte_identical_for_any_actor_count_and_batch(diffusion_runs, diffusion_checkpoint):
-    from dataclasses import asdict
-
-    from aigc_synth.jobs.generate import validate_job
-    from aigc_synth.jobs.worker import ShardWorker
-
     images = _images(diffusion_runs)
     assert sorted(images) == list(range(12))
-    # the same job sampled in this process by one worker, 5 rows per call, micro-batches of the default 32
-    job = validate_job(_cfg(diffusion_runs.parent / "x", diffusion_checkpoint, "resources.actors=1", "resources.batch_size=5"))
-    worker = ShardWorker(asdict(job), diffusion_checkpoint.read_bytes(), 1, False, write=False)
-    for shard in range(2):
-        batch = worker.sample_shard(shard)
-        for sample_id, pixels in zip(batch.sample_ids.tolist(), batch.images):
-            assert np.array_equal(np.asarray(Image.open(io.BytesIO(images[sample_id])).convert("RGB")), pixels), sample_id
+    # the same job written in this process by one worker, 5 rows per call, micro-batches of the default 32
+    again = write_shards_in_process(_cfg(diffusion_runs.parent / "a", diffusion_checkpoint, "resources.actors=1",
+                                         "resources.batch_size=5"))
+    assert _images(again) == images
     rows = pq.read_table(diffusion_runs / "parquet").to_pylist()
     assert all(r["boxes"] is not None and r["scene_id"] == r["sample_id"] for r in rows)  # labels as for the layout GAN
     first = np.asarray(Image.open(io.BytesIO(images[0])))

@@ -24,7 +24,7 @@ from aigc_synth.sampling.sampler import generate_images
 from aigc_synth.scenes.format import ROAD_KINDS, scenes_to_table
 from aigc_synth.models.scene_families import BUNDLED_SCENE_CHECKPOINT, load_scene_generator
 from aigc_synth.schema import DEFAULT_SCHEMA, ConditionSchema
-from tests.helpers import compose_generate
+from tests.helpers import compose_generate, write_shards_in_process
 
 TINY_LAYOUT = {"resolution": 32, "z_dim": 16, "base_channels": 8, "embed_dim": 8, "spade_hidden": 8}
 
@@ -313,17 +313,10 @@ def _rows(out: Path) -> list[dict]:
 
 
 def test_layout_job_is_byte_identical_for_any_actor_count(layout_runs, layout_checkpoint, tmp_path):
-    from dataclasses import asdict
-
-    from aigc_synth.jobs.generate import validate_job
-    from aigc_synth.jobs.worker import ShardWorker
-
     b = layout_runs
     assert json.loads((b / "run.json").read_text())["resources"]["actors"] == 2
-    a = tmp_path / "a"
-    job = validate_job(_cfg(a, layout_checkpoint, "resources.actors=1", "resources.batch_size=7"))
+    a = write_shards_in_process(_cfg(tmp_path / "a", layout_checkpoint, "resources.actors=1", "resources.batch_size=7"))
     shards = sorted((b / "parquet").iterdir())
-    ShardWorker(asdict(job), layout_checkpoint.read_bytes(), 1, False)({"id": np.arange(len(shards))})
     assert len(shards) > 1 and [p.name for p in sorted((a / "parquet").iterdir())] == [p.name for p in shards]
     for shard in shards:
         assert shard.read_bytes() == (a / "parquet" / shard.name).read_bytes()

@@ -20,7 +20,7 @@ from aigc_synth.models.scene_ar import SceneAR
 from aigc_synth.scenes.format import (LANE_COUNTS, ROAD_KINDS, TRAFFIC_LEVELS, Agent, Road, SceneError, scenes_to_table,
                                      table_to_scenes)
 from aigc_synth.models.scene_families import export_scene_generator
-from tests.helpers import compose_generate, run_cli
+from tests.helpers import compose_generate, run_cli, write_shards_in_process
 
 
 @pytest.fixture(scope="module")
@@ -51,17 +51,10 @@ def scene_runs(ray_session, scene_checkpoint, tmp_path_factory):
 
 
 def test_scene_job_bytes_identical_for_any_actor_count(scene_runs, scene_checkpoint, tmp_path):
-    from dataclasses import asdict
-
-    from aigc_synth.jobs.spec import validate_job
-    from aigc_synth.jobs.worker import ShardWorker
-
     b = scene_runs
     assert json.loads((b / "run.json").read_text())["resources"]["actors"] == 2
-    a = tmp_path / "a"
-    job = validate_job(_cfg(a, scene_checkpoint, "resources.actors=1", "resources.batch_size=7"))
+    a = write_shards_in_process(_cfg(tmp_path / "a", scene_checkpoint, "resources.actors=1", "resources.batch_size=7"))
     shards = sorted((b / "parquet").iterdir())
-    ShardWorker(asdict(job), scene_checkpoint.read_bytes(), 1, False)({"id": list(range(len(shards)))})
     assert len(shards) > 1 and [p.name for p in sorted((a / "parquet").iterdir())] == [p.name for p in shards]
     for shard in shards:
         assert shard.read_bytes() == (a / "parquet" / shard.name).read_bytes()
