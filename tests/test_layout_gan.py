@@ -355,16 +355,16 @@ def test_layout_job_boxes_are_the_sampled_scenes_boxes(layout_runs, layout_check
 
 
 def _given_scenes_job(ckpt: Path, scenes: list, tmp_path: Path, n: int) -> Path:
-    """A layout job of ``n`` samples over ``scenes`` written as one Parquet folder (``job.scenes``)."""
+    """A layout job of ``n`` samples over ``scenes`` written as one Parquet folder (``job.scenes``); its
+    shard written in this process (the rows are the subject here, not Ray)."""
     scene_dir = tmp_path / "scenes"
     scene_dir.mkdir()
     pq.write_table(scenes_to_table(scenes), scene_dir / "part-00000.parquet")
-    out = tmp_path / "given"
-    run_generation(_cfg(out, ckpt, f"job.scenes={scene_dir}", f"job.num_samples={n}", f"job.shard_size={n}"), progress=False)
-    return out
+    return write_shards_in_process(_cfg(tmp_path / "given", ckpt, f"job.scenes={scene_dir}", f"job.num_samples={n}",
+                                        f"job.shard_size={n}"))
 
 
-def test_layout_job_renders_given_scenes(ray_session, layout_checkpoint, scenes, tmp_path):
+def test_layout_job_renders_given_scenes(layout_checkpoint, scenes, tmp_path):
     out = _given_scenes_job(layout_checkpoint, scenes, tmp_path, 30)
     rows = sorted(_rows(out), key=lambda r: r["sample_id"])
     for row in rows:  # sample i shows scene i mod n, and a scene is its traffic
@@ -445,9 +445,8 @@ def test_missing_scene_folder_is_refused_before_any_work(layout_checkpoint, tmp_
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
-def test_condition_only_checkpoints_still_generate_without_boxes(ray_session, tiny_checkpoint, tmp_path):
-    out = tmp_path / "old"
-    run_generation(_cfg(out, tiny_checkpoint, "job.num_samples=10", "job.shard_size=10"), progress=False)
+def test_condition_only_checkpoints_still_generate_without_boxes(tiny_checkpoint, tmp_path):
+    out = write_shards_in_process(_cfg(tmp_path / "old", tiny_checkpoint, "job.num_samples=10", "job.shard_size=10"))
     table = pq.read_table(next((out / "parquet").iterdir()))
     assert "boxes" not in table.column_names and "scene_id" not in table.column_names and table.num_rows == 10
 
