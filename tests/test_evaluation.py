@@ -15,7 +15,7 @@ from aigc_synth.metrics.distribution import density_coverage, frechet_distance, 
 from aigc_synth.metrics.domain import ClassifierScores, load_domain_classifier
 from aigc_synth.schema import DEFAULT_SCHEMA
 from aigc_synth.io.reader import verify_output
-from tests.helpers import compose_generate
+from tests.helpers import compose_generate, write_shards_in_process
 
 
 @pytest.fixture(scope="module")
@@ -248,13 +248,14 @@ def _gate_cfg(out, ckpt, *extra):
 
 @pytest.fixture(scope="module")
 def gated_runs(ray_session, tmp_path_factory):
-    """The bundled generator, gated, with 1 actor × batch 16 and 2 actors × batch 64."""
+    """The bundled generator, gated: a Ray job with 2 actors × batch 64 (``a``), and the same job's shards
+    written in this process by one worker × batch 16 (``b``, no manifest)."""
     from aigc_synth.jobs.generate import run_generation
 
     root = tmp_path_factory.mktemp("gate")
-    return {name: (root / name, run_generation(_gate_cfg(root / name, "default", *extra), progress=False))
-            for name, extra in {"a": ["resources.actors=1", "resources.batch_size=16"],
-                                "b": ["resources.actors=2", "resources.batch_size=64"]}.items()}
+    man_a = run_generation(_gate_cfg(root / "a", "default", "resources.actors=2", "resources.batch_size=64"), progress=False)
+    write_shards_in_process(_gate_cfg(root / "b", "default", "resources.actors=1", "resources.batch_size=16"))
+    return {"a": (root / "a", man_a), "b": root / "b"}
 
 
 def test_gate_records_accept_rates_and_per_row_confidence(gated_runs):
@@ -274,9 +275,10 @@ def test_gate_records_accept_rates_and_per_row_confidence(gated_runs):
 
 
 def test_gated_output_is_identical_across_actor_counts(gated_runs):
-    (a, man_a), (b, man_b) = gated_runs["a"], gated_runs["b"]
-    assert (a / "manifest.json").read_bytes() == (b / "manifest.json").read_bytes()
-    assert [s["sha256"] for s in man_a["shards"]] == [s["sha256"] for s in man_b["shards"]]
+    (a, man_a), b = gated_runs["a"], gated_runs["b"]
+    shards = sorted((b / "parquet").iterdir())
+    assert len(shards) == len(man_a["shards"]) == 2
+    assert all(p.read_bytes() == (a / "parquet" / p.name).read_bytes() for p in shards)
 
 
 def test_gate_needs_parquet_and_a_matching_classifier(tiny_checkpoint, tmp_path):
