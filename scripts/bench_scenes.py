@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections import Counter
 from dataclasses import asdict
@@ -52,11 +53,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reference", required=True, help="held-out SUMO scenes")
     ap.add_argument("--floor", required=True, help="a second, independent SUMO set")
     ap.add_argument("--checkpoint", default="default", help="scene_ar generator.pt (default: bundled)")
+    ap.add_argument("--compare", action="append", default=[], metavar="LABEL=CHECKPOINT",
+                    help="another scene_ar checkpoint as an extra row 'scene_ar (LABEL)' (repeatable; 'bundled' = the shipped one)")
     ap.add_argument("--replay", type=int, default=1200, help="scenes replayed per row (spread over the road kinds)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("outputs/bench_scenes"))
     args = ap.parse_args(argv)
 
+    compare = {}
+    for item in args.compare:
+        label, sep, path = item.partition("=")
+        if not sep or not label or not path:
+            ap.error(f"--compare wants LABEL=CHECKPOINT, got {item!r}")
+        compare[f"scene_ar ({label})"] = str(resolve_scene_checkpoint(None if path in ("default", "bundled") else path))
     reference = read_scenes(args.reference)
     per_cell = min(Counter((sc.road.kind, sc.traffic, sc.num_lanes) for sc in reference).values())
     args.out.mkdir(parents=True, exist_ok=True)
@@ -66,14 +75,14 @@ def main(argv: list[str] | None = None) -> int:
                            state=MarginalSceneSampler.fit(train).to_dict(), traffic=TRAFFIC_LEVELS, lanes=LANE_COUNTS, roads=roads)
     export_scene_generator(args.out / "scene_random.pt", family="scene_random", model_config=asdict(SceneRandomConfig()), state={},
                            traffic=TRAFFIC_LEVELS, lanes=LANE_COUNTS, roads=roads)
-    sources = {"scene_ar": str(resolve_scene_checkpoint(None if args.checkpoint == "default" else args.checkpoint)),
+    sources = {"scene_ar": str(resolve_scene_checkpoint(None if args.checkpoint == "default" else args.checkpoint)), **compare,
                "scene_marginal": str(args.out / "scene_marginal.pt"), "scene_random": str(args.out / "scene_random.pt")}
     evaluations = {}
     for name, source in sources.items():
         # the reference and floor sets are replayed once, with the first row (SUMO's own figures)
         cfg = compose("evaluate", [f"source={source}", f"n_per_condition={per_cell}", f"replay_scenes={args.replay}",
                                    f"replay_real={not evaluations}", f"scene_reference={args.reference}", f"scene_floor={args.floor}",
-                                   f"seed={args.seed}", f"out_dir={args.out / name}", "overwrite=true"])
+                                   f"seed={args.seed}", f"out_dir={args.out / row_dir(name)}", "overwrite=true"])
         evaluations[name] = evaluate_scenes(cfg, log=lambda *a: print(f"{name}:", *a, flush=True))
     kinds = evaluations["scene_ar"]["road_kinds"]
     result = {"reference": args.reference, "floor": args.floor, "n_per_condition": per_cell,
@@ -83,6 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "bench.md").write_text(md)
     print(md)
     return 0
+
+
+def row_dir(name: str) -> str:
+    """A row's folder under --out: its name with anything but letters, digits, '.' and '-' as '_'."""
+    return re.sub(r"[^\w.-]+", "_", name).strip("_")
 
 
 def _of(evaluation: dict, kind: str) -> tuple[dict, dict | None]:
