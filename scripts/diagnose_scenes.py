@@ -1,0 +1,114 @@
+#!/usr/bin/env python
+"""Two diagnostics of a scene model against SUMO, behind the figures in docs/benchmarks.md "Scene figures".
+
+    python scripts/diagnose_scenes.py lane-drop-speeds --checkpoint default --reference data/eval5/heldout --floor data/eval5/heldout2
+    python scripts/diagnose_scenes.py hard-braking --checkpoint default --floor data/eval5/heldout2 --scenes 400
+
+``lane-drop-speeds``: median speed ÷ limit of the agents of lane-drop scenes per traffic level and per
+distance band to the drop point, and of the ego, for the reference, the floor and the model (sampled on the
+floor set's exact roads, traffic and lane counts). ``hard-braking``: replays ``--scenes`` straight and curve
+scenes of the floor set and as many sampled by the model (same cells) in SUMO for 10 s and lists when,
+how hard and at what speed each vehicle first brakes harder than 4.5 m/s² (the replay's hard-braking event).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import uuid
+
+import numpy as np
+
+from aigc_synth.models.scene_families import load_scene_generator, resolve_scene_checkpoint
+from aigc_synth.scenes.dataset import read_scenes
+from aigc_synth.scenes.format import Scene
+from aigc_synth.scenes.replay import HARD_BRAKING
+from aigc_synth.scenes.road_net import scene_net, scene_net_routes_xml
+from aigc_synth.scenes.sumo import SumoRun, scene_sumo_args, scene_vehicle_ids, sumo_work_dir
+
+BANDS = ((-300.0, -100.0), (-100.0, -30.0), (-30.0, 0.0), (0.0, 300.0))  # m from the drop point
+
+
+def sample_like(checkpoint: str, scenes: list[Scene], seed: int) -> list[Scene]:
+    """One generated scene per given scene: its traffic, lane count and exact road."""
+    gen = load_scene_generator(resolve_scene_checkpoint(None if checkpoint == "default" else checkpoint))
+    n = len(scenes)
+    return gen.sample([s.traffic for s in scenes], [s.num_lanes for s in scenes], [seed + i for i in range(n)], list(range(n)),
+                      roads=[s.road for s in scenes])
+
+
+def lane_drop_speeds(args: argparse.Namespace) -> None:
+    ref = [s for s in read_scenes(args.reference) if s.road.kind == "lane_drop"]
+    floor = [s for s in read_scenes(args.floor) if s.road.kind == "lane_drop"]
+    for name, scenes in (("reference", ref), ("floor", floor), ("model", sample_like(args.checkpoint, floor, args.seed))):
+        print(name)
+        for traffic in ("light", "moderate", "heavy"):
+            cell = [s for s in scenes if s.traffic == traffic]
+            ego = np.median([s.ego_speed / s.speed_limit for s in cell])
+            bands = []
+            for lo, hi in BANDS:
+                v = [a.speed / s.speed_limit for s in cell for a in s.agents if lo <= a.s - s.road.event_s < hi]
+                bands.append(f"[{lo:g},{hi:g}) m: {np.median(v) if v else float('nan'):.3f} (n={len(v)})")
+            print(f"  {traffic:8s} ego {ego:.3f} | " + " | ".join(bands))
+
+
+def first_hard_brakes(scene: Scene) -> list[dict]:
+    """Each vehicle's first step below HARD_BRAKING in a 10 s SUMO replay: time, acceleration, start speed."""
+    ids = scene_vehicle_ids(scene)
+    speeds = [scene.ego_speed] + [a.speed for a in scene.agents]
+    net = scene_net(scene)
+    routes = sumo_work_dir() / f"diagnose_{uuid.uuid4().hex}.rou.xml"
+    routes.write_text(scene_net_routes_xml(scene, net))
+    events, seen = [], set()
+    try:
+        with SumoRun.run(scene_sumo_args(net.path, routes, **{"step-length": "0.1"})) as traci:
+            V = traci.vehicle
+            for step in range(101):
+                traci.simulationStep()
+                for v in V.getIDList():
+                    acc = V.getAcceleration(v)
+                    if acc < HARD_BRAKING and v not in seen:
+                        seen.add(v)
+                        i = ids.index(v)
+                        events.append({"t": round(step * 0.1 + 0.1, 1), "acc": round(acc, 2), "ego": i == 0,
+                                       "start_speed": round(speeds[i], 1), "traffic": scene.traffic})
+    finally:
+        routes.unlink(missing_ok=True)
+    return events
+
+
+def hard_braking(args: argparse.Namespace) -> None:
+    floor = [s for s in read_scenes(args.floor) if s.road.kind in ("straight", "curve")]
+    floor = [floor[i] for i in np.random.default_rng(args.seed).permutation(len(floor))[:args.scenes]]
+    for name, scenes in (("SUMO (floor set)", floor), ("model", sample_like(args.checkpoint, floor, args.seed))):
+        vehicles = sum(len(s.agents) + 1 for s in scenes)
+        events = [e for s in scenes for e in first_hard_brakes(s)]
+        early = sum(e["t"] <= 0.2 for e in events)
+        at_limit = sum(abs(e["acc"] - HARD_BRAKING) < 0.05 for e in events)
+        print(f"{name}: {len(events)} of {vehicles} vehicles brake harder than {-HARD_BRAKING:g} m/s^2 "
+              f"({len(events) / vehicles:.2%}); {early} within 0.2 s, {at_limit} at the limit (within 0.05), "
+              f"{sum(e['ego'] for e in events)} egos; light traffic: {sum(e['traffic'] == 'light' for e in events)}")
+        for e in events[:args.show]:
+            print("   ", e)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="what", required=True)
+    a = sub.add_parser("lane-drop-speeds")
+    a.add_argument("--reference", required=True)
+    a.add_argument("--floor", required=True)
+    b = sub.add_parser("hard-braking")
+    b.add_argument("--floor", required=True)
+    b.add_argument("--scenes", type=int, default=400)
+    b.add_argument("--show", type=int, default=10, help="events listed per set")
+    for p in (a, b):
+        p.add_argument("--checkpoint", default="default", help="scene_ar generator.pt (default: bundled)")
+        p.add_argument("--seed", type=int, default=1000)
+    args = ap.parse_args(argv)
+    (lane_drop_speeds if args.what == "lane-drop-speeds" else hard_braking)(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
