@@ -96,3 +96,16 @@ def test_the_evaluation_and_builder_scripts_import_and_show_their_help():
         results = list(pool.map(_help, chosen))
     failed = {p.name: (d.returncode, d.stderr[-1500:]) for p, d in results if d.returncode != 0 or "usage:" not in d.stdout}
     assert not failed, failed
+
+
+def test_bench_scenes_row_folders_are_override_safe():
+    """A --compare label like 'scene_ar (bundled)' becomes a folder name Hydra overrides accept."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_scenes", ROOT / "scripts" / "bench_scenes.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.row_dir("scene_ar (bundled)") == "scene_ar_bundled"
+    assert module.row_dir("scene_marginal") == "scene_marginal"
+    with pytest.raises(SystemExit):
+        module.main(["--train", "x", "--reference", "y", "--floor", "z", "--compare", "no-equals-sign"])
