@@ -122,6 +122,12 @@ def test_scene_training_needs_scenes(tmp_path, compose_config):
     cfg = compose_config("train", [*TINY_SCENE_OVERRIDES, f"train.out_dir={tmp_path}", f"data.scenes={tmp_path / 'none'}"])
     with pytest.raises(UsageError, match="no scenes at"):
         train_scene_model(cfg.train, cfg.model, cfg.data, progress=False)
+    out = tmp_path / "run"
+    cfg = compose_config("train", [*TINY_SCENE_OVERRIDES, f"train.out_dir={out}", f"data.scenes={tmp_path / 'none'}",
+                                   "model.speed_coding=relatve"])
+    with pytest.raises(UsageError, match="model.speed_coding must be one of"):  # before the scenes are read
+        train_scene_model(cfg.train, cfg.model, cfg.data, progress=False)
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("family", ["scene_marginal", "scene_random"])

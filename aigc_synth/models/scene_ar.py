@@ -112,7 +112,7 @@ class SceneAR(nn.Module):
 
     def __init__(self, hidden: int = 256, head_hidden: int = 256, relative_speed: bool = True):
         super().__init__()
-        self.hidden, self.head_hidden, self.relative_speed = hidden, head_hidden, relative_speed
+        self.hidden, self.head_hidden = hidden, head_hidden
         # (kind, k) -> (curvature, event_s, event_length); kinds never trained on stay 0 (see road_kinds)
         self.register_buffer("road_bank", torch.zeros(len(ROAD_KINDS), ROAD_BANK, 3, dtype=torch.float64))
         # a fresh network knows the straight road (it has no parameters); fit_road_bank sets the kinds trained on

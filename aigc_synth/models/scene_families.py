@@ -61,9 +61,13 @@ def _build_scene_ar(model_config: Mapping[str, Any]) -> Any:
                    relative_speed=_speed_coding(model_config) == "relative")
 
 
+#: ``model.speed_coding`` of ``scene_ar`` (see :class:`~aigc_synth.models.configs.SceneARConfig`)
+SPEED_CODINGS = ("absolute", "relative")
+
+
 def _speed_coding(model_config: Mapping[str, Any]) -> str:
     coding = str(model_config.get("speed_coding", "absolute"))
-    if coding not in ("absolute", "relative"):
+    if coding not in SPEED_CODINGS:
         raise ValueError(f"model.speed_coding must be 'absolute' or 'relative', got {coding!r}")
     return coding
 
