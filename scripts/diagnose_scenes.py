@@ -1,14 +1,19 @@
 #!/usr/bin/env python
-"""Two diagnostics of a scene model against SUMO, behind the figures in docs/benchmarks.md "Scene figures".
+"""Diagnostics of the SUMO ground truth and of a scene model against it, behind the figures in docs/benchmarks.md "Scene figures".
 
     python scripts/diagnose_scenes.py lane-drop-speeds --checkpoint default --reference data/eval5/heldout --floor data/eval5/heldout2
     python scripts/diagnose_scenes.py hard-braking --checkpoint default --floor data/eval5/heldout2 --scenes 400
+    python scripts/diagnose_scenes.py warm-up --road lane_drop --traffic heavy --runs 6 --until 1200
 
 ``lane-drop-speeds``: median speed ÷ limit of the agents of lane-drop scenes per traffic level and per
 distance band to the drop point, and of the ego, for the reference, the floor and the model (sampled on the
 floor set's exact roads, traffic and lane counts). ``hard-braking``: replays ``--scenes`` straight and curve
 scenes of the floor set and as many sampled by the model (same cells) in SUMO for 10 s and lists when,
 how hard and at what speed each vehicle first brakes harder than 4.5 m/s² (the replay's hard-braking event).
+``warm-up``: is a road kind's ground truth steady after the warm-up? Runs ``--runs`` tracks per lane count from
+the standing start (the dataset's placement and SUMO options, warm-up aside) and prints, every 30 s of simulated
+time, the mean speed ÷ limit of the vehicles on the last 300 m of the corridor's first edge (before the merge
+or the drop), averaged over the runs.
 """
 
 from __future__ import annotations
@@ -92,6 +97,42 @@ def hard_braking(args: argparse.Namespace) -> None:
             print("   ", e)
 
 
+def warm_up(args: argparse.Namespace) -> None:
+    from aigc_synth.scenes.format import TRAFFIC_DENSITY
+    from aigc_synth.scenes.sumo import TRUCK_SHARE, SimOptions, ground_truth_args
+    from aigc_synth.scenes.sumo_roads import _place, _routes, build_track
+
+    times = np.arange(30, args.until + 1, 30)
+    curves = []
+    for run in range(args.runs):
+        for lanes in (2, 3, 4):
+            opts = SimOptions()
+            rng = np.random.default_rng([args.seed, run, lanes])
+            limit = float(opts.speed_limits[rng.integers(len(opts.speed_limits))])
+            density = rng.uniform(*TRAFFIC_DENSITY[args.traffic])
+            track, ramp_share = build_track(args.road, lanes, limit, rng)
+            routes = sumo_work_dir() / f"warmup_{uuid.uuid4().hex}.rou.xml"
+            routes.write_text(_routes(track, _place(rng, density, track, rng.uniform(*TRUCK_SHARE), ramp_share)))
+            first = track.corridors[0][0]
+            speeds = []
+            try:
+                with SumoRun.run(ground_truth_args(track.net, routes, opts, int(rng.integers(2**31 - 1)))) as traci:
+                    V = traci.vehicle
+                    for t in times:
+                        traci.simulationStep(float(t))
+                        v = [V.getSpeed(x) for x in traci.edge.getLastStepVehicleIDs(first.edge)
+                             if V.getLanePosition(x) > track.lengths[first.edge] - 300.0]
+                        speeds.append(np.mean(v) / limit if v else np.nan)
+            finally:
+                routes.unlink(missing_ok=True)
+            curves.append(speeds)
+    mean = np.nanmean(np.array(curves), axis=0)
+    print(f"{args.road}, {args.traffic}: mean speed / limit on the last 300 m of {track.corridors[0][0].edge}, "
+          f"{len(curves)} runs")
+    for t, m in zip(times, mean):
+        print(f"t = {t:5d} s  {m:.3f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="what", required=True)
@@ -105,8 +146,14 @@ def main(argv: list[str] | None = None) -> int:
     for p in (a, b):
         p.add_argument("--checkpoint", default="default", help="scene_ar generator.pt (default: bundled)")
         p.add_argument("--seed", type=int, default=1000)
+    w = sub.add_parser("warm-up")
+    w.add_argument("--road", default="lane_drop", choices=("curve", "merge", "lane_drop"))
+    w.add_argument("--traffic", default="heavy", choices=("light", "moderate", "heavy"))
+    w.add_argument("--runs", type=int, default=6, help="runs per lane count (2, 3, 4)")
+    w.add_argument("--until", type=int, default=1200, help="simulated seconds")
+    w.add_argument("--seed", type=int, default=99)
     args = ap.parse_args(argv)
-    (lane_drop_speeds if args.what == "lane-drop-speeds" else hard_braking)(args)
+    {"lane-drop-speeds": lane_drop_speeds, "hard-braking": hard_braking, "warm-up": warm_up}[args.what](args)
     return 0
 
 

@@ -26,7 +26,8 @@ How a scene is made
        mid-manoeuvre has a lateral offset ``d`` from its lane centre.
     4. **Warm-up.** At t = 0 every vehicle stands still in a random hard-rod layout (uniform random
        gaps, each at least minGap + 1 m, so every insertion succeeds) and the traffic runs for
-       ``warmup_s`` (default 120 s) until speeds and platoons have settled.
+       ``warmup_s`` (default 120 s) until speeds and platoons have settled (a lane drop: a time drawn per
+       run from ``lane_drop_warmup_s``, 300-950 s, see :class:`SimOptions`).
     5. **Snapshots.** Then every ``snapshot_interval_s`` (5 s), on each of the two straights, a car
        of the ego size (:data:`EGO_TYPE`) that is not changing lanes is drawn, away from the
        straight's ends so the window ``[-WINDOW_BEHIND, +WINDOW_AHEAD]`` lies on it; every other
@@ -394,6 +395,13 @@ class SimOptions:
 
     scenes_per_run: int = 20  # the warm-up is paid once per this many scenes
     warmup_s: float = 120.0
+    # Lane drops only: the warm-up is drawn per run from this range. From the standing start a heavy
+    # lane drop first jams (mean speed / limit over the last 300 m before the drop: 0.15-0.18 at
+    # 90-120 s), recovers by 240-300 s and then cycles between 0.56 and 0.77 with a period of about
+    # 650 s (18 runs, `python scripts/diagnose_scenes.py warm-up --road lane_drop`); the other kinds
+    # are steady from 60-150 s. A fixed 120 s cut the start-up jam; a random time after 300 s spread
+    # over a cycle samples its phases evenly.
+    lane_drop_warmup_s: tuple[float, float] = (300.0, 950.0)
     snapshot_interval_s: float = 5.0
     # SUMO time step. Not SUMO's default 1 s: Krauss at 1 s leaves states that need a speed drop
     # within the next second, which a 0.1 s replay turns into > 4.5 m/s^2 braking (3.6% of vehicles

@@ -23,6 +23,8 @@ changes is the network and where a scene is cut from it.
     The straight track where one straight loses its leftmost lane for :data:`DROP_SECTION` metres (a
     bottleneck, which is why jams form upstream in heavy traffic) and gains it back after. Scenes:
     an ego whose window holds the point where the lane ends (and not the point where it returns).
+    Its traffic takes longer to settle than the other kinds' (a start-up jam, then a slow cycle of
+    queue and release), so its warm-up is drawn per run (:attr:`SimOptions.lane_drop_warmup_s`).
 
 Lane coordinates follow :mod:`aigc_synth.scenes.format`: on the merge track SUMO's lane ``i + 1`` of
 the acceleration section is the contract's lane ``i`` and SUMO's lane 0 there, like the ramp edge,
@@ -35,7 +37,7 @@ from __future__ import annotations
 import math
 import uuid
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -389,6 +391,8 @@ def simulate_road_run(road_kind: str, traffic: str, num_lanes: int, seed: int, r
     density = rng.uniform(*TRAFFIC_DENSITY[traffic])
     track, ramp_share = build_track(road_kind, num_lanes, speed_limit, rng)
     vehicles = _place(rng, density, track, rng.uniform(*TRUCK_SHARE), ramp_share)
+    if road_kind == "lane_drop":  # drawn after the placement, so a run's vehicles do not depend on it
+        opts = replace(opts, warmup_s=float(rng.uniform(*opts.lane_drop_warmup_s)))
     types = {f"v{i}": v[0] for i, v in enumerate(vehicles)}
     routes = sumo_work_dir() / f"run_{uuid.uuid4().hex}.rou.xml"
     routes.write_text(_routes(track, vehicles))
