@@ -167,6 +167,26 @@ def test_sumo_road_scenes_are_deterministic_and_straight_cells_unchanged():
         simulate_scenes("light", 1, 3, seed=0, road="lane_drop")
 
 
+def test_a_lane_drop_run_warms_up_for_a_time_drawn_from_its_range(monkeypatch):
+    """A heavy lane drop jams from the standing start and then cycles (docs/experiments.md), so its
+    runs start their snapshots at a time drawn per run; the other kinds keep the fixed warm-up."""
+    pytest.importorskip("libsumo")
+    from aigc_synth.scenes import sumo_roads
+    from aigc_synth.scenes.sumo import SimOptions
+
+    used = []
+    monkeypatch.setattr(sumo_roads, "collect_snapshots", lambda args, routes, opts, *_: used.append(opts.warmup_s) or [])
+    opts = SimOptions(lane_drop_warmup_s=(300.0, 950.0))
+    for run in range(4):
+        sumo_roads.simulate_road_run("lane_drop", "heavy", 3, 5, run, opts)
+    sumo_roads.simulate_road_run("lane_drop", "heavy", 3, 5, 0, opts)
+    sumo_roads.simulate_road_run("curve", "heavy", 3, 5, 0, opts)
+    sumo_roads.simulate_road_run("merge", "heavy", 3, 5, 0, opts)
+    assert all(300.0 <= w <= 950.0 for w in used[:4]) and len(set(used[:4])) == 4
+    assert used[4] == used[0]  # a pure function of (seed, run)
+    assert used[5:] == [opts.warmup_s, opts.warmup_s] == [120.0, 120.0]
+
+
 def test_dataset_over_road_kinds_is_balanced():
     pytest.importorskip("libsumo")
     from aigc_synth.scenes.sumo import SimOptions
