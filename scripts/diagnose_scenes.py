@@ -98,37 +98,29 @@ def hard_braking(args: argparse.Namespace) -> None:
 
 
 def warm_up(args: argparse.Namespace) -> None:
-    from aigc_synth.scenes.format import TRAFFIC_DENSITY
-    from aigc_synth.scenes.sumo import TRUCK_SHARE, SimOptions, ground_truth_args
-    from aigc_synth.scenes.sumo_roads import _place, _routes, build_track
+    from aigc_synth.scenes.sumo import SimOptions
+    from aigc_synth.scenes.sumo_roads import prepare_road_run
 
     times = np.arange(30, args.until + 1, 30)
     curves = []
     for run in range(args.runs):
         for lanes in (2, 3, 4):
-            opts = SimOptions()
-            rng = np.random.default_rng([args.seed, run, lanes])
-            limit = float(opts.speed_limits[rng.integers(len(opts.speed_limits))])
-            density = rng.uniform(*TRAFFIC_DENSITY[args.traffic])
-            track, ramp_share = build_track(args.road, lanes, limit, rng)
-            routes = sumo_work_dir() / f"warmup_{uuid.uuid4().hex}.rou.xml"
-            routes.write_text(_routes(track, _place(rng, density, track, rng.uniform(*TRUCK_SHARE), ramp_share)))
-            first = track.corridors[0][0]
+            r = prepare_road_run(args.road, args.traffic, lanes, np.random.default_rng([args.seed, run, lanes]), SimOptions())
+            first = r.track.corridors[0][0]
             speeds = []
             try:
-                with SumoRun.run(ground_truth_args(track.net, routes, opts, int(rng.integers(2**31 - 1)))) as traci:
+                with SumoRun.run(r.args) as traci:
                     V = traci.vehicle
                     for t in times:
                         traci.simulationStep(float(t))
                         v = [V.getSpeed(x) for x in traci.edge.getLastStepVehicleIDs(first.edge)
-                             if V.getLanePosition(x) > track.lengths[first.edge] - 300.0]
-                        speeds.append(np.mean(v) / limit if v else np.nan)
+                             if V.getLanePosition(x) > r.track.lengths[first.edge] - 300.0]
+                        speeds.append(np.mean(v) / r.speed_limit if v else np.nan)
             finally:
-                routes.unlink(missing_ok=True)
+                r.routes.unlink(missing_ok=True)
             curves.append(speeds)
     mean = np.nanmean(np.array(curves), axis=0)
-    print(f"{args.road}, {args.traffic}: mean speed / limit on the last 300 m of {track.corridors[0][0].edge}, "
-          f"{len(curves)} runs")
+    print(f"{args.road}, {args.traffic}: mean speed / limit on the last 300 m of {first.edge}, {len(curves)} runs")
     for t, m in zip(times, mean):
         print(f"t = {t:5d} s  {m:.3f}")
 

@@ -382,10 +382,23 @@ def uniform_road(kind: str, rng: np.random.Generator) -> Road:
     raise SceneError(f"unknown road kind {kind!r}")
 
 
-def simulate_road_run(road_kind: str, traffic: str, num_lanes: int, seed: int, run: int, opts: SimOptions) -> list[Scene]:
-    """The ``opts.scenes_per_run`` scenes of run ``run`` on a ``road_kind`` track (scene_id 0), as
-    :func:`aigc_synth.scenes.sumo.simulate_straight_run` does for straight roads."""
-    rng = np.random.default_rng([seed, run])
+@dataclass(frozen=True)
+class RoadRun:
+    """One ground-truth run, set up and not yet simulated (:func:`prepare_road_run`)."""
+
+    run_seed: int
+    speed_limit: float
+    track: Track
+    types: dict[str, str]  # SUMO vehicle id -> VEHICLE_TYPES id
+    routes: Path  # the run's route file; removed by collect_snapshots (or by the caller)
+    args: list[str]  # sumo options
+    opts: SimOptions  # with this run's warm-up
+
+
+def prepare_road_run(road_kind: str, traffic: str, num_lanes: int, rng: np.random.Generator, opts: SimOptions) -> RoadRun:
+    """Draw run ``rng``'s speed limit, density, track and vehicles and write its route file. The draws
+    are the dataset's (in this order); :func:`simulate_road_run` then cuts scenes from the run, and
+    ``scripts/diagnose_scenes.py warm-up`` follows its traffic over time."""
     run_seed = int(rng.integers(2**31 - 1))
     speed_limit = float(opts.speed_limits[rng.integers(len(opts.speed_limits))])
     density = rng.uniform(*TRAFFIC_DENSITY[traffic])
@@ -393,19 +406,25 @@ def simulate_road_run(road_kind: str, traffic: str, num_lanes: int, seed: int, r
     vehicles = _place(rng, density, track, rng.uniform(*TRUCK_SHARE), ramp_share)
     if road_kind == "lane_drop":  # drawn after the placement, so a run's vehicles do not depend on it
         opts = replace(opts, warmup_s=float(rng.uniform(*opts.lane_drop_warmup_s)))
-    types = {f"v{i}": v[0] for i, v in enumerate(vehicles)}
     routes = sumo_work_dir() / f"run_{uuid.uuid4().hex}.rou.xml"
     routes.write_text(_routes(track, vehicles))
-    args = ground_truth_args(track.net, routes, opts, run_seed)
+    return RoadRun(run_seed, speed_limit, track, {f"v{i}": v[0] for i, v in enumerate(vehicles)}, routes,
+                   ground_truth_args(track.net, routes, opts, run_seed), opts)
+
+
+def simulate_road_run(road_kind: str, traffic: str, num_lanes: int, seed: int, run: int, opts: SimOptions) -> list[Scene]:
+    """The ``opts.scenes_per_run`` scenes of run ``run`` on a ``road_kind`` track (scene_id 0), as
+    :func:`aigc_synth.scenes.sumo.simulate_straight_run` does for straight roads."""
+    rng = np.random.default_rng([seed, run])
+    r = prepare_road_run(road_kind, traffic, num_lanes, rng, opts)
     model_id = sumo_model_id()
     # one scene per corridor per snapshot; a merge or drop track has one corridor, so it may take twice
     # the straight track's time to fill its quota (patience 4 instead of 2)
-    snaps = collect_snapshots(args, routes, opts, 4, [lambda traci, c=corridor: _corridor_snapshot(traci, rng, types, track, c)
-                                                       for corridor in track.corridors])
-    scenes = [Scene(0, run_seed, traffic, num_lanes, speed_limit, ego_lane, ego_speed, tuple(agents), model_id, road)
-              for ego_lane, ego_speed, road, agents in snaps]
-    return scenes
+    snaps = collect_snapshots(r.args, r.routes, r.opts, 4, [lambda traci, c=corridor: _corridor_snapshot(traci, rng, r.types, r.track, c)
+                                                           for corridor in r.track.corridors])
+    return [Scene(0, r.run_seed, traffic, num_lanes, r.speed_limit, ego_lane, ego_speed, tuple(agents), model_id, road)
+            for ego_lane, ego_speed, road, agents in snaps]
 
 
 __all__ = ["ACCEL_LANE_RANGE", "DROP_SECTION", "RAMP_SHARE", "build_track", "curve_track", "lane_drop_track", "merge_track", "uniform_road",
-           "simulate_road_run"]
+           "RoadRun", "prepare_road_run", "simulate_road_run"]
