@@ -396,10 +396,10 @@ class SimOptions:
     scenes_per_run: int = 20  # the warm-up is paid once per this many scenes
     warmup_s: float = 120.0
     # Lane drops only: the warm-up is drawn per run from this range. From the standing start a heavy
-    # lane drop first jams (mean speed / limit over the last 300 m before the drop: 0.15-0.18 at
-    # 90-120 s), recovers by 240-300 s and then cycles between 0.56 and 0.77 with a period of about
-    # 650 s (18 runs, `python scripts/diagnose_scenes.py warm-up --road lane_drop`); the other kinds
-    # are steady from 60-150 s. A fixed 120 s cut the start-up jam; a random time after 300 s spread
+    # lane drop first jams (mean speed / limit over the last 300 m before the drop: 0.16-0.20 at
+    # 90-120 s), recovers by 240 s and then cycles between 0.52 and 0.75 with a period of about
+    # 700 s (18 runs, `python scripts/diagnose_scenes.py warm-up --road lane_drop`); curves and
+    # merges are steady from 60-150 s. A fixed 120 s cut the start-up jam; a random time after 300 s spread
     # over a cycle samples its phases evenly.
     lane_drop_warmup_s: tuple[float, float] = (300.0, 950.0)
     snapshot_interval_s: float = 5.0
