@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from aigc_synth.config import compose
 from aigc_synth.jobs.generate import run_generation
 from aigc_synth.sampling.image import job_plan
-from aigc_synth.sampling.scene import scene_schema
+from aigc_synth.sampling.scene import scene_cells, scene_schema
 from aigc_synth.scenes.format import scenes_to_table
 from aigc_synth.models.scene_families import load_scene_generator, resolve_scene_checkpoint
 from aigc_synth.seeds import attempt_seeds
@@ -38,16 +38,14 @@ def plain_loop(checkpoint: str | None, n: int, shard: int, seed: int, out: Path)
 
     torch.set_num_threads(torch.get_num_threads())
     gen = load_scene_generator(resolve_scene_checkpoint(checkpoint))
-    schema = scene_schema(gen.traffic, gen.lanes)
+    schema = scene_schema(gen.traffic, gen.lanes, gen.roads)  # the job's cells: every road kind the model knows
     plan = job_plan({"plan": {"kind": "grid", "factors": {}}, "schema": schema.to_dict(), "num_samples": n, "seed": seed})
     t0 = time.perf_counter()
     first = None
     for k, start in enumerate(range(0, n, shard)):
         ids = np.arange(start, min(start + shard, n))
-        codes = plan.codes_for(ids)
-        traffic = [schema.factors[0][1][c] for c in codes[:, 0]]
-        lanes = [int(schema.factors[1][1][c]) for c in codes[:, 1]]
-        table = scenes_to_table(gen.sample(traffic, lanes, attempt_seeds(seed, ids).tolist(), ids.tolist(), compute_batch=64))
+        traffic, lanes, roads = scene_cells(schema, plan.codes_for(ids))
+        table = scenes_to_table(gen.sample(traffic, lanes, attempt_seeds(seed, ids).tolist(), ids.tolist(), compute_batch=64, roads=roads))
         pq.write_table(table, out / f"part-{k:05d}.parquet", compression="snappy")
         first = first or table.to_pylist()
     return n / (time.perf_counter() - t0), first

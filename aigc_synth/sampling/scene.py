@@ -37,6 +37,20 @@ def scene_schema(traffic: Sequence[str], lanes: Sequence[int], roads: Sequence[s
     return ConditionSchema.from_dict(factors)
 
 
+def scene_cells(schema: ConditionSchema, codes: np.ndarray) -> tuple[list[str], list[int], list[str] | None]:
+    """(traffic levels, lane counts, road kinds or None for a straight-only schema) of the plan codes
+    ``codes`` (one row per sample) of a :func:`scene_schema`: the arguments of a scene generator's
+    ``sample`` for those samples."""
+    names = schema.names
+
+    def values(name: str) -> list:
+        options = schema.factors[names.index(name)][1]
+        return [options[c] for c in codes[:, names.index(name)]]
+
+    roads = values(ROAD_FACTOR) if ROAD_FACTOR in names else None
+    return values(TRAFFIC_FACTOR), [int(n) for n in values(LANES_FACTOR)], roads
+
+
 def encode_scenes(job: dict[str, Any]):
     """SampleBatch of scenes → the shard's scene table (no files)."""
     from aigc_synth.scenes.format import scenes_to_table
@@ -84,14 +98,7 @@ class SceneJobSampler(SamplerBase):
         plan = self.plan if job is self.job else job_plan(job)
         codes = plan.codes_for(ids)
         seeds = attempt_seeds(job["seed"], ids, attempt)
-        names = plan.schema.names
-        t_values, l_values = (plan.schema.factors[names.index(n)][1] for n in (TRAFFIC_FACTOR, LANES_FACTOR))
-        traffic = [t_values[c] for c in codes[:, names.index(TRAFFIC_FACTOR)]]
-        lanes = [int(l_values[c]) for c in codes[:, names.index(LANES_FACTOR)]]
-        roads = None
-        if ROAD_FACTOR in names:
-            r_values = plan.schema.factors[names.index(ROAD_FACTOR)][1]
-            roads = [r_values[c] for c in codes[:, names.index(ROAD_FACTOR)]]
+        traffic, lanes, roads = scene_cells(plan.schema, codes)
         scenes = self.gen.sample(traffic, lanes, seeds.tolist(), ids.tolist(), compute_batch=job["compute_batch"], roads=roads)
         column = np.empty(len(scenes), dtype=object)
         column[:] = scenes
