@@ -27,7 +27,7 @@ import numpy as np
 from aigc_synth.models.scene_families import load_scene_generator, resolve_scene_checkpoint
 from aigc_synth.scenes.dataset import read_scenes
 from aigc_synth.scenes.format import Scene
-from aigc_synth.scenes.replay import HARD_BRAKING
+from aigc_synth.scenes.replay import HARD_BRAKING, is_hard_braking
 from aigc_synth.scenes.road_net import scene_net, scene_net_routes_xml
 from aigc_synth.scenes.sumo import SumoRun, scene_sumo_args, scene_vehicle_ids, sumo_work_dir
 
@@ -72,7 +72,7 @@ def first_hard_brakes(scene: Scene) -> list[dict]:
                 traci.simulationStep()
                 for v in V.getIDList():
                     acc = V.getAcceleration(v)
-                    if acc < HARD_BRAKING and v not in seen:
+                    if is_hard_braking(acc) and v not in seen:
                         seen.add(v)
                         i = ids.index(v)
                         events.append({"t": round(step * 0.1 + 0.1, 1), "acc": round(acc, 2), "ego": i == 0,

@@ -200,13 +200,17 @@ def test_a_relative_speed_model_learns_a_platoon_and_absolute_checkpoints_still_
 
     base = [RandomSceneSampler().sample("heavy", 2, seed=s) for s in range(32)]
     platoons = []
-    for sc in base:  # every vehicle of a lane at the speed of the lane's first one (the ego's lane: the ego's)
-        lead = {lane: sc.ego_speed if lane == sc.ego_lane else None for lane in range(sc.num_lanes)}
+    for sc in base:
+        # a slow queue per lane (lane k at 2 + k m/s, the ego's lane too), vehicles at least 5 m apart, so that
+        # SUMO's car-following rule, which the sampler enforces, allows every follower the speed of its leader
+        speed = {lane: 2.0 + lane for lane in range(sc.num_lanes)}
+        kept = [(sc.ego_lane, 0.0, EGO_LENGTH)]
         agents = []
         for a in sorted(sc.agents):
-            lead[a.lane] = lead[a.lane] if lead[a.lane] is not None else a.speed
-            agents.append(replace(a, speed=lead[a.lane]))
-        platoons.append(replace(sc, agents=tuple(agents)))
+            if all(lane != a.lane or abs(a.s - s_) - (a.length + length) / 2 >= 5.0 for lane, s_, length in kept):
+                kept.append((a.lane, a.s, a.length))
+                agents.append(replace(a, speed=speed[a.lane]))
+        platoons.append(replace(sc, ego_speed=speed[sc.ego_lane], agents=tuple(agents)))
     torch.manual_seed(0)
     model = SceneAR(hidden=32, head_hidden=32)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)

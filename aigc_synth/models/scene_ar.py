@@ -32,7 +32,9 @@ uniforms from its own ``numpy`` generator, categorical draws are inverse-CDF on 
 and the network runs on fixed-size micro-batches, so a scene is the same whatever else is sampled
 with it. Masks at sampling time enforce what the contract requires and the training data never
 breaks: lanes in increasing order, agents inside the window, no two vehicles overlapping
-(bumper gap ≥ :data:`MIN_CLEARANCE`), the ego exactly once, at ``s = 0``.
+(bumper gap ≥ :data:`MIN_CLEARANCE`), the ego exactly once, at ``s = 0``, and no vehicle faster
+than SUMO's car-following rule lets it be behind the vehicle ahead (it would brake harder than its
+limit at once when replayed: :mod:`aigc_synth.scenes.car_following`).
 
 The module is a plain ``nn.Module`` and its sampler; the token view of a scene (sizes, vectors, the
 teacher-forced encoding) is :mod:`.scene_tokens`. It never reads config objects.
@@ -91,11 +93,11 @@ from aigc_synth.scenes.format import (
     lane_exists,
     road_kind_problems,
 )
+from aigc_synth.scenes.car_following import DECEL, max_follower_speed, min_leader_speed
 from aigc_synth.scenes.road import road_at, stratified_roads
 from aigc_synth.scenes.sumo import VEHICLE_TYPES
 
 MIN_CLEARANCE = 1.0  # m of bumper gap kept between any two vehicles of a lane when sampling
-MAX_DECEL = 4.5  # m/s^2: a sampled speed never forces a neighbour to brake harder (SUMO's car deceleration)
 NUM_UNIFORMS = 8  # uniforms drawn per token (one per choice, plus jitter)
 ROAD_BANK = 512  # road parameter sets kept per kind (a stratified sample of the training roads)
 PREFIX_UNIFORMS = 5  # road, speed limit, ego lane, ego speed, ego speed jitter
@@ -445,20 +447,23 @@ def _gap_mask(st: LaneState, lane: int, k: int) -> np.ndarray:
 
 
 def _feasible_ratios(st: LaneState, lane: int, k: int, s: float, gap: float, limit: float) -> tuple[float, float]:
-    """Speed ratios (speed / limit) that no known neighbour would need more than :data:`MAX_DECEL`
-    to survive: the vehicle behind (placed just before) must be able to slow to this one's speed
-    within the gap, and this one to the ego's when the ego is ahead. Kinematics, not a model
-    choice - like the overlap mask; SUMO's ground truth never breaks it."""
+    """Speed ratios (speed / limit) at which no known neighbour has to brake harder than its limit in SUMO:
+    the vehicle behind (placed just before) behind this one, and this one behind the ego when the ego
+    is ahead (:mod:`aigc_synth.scenes.car_following`: SUMO's own car-following rule, which its ground
+    truth almost never breaks). A constraint of the data, not a model choice - like the overlap mask."""
     lo, hi = 0.0, SPEED_MAX_RATIO
     first, _, _, follower_ratio = st.base(lane)
     if not first:
-        v_f = follower_ratio * limit
-        lo = math.sqrt(max(v_f * v_f - 2.0 * MAX_DECEL * max(gap, 0.0), 0.0)) / limit
+        lo = min_leader_speed(gap, follower_ratio * limit, _decel(st.prev_type), _decel(k)) / limit
     if lane == st.ego_lane and not st.ego_placed:
         ego_gap = -s - (TYPE_LENGTH[k] + EGO_LENGTH) / 2.0
-        v_e = st.ego_ratio * limit
-        hi = min(hi, math.sqrt(v_e * v_e + 2.0 * MAX_DECEL * max(ego_gap, 0.0)) / limit)
+        hi = min(hi, max_follower_speed(ego_gap, st.ego_ratio * limit, _decel(k), DECEL["car"]) / limit)
     return lo, max(hi, lo)
+
+
+def _decel(k: int) -> float:
+    """Normal braking limit (m/s²) of a vehicle type index (the ego is a car)."""
+    return DECEL["car" if k == EGO_TYPE else VEHICLE_TYPES[k].kind]
 
 
 def _fits(st: LaneState, lane: int, k: int) -> bool:

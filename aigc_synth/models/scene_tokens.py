@@ -123,6 +123,7 @@ class LaneState:
         self.ends = {k: lane_end(road, num_lanes, k) for k in range(self.lowest, num_lanes)}
         self.lane: int | None = None  # lane of the last token (None: none yet)
         self.prev_s = self.prev_len = self.prev_ratio = 0.0
+        self.prev_type = EGO_TYPE  # type of the last vehicle placed (its braking limit bounds the next one's speed)
         self.ego_placed = False
         self.in_lane = 0  # vehicles so far in the current lane
         self.last_token = np.zeros(TOKEN_DIM, np.float32)
@@ -168,6 +169,7 @@ class LaneState:
         self.last_token = tok
         self.in_lane = 1 if first else self.in_lane + 1
         self.lane, self.prev_s, self.prev_len, self.prev_ratio = lane, s, float(TYPE_LENGTH[type_k]), ratio
+        self.prev_type = type_k
         self.ego_placed |= type_k == EGO_TYPE
 
     def push_stop(self) -> None:

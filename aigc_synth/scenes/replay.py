@@ -12,7 +12,10 @@ leftmost lane ends there) and reports, over ``duration_s``:
   does not remove anyone, ``--collision.mingap-factor 0`` so only contact counts, plus the pairs
   that already overlap at t = 0, which SUMO only reports once they move);
 * ``hard_braking`` - distinct vehicles whose acceleration ever goes below
-  :data:`HARD_BRAKING` (-4.5 m/s^2, the cars' normal maximum deceleration: harder is an emergency);
+  :data:`HARD_BRAKING` (-4.5 m/s^2, the cars' normal maximum deceleration: harder is an emergency).
+  Braking at exactly that limit is normal braking, but SUMO reports it as -4.500000000000028 m/s^2
+  at some speeds (rounding of ``v - 0.45``), so the comparison allows :data:`ROUNDING` (before
+  2026-12-07 it did not, and counted such vehicles at random);
 * ``min_ttc`` - per vehicle, the minimum time-to-collision to its leader in the same lane
   (bumper gap / closing speed, 0 when touching, ``inf`` when never closing in);
 * on every road but a straight one, also ``ramp_vehicles`` - vehicles on the on-ramp or the
@@ -37,6 +40,7 @@ from aigc_synth.scenes.road_net import SceneNet, contract_lane, scene_net, scene
 from aigc_synth.scenes.sumo import SumoRun, scene_sumo_args, scene_vehicle_ids, sumo_work_dir
 
 HARD_BRAKING = -4.5  # m/s^2
+ROUNDING = 1e-9  # m/s^2 of floating-point error SUMO's accelerations carry
 TTC_THRESHOLD = 0.95  # s; nuPlan's bound for an unsafe time-to-collision
 LEADER_RANGE = 300.0  # m looked ahead for a leader (beyond any window)
 
@@ -80,7 +84,7 @@ def replay_scene(scene: Scene, duration_s: float = 10.0, step_length: float = 0.
                     merged |= now
                     merging -= now
                 for v in V.getIDList():
-                    if V.getAcceleration(v) < HARD_BRAKING:
+                    if is_hard_braking(V.getAcceleration(v)):
                         hard.add(v)
                     leader = V.getLeader(v, LEADER_RANGE)
                     if leader is not None and leader[0]:
@@ -98,10 +102,15 @@ def replay_scene(scene: Scene, duration_s: float = 10.0, step_length: float = 0.
     return out
 
 
+def is_hard_braking(acceleration: float) -> bool:
+    """Whether a SUMO acceleration (m/s²) is braking harder than :data:`HARD_BRAKING`, rounding error aside."""
+    return acceleration < HARD_BRAKING - ROUNDING
+
+
 def _on_main_road(net: SceneNet, vehicle: Any, v: str) -> bool:
     """Whether vehicle ``v`` is on a lane of the main road (not the ramp or acceleration lane)."""
     lane = contract_lane(net, vehicle.getRoadID(v), vehicle.getLaneIndex(v))
     return lane is not None and lane != RAMP_LANE
 
 
-__all__ = ["HARD_BRAKING", "TTC_THRESHOLD", "replay_scene"]
+__all__ = ["HARD_BRAKING", "TTC_THRESHOLD", "is_hard_braking", "replay_scene"]
