@@ -42,7 +42,6 @@ teacher-forced encoding) is :mod:`.scene_tokens`. It never reads config objects.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
