@@ -89,3 +89,24 @@ def test_braking_at_exactly_the_normal_limit_is_not_hard_braking():
     v_follower = 33.9
     assert normal < v_follower < max_follower_speed(gap, v_leader, DECEL["car"], DECEL["car"])
     assert replay_scene(_two_car_scene(gap, v_follower, v_leader), duration_s=0.5)["hard_braking"] == 0
+
+
+def test_the_bundled_scene_model_never_samples_a_follower_past_the_bound():
+    """The sampler's speed bound is SUMO's rule: no same-lane pair of a generated straight or curved scene breaks it."""
+    from aigc_synth.models.scene_families import BUNDLED_SCENE_CHECKPOINT, load_scene_generator
+
+    gen = load_scene_generator(BUNDLED_SCENE_CHECKPOINT)
+    n = 240
+    traffic = [("light", "moderate", "heavy")[i % 3] for i in range(n)]
+    lanes = [(2, 3, 4)[i // 3 % 3] for i in range(n)]
+    scenes = gen.sample(traffic, lanes, list(range(n)), list(range(n)), roads=["straight", "curve"] * (n // 2))
+    pairs = 0
+    for sc in scenes:
+        vehicles = sorted([(sc.ego_lane, 0.0, EGO_LENGTH, sc.ego_speed, "car")]
+                          + [(a.lane, a.s, a.length, a.speed, a.kind) for a in sc.agents])
+        for (lane_f, s_f, len_f, v_f, kind_f), (lane_l, s_l, len_l, v_l, kind_l) in zip(vehicles, vehicles[1:]):
+            if lane_f == lane_l:
+                pairs += 1
+                gap = s_l - s_f - (len_f + len_l) / 2
+                assert not brakes_beyond_limit(gap, v_f, v_l, DECEL[kind_f], DECEL[kind_l]), (sc.scene_id, gap, v_f, v_l)
+    assert pairs > 1000
