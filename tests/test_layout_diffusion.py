@@ -151,3 +151,30 @@ def test_the_bundled_diffusion_checkpoint_is_named_small_and_samples(tmp_path):
     layouts = np.zeros((2, 6, gen.resolution, gen.resolution), np.float32)
     images = generate_images(gen, np.zeros((2, 3), np.int64), np.arange(2), "cpu", 2, layouts=layouts)
     assert images.shape == (2, gen.resolution, gen.resolution, 3) and images.std() > 1
+
+
+def test_sampling_options_script_sets_the_guidance_and_steps_of_a_diffusion_copy(diffusion_checkpoint, tmp_path, monkeypatch):
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "set_sampling_options.py"
+    spec = importlib.util.spec_from_file_location("set_sampling_options", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+
+    def run(*args: str) -> None:
+        monkeypatch.setattr("sys.argv", ["set_sampling_options.py", *args])
+        mod.main()
+
+    out = tmp_path / "g1.5.pt"
+    run(str(diffusion_checkpoint), str(out), "--guidance", "1.5", "--steps", "4", "--why", "test")
+    source, copy = load_generator(diffusion_checkpoint), load_generator(out)
+    assert copy.module.sampling["guidance"] == 1.5 and copy.module.sampling["steps"] == 4
+    assert source.module.sampling["guidance"] == 2.0 and copy.model_id != source.model_id
+    assert copy.meta["sampling_options"] == {"guidance": 1.5, "sampling_steps": 4, "why": "test"}
+    for (k, v), w in zip(source.module.state_dict().items(), copy.module.state_dict().values()):
+        assert torch.equal(v, w), k  # the weights are unchanged
+    for bad in (["--guidance", "25"], ["--steps", "0"], ["--psi", "0.7", "--guidance", "1.5"]):  # out of range; GAN options
+        target = tmp_path / "bad.pt"
+        with pytest.raises(SystemExit):
+            run(str(diffusion_checkpoint), str(target), *bad)
+        assert not target.exists()
