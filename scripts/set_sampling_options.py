@@ -65,31 +65,27 @@ def main() -> None:
                          "uncalibrated source, then run scripts/calibrate_generator.py again")
     options = {k: v for k, v in (("truncation", a.psi), ("particles", None if a.particles is None else a.particles == "on"))
                if v is not None}
-    ckpt = load_checkpoint(a.source)
-    ckpt["model_config"] = {**ckpt["model_config"], **options}
-    meta = dict(ckpt.get("meta", {}))
-    meta["sampling_options"] = {**meta.get("sampling_options", {}), **options, "why": a.why}
-    if a.psi is not None:
-        meta["truncation"] = {"psi": a.psi, "why": a.why}
-    ckpt["meta"] = meta
-    save_checkpoint(ckpt, a.out)  # atomic: temp name, then rename
-    check = load_generator(a.out)  # the copy rebuilds (e.g. particles need a weather factor)
+    check = _write_copy(a, options, {"truncation": {"psi": a.psi, "why": a.why}} if a.psi is not None else {})
     print(f"{a.out}: psi {check.module.truncation}, particles {'on' if check.module.particles is not None else 'off'}, "
           f"model_id {check.model_id[:12]}")
 
-
 def _set_solver_options(a) -> None:
     options = {k: v for k, v in (("guidance", a.guidance), ("sampling_steps", a.steps)) if v is not None}
+    check = _write_copy(a, options)
+    print(f"{a.out}: guidance {check.module.sampling['guidance']:g}, steps {check.module.sampling['steps']}, "
+          f"model_id {check.model_id[:12]}")
+
+
+def _write_copy(a, options: dict, extra_meta: dict | None = None):
+    """The source checkpoint with ``options`` in its model config (and meta), written atomically to ``a.out``;
+    returns the copy loaded back (it must rebuild, e.g. particles need a weather factor)."""
     ckpt = load_checkpoint(a.source)
     ckpt["model_config"] = {**ckpt["model_config"], **options}
     meta = dict(ckpt.get("meta", {}))
     meta["sampling_options"] = {**meta.get("sampling_options", {}), **options, "why": a.why}
-    ckpt["meta"] = meta
+    ckpt["meta"] = {**meta, **(extra_meta or {})}
     save_checkpoint(ckpt, a.out)  # atomic: temp name, then rename
-    check = load_generator(a.out)
-    print(f"{a.out}: guidance {check.module.sampling['guidance']:g}, steps {check.module.sampling['steps']}, "
-          f"model_id {check.model_id[:12]}")
-
+    return load_generator(a.out)
 
 if __name__ == "__main__":
     main()

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import math
 
+from aigc_synth.scenes.sumo import MIN_GAP, SCENE_SUMO_OPTIONS
+
 HEADWAY_S = 1.0  # Krauss tau (SUMO's default)
-STEP_S = 0.1  # the replay's step length (scenes.sumo.SCENE_SUMO_OPTIONS)
-MIN_GAP = 2.5  # m, SUMO's default minGap (every vType of the replay)
+STEP_S = float(SCENE_SUMO_OPTIONS["step-length"])  # the replay's step length
 DECEL = {"car": 4.5, "truck": 4.0}  # m/s^2, SUMO's vClass defaults (passenger, truck) of the replay's vTypes
 _EPS = 0.001  # SUMO's NUMERICAL_EPS, taken off the gap
 EMERGENCY_AMPLIFIER = 1.2  # SUMO's EMERGENCY_DECEL_AMPLIFIER
