@@ -140,7 +140,8 @@ def table(result: dict) -> str:
         ratios = " | ".join("n/a" if r["features"][f]["ratio"] is None else f"{r['features'][f]['ratio']:.2f}" for f in FEATURES)
         rp = r["replay"]
         merged = "n/a" if not rp or rp.get("merge_completion") is None else f"{rp['merge_completion']:.3f}"
-        replay = (f"{rp['collision_share']:.4f} | {rp['hard_braking_share']:.4f} | {rp['low_ttc_share']:.4f} | {merged}" if rp
+        replay = (f"{rp['collision_share']:.4f} | {rp['hard_braking_share']:.4f} ({rp.get('hard_braking_vehicles', '?')}) | "
+                  f"{rp['low_ttc_share']:.4f} | {merged}" if rp
                   else "n/a | n/a | n/a | n/a")
         lines.append(f"| {name} | {r['scenes']} | {ratios} | {r['count_accuracy']:.3f} | {r['overlap_rate']:.4f} | {replay} |")
     lines.append("")

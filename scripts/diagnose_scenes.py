@@ -7,9 +7,11 @@
 
 ``lane-drop-speeds``: median speed ÷ limit of the agents of lane-drop scenes per traffic level and per
 distance band to the drop point, and of the ego, for the reference, the floor and the model (sampled on the
-floor set's exact roads, traffic and lane counts). ``hard-braking``: replays ``--scenes`` straight and curve
-scenes of the floor set and as many sampled by the model (same cells) in SUMO for 10 s and lists when,
-how hard and at what speed each vehicle first brakes harder than 4.5 m/s² (the replay's hard-braking event).
+floor set's exact roads, traffic and lane counts). ``hard-braking``: replays ``--scenes`` scenes of the floor
+set on ``--roads`` (default straight and curve) and as many sampled by the model (same cells) in SUMO for 10 s
+with the benchmark's replay, prints per road kind the share of vehicles that brake harder than 4.5 m/s² with a
+95 % Poisson interval (the benchmark's 200 scenes per kind cannot tell shares of a few in 10,000 apart), and
+lists when, how hard and at what speed the first ``--show`` such vehicles first brake.
 ``warm-up``: is a road kind's ground truth steady after the warm-up? Runs ``--runs`` tracks per lane count from
 the standing start (the dataset's placement and SUMO options, warm-up aside) and prints, every 30 s of simulated
 time, the mean speed ÷ limit of the vehicles on the last 300 m of the corridor's first edge (before the merge
@@ -24,10 +26,11 @@ import uuid
 
 import numpy as np
 
+from aigc_synth.metrics.scenes import poisson_interval
 from aigc_synth.models.scene_families import load_scene_generator, resolve_scene_checkpoint
 from aigc_synth.scenes.dataset import read_scenes
 from aigc_synth.scenes.format import Scene
-from aigc_synth.scenes.replay import HARD_BRAKING, is_hard_braking
+from aigc_synth.scenes.replay import is_hard_braking, replay_scene
 from aigc_synth.scenes.road_net import scene_net, scene_net_routes_xml
 from aigc_synth.scenes.sumo import SumoRun, scene_sumo_args, scene_vehicle_ids, sumo_work_dir
 
@@ -83,18 +86,24 @@ def first_hard_brakes(scene: Scene) -> list[dict]:
 
 
 def hard_braking(args: argparse.Namespace) -> None:
-    floor = [s for s in read_scenes(args.floor) if s.road.kind in ("straight", "curve")]
+    floor = [s for s in read_scenes(args.floor) if s.road.kind in args.roads]
     floor = [floor[i] for i in np.random.default_rng(args.seed).permutation(len(floor))[:args.scenes]]
     for name, scenes in (("SUMO (floor set)", floor), ("model", sample_like(args.checkpoint, floor, args.seed))):
-        vehicles = sum(len(s.agents) + 1 for s in scenes)
-        events = [e for s in scenes for e in first_hard_brakes(s)]
-        early = sum(e["t"] <= 0.2 for e in events)
-        at_limit = sum(abs(e["acc"] - HARD_BRAKING) < 0.05 for e in events)
-        print(f"{name}: {len(events)} of {vehicles} vehicles brake harder than {-HARD_BRAKING:g} m/s^2 "
-              f"({len(events) / vehicles:.2%}); {early} within 0.2 s, {at_limit} at the limit (within 0.05), "
-              f"{sum(e['ego'] for e in events)} egos; light traffic: {sum(e['traffic'] == 'light' for e in events)}")
-        for e in events[:args.show]:
-            print("   ", e)
+        # the benchmark's own count (replay_scene: every vehicle that ever brakes harder than the limit in 10 s)
+        results = [replay_scene(s) for s in scenes]
+        print(f"{name}, {len(scenes)} scenes:")
+        for kind in args.roads:
+            cell = [r for s, r in zip(scenes, results) if s.road.kind == kind]
+            n, k = sum(r["vehicles"] for r in cell), sum(r["hard_braking"] for r in cell)
+            low, high = poisson_interval(k)
+            print(f"    {kind:9s} {k:3d} of {n:6d} vehicles brake hard: {k / max(n, 1):.3%} "
+                  f"(95 % interval {low / max(n, 1):.3%}–{high / max(n, 1):.3%})")
+        listed = 0
+        for s, r in zip(scenes, results):
+            if r["hard_braking"] and listed < args.show:
+                for e in first_hard_brakes(s):
+                    print("   ", dict(e, road=s.road.kind))
+                    listed += 1
 
 
 def warm_up(args: argparse.Namespace) -> None:
@@ -134,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("hard-braking")
     b.add_argument("--floor", required=True)
     b.add_argument("--scenes", type=int, default=400)
+    b.add_argument("--roads", nargs="+", default=["straight", "curve"], choices=("straight", "curve", "merge", "lane_drop"))
     b.add_argument("--show", type=int, default=10, help="events listed per set")
     for p in (a, b):
         p.add_argument("--checkpoint", default="default", help="scene_ar generator.pt (default: bundled)")

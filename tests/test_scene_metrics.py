@@ -19,6 +19,7 @@ from aigc_synth.metrics.scenes import (
     median_bandwidths,
     mmd_rbf,
     overlap_rate,
+    poisson_interval,
     replay_summary,
     scene_features,
     scene_mmd,
@@ -194,6 +195,16 @@ def test_overlap_rate_counts_vehicles_in_an_overlapping_pair():
 
 
 # -- replay ----------------------------------------------------------------------------------------------
+def test_poisson_interval_matches_the_exact_garwood_table():
+    # published 95 % limits (Garwood 1936; e.g. the chi-square form chi2(0.025, 2k) / 2, chi2(0.975, 2k + 2) / 2)
+    table = {0: (0.0, 3.6889), 1: (0.0253, 5.5716), 2: (0.2422, 7.2247), 4: (1.0899, 10.2416), 10: (4.7954, 18.3904)}
+    for count, (low, high) in table.items():
+        assert poisson_interval(count) == pytest.approx((low, high), abs=1e-4), count
+    assert poisson_interval(3, level=0.5)[1] < poisson_interval(3)[1]
+    with pytest.raises(ValueError, match="negative"):
+        poisson_interval(-1)
+
+
 def test_replay_summary_on_replay_scene_shaped_results():
     assert TTC_THRESHOLD == replay.TTC_THRESHOLD
     results = [  # exactly replay_scene's keys: counts of distinct vehicles, one min TTC per vehicle (ego first)
@@ -208,6 +219,8 @@ def test_replay_summary_on_replay_scene_shaped_results():
     assert out["finite_ttc_share"] == pytest.approx(4 / 6) and out["ttc_threshold"] == 0.95
     finite = [0.0, 0.5, 0.95, 3.0]
     assert out["min_ttc_quantiles"] == pytest.approx({f"q{q:02d}": float(np.quantile(finite, q / 100)) for q in (5, 25, 50)})
+    assert out["hard_braking_vehicles"] == 2
+    assert out["hard_braking_share_95"] == pytest.approx([0.2422 / 6, 7.2247 / 6], rel=1e-3)  # Garwood, 2 events
     never = replay_summary([{"vehicles": 1, "collided": 0, "hard_braking": 0, "min_ttc": [math.inf]}])
     assert never["low_ttc_share"] == 0.0 and all(math.isnan(v) for v in never["min_ttc_quantiles"].values())
     assert math.isnan(replay_summary([])["collision_share"])

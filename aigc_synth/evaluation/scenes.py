@@ -193,6 +193,14 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None or not np.isfinite(value) else f"{value:.4f}"
 
 
+def _hard_braking(replay: dict[str, Any]) -> str:
+    """Share, count and 95 % interval: at a few in 10,000 the count says more than the share."""
+    if "hard_braking_vehicles" not in replay:  # a summary written before the count was kept
+        return _fmt(replay["hard_braking_share"])
+    low, high = replay["hard_braking_share_95"]
+    return f"{_fmt(replay['hard_braking_share'])} ({replay['hard_braking_vehicles']}; 95 % {_fmt(low)}–{_fmt(high)})"
+
+
 def write_scene_report(out: Path, result: dict[str, Any], generated: Sequence[Scene], real: Sequence[Scene]) -> None:
     """``report.md`` + ``features.png`` (histograms, generated vs real) + ``samples.png`` (bird's-eye)."""
     import matplotlib
@@ -257,6 +265,6 @@ def write_scene_report(out: Path, result: dict[str, Any], generated: Sequence[Sc
             for name, r in replay.items():
                 merged = "n/a" if r.get("merge_completion") is None else f"{r['merge_completion']:.3f}"
                 lines.append(f"| {name} | {road} | {r['scenes']} | {r['vehicles']} | {_fmt(r['collision_share'])} | "
-                             f"{_fmt(r['hard_braking_share'])} | {_fmt(r['low_ttc_share'])} | {merged} |")
+                             f"{_hard_braking(r)} | {_fmt(r['low_ttc_share'])} | {merged} |")
     lines += ["", "![features](features.png)", "", "Top: generated, bottom: real.", "", "![samples](samples.png)", ""]
     atomic_write_with(out / "report.md", lambda tmp: Path(tmp).write_text("\n".join(lines)))

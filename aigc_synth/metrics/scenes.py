@@ -270,6 +270,39 @@ def overlap_rate(scenes: Sequence[Scene]) -> float:
     return involved / vehicles if vehicles else math.nan
 
 
+def _poisson_at_most(count: int, mean: float) -> float:
+    """P(X <= count) for X ~ Poisson(mean)."""
+    term = total = math.exp(-mean)
+    for i in range(1, count + 1):
+        term *= mean / i
+        total += term
+    return total
+
+
+def poisson_interval(count: int, level: float = 0.95) -> tuple[float, float]:
+    """Exact (Garwood) confidence interval for the mean of a Poisson count.
+
+    For rare events among many vehicles (hard braking: a few in 10,000) the share's interval is this
+    divided by the number of vehicles. Solved by bisection on the Poisson CDF (no scipy): the upper end
+    is the mean with P(X <= count) = (1 - level) / 2, the lower end (0 for no events) the mean with
+    P(X >= count) = (1 - level) / 2. A negative count raises ValueError.
+    """
+    if count < 0:
+        raise ValueError(f"a count cannot be negative, got {count}")
+    tail = (1 - level) / 2
+
+    def root(decreasing) -> float:  # bisection for decreasing(mean) = 0
+        lo, hi = 0.0, 10.0 * count + 10.0
+        for _ in range(100):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if decreasing(mid) > 0 else (lo, mid)
+        return (lo + hi) / 2
+
+    # P(X >= count) = 1 - P(X <= count - 1) grows with the mean, P(X <= count) falls
+    low = 0.0 if count == 0 else root(lambda m: _poisson_at_most(count - 1, m) - (1 - tail))
+    return low, root(lambda m: _poisson_at_most(count, m) - tail)
+
+
 def replay_summary(results: Sequence[Mapping[str, Any]], ttc_threshold: float = TTC_THRESHOLD) -> dict[str, Any]:
     """Aggregate :func:`~aigc_synth.scenes.replay.replay_scene` results over scenes.
 
@@ -277,7 +310,9 @@ def replay_summary(results: Sequence[Mapping[str, Any]], ttc_threshold: float = 
     (counts of distinct vehicles; one min TTC per vehicle, ``inf`` when it never closed in on a leader).
     Returns ``scenes``, ``vehicles``,
     ``collision_share`` / ``hard_braking_share`` / ``low_ttc_share`` (of vehicles; low = min TTC
-    below ``ttc_threshold`` s), ``scene_collision_share`` (scenes with a collision), ``ttc_threshold`` -
+    below ``ttc_threshold`` s), ``hard_braking_vehicles`` (the count) and ``hard_braking_share_95`` (its exact
+    95 % Poisson interval as shares, :func:`poisson_interval`: a share of a few in 10,000 is only known to
+    within several times at the benchmark's sizes), ``scene_collision_share`` (scenes with a collision), ``ttc_threshold`` -
     plus ``finite_ttc_share`` (vehicles that ever closed in on a leader), ``min_ttc_quantiles``
     (``{"q05", "q25", "q50"}`` of the finite min TTCs, s; NaN when there is none), ``ramp_vehicles``
     (vehicles on a merge road's on-ramp at t = 0) and ``merge_completion`` (the share of them that
@@ -291,6 +326,7 @@ def replay_summary(results: Sequence[Mapping[str, Any]], ttc_threshold: float = 
     ramp = sum(int(r.get("ramp_vehicles", 0)) for r in results)
     ttc = np.asarray([t for r in results for t in r["min_ttc"]], dtype=np.float64)
     finite = ttc[np.isfinite(ttc)]
+    hard = sum(int(r["hard_braking"]) for r in results)
 
     def share(count: float, total: int) -> float:
         return float(count) / total if total else math.nan
@@ -299,7 +335,9 @@ def replay_summary(results: Sequence[Mapping[str, Any]], ttc_threshold: float = 
         "scenes": len(results),
         "vehicles": vehicles,
         "collision_share": share(sum(r["collided"] for r in results), vehicles),
-        "hard_braking_share": share(sum(r["hard_braking"] for r in results), vehicles),
+        "hard_braking_share": share(hard, vehicles),
+        "hard_braking_vehicles": hard,
+        "hard_braking_share_95": [share(end, vehicles) for end in poisson_interval(hard)],
         "low_ttc_share": share(int(np.sum(ttc < ttc_threshold)), vehicles),
         "scene_collision_share": share(sum(r["collided"] > 0 for r in results), len(results)),
         "ttc_threshold": ttc_threshold,
