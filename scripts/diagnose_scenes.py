@@ -3,6 +3,7 @@
 
     python scripts/diagnose_scenes.py lane-drop-speeds --checkpoint default --reference data/eval5/heldout --floor data/eval5/heldout2
     python scripts/diagnose_scenes.py hard-braking --checkpoint default --floor data/eval5/heldout2 --scenes 400
+    python scripts/diagnose_scenes.py floors --sets data/eval5/heldout2 data/eval5/heldout data/eval5/heldout3
     python scripts/diagnose_scenes.py warm-up --road lane_drop --traffic heavy --runs 6 --until 1200
 
 ``lane-drop-speeds``: median speed ÷ limit of the agents of lane-drop scenes per traffic level and per
@@ -12,6 +13,9 @@ set on ``--roads`` (default straight and curve) and as many sampled by the model
 with the benchmark's replay, prints per road kind the share of vehicles that brake harder than 4.5 m/s² with a
 95 % Poisson interval (the benchmark's 200 scenes per kind cannot tell shares of a few in 10,000 apart), and
 lists when, how hard and at what speed the first ``--show`` such vehicles first brake.
+``floors``: how far apart independent SUMO sets are: per road kind, each of ``--sets`` but the first as the
+reference, the MMD of every other set against it (the floors a ratio could use) and of the model sampled like
+the first set, as a multiple of the floors' mean.
 ``warm-up``: is a road kind's ground truth steady after the warm-up? Runs ``--runs`` tracks per lane count from
 the standing start (the dataset's placement and SUMO options, warm-up aside) and prints, every 30 s of simulated
 time, the mean speed ÷ limit of the vehicles on the last 300 m of the corridor's first edge (before the merge
@@ -26,7 +30,7 @@ import uuid
 
 import numpy as np
 
-from aigc_synth.metrics.scenes import poisson_interval
+from aigc_synth.metrics.scenes import FEATURES, poisson_interval, scene_mmd
 from aigc_synth.models.scene_families import load_scene_generator, resolve_scene_checkpoint
 from aigc_synth.scenes.dataset import read_scenes
 from aigc_synth.scenes.format import Scene
@@ -106,6 +110,25 @@ def hard_braking(args: argparse.Namespace) -> None:
                     listed += 1
 
 
+def floors(args: argparse.Namespace) -> None:
+    sets = {path: read_scenes(path) for path in args.sets}
+    model = sample_like(args.checkpoint, sets[args.sets[0]], args.seed)  # the first set's cells and roads
+    print(f"MMD of the model (sampled like {args.sets[0]}) and of every other SUMO set against each reference; "
+          "ratio = model / the mean of the SUMO floors")
+    for kind in ("straight", "curve", "merge", "lane_drop"):
+        by_set = {path: [s for s in scenes if s.road.kind == kind] for path, scenes in sets.items()}
+        generated = [s for s in model if s.road.kind == kind]
+        for reference in args.sets[1:]:
+            floor_mmds = {other: scene_mmd(by_set[other], by_set[reference]) for other in args.sets if other != reference}
+            ours = scene_mmd(generated, by_set[reference])
+            cells = []
+            for f in FEATURES:
+                fl = [m[f]["mmd"] for m in floor_mmds.values()]
+                cells.append(f"{f} {ours[f]['mmd'] / np.mean(fl):.2f} (floors {' / '.join(f'{x:.1e}' for x in fl)}, "
+                             f"spread {max(fl) / min(fl):.1f}x)")
+            print(f"{kind:9s} vs {reference}: " + "; ".join(cells))
+
+
 def warm_up(args: argparse.Namespace) -> None:
     from aigc_synth.scenes.sumo import SimOptions
     from aigc_synth.scenes.sumo_roads import prepare_road_run
@@ -148,6 +171,11 @@ def main(argv: list[str] | None = None) -> int:
     for p in (a, b):
         p.add_argument("--checkpoint", default="default", help="scene_ar generator.pt (default: bundled)")
         p.add_argument("--seed", type=int, default=1000)
+    f = sub.add_parser("floors")
+    f.add_argument("--sets", nargs="+", required=True,
+                   help="SUMO scene folders: the model samples like the first; each of the others is a reference in turn")
+    f.add_argument("--checkpoint", default="default", help="scene_ar generator.pt (default: bundled)")
+    f.add_argument("--seed", type=int, default=7)
     w = sub.add_parser("warm-up")
     w.add_argument("--road", default="lane_drop", choices=("curve", "merge", "lane_drop"))
     w.add_argument("--traffic", default="heavy", choices=("light", "moderate", "heavy"))
@@ -155,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--until", type=int, default=1200, help="simulated seconds")
     w.add_argument("--seed", type=int, default=99)
     args = ap.parse_args(argv)
-    {"lane-drop-speeds": lane_drop_speeds, "hard-braking": hard_braking, "warm-up": warm_up}[args.what](args)
+    {"lane-drop-speeds": lane_drop_speeds, "hard-braking": hard_braking, "floors": floors, "warm-up": warm_up}[args.what](args)
     return 0
 
 
