@@ -128,6 +128,8 @@ class SamplingConfig:
 
     steps: Optional[int] = None  # solver steps (DPM-Solver++)
     guidance: Optional[float] = None  # classifier-free guidance scale (1 = conditional only)
+    guidance_t_min: Optional[int] = None  # guide only the solver steps with diffusion timestep (0..1000) >= this
+    guidance_t_max: Optional[int] = None  # ... and <= this (guidance in a limited interval)
     bf16: Optional[bool] = None  # bfloat16 autocast of the network (GPUs; changes the bytes)
     channels_last: Optional[bool] = None  # channels-last memory format (GPUs)
     compile: Optional[bool] = None  # torch.compile the network once per actor (GPUs: slow first batch)

@@ -12,8 +12,9 @@ The options change how a trained generator samples, never its weights:
 * ``--particles on|off`` (``layout_gan``): the fixed rain/snow particle overlay (``aigc_synth.models.particles``),
   the renderer's own streaks and flakes drawn over the image. It has no weights, so a generator trained
   without it can sample with it (and the reverse);
-* ``--guidance`` [0, 20] and ``--steps`` (``layout_diffusion``): the classifier-free guidance scale and the
-  DPM-Solver++ steps it samples with by default (a job's ``job.sampling.*`` still overrides them).
+* ``--guidance`` [0, 20], ``--guidance-interval T_MIN T_MAX`` and ``--steps`` (``layout_diffusion``): the
+  classifier-free guidance scale, the diffusion timesteps it is applied on, and the DPM-Solver++ steps it samples
+  with by default (a job's ``job.sampling.*`` still overrides them).
 
 The options go into the checkpoint's ``model_config``; ``meta["sampling_options"]`` keeps them with
 the reason they were chosen (``meta["truncation"]`` too, for ψ, as before). Compare candidates first
@@ -38,14 +39,19 @@ def main() -> None:
     p.add_argument("--particles", choices=("on", "off"), default=None, help="the fixed rain/snow particle overlay")
     p.add_argument("--guidance", type=float, default=None, help="layout_diffusion: classifier-free guidance scale in [0, 20]")
     p.add_argument("--steps", type=int, default=None, help="layout_diffusion: solver steps (>= 1)")
+    p.add_argument("--guidance-interval", type=int, nargs=2, default=None, metavar=("T_MIN", "T_MAX"),
+                   help="layout_diffusion: guide only the solver steps with diffusion timestep in [T_MIN, T_MAX] (0..1000)")
     p.add_argument("--why", default="", help="how the options were chosen (stored in meta)")
     a = p.parse_args()
     gan_options = a.psi is not None or a.particles is not None
-    solver_options = a.guidance is not None or a.steps is not None
+    solver_options = a.guidance is not None or a.steps is not None or a.guidance_interval is not None
     if not gan_options and not solver_options:
-        raise SystemExit("nothing to set: give --psi / --particles (layout_gan) or --guidance / --steps (layout_diffusion)")
+        raise SystemExit("nothing to set: give --psi / --particles (layout_gan) or --guidance / --guidance-interval / --steps "
+                         "(layout_diffusion)")
     if a.guidance is not None and not 0.0 <= a.guidance <= 20.0:
         raise SystemExit(f"--guidance must be in [0, 20], got {a.guidance}")
+    if a.guidance_interval is not None and not 0 <= a.guidance_interval[0] <= a.guidance_interval[1] <= 1000:
+        raise SystemExit(f"--guidance-interval needs 0 <= T_MIN <= T_MAX <= 1000, got {a.guidance_interval}")
     if a.steps is not None and a.steps < 1:
         raise SystemExit(f"--steps must be >= 1, got {a.steps}")
     if a.psi is not None and not 0 < a.psi <= 1:
@@ -70,9 +76,12 @@ def main() -> None:
           f"model_id {check.model_id[:12]}")
 
 def _set_solver_options(a) -> None:
-    options = {k: v for k, v in (("guidance", a.guidance), ("sampling_steps", a.steps)) if v is not None}
+    interval = a.guidance_interval or (None, None)
+    options = {k: v for k, v in (("guidance", a.guidance), ("sampling_steps", a.steps), ("guidance_t_min", interval[0]),
+                                 ("guidance_t_max", interval[1])) if v is not None}
     check = _write_copy(a, options)
-    print(f"{a.out}: guidance {check.module.sampling['guidance']:g}, steps {check.module.sampling['steps']}, "
+    s = check.module.sampling
+    print(f"{a.out}: guidance {s['guidance']:g} on timesteps {s['guidance_t_min']}..{s['guidance_t_max']}, steps {s['steps']}, "
           f"model_id {check.model_id[:12]}")
 
 

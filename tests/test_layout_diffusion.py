@@ -88,6 +88,7 @@ def test_sampling_options_are_job_keys_checked_before_any_work(diffusion_checkpo
     from aigc_synth.sampling.image import ImageSampler
 
     for ckpt, override, message in [(diffusion_checkpoint, "job.sampling.steps=0", "steps must be in 1..1000"),
+                                    (diffusion_checkpoint, "job.sampling.guidance_t_min=1001", "guidance_t_min must be in 0..1000"),
                                     (tiny_checkpoint, "job.sampling.guidance=3", "cgan model has no sampling options")]:
         with pytest.raises(JobSpecError, match=message):
             validate_job(_cfg(tmp_path / "bad", ckpt, override))
@@ -173,8 +174,39 @@ def test_sampling_options_script_sets_the_guidance_and_steps_of_a_diffusion_copy
     assert copy.meta["sampling_options"] == {"guidance": 1.5, "sampling_steps": 4, "why": "test"}
     for (k, v), w in zip(source.module.state_dict().items(), copy.module.state_dict().values()):
         assert torch.equal(v, w), k  # the weights are unchanged
-    for bad in (["--guidance", "25"], ["--steps", "0"], ["--psi", "0.7", "--guidance", "1.5"]):  # out of range; GAN options
+    run(str(diffusion_checkpoint), str(tmp_path / "interval.pt"), "--guidance-interval", "100", "800")
+    assert load_generator(tmp_path / "interval.pt").module.sampling["guidance_t_min"] == 100
+    assert load_generator(tmp_path / "interval.pt").module.sampling["guidance_t_max"] == 800
+    for bad in (["--guidance", "25"], ["--steps", "0"], ["--psi", "0.7", "--guidance", "1.5"],  # out of range; GAN options
+                ["--guidance-interval", "800", "100"]):
         target = tmp_path / "bad.pt"
         with pytest.raises(SystemExit):
             run(str(diffusion_checkpoint), str(target), *bad)
         assert not target.exists()
+
+
+def test_guidance_in_a_limited_interval_guides_only_the_steps_inside_it(diffusion_checkpoint):
+    """The solver's steps (3 here: timesteps 999, 666, 333) outside [guidance_t_min, guidance_t_max] are sampled
+    conditionally only: an interval holding none of them gives guidance 1's bytes, the whole range the default's,
+    one step in between something else; the options are checked like the others."""
+    gen = load_generator(diffusion_checkpoint).module
+    z = torch.randn(2, gen.z_dim, generator=torch.Generator().manual_seed(0))
+    codes = torch.tensor([[0, 1, 2], [3, 0, 1]])
+    layout = torch.zeros(2, 6, gen.resolution, gen.resolution)
+    layout[:, 1, 10:20, 8:24] = 1.0
+
+    def sample(**options):
+        gen.configure_sampling(**{"guidance": 3.0, "guidance_t_min": 0, "guidance_t_max": 1000, **options})
+        return gen(z, codes, layout)
+
+    full, unguided = sample(), sample(guidance=1.0)
+    assert torch.equal(sample(guidance_t_min=0, guidance_t_max=100), unguided)  # no step inside
+    assert torch.equal(sample(guidance_t_min=300, guidance_t_max=1000), full)  # every step inside
+    one_step = sample(guidance_t_min=900, guidance_t_max=1000)
+    assert not torch.equal(one_step, full) and not torch.equal(one_step, unguided)
+    for bad, message in [({"guidance_t_min": -1}, "0..1000"), ({"guidance_t_max": 1001}, "0..1000"),
+                         ({"guidance_t_min": 600, "guidance_t_max": 500}, "above"), ({"guidance_t_min": 1.5}, "must be int")]:
+        before = dict(gen.sampling)
+        with pytest.raises(ValueError, match=message):
+            sample(**bad)
+        assert gen.sampling == before  # a bad option sets nothing

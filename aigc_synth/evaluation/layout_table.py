@@ -77,11 +77,13 @@ def parse_model_spec(spec: str) -> ModelSpec:
                 options["steps"] = int(value)
             elif key == "guidance" and value and float(value) >= 0:
                 options["guidance"] = float(value)
+            elif key in ("guidance_t_min", "guidance_t_max") and value.isdigit():
+                options[key] = int(value)
             else:
                 raise ValueError(opt)
     except ValueError:
         raise EvaluationError(f"model {spec!r}: NAME=PATH, options @psi=X with X in (0, 1] and @particles=on|off "
-                              "(layout_gan), @steps=N and @guidance=G (layout_diffusion)") from None
+                              "(layout_gan), @steps=N, @guidance=G, @guidance_t_min=T and @guidance_t_max=T (layout_diffusion)") from None
     return name, path, options
 
 
@@ -93,7 +95,7 @@ def load_generator_with_options(path: str, options: dict[str, Any] | None = None
 
     gen = load_generator(resolve_checkpoint_path(path))
     options = dict(options or {})
-    solver = {k: options.pop(k) for k in ("steps", "guidance") if k in options}
+    solver = {k: options.pop(k) for k in ("steps", "guidance", "guidance_t_min", "guidance_t_max") if k in options}
     if solver:
         if not hasattr(gen.module, "configure_sampling"):
             raise EvaluationError(f"{path}: family {gen.family} has no solver options ({sorted(solver)})")

@@ -94,6 +94,10 @@ class LayoutDiffusionConfig(ImageModelConfig):
     condition_dropout: float = 0.1  # share of training images with the null condition and no layout (guidance)
     sampling_steps: int = 16  # DPM-Solver++ steps of the exported model (job.sampling.steps overrides)
     guidance: float = 2.0  # classifier-free guidance scale (1 = conditional only; job.sampling.guidance overrides)
+    # guidance only on the solver steps whose diffusion timestep (0..1000) lies in [t_min, t_max]; the others
+    # sample conditionally only (guidance in a limited interval, Kynkäänniemi et al. 2024)
+    guidance_t_min: int = 0
+    guidance_t_max: int = 1000
     lr_g: float = 2e-4
     beta1: float = 0.9
     beta2: float = 0.999

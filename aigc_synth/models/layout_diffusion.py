@@ -14,9 +14,12 @@ DPM-Solver++ (second order, ``diffusers.DPMSolverMultistepScheduler``), determin
 pure function of the initial noise (``z``, drawn from the sample's own seed by the job) and the
 conditions, and every tensor has a fixed shape per micro-batch, so rows never depend on their batch.
 
+``guidance_t_min`` / ``guidance_t_max`` (diffusion timesteps, 0..1000; default the whole range) limit
+guidance to the solver steps inside that interval and sample the others conditionally only.
+
 ``forward(z, codes, layout)`` runs the whole sampler, so the job machinery, serving and evaluation
 call it exactly as they call a GAN generator (``z_dim`` = 3 × R × R). ``configure_sampling`` sets the
-options a job or request may change (``steps``, ``guidance``; on GPUs ``bf16`` autocast and
+options a job or request may change (``steps``, ``guidance``, its interval; on GPUs ``bf16`` autocast and
 ``channels_last``, ``compile``: off by default, for GPU nodes), each a part of the job's fingerprint.
 """
 
@@ -34,7 +37,8 @@ from aigc_synth.data.layout import LAYOUT_CHANNELS
 NUM_TRAIN_TIMESTEPS = 1000
 BETA_SCHEDULE = "squaredcos_cap_v2"
 #: What a job (``job.sampling``) or a served request may set, with the type each must have.
-SAMPLING_OPTIONS = {"steps": int, "guidance": float, "bf16": bool, "channels_last": bool, "compile": bool}
+SAMPLING_OPTIONS = {"steps": int, "guidance": float, "guidance_t_min": int, "guidance_t_max": int, "bf16": bool,
+                    "channels_last": bool, "compile": bool}
 
 
 class LayoutDiffusion(nn.Module):
@@ -42,7 +46,8 @@ class LayoutDiffusion(nn.Module):
 
     def __init__(self, cardinalities: Sequence[int], resolution: int = 64, base_channels: int = 32,
                  channel_mult: Sequence[int] = (1, 2, 2, 4), layers_per_block: int = 1, sampling_steps: int = 16,
-                 guidance: float = 2.0, factors: Any = None, layout_unknown_flags: bool = False):
+                 guidance: float = 2.0, factors: Any = None, layout_unknown_flags: bool = False,
+                 guidance_t_min: int = 0, guidance_t_max: int = NUM_TRAIN_TIMESTEPS):
         from diffusers import UNet2DModel
 
         super().__init__()
@@ -58,8 +63,9 @@ class LayoutDiffusion(nn.Module):
                                 layers_per_block=int(layers_per_block), down_block_types=down,
                                 up_block_types=("UpBlock2D",) * len(channel_mult), num_class_embeds=self.num_conditions + 1,
                                 norm_num_groups=8)
-        self.sampling = {"steps": int(sampling_steps), "guidance": float(guidance), "bf16": False, "channels_last": False,
-                         "compile": False}
+        self.sampling = {"steps": int(sampling_steps), "guidance": float(guidance), "guidance_t_min": 0,
+                         "guidance_t_max": NUM_TRAIN_TIMESTEPS, "bf16": False, "channels_last": False, "compile": False}
+        self.configure_sampling(guidance_t_min=int(guidance_t_min), guidance_t_max=int(guidance_t_max))
         # the torch.compile'd UNet (the ``compile`` option), built at its first use; in a dict, so it is not
         # registered as a submodule (its weights are the UNet's, and state_dict keys must not change)
         self._compiled: dict[str, Any] = {}
@@ -104,7 +110,8 @@ class LayoutDiffusion(nn.Module):
 
     # -- sampling ----------------------------------------------------------------------------------------
     def configure_sampling(self, **options: Any) -> None:
-        """Set sampling options (:data:`SAMPLING_OPTIONS`); ValueError naming a bad one."""
+        """Set sampling options (:data:`SAMPLING_OPTIONS`); ValueError naming a bad one (and nothing set)."""
+        new = dict(self.sampling)
         for name, value in options.items():
             kind = SAMPLING_OPTIONS.get(name)
             if kind is None:
@@ -117,7 +124,12 @@ class LayoutDiffusion(nn.Module):
                 raise ValueError(f"sampling option steps must be in 1..1000, got {value}")
             if name == "guidance" and not 0.0 <= value <= 20.0:
                 raise ValueError(f"sampling option guidance must be in [0, 20], got {value}")
-            self.sampling[name] = value
+            if name in ("guidance_t_min", "guidance_t_max") and not 0 <= value <= NUM_TRAIN_TIMESTEPS:
+                raise ValueError(f"sampling option {name} must be in 0..{NUM_TRAIN_TIMESTEPS}, got {value}")
+            new[name] = value
+        if new["guidance_t_min"] > new["guidance_t_max"]:
+            raise ValueError(f"guidance_t_min ({new['guidance_t_min']}) is above guidance_t_max ({new['guidance_t_max']})")
+        self.sampling = new
 
     @torch.no_grad()
     def forward(self, z: torch.Tensor, codes: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
@@ -131,22 +143,26 @@ class LayoutDiffusion(nn.Module):
         solver.set_timesteps(opts["steps"], device=device)
         x = z.view(n, 3, self.resolution, self.resolution) * solver.init_noise_sigma
         classes = self.condition_index(codes)
-        guided = opts["guidance"] != 1.0
-        if guided:  # one pass on [conditional; unconditional]: a fixed shape per micro-batch
-            classes = torch.cat([classes, torch.full_like(classes, self.num_conditions)])
-            layout = torch.cat([layout, torch.zeros_like(layout)])
-            given = torch.cat([torch.ones(n, device=device), torch.zeros(n, device=device)])
-        else:
-            given = torch.ones(n, device=device)
+        # guidance only on the timesteps inside [guidance_t_min, guidance_t_max] (Kynkäänniemi et al. 2024,
+        # "Applying guidance in a limited interval"); the same steps for every sample, so shapes stay fixed
+        any_guided = opts["guidance"] != 1.0
+        if any_guided:  # one pass on [conditional; unconditional]: a fixed shape per micro-batch
+            classes2 = torch.cat([classes, torch.full_like(classes, self.num_conditions)])
+            layout2 = torch.cat([layout, torch.zeros_like(layout)])
+            given2 = torch.cat([torch.ones(n, device=device), torch.zeros(n, device=device)])
+        given = torch.ones(n, device=device)
         if opts["channels_last"]:
             self.unet.to(memory_format=torch.channels_last)
         for t in solver.timesteps:
+            guided = any_guided and opts["guidance_t_min"] <= int(t) <= opts["guidance_t_max"]
             inp = torch.cat([x, x]) if guided else x
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=opts["bf16"]):
-                v = self._velocity(inp, t.expand(inp.shape[0]), classes, layout, given).float()
-            if guided:
-                v_cond, v_uncond = v[:n], v[n:]
-                v = v_uncond + opts["guidance"] * (v_cond - v_uncond)
+                if guided:
+                    v = self._velocity(inp, t.expand(inp.shape[0]), classes2, layout2, given2).float()
+                    v_cond, v_uncond = v[:n], v[n:]
+                    v = v_uncond + opts["guidance"] * (v_cond - v_uncond)
+                else:
+                    v = self._velocity(inp, t.expand(inp.shape[0]), classes, layout, given).float()
             x = solver.step(v, t, x).prev_sample
         return x.clamp(-1, 1)
 
