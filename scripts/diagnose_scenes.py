@@ -4,6 +4,7 @@
     python scripts/diagnose_scenes.py lane-drop-speeds --checkpoint default --reference data/eval5/heldout --floor data/eval5/heldout2
     python scripts/diagnose_scenes.py hard-braking --checkpoint default --floor data/eval5/heldout2 --scenes 400
     python scripts/diagnose_scenes.py floors --sets data/eval5/heldout2 data/eval5/heldout data/eval5/heldout3
+    python scripts/diagnose_scenes.py sampling-seeds --reference data/eval5/heldout --floor data/eval5/heldout2
     python scripts/diagnose_scenes.py warm-up --road lane_drop --traffic heavy --runs 6 --until 1200
 
 ``lane-drop-speeds``: median speed ÷ limit of the agents of lane-drop scenes per traffic level and per
@@ -16,6 +17,8 @@ lists when, how hard and at what speed the first ``--show`` such vehicles first 
 ``floors``: how far apart independent SUMO sets are: per road kind, each of ``--sets`` but the first as the
 reference, the MMD of every other set against it (the floors a ratio could use) and of the model sampled like
 the first set, as a multiple of the floors' mean.
+``sampling-seeds``: how much the model's own sampling seed moves the benchmark's ratios: the model sampled on the
+floor set's cells (as ``evaluate`` does, seed 0 reproducing it) with each of ``--seeds``, MMD ÷ floor per kind.
 ``warm-up``: is a road kind's ground truth steady after the warm-up? Runs ``--runs`` tracks per lane count from
 the standing start (the dataset's placement and SUMO options, warm-up aside) and prints, every 30 s of simulated
 time, the mean speed ÷ limit of the vehicles on the last 300 m of the corridor's first edge (before the merge
@@ -129,6 +132,25 @@ def floors(args: argparse.Namespace) -> None:
             print(f"{kind:9s} vs {reference}: " + "; ".join(cells))
 
 
+def sampling_seeds(args: argparse.Namespace) -> None:
+    from aigc_synth.seeds import attempt_seeds
+
+    reference, floor = read_scenes(args.reference), read_scenes(args.floor)
+    gen = load_scene_generator(resolve_scene_checkpoint(None if args.checkpoint == "default" else args.checkpoint))
+    ids = np.arange(len(floor))
+    print("MMD / floor per road kind and feature, the model sampled on the floor set's cells with each job seed "
+          "(seed 0 = scripts/bench_scenes.py's and evaluate's sample)")
+    for seed in args.seeds:
+        scenes = gen.sample([s.traffic for s in floor], [s.num_lanes for s in floor], attempt_seeds(seed, ids).tolist(),
+                            ids.tolist(), roads=[s.road.kind for s in floor])
+        for kind in ("straight", "curve", "merge", "lane_drop"):
+            ref = [s for s in reference if s.road.kind == kind]
+            floor_mmd = scene_mmd([s for s in floor if s.road.kind == kind], ref)
+            ours = scene_mmd([s for s in scenes if s.road.kind == kind], ref)
+            print(f"seed {seed} {kind:9s} " + " ".join(f"{f} {ours[f]['mmd'] / floor_mmd[f]['mmd']:.2f}" for f in FEATURES),
+                  flush=True)
+
+
 def warm_up(args: argparse.Namespace) -> None:
     from aigc_synth.scenes.sumo import SimOptions
     from aigc_synth.scenes.sumo_roads import prepare_road_run
@@ -176,6 +198,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="SUMO scene folders: the model samples like the first; each of the others is a reference in turn")
     f.add_argument("--checkpoint", default="default", help="scene_ar generator.pt (default: bundled)")
     f.add_argument("--seed", type=int, default=7)
+    d = sub.add_parser("sampling-seeds")
+    d.add_argument("--reference", required=True)
+    d.add_argument("--floor", required=True)
+    d.add_argument("--checkpoint", default="default", help="scene_ar generator.pt (default: bundled)")
+    d.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
     w = sub.add_parser("warm-up")
     w.add_argument("--road", default="lane_drop", choices=("curve", "merge", "lane_drop"))
     w.add_argument("--traffic", default="heavy", choices=("light", "moderate", "heavy"))
@@ -183,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--until", type=int, default=1200, help="simulated seconds")
     w.add_argument("--seed", type=int, default=99)
     args = ap.parse_args(argv)
-    {"lane-drop-speeds": lane_drop_speeds, "hard-braking": hard_braking, "floors": floors, "warm-up": warm_up}[args.what](args)
+    {"lane-drop-speeds": lane_drop_speeds, "hard-braking": hard_braking, "floors": floors, "sampling-seeds": sampling_seeds,
+     "warm-up": warm_up}[args.what](args)
     return 0
 
 
