@@ -64,6 +64,9 @@ def main() -> None:
     p.add_argument("--scenes", default=None, help="a folder of scene Parquet (default: the bundled scene model)")
     p.add_argument("--road", default=None, help="one road kind for every sample: the --scenes of that kind, or the scene "
                                                 "model's scenes on it (default: all given scenes; sampled: straight)")
+    p.add_argument("--spread-scenes", action="store_true",
+                   help="with --scenes: evaluate on scenes at even steps through the folder, not its first ones (a folder "
+                        "is written cell by cell, so a small sample of its first scenes holds one cell)")
     p.add_argument("--json", default="layout_eval.json")
     p.add_argument("--md", default=None)
     p.add_argument("--grid", default=None, help="PNG: the first model's sample grid, boxes drawn on a copy")
@@ -71,7 +74,7 @@ def main() -> None:
     models = [parse_model(m) for m in (a.model or DEFAULT_MODELS)]
     models = [(n, path, opts) for n, path, opts in models if path == "default" or Path(path).is_file()]
     try:
-        result = layout_table(models, a.n_per_condition, a.seed, a.scenes, road=a.road)
+        result = layout_table(models, a.n_per_condition, a.seed, a.scenes, road=a.road, spread=a.spread_scenes)
     except EvaluationError as exc:
         raise SystemExit(str(exc)) from None
     atomic_write_json(a.json, json_safe(result))

@@ -706,3 +706,23 @@ def test_the_median_calibration_ignores_broken_tail_images_the_mean_follows(scen
     assert tail_shift["median"] < 0.3 * tail_shift["mean"], tail_shift
     with pytest.raises(ValueError, match="estimator"):
         fit(1.5, "mode")
+
+
+def test_evaluation_scenes_spread_takes_the_folder_at_even_steps(scenes, tmp_path):
+    """A folder is written cell by cell: a small evaluation sample of its first scenes holds one cell, ``spread``
+    takes as many scenes as samples at even steps through it instead."""
+    import pyarrow.parquet as pq
+
+    from aigc_synth.evaluation.layout import evaluation_scenes
+
+    scene_dir = tmp_path / "scenes"
+    scene_dir.mkdir()
+    pq.write_table(scenes_to_table(scenes), scene_dir / "part-00000.parquet")
+    codes = np.zeros((4, len(DEFAULT_SCHEMA.names)), np.int64)
+    first, _ = evaluation_scenes(codes, 0, DEFAULT_SCHEMA, str(scene_dir))
+    spread, spread_codes = evaluation_scenes(codes, 0, DEFAULT_SCHEMA, str(scene_dir), spread=True)
+    assert [s.scene_id for s in first] == [scenes[i].scene_id for i in range(4)]
+    assert [s.scene_id for s in spread] == [scenes[i].scene_id for i in (0, 8, 15, 23)]
+    assert {s.num_lanes for s in spread} == {2, 3, 4} and {s.num_lanes for s in first} == {2}
+    traffic = DEFAULT_SCHEMA.names.index("traffic")
+    assert [DEFAULT_SCHEMA.values("traffic")[c] for c in spread_codes[:, traffic]] == [s.traffic for s in spread]

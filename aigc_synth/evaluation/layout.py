@@ -33,12 +33,16 @@ REFERENCE_SCENE_SEED = 525_252
 
 
 def evaluation_scenes(codes: np.ndarray, seed: int, schema: ConditionSchema, scenes_dir: str | None = None,
-                      scene_checkpoint: str | None = None, road: str | None = None) -> tuple[list[Scene], np.ndarray]:
+                      scene_checkpoint: str | None = None, road: str | None = None, spread: bool = False
+                      ) -> tuple[list[Scene], np.ndarray]:
     """The scene of each evaluated sample ``i``, exactly as a layout job with ``job.seed=seed``
     would pick it (given scenes: ``i mod n``; else sampled by the scene model at the sample's
     traffic level), and ``codes`` with traffic set to each scene's own level. ``road``: one road
     kind for every sample (given scenes: only those of that kind; sampled: as a job whose plan
-    names that road), None: as a job that names none (given scenes: all; sampled: straight)."""
+    names that road), None: as a job that names none (given scenes: all; sampled: straight). ``spread``
+    (given scenes only): take as many scenes as there are samples at even steps through the folder instead
+    of its first ones — a folder is written cell by cell, so a small sample of its first scenes holds one
+    road / traffic / lane-count cell."""
     from aigc_synth.errors import EvaluationError
     from aigc_synth.sampling.layout import SceneSource, layout_job_schema
 
@@ -53,6 +57,8 @@ def evaluation_scenes(codes: np.ndarray, seed: int, schema: ConditionSchema, sce
         roads = list(gen.roads)
     source = SceneSource(job)
     codes = np.asarray(codes, np.int64)
+    if spread and source.scenes is not None and len(source.scenes) > len(codes):
+        source.scenes = _evenly_spaced([s for s in source.scenes if road is None or s.road.kind == road], len(codes))
     if road is None:
         return source.scenes_for(np.arange(len(codes)), codes, schema)
     if road not in roads:
@@ -67,6 +73,13 @@ def evaluation_scenes(codes: np.ndarray, seed: int, schema: ConditionSchema, sce
         codes = np.concatenate([codes, np.full((len(codes), 1), roads.index(road), np.int64)], axis=1)
     scenes, codes = source.scenes_for(np.arange(len(codes)), codes, with_road)
     return scenes, codes[:, :len(schema.names)]
+
+
+def _evenly_spaced(items: list, n: int) -> list:
+    """``n`` items at even steps through ``items`` (all of them when there are not more)."""
+    if len(items) <= n:
+        return items
+    return [items[int(i)] for i in np.linspace(0, len(items) - 1, n).round()]
 
 
 def scene_reference(scenes: Sequence[Scene], codes: np.ndarray, schema: ConditionSchema, resolution: int,

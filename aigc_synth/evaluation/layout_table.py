@@ -113,7 +113,8 @@ def load_generator_with_options(path: str, options: dict[str, Any] | None = None
 # the table
 # ------------------------------------------------------------------------------------------------
 def layout_table(models: Sequence[ModelSpec], n_per_condition: int, seed: int = 0, scenes_dir: str | None = None,
-                 progress: bool = True, log: Callable[[str], None] = print, road: str | None = None) -> dict[str, Any]:
+                 progress: bool = True, log: Callable[[str], None] = print, road: str | None = None,
+                 spread: bool = False) -> dict[str, Any]:
     """Score every ``(name, path, options)`` of ``models`` (see the module docstring); return the
     table as a dict (``rows``: one per model, then the second render, then the first model's
     shuffled-layout floor). Each row is logged as one JSON line when done. Values are raw floats:
@@ -129,7 +130,7 @@ def layout_table(models: Sequence[ModelSpec], n_per_condition: int, seed: int = 
     combos = np.array([schema.encode(c) for c in schema.combinations()], dtype=np.int64)
     codes = np.repeat(combos, n_per_condition, axis=0)
     t0 = time.perf_counter()
-    scenes, codes = evaluation_scenes(codes, seed, schema, scenes_dir, road=road)
+    scenes, codes = evaluation_scenes(codes, seed, schema, scenes_dir, road=road, spread=spread)
     ref, boxes, visible = scene_reference(scenes, codes, schema, RESOLUTION)
     classifier = load_domain_classifier(SCENE_CLASSIFIER)
     detector = load_vehicle_detector(None)
@@ -199,7 +200,7 @@ def layout_table(models: Sequence[ModelSpec], n_per_condition: int, seed: int = 
     v_real2, _, _ = scene_reference(v_scenes, v_codes, schema, RESOLUTION, seed=VARIETY_REAL_SEED + 1)
     rows.append(row("real (second render of the same scenes)", real2, {"family": "renderer"}, v_real2))
     rows.append(first_floor)
-    return {"n_per_condition": n_per_condition, "n": int(len(codes)), "seed": seed, "scenes": scenes_dir or "bundled scene model", "road": road,
+    return {"n_per_condition": n_per_condition, "n": int(len(codes)), "seed": seed, "scenes": scenes_dir or "bundled scene model", "road": road, "spread": spread,
             "classifier": classifier.classifier_id, "detector": detector.detector_id,
             "reference_condition_accuracy": compute_metrics(codes, ref_scores, codes, ref_scores, schema)["overall"]["condition_accuracy"],
             "rows": rows, "elapsed_s": round(time.perf_counter() - t0, 1)}
