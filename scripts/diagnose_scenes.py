@@ -33,7 +33,7 @@ import uuid
 
 import numpy as np
 
-from aigc_synth.metrics.scenes import FEATURES, poisson_interval, scene_mmd
+from aigc_synth.metrics.scenes import FEATURES, replay_summary, scene_mmd
 from aigc_synth.models.scene_families import load_scene_generator, resolve_scene_checkpoint
 from aigc_synth.scenes.dataset import read_scenes
 from aigc_synth.scenes.format import Scene
@@ -100,11 +100,10 @@ def hard_braking(args: argparse.Namespace) -> None:
         results = [replay_scene(s) for s in scenes]
         print(f"{name}, {len(scenes)} scenes:")
         for kind in args.roads:
-            cell = [r for s, r in zip(scenes, results) if s.road.kind == kind]
-            n, k = sum(r["vehicles"] for r in cell), sum(r["hard_braking"] for r in cell)
-            low, high = poisson_interval(k)
-            print(f"    {kind:9s} {k:3d} of {n:6d} vehicles brake hard: {k / max(n, 1):.3%} "
-                  f"(95 % interval {low / max(n, 1):.3%}–{high / max(n, 1):.3%})")
+            summary = replay_summary([r for s, r in zip(scenes, results) if s.road.kind == kind])
+            low, high = summary["hard_braking_share_95"]
+            print(f"    {kind:9s} {summary['hard_braking_vehicles']:3d} of {summary['vehicles']:6d} vehicles brake hard: "
+                  f"{summary['hard_braking_share']:.3%} (95 % interval {low:.3%}–{high:.3%})")
         listed = 0
         for s, r in zip(scenes, results):
             if r["hard_braking"] and listed < args.show:

@@ -57,16 +57,17 @@ def evaluation_scenes(codes: np.ndarray, seed: int, schema: ConditionSchema, sce
         roads = list(gen.roads)
     source = SceneSource(job)
     codes = np.asarray(codes, np.int64)
-    if spread and source.scenes is not None and len(source.scenes) > len(codes):
-        source.scenes = _evenly_spaced([s for s in source.scenes if road is None or s.road.kind == road], len(codes))
-    if road is None:
-        return source.scenes_for(np.arange(len(codes)), codes, schema)
-    if road not in roads:
+    if road is not None and road not in roads:
         raise EvaluationError(f"road {road!r}: the scene model was trained on {roads}")
     if source.scenes is not None:
-        source.scenes = [s for s in source.scenes if s.road.kind == road]
-        if not source.scenes:
-            raise EvaluationError(f"{scenes_dir} holds no scenes on a {road} road")
+        if road is not None:
+            source.scenes = [s for s in source.scenes if s.road.kind == road]
+            if not source.scenes:
+                raise EvaluationError(f"{scenes_dir} holds no scenes on a {road} road")
+        if spread:
+            source.scenes = _evenly_spaced(source.scenes, len(codes))
+        return source.scenes_for(np.arange(len(codes)), codes, schema)
+    if road is None:
         return source.scenes_for(np.arange(len(codes)), codes, schema)
     with_road = layout_job_schema(schema, roads)  # the job's plan schema: the model's factors, then road
     if with_road is not schema:
