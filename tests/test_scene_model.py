@@ -13,9 +13,20 @@ import torch
 
 from aigc_synth.errors import CheckpointError, UsageError
 from aigc_synth.models.scene_ar import MIN_CLEARANCE, SceneAR, sample_scenes
-from aigc_synth.models.scene_tokens import DELTA_EDGES, NUM_DELTA, SPEED_EDGES, STOP, encode_scene, lane_slot
+from aigc_synth.models.scene_tokens import (
+    DELTA_EDGES,
+    HEADWAY_EDGES,
+    HEADWAY_SPEED_FLOOR,
+    NUM_DELTA,
+    SPEED_EDGES,
+    STOP,
+    encode_scene,
+    headway_gap_edges,
+    lane_slot,
+)
 from aigc_synth.scenes.baselines import RandomSceneSampler
-from aigc_synth.scenes.format import EGO_LENGTH, LANE_COUNTS, ROAD_KINDS, TRAFFIC_LEVELS, SceneError, scenes_to_table, validate_scene
+from aigc_synth.scenes.sumo import MIN_GAP
+from aigc_synth.scenes.format import WINDOW_AHEAD, WINDOW_BEHIND, EGO_LENGTH, LANE_COUNTS, ROAD_KINDS, TRAFFIC_LEVELS, SceneError, scenes_to_table, validate_scene
 from aigc_synth.models.scene_families import (
     SCENE_GENERATOR_FORMAT,
     export_scene_generator,
@@ -27,9 +38,9 @@ TINY_SCENE_OVERRIDES = ["model=scene_ar", "model.hidden=16", "model.head_hidden=
                         "train.threads=1", "train.log_every=1", "train.eval_every=2", "train.checkpoint_every=2"]
 
 
-def random_scene_ar(seed: int = 0) -> SceneAR:
+def random_scene_ar(seed: int = 0, headway_gap: bool = False) -> SceneAR:
     torch.manual_seed(seed)
-    return SceneAR(hidden=16, head_hidden=16).eval()
+    return SceneAR(hidden=16, head_hidden=16, headway_gap=headway_gap).eval()
 
 
 @pytest.fixture(scope="module")
@@ -43,11 +54,12 @@ def scene_parquet(tmp_path_factory) -> Path:
     return folder
 
 
-def test_untrained_scene_ar_still_only_makes_contract_valid_scenes():
+@pytest.mark.parametrize("headway_gap", [False, True], ids=["gap-metres", "gap-headway"])
+def test_untrained_scene_ar_still_only_makes_contract_valid_scenes(headway_gap):
     # the masks, not the weights, guarantee the contract: lanes in range, inside the window, no overlaps
     traffic = [t for t in TRAFFIC_LEVELS for _ in LANE_COUNTS for _ in range(8)]
     lanes = [n for _ in TRAFFIC_LEVELS for n in LANE_COUNTS for _ in range(8)]
-    scenes = sample_scenes(random_scene_ar(), traffic, lanes, list(range(len(traffic))), list(range(len(traffic))), "m")
+    scenes = sample_scenes(random_scene_ar(headway_gap=headway_gap), traffic, lanes, list(range(len(traffic))), list(range(len(traffic))), "m")
     assert [p for sc in scenes for p in validate_scene(sc)] == []
     assert [(sc.traffic, sc.num_lanes) for sc in scenes] == list(zip(traffic, lanes))
     assert sum(len(sc.agents) for sc in scenes) > 0
@@ -62,8 +74,9 @@ def test_untrained_scene_ar_still_only_makes_contract_valid_scenes():
                 assert s1 - s0 - (l0 + l1) / 2 >= MIN_CLEARANCE - 1e-6
 
 
-def test_scene_ar_rows_do_not_depend_on_their_batch():
-    model = random_scene_ar(1)
+@pytest.mark.parametrize("headway_gap", [False, True], ids=["gap-metres", "gap-headway"])
+def test_scene_ar_rows_do_not_depend_on_their_batch(headway_gap):
+    model = random_scene_ar(1, headway_gap)
     seeds = [11, 12, 13, 14, 15]
     alone = [sample_scenes(model, ["heavy"], [3], [s], [i], "m")[0] for i, s in enumerate(seeds)]
     together = sample_scenes(model, ["heavy"] * 5, [3] * 5, seeds, list(range(5)), "m", compute_batch=64)
@@ -126,6 +139,10 @@ def test_scene_training_needs_scenes(tmp_path, compose_config):
     cfg = compose_config("train", [*TINY_SCENE_OVERRIDES, f"train.out_dir={out}", f"data.scenes={tmp_path / 'none'}",
                                    "model.speed_coding=relatve"])
     with pytest.raises(UsageError, match="model.speed_coding must be one of"):  # before the scenes are read
+        train_scene_model(cfg.train, cfg.model, cfg.data, progress=False)
+    cfg = compose_config("train", [*TINY_SCENE_OVERRIDES, f"train.out_dir={out}", f"data.scenes={tmp_path / 'none'}",
+                                   "model.gap_coding=meters"])
+    with pytest.raises(UsageError, match="model.gap_coding must be one of"):
         train_scene_model(cfg.train, cfg.model, cfg.data, progress=False)
     assert not out.exists()
 
@@ -229,6 +246,86 @@ def test_a_relative_speed_model_learns_a_platoon_and_absolute_checkpoints_still_
                            state=absolute.state_dict(), traffic=["heavy"], lanes=[2])
     gen = load_scene_generator(path)
     assert gen._impl.delta_head is None and len(gen.sample(["heavy"], [2], [0], [0])) == 1
+
+
+def test_followers_gaps_are_coded_as_a_headway_behind_the_vehicle_behind():
+    sc = RandomSceneSampler().sample("heavy", 3, seed=7)
+    enc = encode_scene(sc)
+    vehicles = sorted([(a.lane, a.s, a.length, a.speed, True) for a in sc.agents]
+                      + [(sc.ego_lane, 0.0, EGO_LENGTH, sc.ego_speed, False)], key=lambda v: (v[0], v[1], not v[4]))
+    followers = 0
+    for t, (lane, s, length, _, is_agent) in enumerate(vehicles):
+        if t == 0 or vehicles[t - 1][0] != lane or not is_agent:
+            continue
+        followers += 1
+        _, s0, len0, v0, _ = vehicles[t - 1]
+        gap = s - s0 - (length + len0) / 2
+        h = (gap - MIN_GAP) / max(v0, HEADWAY_SPEED_FLOOR)
+        assert HEADWAY_EDGES[enc["headway"][t]] <= h < HEADWAY_EDGES[enc["headway"][t] + 1]
+        assert headway_gap_edges(v0)[enc["headway"][t]] <= gap < headway_gap_edges(v0)[enc["headway"][t] + 1]
+    assert followers > 5
+    # every gap the window allows has a bin, at any speed, and SUMO's usual headways get the finest ones
+    assert headway_gap_edges(0.0)[-1] >= WINDOW_BEHIND + WINDOW_AHEAD and headway_gap_edges(40.0)[0] < 0.0
+    assert np.diff(HEADWAY_EDGES)[np.searchsorted(HEADWAY_EDGES, 1.2)] == pytest.approx(0.01)
+
+
+def test_a_headway_coded_model_learns_one_headway_at_every_speed_and_metre_checkpoints_still_load(tmp_path):
+    """Scenes whose followers all keep 1.0 s beyond minGap behind the vehicle behind, at speeds from 5 to
+    35 m/s: a briefly trained headway-coded model puts its followers there (a metre-coded one, the same 40
+    steps, spreads them over seconds), and a checkpoint without ``gap_coding`` rebuilds the metre head."""
+    from dataclasses import replace
+
+    from aigc_synth.models.scene_ar import collate
+
+    rng = np.random.default_rng(0)
+    scenes = []
+    for seed in range(32):
+        sc = RandomSceneSampler().sample("moderate", 2, seed=seed)
+        speed = {lane: float(rng.uniform(5.0, 35.0)) for lane in range(sc.num_lanes)}
+        agents = []
+        for lane in range(sc.num_lanes):  # a platoon per lane, the ego at 0 in its own
+            s, length = (0.0, EGO_LENGTH) if lane == sc.ego_lane else (-40.0, 4.5)
+            if lane != sc.ego_lane:
+                agents.append(replace(sc.agents[0], lane=lane, s=s, d=0.0, speed=speed[lane], length=4.5, width=1.8, kind="car"))
+            while True:
+                s_next = s + (length + 4.5) / 2 + MIN_GAP + 1.0 * speed[lane]
+                if s_next > 140.0:
+                    break
+                agents.append(replace(sc.agents[0], lane=lane, s=s_next, d=0.0, speed=speed[lane], length=4.5, width=1.8, kind="car"))
+                s, length = s_next, 4.5
+        scenes.append(replace(sc, ego_speed=speed[sc.ego_lane], agents=tuple(agents)))
+    batch = collate([encode_scene(sc) for sc in scenes])
+
+    def follower_headways(headway_gap: bool) -> np.ndarray:
+        torch.manual_seed(0)
+        model = SceneAR(hidden=32, head_hidden=32, headway_gap=headway_gap)
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+        for _ in range(40):
+            opt.zero_grad()
+            model.loss(batch)["loss"].backward()
+            opt.step()
+        generated = sample_scenes(model.eval(), ["moderate"] * 32, [2] * 32, list(range(32)), list(range(32)), "m")
+        out = []
+        for sc in generated:
+            lanes: dict[int, list] = {}
+            for a in sc.agents:
+                lanes.setdefault(a.lane, []).append((a.s, a.length, a.speed))
+            lanes.setdefault(sc.ego_lane, []).append((0.0, EGO_LENGTH, sc.ego_speed))
+            for vehicles in lanes.values():
+                vehicles.sort()
+                for (s0, l0, v0), (s1, l1, _) in zip(vehicles, vehicles[1:]):
+                    out.append((s1 - s0 - (l0 + l1) / 2 - MIN_GAP) / max(v0, HEADWAY_SPEED_FLOOR))
+        return np.asarray(out)
+
+    headway, metres = follower_headways(True), follower_headways(False)
+    assert len(headway) > 20
+    assert np.median(np.abs(headway - 1.0)) < 0.1 < np.median(np.abs(metres - 1.0))
+    path = tmp_path / "metres.pt"
+    old = SceneAR(hidden=16, head_hidden=16)
+    export_scene_generator(path, family="scene_ar", model_config={"hidden": 16, "head_hidden": 16, "speed_coding": "relative"},
+                           state=old.state_dict(), traffic=["heavy"], lanes=[2])
+    gen = load_scene_generator(path)
+    assert gen._impl.headway_head is None and len(gen.sample(["heavy"], [2], [0], [0])) == 1
 
 
 def test_bundled_scene_model_is_small_and_loads():

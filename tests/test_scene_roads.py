@@ -30,9 +30,9 @@ TRAINING_ROADS = [Road("curve", curvature=1 / 400), Road("curve", curvature=-1 /
                   Road("lane_drop", event_s=30.0), Road("lane_drop", event_s=-25.0), Road()]
 
 
-def road_scene_ar(seed: int = 0) -> SceneAR:
+def road_scene_ar(seed: int = 0, headway_gap: bool = False) -> SceneAR:
     torch.manual_seed(seed)
-    model = SceneAR(hidden=16, head_hidden=16).eval()
+    model = SceneAR(hidden=16, head_hidden=16, headway_gap=headway_gap).eval()
     model.fit_road_bank(TRAINING_ROADS)
     return model
 
@@ -43,11 +43,12 @@ def grid(per_cell: int, roads=ROAD_KINDS) -> tuple[list[str], list[int], list[st
             [r for r, _, _ in cells for _ in range(per_cell)])
 
 
-def test_untrained_scene_ar_keeps_every_vehicle_on_a_lane_that_exists():
+@pytest.mark.parametrize("headway_gap", [False, True], ids=["gap-metres", "gap-headway"])
+def test_untrained_scene_ar_keeps_every_vehicle_on_a_lane_that_exists(headway_gap):
     # the masks, not the weights, keep vehicles off lanes that have ended and on the ramp only on merges
     traffic, lanes, roads = grid(3)
     ids = list(range(len(traffic)))
-    scenes = sample_scenes(road_scene_ar(), traffic, lanes, ids, ids, "m", roads=roads)
+    scenes = sample_scenes(road_scene_ar(headway_gap=headway_gap), traffic, lanes, ids, ids, "m", roads=roads)
     assert [p for sc in scenes for p in validate_scene(sc)] == []
     assert [sc.road.kind for sc in scenes] == roads
     banked = {(r.kind, r.curvature, r.event_s, r.event_length) for r in TRAINING_ROADS}

@@ -150,6 +150,9 @@ class SceneARConfig(SceneModelConfig):
     # "relative": a lane's later vehicles draw their speed relative to the vehicle behind (finer near
     # equal speeds); "absolute": every speed on absolute bins (checkpoints exported before 2026-12-07)
     speed_coding: str = "relative"
+    # "headway": a lane's later vehicles draw their gap as a time headway beyond minGap behind the vehicle
+    # behind (the same bins at every speed); "metres": every gap on metre bins (checkpoints before 2026-12-07)
+    gap_coding: str = "headway"
     lr: float = 1e-3  # Adam; cosine decay to lr * lr_final_fraction over train.steps
     lr_final_fraction: float = 0.05
     grad_clip: float = 1.0

@@ -13,7 +13,10 @@ the vehicle behind / the ego ahead):
 The speed of a lane's first vehicle is drawn on absolute bins, every later one's relative to the
 vehicle behind it, on bins that are finest near "the same speed" (SUMO's platoons drive at nearly
 one speed, which absolute bins learnt poorly; ``relative_speed=False`` keeps the older all-absolute
-head of checkpoints trained before it).
+head of checkpoints trained before it). Likewise with ``headway_gap=True`` the gap of a lane's later
+vehicles is drawn as a time headway beyond minGap behind the vehicle behind
+(:data:`~aigc_synth.models.scene_tokens.HEADWAY_EDGES`: SUMO's followers keep about one reaction time
+at every speed), the first vehicle's in metres.
 
 The count is learnt through the lane / STOP choices (a lane ends when the model moves on). A
 prefix head draws the speed limit, the ego lane and the ego speed.
@@ -61,6 +64,7 @@ from aigc_synth.models.scene_tokens import (
     NUM_D,
     NUM_DELTA,
     NUM_GAP,
+    NUM_HEADWAY,
     NUM_SLOTS,
     NUM_SPEED,
     NUM_TYPES,
@@ -74,6 +78,7 @@ from aigc_synth.models.scene_tokens import (
     LaneState,
     condition_vector,
     ego_vector,
+    headway_gap_edges,
     lane_slot,
     speed_context,
     type_features,
@@ -111,7 +116,7 @@ class SceneAR(nn.Module):
     """The network: prefix heads for the speed limit and the ego, a GRU over tokens, one head per
     token choice; plus :attr:`road_bank`, the road parameters a request naming only a kind draws from."""
 
-    def __init__(self, hidden: int = 256, head_hidden: int = 256, relative_speed: bool = True):
+    def __init__(self, hidden: int = 256, head_hidden: int = 256, relative_speed: bool = True, headway_gap: bool = False):
         super().__init__()
         self.hidden, self.head_hidden = hidden, head_hidden
         # (kind, k) -> (curvature, event_s, event_length); kinds never trained on stay 0 (see road_kinds)
@@ -127,6 +132,9 @@ class SceneAR(nn.Module):
         self.lane_head = _mlp(ctx, head_hidden, NUM_SLOTS + 1)
         self.type_head = _mlp(ctx + SLOT_DIM, head_hidden, NUM_TYPES)
         self.gap_head = _mlp(ctx + SLOT_DIM + NUM_TYPES + 1, head_hidden, NUM_GAP)
+        # headway_gap: a lane's later vehicles draw their gap as a time headway (HEADWAY_EDGES) behind the
+        # vehicle behind, the first ones in metres; without it (checkpoints before 2026-12-07) all in metres
+        self.headway_head = _mlp(ctx + SLOT_DIM + NUM_TYPES + 1, head_hidden, NUM_HEADWAY) if headway_gap else None
         self.speed_head = _mlp(ctx + SLOT_DIM + NUM_TYPES + 2 + SPEED_CTX_DIM, head_hidden, NUM_SPEED)
         # relative_speed: a lane's later vehicles draw their speed relative to the vehicle behind
         # (DELTA_EDGES), the first ones absolute; without it (checkpoints before 2026-12-07) all absolute
@@ -202,11 +210,16 @@ class SceneAR(nn.Module):
 
         out["loss_lane"] = masked_ce(self.lane_head(ctx), batch["lane"], valid)
         out["loss_type"] = masked_ce(self.type_head(with_slot), batch["type"], is_vehicle)
-        out["loss_gap"] = masked_ce(self.gap_head(with_type), batch["gap"], is_agent)
+        follows = batch["follows"].reshape(-1)
+        if self.headway_head is None:
+            out["loss_gap"] = masked_ce(self.gap_head(with_type), batch["gap"], is_agent)
+        else:  # one mean over agents, like the speed's: metres for first vehicles, headway for the others
+            per_token = torch.where(follows, ce(self.headway_head(with_type).reshape(B * T, -1), batch["headway"].reshape(-1), reduction="none"),
+                                    ce(self.gap_head(with_type).reshape(B * T, -1), batch["gap"].reshape(-1), reduction="none"))
+            out["loss_gap"] = (per_token * is_agent.reshape(-1)).sum() / is_agent.sum().clamp(min=1)
         if self.delta_head is None:
             out["loss_speed"] = masked_ce(self.speed_head(with_gap), batch["speed"], is_agent)
         else:  # one mean over agents: the absolute head's loss on first vehicles, the relative one's on the others
-            follows = batch["follows"].reshape(-1)
             per_token = torch.where(follows, ce(self.delta_head(with_gap).reshape(B * T, -1), batch["delta"].reshape(-1), reduction="none"),
                                     ce(self.speed_head(with_gap).reshape(B * T, -1), batch["speed"].reshape(-1), reduction="none"))
             out["loss_speed"] = (per_token * is_agent.reshape(-1)).sum() / is_agent.sum().clamp(min=1)
@@ -220,14 +233,14 @@ def collate(encoded: Sequence[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]
     T = max(len(e["lane"]) for e in encoded)
     B = len(encoded)
     out: dict[str, torch.Tensor] = {}
-    for key in ("token_in", "lane_ctx", "slot", "type_in", "speed_ctx", "gap_in", "ratio_in", "lane", "type", "gap", "speed", "delta",
-                "follows", "d", "is_agent"):
+    for key in ("token_in", "lane_ctx", "slot", "type_in", "speed_ctx", "gap_in", "ratio_in", "lane", "type", "gap", "headway", "speed",
+                "delta", "follows", "d", "is_agent"):
         first = encoded[0][key]
         arr = np.zeros((B, T) + first.shape[1:], first.dtype)
         for i, e in enumerate(encoded):
             arr[i, :len(e[key])] = e[key]
         out[key] = torch.as_tensor(arr)
-    for key in ("lane", "type", "gap", "speed", "delta", "d"):
+    for key in ("lane", "type", "gap", "headway", "speed", "delta", "d"):
         out[key] = out[key].long()
     valid = np.zeros((B, T), bool)
     for i, e in enumerate(encoded):
@@ -348,7 +361,6 @@ def _sample_chunk(model: SceneAR, traffic: list[str], lanes: list[int], seeds: l
         with_slot = torch.cat([base, _pad(slots, n_pad)], 1)
         type_logits = model.type_head(with_slot).numpy()
         chosen_type = [0] * n
-        gap_allowed: list[np.ndarray | None] = [None] * n
         for i, st in enumerate(states):
             if done[i] or chosen_lane[i] == STOP:
                 continue
@@ -360,10 +372,10 @@ def _sample_chunk(model: SceneAR, traffic: list[str], lanes: list[int], seeds: l
                 allowed[EGO_TYPE] = True
             k = _draw(type_logits[i], _ensure_any(allowed), uniforms[i][PREFIX_UNIFORMS + NUM_UNIFORMS * t + 1])
             chosen_type[i] = k
-            gap_allowed[i] = _gap_mask(st, lane, k) if k != EGO_TYPE else None
         type_in = [type_features(chosen_type[i]) if chosen_lane[i] != STOP else np.zeros(NUM_TYPES + 1, np.float32) for i in range(n)]
         with_type = torch.cat([with_slot, _pad(type_in, n_pad)], 1)
         gap_logits = model.gap_head(with_type).numpy()
+        headway_logits = model.headway_head(with_type).numpy() if model.headway_head is not None else None
         gaps, ss = [0.0] * n, [0.0] * n
         speed_ctx = [np.zeros(SPEED_CTX_DIM, np.float32)] * n
         for i, st in enumerate(states):
@@ -376,12 +388,16 @@ def _sample_chunk(model: SceneAR, traffic: list[str], lanes: list[int], seeds: l
                 ss[i] = 0.0
                 gaps[i] = -s0 if first else -s0 - (len0 + EGO_LENGTH) / 2.0
             else:
-                allowed = gap_allowed[i]
-                if allowed is None or not allowed.any():  # cannot happen: the type was chosen among fitting ones
-                    allowed = np.ones(NUM_GAP, bool)
-                b = _draw(gap_logits[i], allowed, u[2])
+                first, _, _, ratio0 = st.base(lane)
+                # bins in metres: fixed, or a time headway's behind the vehicle behind at its speed
+                edges, logits = ((GAP_EDGES, gap_logits[i]) if headway_logits is None or first
+                                 else (headway_gap_edges(ratio0 * limits[i]), headway_logits[i]))
                 lo, hi = _gap_range(st, lane, k)
-                g_lo, g_hi = max(GAP_EDGES[b], lo), min(GAP_EDGES[b + 1], hi)
+                # a bin is usable when part of it lies in [lo, hi] (the draw inside it is clipped to that part);
+                # some always is: the type was chosen among those that fit
+                allowed = (edges[1:] > lo) & (edges[:-1] <= hi) & (hi >= lo)
+                b = _draw(logits, _ensure_any(allowed), u[2])
+                g_lo, g_hi = max(edges[b], lo), min(edges[b + 1], hi)
                 gaps[i] = g_lo + u[3] * max(g_hi - g_lo, 0.0)
                 ss[i] = st.s_of(lane, k, gaps[i])
                 speed_ctx[i] = speed_context(st, lane, ss[i], TYPE_LENGTH[k])
@@ -437,12 +453,6 @@ def _gap_range(st: LaneState, lane: int, k: int) -> tuple[float, float]:
     if lane == st.ego_lane and not st.ego_placed:  # must end behind the ego, clear of it
         s_max = min(s_max, -(length + EGO_LENGTH) / 2.0 - MIN_CLEARANCE)
     return lo, s_max - offset
-
-
-def _gap_mask(st: LaneState, lane: int, k: int) -> np.ndarray:
-    lo, hi = _gap_range(st, lane, k)
-    # a bin is usable when part of it lies in [lo, hi] (the draw inside it is clipped to that part)
-    return (GAP_EDGES[1:] > lo) & (GAP_EDGES[:-1] <= hi) & (hi >= lo)
 
 
 def _feasible_ratios(st: LaneState, lane: int, k: int, s: float, gap: float, limit: float) -> tuple[float, float]:

@@ -56,19 +56,25 @@ class SceneFamily:
 def _build_scene_ar(model_config: Mapping[str, Any]) -> Any:
     from aigc_synth.models.scene_ar import SceneAR
 
-    # checkpoints exported before speed_coding existed drew every speed on absolute bins
+    # checkpoints exported before speed_coding (gap_coding) existed drew every speed on absolute bins
+    # (every gap in metres)
     return SceneAR(hidden=int(model_config["hidden"]), head_hidden=int(model_config["head_hidden"]),
-                   relative_speed=_speed_coding(model_config) == "relative")
+                   relative_speed=_coding(model_config, "speed_coding") == "relative",
+                   headway_gap=_coding(model_config, "gap_coding") == "headway")
 
 
-#: ``model.speed_coding`` of ``scene_ar`` (see :class:`~aigc_synth.models.configs.SceneARConfig`)
+#: ``model.speed_coding`` / ``model.gap_coding`` of ``scene_ar`` (see
+#: :class:`~aigc_synth.models.configs.SceneARConfig`); the first is what a checkpoint without the key means
 SPEED_CODINGS = ("absolute", "relative")
+GAP_CODINGS = ("metres", "headway")
+_CODINGS = {"speed_coding": SPEED_CODINGS, "gap_coding": GAP_CODINGS}
 
 
-def _speed_coding(model_config: Mapping[str, Any]) -> str:
-    coding = str(model_config.get("speed_coding", "absolute"))
-    if coding not in SPEED_CODINGS:
-        raise ValueError(f"model.speed_coding must be 'absolute' or 'relative', got {coding!r}")
+def _coding(model_config: Mapping[str, Any], key: str) -> str:
+    allowed = _CODINGS[key]
+    coding = str(model_config.get(key, allowed[0]))
+    if coding not in allowed:
+        raise ValueError(f"model.{key} must be one of {list(allowed)}, got {coding!r}")
     return coding
 
 
@@ -96,7 +102,7 @@ def _rebuild_random(model_config: Mapping[str, Any], state: Any) -> RandomSceneS
 
 SCENE_FAMILIES: dict[str, SceneFamily] = {
     "scene_ar": SceneFamily("scene_ar", SceneARConfig, _rebuild_scene_ar, _sample_scene_ar, build=_build_scene_ar,
-                            arch_keys=("family", "hidden", "head_hidden", "speed_coding")),
+                            arch_keys=("family", "hidden", "head_hidden", "speed_coding", "gap_coding")),
     "scene_marginal": SceneFamily("scene_marginal", SceneMarginalConfig, lambda cfg, state: MarginalSceneSampler.from_dict(state),
                                   _sample_per_row),
     "scene_random": SceneFamily("scene_random", SceneRandomConfig, _rebuild_random, _sample_per_row),

@@ -29,7 +29,7 @@ from aigc_synth.scenes.format import (
     lane_end,
     lowest_lane,
 )
-from aigc_synth.scenes.sumo import VEHICLE_TYPES
+from aigc_synth.scenes.sumo import MIN_GAP, VEHICLE_TYPES
 
 MAX_LANES = 4  # lanes of the main road (the ego's lanes)
 NUM_SLOTS = MAX_LANES + 1  # lane classes: slot 0 is a merge road's on-ramp, slot k + 1 is lane k
@@ -51,6 +51,17 @@ SPEED_EDGES = np.linspace(0.0, SPEED_MAX_RATIO, NUM_SPEED + 1)
 _DELTA_POS = np.concatenate([np.arange(0.002, 0.04, 0.002), np.arange(0.04, 0.2, 0.01), np.arange(0.2, SPEED_MAX_RATIO + 1e-9, 0.05)])
 DELTA_EDGES = np.round(np.concatenate([-_DELTA_POS[::-1], [0.0], _DELTA_POS]), 6)
 NUM_DELTA = len(DELTA_EDGES) - 1
+# Gap of a lane's later vehicles as a time headway beyond SUMO's standstill gap: (gap - MIN_GAP) / the
+# speed of the vehicle behind (at least HEADWAY_SPEED_FLOOR). SUMO's followers keep about their 1 s
+# reaction time beyond minGap at every speed, so the target sits at one place whatever the speed, where
+# metre bins put it at a speed-dependent bin the head had to learn (too much mass below SUMO's shortest
+# headways); bins are 0.01 s wide from 0.8 to 2 s (0.3 m at 30 m/s), coarser in the tails, and reach the
+# whole window at the floor speed.
+HEADWAY_SPEED_FLOOR = 1.0  # m/s: a standing follower's gap is coded in metres beyond minGap
+HEADWAY_EDGES = np.round(np.concatenate([np.arange(-2.6, 0.0, 0.1), np.arange(0.0, 0.8, 0.05), np.arange(0.8, 2.0, 0.01),
+                                         np.arange(2.0, 4.0, 0.05), np.arange(4.0, 10.0, 0.25), np.arange(10.0, 30.0, 1.0),
+                                         np.arange(30.0, 100.0, 5.0), np.arange(100.0, WINDOW + 26.0, 25.0)]), 6)
+NUM_HEADWAY = len(HEADWAY_EDGES) - 1
 D_STEP = 0.1  # lateral offsets are kept on a 0.1 m grid (0 exactly for vehicles not changing lanes)
 NUM_D = 2 * round((LANE_WIDTH / 2) / D_STEP) + 1
 D_CENTRES = (np.arange(NUM_D) - NUM_D // 2) * D_STEP
@@ -66,6 +77,11 @@ TOKEN_DIM = NUM_SLOTS + 1 + NUM_TYPES + 7
 LANE_CTX_DIM = NUM_SLOTS + 7
 SLOT_DIM = NUM_SLOTS + 9
 END_SCALE = 100.0  # m: distances to a lane's end enter the network divided by this, clipped to [-2, 3]
+
+
+def headway_gap_edges(follower_speed: float) -> np.ndarray:
+    """:data:`HEADWAY_EDGES` as bumper gaps (m) behind a vehicle at ``follower_speed`` (m/s)."""
+    return MIN_GAP + HEADWAY_EDGES * max(follower_speed, HEADWAY_SPEED_FLOOR)
 
 
 def bin_index(edges: np.ndarray, x: float) -> int:
@@ -194,7 +210,8 @@ def encode_scene(scene: Scene) -> dict[str, np.ndarray]:
     Keys: ``cond`` (COND_DIM,), ``prefix`` targets ``limit``/``ego_lane``/``ego_speed``, ``ego``
     (EGO_DIM,), and per token ``token_in`` (the previous token), ``lane_ctx``, ``slot``, ``type_in``
     (one-hot + length), ``speed_ctx``, ``gap_in``, ``ratio_in`` and the targets ``lane``, ``type``,
-    ``gap``, ``speed`` (absolute bin), ``delta`` (bin of the speed ratio minus the vehicle behind's),
+    ``gap`` (metre bin), ``headway`` (:data:`HEADWAY_EDGES` bin behind the vehicle behind, followers only),
+    ``speed`` (absolute bin), ``delta`` (bin of the speed ratio minus the vehicle behind's),
     ``d`` with ``follows`` (not first in its lane) and ``is_agent`` (gap/speed/d are learnt on agents only).
     """
     limit_k = int(np.argmin(np.abs(np.asarray(SPEED_LIMITS) - scene.speed_limit)))
@@ -204,7 +221,7 @@ def encode_scene(scene: Scene) -> dict[str, np.ndarray]:
     vehicles.append((scene.ego_lane, 0.0, EGO_TYPE, ego_ratio, 0.0))
     vehicles.sort(key=lambda v: (v[0], v[1], v[2] == EGO_TYPE))
     rows: dict[str, list] = {k: [] for k in ("token_in", "lane_ctx", "slot", "type_in", "speed_ctx", "gap_in", "ratio_in",
-                                             "lane", "type", "gap", "speed", "delta", "follows", "d", "is_agent")}
+                                             "lane", "type", "gap", "headway", "speed", "delta", "follows", "d", "is_agent")}
     for lane, s, k, ratio, d in vehicles[:MAX_TOKENS]:
         first, s0, len0, ratio0 = state.base(lane)
         gap = s - s0 if first else s - s0 - (len0 + TYPE_LENGTH[k]) / 2.0
@@ -218,6 +235,7 @@ def encode_scene(scene: Scene) -> dict[str, np.ndarray]:
         rows["lane"].append(lane_slot(lane))
         rows["type"].append(k)
         rows["gap"].append(bin_index(GAP_EDGES, gap))
+        rows["headway"].append(bin_index(headway_gap_edges(ratio0 * scene.speed_limit), gap) if not first else 0)
         rows["speed"].append(bin_index(SPEED_EDGES, ratio))
         rows["delta"].append(bin_index(DELTA_EDGES, ratio - ratio0) if not first else NUM_DELTA // 2)
         rows["follows"].append(not first)
@@ -231,7 +249,7 @@ def encode_scene(scene: Scene) -> dict[str, np.ndarray]:
     rows["speed_ctx"].append(np.zeros(SPEED_CTX_DIM, np.float32))
     rows["gap_in"].append(np.float32(0.0))
     rows["ratio_in"].append(np.float32(0.0))
-    for key, value in (("lane", STOP), ("type", 0), ("gap", 0), ("speed", 0), ("delta", NUM_DELTA // 2), ("follows", False),
+    for key, value in (("lane", STOP), ("type", 0), ("gap", 0), ("headway", 0), ("speed", 0), ("delta", NUM_DELTA // 2), ("follows", False),
                        ("d", NUM_D // 2), ("is_agent", False)):
         rows[key].append(value)
     out = {k: np.asarray(v) for k, v in rows.items()}
@@ -248,6 +266,6 @@ def type_features(k: int) -> np.ndarray:
     return v
 
 
-__all__ = ["COND_DIM", "DELTA_EDGES", "NUM_DELTA", "EGO_DIM", "LANE_CTX_DIM", "MAX_LANES", "MAX_TOKENS", "NUM_SLOTS", "SLOT_DIM", "STOP", "TOKEN_DIM",
-           "LaneState", "condition_vector", "ego_vector", "encode_scene", "lane_slot", "road_vector", "speed_context",
+__all__ = ["COND_DIM", "DELTA_EDGES", "HEADWAY_EDGES", "HEADWAY_SPEED_FLOOR", "NUM_DELTA", "NUM_HEADWAY", "EGO_DIM", "LANE_CTX_DIM", "MAX_LANES", "MAX_TOKENS", "NUM_SLOTS", "SLOT_DIM", "STOP", "TOKEN_DIM",
+           "LaneState", "condition_vector", "ego_vector", "encode_scene", "headway_gap_edges", "lane_slot", "road_vector", "speed_context",
            "type_features", "type_index"]
