@@ -211,18 +211,20 @@ class SceneAR(nn.Module):
         out["loss_lane"] = masked_ce(self.lane_head(ctx), batch["lane"], valid)
         out["loss_type"] = masked_ce(self.type_head(with_slot), batch["type"], is_vehicle)
         follows = batch["follows"].reshape(-1)
-        if self.headway_head is None:
-            out["loss_gap"] = masked_ce(self.gap_head(with_type), batch["gap"], is_agent)
-        else:  # one mean over agents, like the speed's: metres for first vehicles, headway for the others
-            per_token = torch.where(follows, ce(self.headway_head(with_type).reshape(B * T, -1), batch["headway"].reshape(-1), reduction="none"),
-                                    ce(self.gap_head(with_type).reshape(B * T, -1), batch["gap"].reshape(-1), reduction="none"))
-            out["loss_gap"] = (per_token * is_agent.reshape(-1)).sum() / is_agent.sum().clamp(min=1)
-        if self.delta_head is None:
-            out["loss_speed"] = masked_ce(self.speed_head(with_gap), batch["speed"], is_agent)
-        else:  # one mean over agents: the absolute head's loss on first vehicles, the relative one's on the others
-            per_token = torch.where(follows, ce(self.delta_head(with_gap).reshape(B * T, -1), batch["delta"].reshape(-1), reduction="none"),
-                                    ce(self.speed_head(with_gap).reshape(B * T, -1), batch["speed"].reshape(-1), reduction="none"))
-            out["loss_speed"] = (per_token * is_agent.reshape(-1)).sum() / is_agent.sum().clamp(min=1)
+
+        def split_ce(first_logits: torch.Tensor, first_target: str, follow_head: nn.Module | None, inputs: torch.Tensor,
+                     follow_target: str) -> torch.Tensor:
+            """One mean over agents: a lane's first vehicles scored by the first head, its later ones by
+            ``follow_head`` (the first head for all when the model has none)."""
+            if follow_head is None:
+                return masked_ce(first_logits, batch[first_target], is_agent)
+            per_token = torch.where(follows, ce(follow_head(inputs).reshape(B * T, -1), batch[follow_target].reshape(-1), reduction="none"),
+                                    ce(first_logits.reshape(B * T, -1), batch[first_target].reshape(-1), reduction="none"))
+            return (per_token * is_agent.reshape(-1)).sum() / is_agent.sum().clamp(min=1)
+
+        # gaps: metres, or headway for later vehicles; speeds: absolute, or relative for later vehicles
+        out["loss_gap"] = split_ce(self.gap_head(with_type), "gap", self.headway_head, with_type, "headway")
+        out["loss_speed"] = split_ce(self.speed_head(with_gap), "speed", self.delta_head, with_gap, "delta")
         out["loss_d"] = masked_ce(self.d_head(with_speed), batch["d"], is_agent)
         out["loss"] = sum(v for k, v in out.items())
         return out
@@ -264,6 +266,15 @@ def _draw(logits: np.ndarray, allowed: np.ndarray, u: float) -> int:
 
 def _ensure_any(allowed: np.ndarray) -> np.ndarray:
     return allowed if allowed.any() else np.ones_like(allowed)
+
+
+def _draw_in_range(logits: np.ndarray, edges: np.ndarray, lo: float, hi: float, u_bin: float, u_jitter: float) -> float:
+    """A value in [lo, hi] from binned logits: a bin among those with part of it in [lo, hi] (inverse-CDF
+    on ``u_bin``), then uniform (``u_jitter``) in the part of that bin inside the range."""
+    allowed = (edges[1:] > lo) & (edges[:-1] <= hi) & (hi >= lo)
+    b = _draw(logits, _ensure_any(allowed), u_bin)
+    v_lo, v_hi = max(edges[b], lo), min(edges[b + 1], hi)
+    return v_lo + u_jitter * max(v_hi - v_lo, 0.0)
 
 
 @torch.no_grad()
@@ -392,13 +403,8 @@ def _sample_chunk(model: SceneAR, traffic: list[str], lanes: list[int], seeds: l
                 # bins in metres: fixed, or a time headway's behind the vehicle behind at its speed
                 edges, logits = ((GAP_EDGES, gap_logits[i]) if headway_logits is None or first
                                  else (headway_gap_edges(ratio0 * limits[i]), headway_logits[i]))
-                lo, hi = _gap_range(st, lane, k)
-                # a bin is usable when part of it lies in [lo, hi] (the draw inside it is clipped to that part);
-                # some always is: the type was chosen among those that fit
-                allowed = (edges[1:] > lo) & (edges[:-1] <= hi) & (hi >= lo)
-                b = _draw(logits, _ensure_any(allowed), u[2])
-                g_lo, g_hi = max(edges[b], lo), min(edges[b + 1], hi)
-                gaps[i] = g_lo + u[3] * max(g_hi - g_lo, 0.0)
+                # some bin always meets the range: the type was chosen among those that fit
+                gaps[i] = _draw_in_range(logits, edges, *_gap_range(st, lane, k), u[2], u[3])
                 ss[i] = st.s_of(lane, k, gaps[i])
                 speed_ctx[i] = speed_context(st, lane, ss[i], TYPE_LENGTH[k])
         with_gap = torch.cat([with_type, _pad([np.float32([g / 50.0]) for g in gaps], n_pad), _pad(speed_ctx, n_pad)], 1)
@@ -416,10 +422,7 @@ def _sample_chunk(model: SceneAR, traffic: list[str], lanes: list[int], seeds: l
                 first, _, _, ratio0 = st.base(chosen_lane[i])
                 # bins in speed-ratio units: absolute, or offset by the speed of the vehicle behind
                 edges, logits = (SPEED_EDGES, speed_logits[i]) if delta_logits is None or first else (ratio0 + DELTA_EDGES, delta_logits[i])
-                allowed = (edges[1:] > r_lo) & (edges[:-1] <= r_hi)
-                b = _draw(logits, _ensure_any(allowed), u[4])
-                lo, hi = max(edges[b], r_lo), min(edges[b + 1], r_hi)
-                ratios[i] = lo + u[5] * max(hi - lo, 0.0)
+                ratios[i] = _draw_in_range(logits, edges, r_lo, r_hi, u[4], u[5])
         with_speed = torch.cat([with_gap, _pad([np.float32([r]) for r in ratios], n_pad)], 1)
         d_logits = model.d_head(with_speed).numpy()
         for i, st in enumerate(states):

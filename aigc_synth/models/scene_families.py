@@ -67,11 +67,11 @@ def _build_scene_ar(model_config: Mapping[str, Any]) -> Any:
 #: :class:`~aigc_synth.models.configs.SceneARConfig`); the first is what a checkpoint without the key means
 SPEED_CODINGS = ("absolute", "relative")
 GAP_CODINGS = ("metres", "headway")
-_CODINGS = {"speed_coding": SPEED_CODINGS, "gap_coding": GAP_CODINGS}
+CODINGS = {"speed_coding": SPEED_CODINGS, "gap_coding": GAP_CODINGS}
 
 
 def _coding(model_config: Mapping[str, Any], key: str) -> str:
-    allowed = _CODINGS[key]
+    allowed = CODINGS[key]
     coding = str(model_config.get(key, allowed[0]))
     if coding not in allowed:
         raise ValueError(f"model.{key} must be one of {list(allowed)}, got {coding!r}")

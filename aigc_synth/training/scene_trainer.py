@@ -27,7 +27,7 @@ from aigc_synth.io.checkpoint import TRAIN_STATE_FORMAT, load_checkpoint, save_c
 from aigc_synth.models.configs import SceneARConfig, SceneModelConfig, SceneRandomConfig
 from aigc_synth.scenes.dataset import read_scenes
 from aigc_synth.scenes.format import LANE_COUNTS, ROAD_KINDS, TRAFFIC_LEVELS, Scene, SceneError
-from aigc_synth.models.scene_families import GAP_CODINGS, SPEED_CODINGS, build_scene_model, export_scene_generator, get_scene_family
+from aigc_synth.models.scene_families import CODINGS, build_scene_model, export_scene_generator, get_scene_family
 from aigc_synth.scenes.baselines import MarginalSceneSampler
 
 SCENE_STATE_FORMAT = TRAIN_STATE_FORMAT + "+scene"
@@ -51,7 +51,7 @@ def train_scene_model(train_cfg: TrainConfig, model_cfg: SceneModelConfig, data_
     if model_cfg.family not in SCENE_FITTERS:
         raise UsageError(f"not a scene family: {model_cfg.family!r}; available: {list(SCENE_FITTERS)}")
     if isinstance(model_cfg, SceneARConfig):  # before the scenes are read
-        for key, allowed in (("speed_coding", SPEED_CODINGS), ("gap_coding", GAP_CODINGS)):
+        for key, allowed in CODINGS.items():
             if getattr(model_cfg, key) not in allowed:
                 raise UsageError(f"model.{key} must be one of {list(allowed)}, got {getattr(model_cfg, key)!r}")
     fitter = SCENE_FITTERS[model_cfg.family]
