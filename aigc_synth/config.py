@@ -71,7 +71,9 @@ class TrainConfig:
     resume: bool = True
     eval_every: int = 500  # >0: log KID/FD/recall/coverage/condition accuracy (domain or, for layout models, scene classifier) every N steps; keep the best; 0 = off
     eval_samples: int = 450  # real and generated images per evaluation
-    best_metric: str = "kid"  # kid | fd | accuracy_mean | recall | coverage: selects best_generator.pt
+    # selects best_generator.pt: images kid | fd | accuracy_mean | recall | coverage; scenes val_mmd | val_loss;
+    # auto = kid for images, val_mmd for scenes
+    best_metric: str = "auto"
     classifier: Optional[str] = None  # None = the bundled domain classifier
     # fine-tuning: start from another run's state.pt (weights, EMA, generator optimiser) instead of
     # from scratch; discriminator heads the source lacks (e.g. the auxiliary classifier) start fresh

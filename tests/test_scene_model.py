@@ -32,6 +32,7 @@ from aigc_synth.models.scene_families import (
     export_scene_generator,
     load_scene_generator,
     load_scene_generator_from_bytes,
+    resolve_scene_checkpoint,
 )
 
 TINY_SCENE_OVERRIDES = ["model=scene_ar", "model.hidden=16", "model.head_hidden=16", "train.steps=4", "train.batch_size=8",
@@ -96,23 +97,44 @@ def test_encode_scene_puts_the_ego_in_its_lane_and_ends_with_stop():
 def test_scene_ar_trains_from_the_real_config_and_resumes_exactly(tmp_path, compose_config, scene_parquet):
     from aigc_synth.training.scene_trainer import train_scene_model
 
-    def run(out, steps):  # a constant learning rate: the cosine schedule is a function of train.steps
+    def run(out, steps, *extra):  # a constant learning rate: the cosine schedule is a function of train.steps
         cfg = compose_config("train", [*TINY_SCENE_OVERRIDES, f"train.steps={steps}", f"train.out_dir={out}",
-                                       f"data.scenes={scene_parquet}", "model.lr_final_fraction=1.0"])
+                                       f"data.scenes={scene_parquet}", "model.lr_final_fraction=1.0", *extra])
         return train_scene_model(cfg.train, cfg.model, cfg.data, progress=False)
 
     straight = run(tmp_path / "a", 4)
     run(tmp_path / "b", 2)
     resumed = run(tmp_path / "b", 4)
-    a, b = load_scene_generator(straight), load_scene_generator(resumed)
+    by_loss = run(tmp_path / "c", 4, "train.best_metric=val_loss")
+    a, b, c = load_scene_generator(straight), load_scene_generator(resumed), load_scene_generator(by_loss)
     assert a.family == "scene_ar" and a.traffic == TRAFFIC_LEVELS and a.lanes == LANE_COUNTS
     for k, v in a._impl.state_dict().items():
         assert torch.equal(v, b._impl.state_dict()[k]), k
+        assert torch.equal(v, c._impl.state_dict()[k]), k  # sampling the validation draws leaves training untouched
     log = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4] and any("val_loss" in r for r in log)
-    assert (tmp_path / "a" / "best_generator.pt").is_file()
+    evals = [r for r in log if "val_mmd" in r]
+    assert [r["step"] for r in evals] == [2, 4] and all(r["val_mmd"] > 0 for r in evals)
+    best = torch.load(tmp_path / "a" / "best_generator.pt", weights_only=True)["meta"]["best"]
+    assert best["metric"] == "val_mmd" and best["value"] == min(r["val_mmd"] for r in evals)
+    assert torch.load(tmp_path / "c" / "best_generator.pt", weights_only=True)["meta"]["best"]["metric"] == "val_loss"
     ckpt = torch.load(straight, weights_only=True)
     assert ckpt["format"] == SCENE_GENERATOR_FORMAT and "train_config" in ckpt["meta"]
+
+
+def test_sample_validator_ranks_the_model_that_made_the_scenes_first():
+    """val_mmd (the scene trainer's default checkpoint selection) separates a trained model from an untrained one
+    on the trained model's own scenes: if it read noise only, the two would score alike."""
+    from aigc_synth.training.scene_trainer import SampleValidator
+
+    trained = load_scene_generator(resolve_scene_checkpoint(None))._impl
+    cells = [(t, n) for t in TRAFFIC_LEVELS for n in LANE_COUNTS] * 10
+    traffic, lanes, ids = [t for t, _ in cells], [n for _, n in cells], list(range(1000, 1000 + len(cells)))
+    validator = SampleValidator(sample_scenes(trained, traffic, lanes, ids, ids, "reference"))
+    own, untrained = validator(trained), validator(random_scene_ar(0))
+    assert set(own) == {"val_mmd", "val_mmd_straight"}
+    assert own["val_mmd"] < 0.1 * untrained["val_mmd"]
+    assert validator(trained) == own  # fixed seeds: checkpoints differ only by their weights
 
 
 def test_scene_ar_refuses_to_resume_another_architecture(tmp_path, compose_config, scene_parquet):
@@ -143,6 +165,10 @@ def test_scene_training_needs_scenes(tmp_path, compose_config):
     cfg = compose_config("train", [*TINY_SCENE_OVERRIDES, f"train.out_dir={out}", f"data.scenes={tmp_path / 'none'}",
                                    "model.gap_coding=meters"])
     with pytest.raises(UsageError, match="model.gap_coding must be one of"):
+        train_scene_model(cfg.train, cfg.model, cfg.data, progress=False)
+    cfg = compose_config("train", [*TINY_SCENE_OVERRIDES, f"train.out_dir={out}", f"data.scenes={tmp_path / 'none'}",
+                                   "train.best_metric=kid"])
+    with pytest.raises(UsageError, match="train.best_metric for a scene model"):
         train_scene_model(cfg.train, cfg.model, cfg.data, progress=False)
     assert not out.exists()
 

@@ -3,8 +3,11 @@
 Same run directory contract as :mod:`aigc_synth.training.trainer`: ``log.jsonl`` (losses, and the
 validation loss every ``train.eval_every`` steps), ``state.pt`` (weights, optimiser, step: resume
 is exact, because batch ``k`` is a pure function of ``(train.seed, k)``), ``generator.pt`` (the
-exported scene generator, :mod:`aigc_synth.models.scene_families`) and ``best_generator.pt`` (lowest
-validation loss). ``scene_marginal`` is fitted in one pass and ``scene_random`` needs no data; both
+exported scene generator, :mod:`aigc_synth.models.scene_families`) and ``best_generator.pt``, the
+evaluation with the lowest ``train.best_metric``: ``val_mmd`` (the default) samples the model on the
+validation scenes' cells and scores the distributions (:class:`SampleValidator`); ``val_loss`` is the
+held-out negative log-likelihood, which can rank under-trained weights first (a head with fine bins
+over-fits the loss while its samples still improve: docs/experiments.md, headway-coded gaps). ``scene_marginal`` is fitted in one pass and ``scene_random`` needs no data; both
 still write ``generator.pt`` and ``log.jsonl``, so every family is used the same way.
 """
 
@@ -31,6 +34,49 @@ from aigc_synth.models.scene_families import CODINGS, build_scene_model, export_
 from aigc_synth.scenes.baselines import MarginalSceneSampler
 
 SCENE_STATE_FORMAT = TRAIN_STATE_FORMAT + "+scene"
+#: ``train.best_metric`` values of the scene trainer (lower is better for both); ``auto`` means ``val_mmd``.
+SCENE_BEST_METRICS = ("val_mmd", "val_loss")
+VALIDATION_SEED = 31_337  # the sampling seed of every validation draw: checkpoints differ only by their weights
+SAMPLES_PER_VALIDATION_SCENE = 2  # generated scenes per validation scene (halves the generated side's noise)
+
+
+class SampleValidator:
+    """``val_mmd`` of a scene model: how far its samples are from the validation scenes.
+
+    Samples :data:`SAMPLES_PER_VALIDATION_SCENE` scenes in each validation scene's cell (road kind,
+    traffic level, lane count; fixed seeds) and takes, per road kind, the MMD of every scene feature
+    (:func:`aigc_synth.metrics.scenes.scene_mmd`, bandwidths from the validation scenes).
+    ``val_mmd`` is the geometric mean over (road kind, feature): dividing every MMD by a fixed floor
+    (the acceptance's MMD ÷ floor) shifts its logarithm by a constant, so this ranks checkpoints the
+    same way as the geometric mean of MMD ÷ floor would for any floor, without a second SUMO set.
+    """
+
+    def __init__(self, val_set: list[Scene]):
+        from aigc_synth.seeds import attempt_seeds
+
+        rows = [sc for sc in val_set for _ in range(SAMPLES_PER_VALIDATION_SCENE)]
+        self.traffic = [sc.traffic for sc in rows]
+        self.lanes = [sc.num_lanes for sc in rows]
+        self.roads = [sc.road.kind for sc in rows]
+        self.ids = list(range(len(rows)))
+        self.seeds = attempt_seeds(VALIDATION_SEED, np.arange(len(rows))).tolist()
+        self.kinds = [r for r in ROAD_KINDS if any(sc.road.kind == r for sc in val_set)]
+        self.real = {k: [sc for sc in val_set if sc.road.kind == k] for k in self.kinds}
+
+    def __call__(self, model: Any) -> dict[str, float]:
+        from aigc_synth.metrics.scenes import scene_mmd
+        from aigc_synth.models.scene_ar import sample_scenes
+
+        generated = sample_scenes(model, self.traffic, self.lanes, self.seeds, self.ids, "validation", roads=self.roads)
+        out: dict[str, float] = {}
+        logs = []
+        for kind in self.kinds:
+            mmds = [v["mmd"] for v in scene_mmd([sc for sc in generated if sc.road.kind == kind], self.real[kind]).values()]
+            kind_logs = [math.log(max(m, 1e-12)) for m in mmds if math.isfinite(m)]
+            logs += kind_logs
+            out[f"val_mmd_{kind}"] = round(math.exp(float(np.mean(kind_logs))), 7) if kind_logs else math.nan
+        out["val_mmd"] = round(math.exp(float(np.mean(logs))), 7) if logs else math.nan
+        return out
 
 
 def _split(scenes: list[Scene], fraction: float, seed: int) -> tuple[list[Scene], list[Scene]]:
@@ -51,6 +97,9 @@ def train_scene_model(train_cfg: TrainConfig, model_cfg: SceneModelConfig, data_
     if model_cfg.family not in SCENE_FITTERS:
         raise UsageError(f"not a scene family: {model_cfg.family!r}; available: {list(SCENE_FITTERS)}")
     if isinstance(model_cfg, SceneARConfig):  # before the scenes are read
+        if train_cfg.best_metric not in SCENE_BEST_METRICS + ("auto",):
+            raise UsageError(f"train.best_metric for a scene model must be one of {list(SCENE_BEST_METRICS)} or auto, "
+                             f"got {train_cfg.best_metric!r}")
         for key, allowed in CODINGS.items():
             if getattr(model_cfg, key) not in allowed:
                 raise UsageError(f"model.{key} must be one of {list(allowed)}, got {getattr(model_cfg, key)!r}")
@@ -111,6 +160,8 @@ def _train_network(train_cfg: TrainConfig, cfg: SceneARConfig, scenes: list[Scen
     train_set, val_set = _split(scenes, cfg.validation_fraction, train_cfg.seed)
     encoded = [encode_scene(sc) for sc in train_set]
     val_batch = collate([encode_scene(sc) for sc in val_set]) if val_set else None
+    best_metric = "val_mmd" if train_cfg.best_metric == "auto" else train_cfg.best_metric
+    validator = SampleValidator(val_set) if val_set and best_metric == "val_mmd" else None
     params = asdict(cfg)
     model = build_scene_model(cfg.family, params)
     model.fit_road_bank([sc.road for sc in train_set])  # a buffer: a resumed state restores the same bank
@@ -128,6 +179,9 @@ def _train_network(train_cfg: TrainConfig, cfg: SceneARConfig, scenes: list[Scen
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         start, best = int(state["step"]), dict(state.get("best", {}))
+        if best and best.get("metric", "val_loss") != best_metric:  # another selection rule: its best is not comparable
+            print(f"train.best_metric={best_metric}: the state's best ({best.get('metric', 'val_loss')}) is not carried over")
+            best = {}
         print(f"resuming from {state_path} at step {start}")
     out.mkdir(parents=True, exist_ok=True)
     meta = {"data": data_meta, "train_config": asdict(train_cfg), "recipe": params,
@@ -174,10 +228,12 @@ def _train_network(train_cfg: TrainConfig, cfg: SceneARConfig, scenes: list[Scen
             model.eval()
             with torch.no_grad():
                 val = {f"val_{k}": round(float(v), 5) for k, v in model.loss(val_batch).items()}
+            if validator is not None:
+                val.update(validator(model))
             model.train()
             _log(out / "log.jsonl", {"step": done, **val})
-            if not best or val["val_loss"] < best["value"]:
-                best = {"value": val["val_loss"], "step": done, "metric": "val_loss"}
+            if math.isfinite(val[best_metric]) and (not best or val[best_metric] < best["value"]):
+                best = {"value": val[best_metric], "step": done, "metric": best_metric}
                 export(best_path, done, {"best": best})
         if done % train_cfg.checkpoint_every == 0 or done == train_cfg.steps:
             save_all(done)

@@ -435,11 +435,12 @@ def train(train_cfg: TrainConfig, model_cfg: ImageModelConfig, data_cfg: DataCon
     state_path, export_path, log_path = out / "state.pt", out / "generator.pt", out / "log.jsonl"
     best_path = out / "best_generator.pt"
     evaluator = None
+    best_metric = "kid" if train_cfg.best_metric == "auto" else train_cfg.best_metric
     if train_cfg.eval_every > 0:
         from aigc_synth.training.periodic_eval import BEST_METRICS, PeriodicEvaluator
 
-        if train_cfg.best_metric not in BEST_METRICS:
-            raise ValueError(f"train.best_metric must be one of {sorted(BEST_METRICS)}, got {train_cfg.best_metric!r}")
+        if best_metric not in BEST_METRICS:
+            raise ValueError(f"train.best_metric must be one of {sorted(BEST_METRICS)} or auto, got {train_cfg.best_metric!r}")
         evaluator = PeriodicEvaluator(data, schema, train_cfg.eval_samples, train_cfg.classifier)
     best: dict[str, Any] = {}  # {"value", "step"} of the best evaluation so far
     start = 0
@@ -521,10 +522,10 @@ def train(train_cfg: TrainConfig, model_cfg: ImageModelConfig, data_cfg: DataCon
                 metrics = evaluator(_on_cpu(G_ema if G_ema is not None else G))
                 log.write(json.dumps({"step": done, **metrics}) + "\n")
                 log.flush()
-                value = metrics[f"eval_{train_cfg.best_metric}"]
-                higher = BEST_METRICS[train_cfg.best_metric]
+                value = metrics[f"eval_{best_metric}"]
+                higher = BEST_METRICS[best_metric]
                 if not best or (value > best["value"] if higher else value < best["value"]):
-                    best = {"value": value, "step": done, "metric": train_cfg.best_metric}
+                    best = {"value": value, "step": done, "metric": best_metric}
                     export_generator(best_path, family=model_cfg.family, model_params=params, schema=schema,
                                      generator=G_ema if G_ema is not None else G,
                                      meta={"step": done, "best": best, "eval": metrics, "train_config": asdict(train_cfg),
