@@ -6,6 +6,7 @@
     python scripts/diagnose_scenes.py floors --sets data/eval5/heldout2 data/eval5/heldout data/eval5/heldout3
     python scripts/diagnose_scenes.py sampling-seeds --reference data/eval5/heldout --floor data/eval5/heldout2
     python scripts/diagnose_scenes.py warm-up --road lane_drop --traffic heavy --runs 6 --until 1200
+    python scripts/diagnose_scenes.py rank-checkpoints --reference data/eval5/heldout --checkpoints a=runs/x/generator.pt b=default
     python scripts/diagnose_scenes.py merge-completion --sets data/eval5/heldout data/eval5/heldout2 --seeds 0 1 --workers 2
 
 ``lane-drop-speeds``: median speed ÷ limit of the agents of lane-drop scenes per traffic level and per
@@ -24,6 +25,10 @@ floor set's cells (as ``evaluate`` does, seed 0 reproducing it) with each of ``-
 the standing start (the dataset's placement and SUMO options, warm-up aside) and prints, every 30 s of simulated
 time, the mean speed ÷ limit of the vehicles on the last 300 m of the corridor's first edge (before the merge
 or the drop), averaged over the runs.
+``rank-checkpoints``: the trainer's ``val_mmd`` on an independent SUMO set — each checkpoint sampled on the
+reference's cells (with each of ``--seeds``), the geometric mean over features of the MMD to the reference per road
+kind and over kinds and features (the ranking MMD ÷ floor's geometric mean gives for any floor); with ``--floor``
+also the largest MMD ÷ floor per kind.
 ``merge-completion``: the share of ramp vehicles that merge before their acceleration lane ends, replayed on
 every merge scene of each of ``--sets`` (SUMO) and of the model sampled like each set with each of ``--seeds``,
 with a 95 % Wilson interval per row and per model-vs-SUMO difference (the benchmark replays 200 merge scenes,
@@ -200,6 +205,36 @@ def sampling_seeds(args: argparse.Namespace) -> None:
                   flush=True)
 
 
+def rank_checkpoints(args: argparse.Namespace) -> None:
+    from aigc_synth.seeds import attempt_seeds
+
+    reference = read_scenes(args.reference)
+    floor = read_scenes(args.floor) if args.floor else None
+    kinds = [k for k in ("straight", "curve", "merge", "lane_drop") if any(s.road.kind == k for s in reference)]
+    ref = {k: [s for s in reference if s.road.kind == k] for k in kinds}
+    floor_mmd = {k: scene_mmd([s for s in floor if s.road.kind == k], ref[k]) for k in kinds} if floor else {}
+    ids = np.arange(len(reference))
+    print(f"geometric mean of MMD to {args.reference} per road kind and overall (lower is better)"
+          + ("; [largest MMD / floor]" if floor else ""))
+    for spec in args.checkpoints:
+        label, _, path = spec.rpartition("=")
+        gen = load_scene_generator(resolve_scene_checkpoint(None if path == "default" else path))
+        step = gen.meta.get("step", "?")
+        for seed in args.seeds:
+            scenes = gen.sample([s.traffic for s in reference], [s.num_lanes for s in reference],
+                                attempt_seeds(seed, ids).tolist(), ids.tolist(), roads=[s.road.kind for s in reference])
+            logs, cells = [], []
+            for k in kinds:
+                ours = scene_mmd([s for s in scenes if s.road.kind == k], ref[k])
+                kind_logs = [np.log(max(ours[f]["mmd"], 1e-12)) for f in FEATURES if np.isfinite(ours[f]["mmd"])]
+                logs += kind_logs
+                cell = f"{k} {np.exp(np.mean(kind_logs)):.2e}"
+                if floor:
+                    cell += f" [{max(ours[f]['mmd'] / floor_mmd[k][f]['mmd'] for f in FEATURES):.2f}]"
+                cells.append(cell)
+            print(f"{label or path} (step {step}) seed {seed}: all {np.exp(np.mean(logs)):.3e}; " + "; ".join(cells), flush=True)
+
+
 def warm_up(args: argparse.Namespace) -> None:
     from aigc_synth.scenes.sumo import SimOptions
     from aigc_synth.scenes.sumo_roads import prepare_road_run
@@ -258,6 +293,11 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--runs", type=int, default=6, help="runs per lane count (2, 3, 4)")
     w.add_argument("--until", type=int, default=1200, help="simulated seconds")
     w.add_argument("--seed", type=int, default=99)
+    r = sub.add_parser("rank-checkpoints")
+    r.add_argument("--reference", required=True)
+    r.add_argument("--floor", default=None, help="a second SUMO set: also print the largest MMD / floor per kind")
+    r.add_argument("--checkpoints", nargs="+", required=True, help="LABEL=PATH or PATH (default = bundled)")
+    r.add_argument("--seeds", type=int, nargs="+", default=[0])
     m = sub.add_parser("merge-completion")
     m.add_argument("--sets", nargs="+", required=True, help="SUMO scene folders (their merge scenes are replayed)")
     m.add_argument("--checkpoint", default="default", help="scene_ar generator.pt (default: bundled)")
@@ -265,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--workers", type=int, default=1, help="replay processes")
     args = ap.parse_args(argv)
     {"lane-drop-speeds": lane_drop_speeds, "hard-braking": hard_braking, "floors": floors, "sampling-seeds": sampling_seeds,
-     "warm-up": warm_up, "merge-completion": merge_completion}[args.what](args)
+     "warm-up": warm_up, "merge-completion": merge_completion,
+     "rank-checkpoints": rank_checkpoints}[args.what](args)
     return 0
 
 
