@@ -49,11 +49,11 @@ from aigc_synth.io.atomic import atomic_write_json
 
 
 def parse_model(spec: str) -> tuple[str, str, dict]:
-    """``--model NAME=PATH[@psi=X][@particles=on|off]`` → (name, path, sampling options); exits on a bad one."""
+    """``--model NAME=PATH[@option=value...]`` (:func:`parse_model_spec`) → (name, path, sampling options); exits on a bad one."""
     try:
         return parse_model_spec(spec)
-    except EvaluationError:
-        raise SystemExit(f"--model {spec}: options are @psi=X with X in (0, 1] and @particles=on|off") from None
+    except EvaluationError as exc:  # its message lists every option of both layout families
+        raise SystemExit(f"--model: {exc}") from None
 
 
 def main() -> None:
