@@ -43,7 +43,7 @@ import uuid
 
 import numpy as np
 
-from aigc_synth.metrics.scenes import FEATURES, replay_summary, scene_mmd
+from aigc_synth.metrics.scenes import FEATURES, geometric_mean_mmd, replay_summary, scene_mmd
 from aigc_synth.models.scene_families import load_scene_generator, resolve_scene_checkpoint
 from aigc_synth.scenes.dataset import read_scenes
 from aigc_synth.scenes.format import Scene
@@ -223,16 +223,15 @@ def rank_checkpoints(args: argparse.Namespace) -> None:
         for seed in args.seeds:
             scenes = gen.sample([s.traffic for s in reference], [s.num_lanes for s in reference],
                                 attempt_seeds(seed, ids).tolist(), ids.tolist(), roads=[s.road.kind for s in reference])
-            logs, cells = [], []
+            means = geometric_mean_mmd(scenes, reference)  # the trainer's val_mmd, on this set
+            cells = []
             for k in kinds:
-                ours = scene_mmd([s for s in scenes if s.road.kind == k], ref[k])
-                kind_logs = [np.log(max(ours[f]["mmd"], 1e-12)) for f in FEATURES if np.isfinite(ours[f]["mmd"])]
-                logs += kind_logs
-                cell = f"{k} {np.exp(np.mean(kind_logs)):.2e}"
+                cell = f"{k} {means[k]:.2e}"
                 if floor:
+                    ours = scene_mmd([s for s in scenes if s.road.kind == k], ref[k])
                     cell += f" [{max(ours[f]['mmd'] / floor_mmd[k][f]['mmd'] for f in FEATURES):.2f}]"
                 cells.append(cell)
-            print(f"{label or path} (step {step}) seed {seed}: all {np.exp(np.mean(logs)):.3e}; " + "; ".join(cells), flush=True)
+            print(f"{label or path} (step {step}) seed {seed}: all {means['all']:.3e}; " + "; ".join(cells), flush=True)
 
 
 def warm_up(args: argparse.Namespace) -> None:

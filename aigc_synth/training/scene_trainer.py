@@ -60,23 +60,15 @@ class SampleValidator:
         self.roads = [sc.road.kind for sc in rows]
         self.ids = list(range(len(rows)))
         self.seeds = attempt_seeds(VALIDATION_SEED, np.arange(len(rows))).tolist()
-        self.kinds = [r for r in ROAD_KINDS if any(sc.road.kind == r for sc in val_set)]
-        self.real = {k: [sc for sc in val_set if sc.road.kind == k] for k in self.kinds}
+        self.real = val_set
 
     def __call__(self, model: Any) -> dict[str, float]:
-        from aigc_synth.metrics.scenes import scene_mmd
+        from aigc_synth.metrics.scenes import geometric_mean_mmd
         from aigc_synth.models.scene_ar import sample_scenes
 
         generated = sample_scenes(model, self.traffic, self.lanes, self.seeds, self.ids, "validation", roads=self.roads)
-        out: dict[str, float] = {}
-        logs = []
-        for kind in self.kinds:
-            mmds = [v["mmd"] for v in scene_mmd([sc for sc in generated if sc.road.kind == kind], self.real[kind]).values()]
-            kind_logs = [math.log(max(m, 1e-12)) for m in mmds if math.isfinite(m)]
-            logs += kind_logs
-            out[f"val_mmd_{kind}"] = round(math.exp(float(np.mean(kind_logs))), 7) if kind_logs else math.nan
-        out["val_mmd"] = round(math.exp(float(np.mean(logs))), 7) if logs else math.nan
-        return out
+        means = geometric_mean_mmd(generated, self.real)
+        return {("val_mmd" if k == "all" else f"val_mmd_{k}"): round(v, 7) for k, v in means.items()}
 
 
 def _split(scenes: list[Scene], fraction: float, seed: int) -> tuple[list[Scene], list[Scene]]:
