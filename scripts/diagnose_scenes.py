@@ -31,8 +31,8 @@ kind and over kinds and features (the ranking MMD ÷ floor's geometric mean give
 also the largest MMD ÷ floor per kind.
 ``merge-completion``: the share of ramp vehicles that merge before their acceleration lane ends, replayed on
 every merge scene of each of ``--sets`` (SUMO) and of the model sampled like each set with each of ``--seeds``,
-with a 95 % Wilson interval per row and per model-vs-SUMO difference (the benchmark replays 200 merge scenes,
-about 300 ramp vehicles: a standard error of 0.03 per side).
+with a 95 % Wilson interval per row and per model-vs-SUMO difference (the benchmark and ``evaluate`` replay every
+merge scene too, ``replay_all_merges``; this adds several SUMO sets and sampling seeds in one table).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ import uuid
 
 import numpy as np
 
-from aigc_synth.metrics.scenes import FEATURES, geometric_mean_mmd, replay_summary, scene_mmd
+from aigc_synth.metrics.scenes import FEATURES, geometric_mean_mmd, replay_summary, scene_mmd, wilson_interval
 from aigc_synth.models.scene_families import load_scene_generator, resolve_scene_checkpoint
 from aigc_synth.scenes.dataset import read_scenes
 from aigc_synth.scenes.format import Scene
@@ -122,15 +122,6 @@ def hard_braking(args: argparse.Namespace) -> None:
                     listed += 1
 
 
-def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % Wilson score interval of a share k / n."""
-    if n == 0:
-        return (float("nan"), float("nan"))
-    p = k / n
-    centre, half = (p + z * z / (2 * n)) / (1 + z * z / n), z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (centre - half, centre + half)
-
-
 def _replay_all(scenes: list[Scene], workers: int) -> list[dict]:
     if workers <= 1:
         return [replay_scene(s) for s in scenes]
@@ -151,7 +142,7 @@ def merge_completion(args: argparse.Namespace) -> None:
     shares = {}
     for name, scenes in rows:
         summary = replay_summary(_replay_all(scenes, args.workers))
-        k = round(summary["merge_completion"] * summary["ramp_vehicles"]) if summary["ramp_vehicles"] else 0
+        k = summary["merged_vehicles"]
         shares[name] = (k, summary["ramp_vehicles"])
         low, high = wilson_interval(k, summary["ramp_vehicles"])
         print(f"  {name:45s} {len(scenes):4d} scenes  {k:5d} of {summary['ramp_vehicles']:5d} ramp vehicles merge: "

@@ -228,6 +228,23 @@ def test_replay_summary_on_replay_scene_shaped_results():
         replay_summary([{"vehicles": 2, "collided": 0, "hard_braking": 0, "min_ttc": [1.0]}])
 
 
+def test_merge_completion_counts_and_wilson_interval():
+    from aigc_synth.metrics.scenes import wilson_interval
+
+    # published values (Wilson 1927; e.g. Newcombe 1998, table I): 5 of 10, 0 of 10, 81 of 263
+    assert wilson_interval(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert wilson_interval(81, 263) == pytest.approx((0.2553, 0.3662), abs=1e-4)
+    assert all(math.isnan(v) for v in wilson_interval(0, 0))
+    merges = [{"vehicles": 3, "collided": 0, "hard_braking": 0, "min_ttc": [math.inf] * 3, "ramp_vehicles": 2, "merged": 1},
+              {"vehicles": 2, "collided": 0, "hard_braking": 0, "min_ttc": [math.inf] * 2, "ramp_vehicles": 3, "merged": 3}]
+    out = replay_summary(merges)
+    assert (out["ramp_vehicles"], out["merged_vehicles"], out["merge_completion"]) == (5, 4, 0.8)
+    assert out["merge_completion_95"] == pytest.approx(list(wilson_interval(4, 5)))
+    straight = replay_summary(merges[:0] + [{"vehicles": 1, "collided": 0, "hard_braking": 0, "min_ttc": [math.inf]}])
+    assert straight["merge_completion"] is None and straight["merge_completion_95"] is None and straight["merged_vehicles"] == 0
+
+
 # -- sanity on the baselines -----------------------------------------------------------------------------
 def test_random_vs_random_is_at_the_floor_and_a_shifted_sampler_is_far_above():
     random = RandomSceneSampler()

@@ -140,21 +140,28 @@ def test_scene_ar_trainer_learns_the_road_prior(tmp_path, compose_config):
     assert drawn <= {sc.road.event_s for sc in scenes if sc.road.kind == "lane_drop"}
 
 
+def _straight_and_merge_sets(tmp_path, traffic=TRAFFIC_LEVELS, lanes=LANE_COUNTS, per_cell: int = 2) -> None:
+    """Reference and floor folders (random scenes, ``per_cell`` per road x traffic x lanes cell) and a scene_ar
+    ``g.pt`` of both road kinds on those traffic levels and lane counts."""
+    random = RandomSceneSampler()
+    for name, base in (("ref", 0), ("floor", 10_000)):
+        scenes = [random.sample(t, n, base + k, scene_id=k, road=r) for k, (r, t, n) in
+                  enumerate((r, t, n) for r in ("straight", "merge") for t in traffic for n in lanes for _ in range(per_cell))]
+        (tmp_path / name).mkdir()
+        pq.write_table(scenes_to_table(scenes), tmp_path / name / "part-00000.parquet")
+    state = {k: v for k, v in road_scene_ar().state_dict().items()}
+    export_scene_generator(tmp_path / "g.pt", family="scene_ar", model_config={"hidden": 16, "head_hidden": 16, "speed_coding": "relative"}, state=state,
+                           traffic=list(traffic), lanes=list(lanes), roads=["straight", "merge"])
+
+
 def test_evaluate_scores_each_road_kind_against_its_own_reference(tmp_path, compose_config, ray_session):
     """``aigc-synth evaluate`` on a model of several road kinds: reference and floor of the same kinds,
     figures pooled and per kind, a per-kind table in the report (folders given: no SUMO needed)."""
     from aigc_synth.errors import EvaluationError
     from aigc_synth.evaluation.scenes import evaluate_scenes
 
+    _straight_and_merge_sets(tmp_path)
     random = RandomSceneSampler()
-    for name, base in (("ref", 0), ("floor", 10_000)):
-        scenes = [random.sample(t, n, base + k, scene_id=k, road=r) for k, (r, t, n) in
-                  enumerate((r, t, n) for r in ("straight", "merge") for t in TRAFFIC_LEVELS for n in LANE_COUNTS for _ in range(2))]
-        (tmp_path / name).mkdir()
-        pq.write_table(scenes_to_table(scenes), tmp_path / name / "part-00000.parquet")
-    state = {k: v for k, v in road_scene_ar().state_dict().items()}
-    export_scene_generator(tmp_path / "g.pt", family="scene_ar", model_config={"hidden": 16, "head_hidden": 16, "speed_coding": "relative"}, state=state,
-                           traffic=TRAFFIC_LEVELS, lanes=LANE_COUNTS, roads=["straight", "merge"])
     cfg = compose_config("evaluate", [f"source={tmp_path / 'g.pt'}", "n_per_condition=2", "replay_scenes=0",
                                       f"scene_reference={tmp_path / 'ref'}", f"scene_floor={tmp_path / 'floor'}",
                                       f"out_dir={tmp_path / 'eval'}"])
@@ -171,3 +178,33 @@ def test_evaluate_scores_each_road_kind_against_its_own_reference(tmp_path, comp
     cfg.out_dir = str(tmp_path / "eval2")
     with pytest.raises(EvaluationError, match="\\['merge'\\] roads"):
         evaluate_scenes(cfg, log=lambda *a: None)
+
+
+def test_evaluate_measures_merge_completion_on_every_merge_scene(tmp_path, compose_config, ray_session):
+    """The replay sample (here 2 scenes per set) holds few merges; ``replay_all_merges`` replays every merge scene
+    of each set for merge completion, reusing the sample's replays, and reports it with its interval."""
+    pytest.importorskip("libsumo")
+    import json
+
+    from aigc_synth.evaluation.scenes import evaluate_scenes
+    from aigc_synth.scenes.dataset import read_scenes
+
+    _straight_and_merge_sets(tmp_path, traffic=["heavy"], lanes=[2], per_cell=4)  # 4 merge scenes per set
+    base = [f"source={tmp_path / 'g.pt'}", "n_per_condition=4", "replay_scenes=2",
+            f"scene_reference={tmp_path / 'ref'}", f"scene_floor={tmp_path / 'floor'}"]
+    result = evaluate_scenes(compose_config("evaluate", base + [f"out_dir={tmp_path / 'eval'}"]), log=lambda *a: None)
+    merges = result["replay_merges"]
+    assert set(merges) == {"generated", "real", "real_floor"}
+    assert all(m["scenes"] == 4 for m in merges.values())  # every merge scene, where the sample replayed 1
+    assert result["replay_by_road"]["merge"]["real"]["scenes"] == 1
+    ramp = sum(a.lane == RAMP_LANE for sc in read_scenes(tmp_path / "ref") if sc.road.kind == "merge" for a in sc.agents)
+    assert merges["real"]["ramp_vehicles"] == ramp > 0
+    assert merges["real"]["merge_completion"] == merges["real"]["merged_vehicles"] / ramp
+    low, high = merges["real"]["merge_completion_95"]
+    assert low <= merges["real"]["merge_completion"] <= high
+    report = (tmp_path / "eval" / "report.md").read_text()
+    assert "Merge completion on every merge scene" in report and f"| real | 4 | {ramp} |" in report
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["replay_merges"]["real"]["ramp_vehicles"] == ramp
+    off = evaluate_scenes(compose_config("evaluate", base + ["replay_all_merges=false", "replay_real=false",
+                                                             f"out_dir={tmp_path / 'eval_off'}"]), log=lambda *a: None)
+    assert "replay_merges" not in off and off["replay"]["generated"]["scenes"] == 2

@@ -109,3 +109,44 @@ def test_bench_scenes_row_folders_are_override_safe():
     assert module.row_dir("scene_marginal") == "scene_marginal"
     with pytest.raises(SystemExit):
         module.main(["--train", "x", "--reference", "y", "--floor", "z", "--compare", "no-equals-sign"])
+
+
+def _evaluation(generated_merge: float, sample_merge: float, real: float = 0.60, floor: float = 0.57) -> dict:
+    """An evaluate result of one merge road: the replay sample's merge completion and every merge scene's."""
+    from aigc_synth.metrics.scenes import FEATURES
+
+    features = {f: {"ratio": 1.0} for f in FEATURES}
+    scores = {"features": features, "count_accuracy": {"accuracy": 0.97}, "count_accuracy_floor": {"accuracy": 0.97},
+              "overlap_rate": {"generated": 0.0, "real_floor": 0.0}, "scenes": {"generated": 900, "real_floor": 900}}
+    replay = {"collision_share": 0.0, "hard_braking_share": 0.001, "low_ttc_share": 0.01}
+    every = lambda share: {"merge_completion": share, "merged_vehicles": round(share * 1000), "ramp_vehicles": 1000,  # noqa: E731
+                           "merge_completion_95": [share - 0.03, share + 0.03], "scenes": 900}
+    return {"by_road": {"merge": scores},
+            "replay_by_road": {"merge": {"generated": dict(replay, merge_completion=sample_merge),
+                                         "real_floor": dict(replay, merge_completion=floor + 0.1), "real": dict(replay)}},
+            "replay_merges": {"generated": every(generated_merge), "real_floor": every(floor), "real": every(real)}}
+
+
+def test_bench_scenes_decides_merge_completion_on_every_merge_scene():
+    """The goal check reads the replay of every merge scene (``replay_merges``), not the small replay sample,
+    and the table says how many ramp vehicles the share rests on and how far two SUMO sets differ."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_scenes", ROOT / "scripts" / "bench_scenes.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = {"scene_ar": _evaluation(0.60, sample_merge=0.80), "scene_random": _evaluation(0.30, sample_merge=0.30)}
+    for row in rows.values():
+        row["replay_by_road"]["merge"]["generated"]["collision_share"] = 0.1
+    rows["scene_ar"]["replay_by_road"]["merge"]["generated"]["collision_share"] = 0.0
+    result = module.bench_road(rows, "merge")
+    # every merge scene: 0.60 vs SUMO's 0.57 passes; the sample's 0.80 vs 0.67 would not
+    assert result["checks"]["merge completion within 0.05 of SUMO"] is True
+    assert result["merge_completion_sumo_spread"] == pytest.approx(0.03)
+    table = module.table(result)
+    assert "0.600 (600 of 1000; 95 % 0.570–0.630)" in table and "SUMO reference minus SUMO floor" in table
+    rows["scene_ar"]["replay_merges"]["generated"]["merge_completion"] = 0.65
+    assert module.bench_road(rows, "merge")["checks"]["merge completion within 0.05 of SUMO"] is False
+    for row in rows.values():  # an evaluation without replay_all_merges: the sample decides
+        del row["replay_merges"]
+    assert module.bench_road(rows, "merge")["checks"]["merge completion within 0.05 of SUMO"] is False

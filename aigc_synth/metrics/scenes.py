@@ -295,6 +295,20 @@ def _poisson_at_most(count: int, mean: float) -> float:
     return total
 
 
+def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval (95 % for the default ``z``) of a share ``successes / trials``; NaNs for no trials.
+
+    Used for merge completion (a share of a few hundred to a few thousand ramp vehicles), where the
+    normal approximation's interval would be too narrow near 0 or 1.
+    """
+    if trials == 0:
+        return (math.nan, math.nan)
+    p = successes / trials
+    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    return (centre - half, centre + half)
+
+
 def poisson_interval(count: int, level: float = 0.95) -> tuple[float, float]:
     """Exact (Garwood) confidence interval for the mean of a Poisson count.
 
@@ -331,8 +345,9 @@ def replay_summary(results: Sequence[Mapping[str, Any]], ttc_threshold: float = 
     within several times at the benchmark's sizes), ``scene_collision_share`` (scenes with a collision), ``ttc_threshold`` -
     plus ``finite_ttc_share`` (vehicles that ever closed in on a leader), ``min_ttc_quantiles``
     (``{"q05", "q25", "q50"}`` of the finite min TTCs, s; NaN when there is none), ``ramp_vehicles``
-    (vehicles on a merge road's on-ramp at t = 0) and ``merge_completion`` (the share of them that
-    reached the main road before their acceleration lane ended; None without ramp vehicles). Shares
+    (vehicles on a merge road's on-ramp at t = 0), ``merged_vehicles`` (those of them that reached the main road
+    before their acceleration lane ended), ``merge_completion`` (their share; None without ramp vehicles)
+    and ``merge_completion_95`` (its 95 % Wilson interval, :func:`wilson_interval`). Shares
     are NaN for no vehicles; a result whose ``min_ttc`` length differs from ``vehicles`` raises ValueError.
     """
     for k, r in enumerate(results):
@@ -343,6 +358,7 @@ def replay_summary(results: Sequence[Mapping[str, Any]], ttc_threshold: float = 
     ttc = np.asarray([t for r in results for t in r["min_ttc"]], dtype=np.float64)
     finite = ttc[np.isfinite(ttc)]
     hard = sum(int(r["hard_braking"]) for r in results)
+    merged = sum(int(r.get("merged", 0)) for r in results)
 
     def share(count: float, total: int) -> float:
         return float(count) / total if total else math.nan
@@ -361,7 +377,9 @@ def replay_summary(results: Sequence[Mapping[str, Any]], ttc_threshold: float = 
         "min_ttc_quantiles": {f"q{round(q * 100):02d}": float(np.quantile(finite, q)) if len(finite) else math.nan
                               for q in TTC_QUANTILES},
         "ramp_vehicles": ramp,
-        "merge_completion": sum(int(r.get("merged", 0)) for r in results) / ramp if ramp else None,
+        "merged_vehicles": merged,
+        "merge_completion": merged / ramp if ramp else None,
+        "merge_completion_95": list(wilson_interval(merged, ramp)) if ramp else None,
     }
 
 
