@@ -31,8 +31,9 @@ kind and over kinds and features (the ranking MMD ÷ floor's geometric mean give
 also the largest MMD ÷ floor per kind.
 ``merge-completion``: the share of ramp vehicles that merge before their acceleration lane ends, replayed on
 every merge scene of each of ``--sets`` (SUMO) and of the model sampled like each set with each of ``--seeds``,
-with a 95 % Wilson interval per row and per model-vs-SUMO difference (the benchmark and ``evaluate`` replay every
-merge scene too, ``replay_all_merges``; this adds several SUMO sets and sampling seeds in one table).
+with a 95 % Wilson interval per row and per model-vs-SUMO difference, and per traffic level the ramp vehicles per
+scene, their median speed and distance to the acceleration lane's end and their share that merge (the benchmark and
+``evaluate`` replay every merge scene too, ``replay_all_merges``; this adds several SUMO sets and sampling seeds).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ import numpy as np
 from aigc_synth.metrics.scenes import FEATURES, geometric_mean_mmd, replay_summary, scene_mmd, wilson_interval
 from aigc_synth.models.scene_families import load_scene_generator, resolve_scene_checkpoint
 from aigc_synth.scenes.dataset import read_scenes
-from aigc_synth.scenes.format import Scene
+from aigc_synth.scenes.format import RAMP_LANE, Scene
 from aigc_synth.scenes.replay import is_hard_braking, replay_scene
 from aigc_synth.scenes.road_net import scene_net, scene_net_routes_xml
 from aigc_synth.scenes.sumo import SumoRun, scene_sumo_args, scene_vehicle_ids, sumo_work_dir
@@ -141,12 +142,24 @@ def merge_completion(args: argparse.Namespace) -> None:
           f"(10 s replay; checkpoint {args.checkpoint})")
     shares = {}
     for name, scenes in rows:
-        summary = replay_summary(_replay_all(scenes, args.workers))
+        results = _replay_all(scenes, args.workers)
+        summary = replay_summary(results)
         k = summary["merged_vehicles"]
         shares[name] = (k, summary["ramp_vehicles"])
         low, high = wilson_interval(k, summary["ramp_vehicles"])
         print(f"  {name:45s} {len(scenes):4d} scenes  {k:5d} of {summary['ramp_vehicles']:5d} ramp vehicles merge: "
               f"{k / max(summary['ramp_vehicles'], 1):.3f} (95 % {low:.3f}-{high:.3f})", flush=True)
+        # where a difference comes from: how many ramp vehicles each traffic level puts there, how fast, how far
+        # from the end of their acceleration lane, and the share of them that merge
+        for traffic in ("light", "moderate", "heavy"):
+            cell = [(sc, r) for sc, r in zip(scenes, results) if sc.traffic == traffic]
+            ramp = [(sc, a) for sc, _ in cell for a in sc.agents if a.lane == RAMP_LANE]
+            n, merged = sum(r["ramp_vehicles"] for _, r in cell), sum(r["merged"] for _, r in cell)
+            if not ramp:
+                continue
+            print(f"      {traffic:8s} {len(ramp) / len(cell):.2f} ramp vehicles per scene, speed median "
+                  f"{np.median([a.speed for _, a in ramp]):.1f} m/s, to the lane's end median "
+                  f"{np.median([sc.road.event_s - a.s for sc, a in ramp]):.0f} m; merge {merged / n:.3f} ({merged} of {n})")
     sumo_rows = [n for n in shares if n.startswith("SUMO")]
     for name, (k, n) in shares.items():
         for ref in sumo_rows:
