@@ -132,7 +132,6 @@ class SamplingConfig:
     guidance: Optional[float] = None  # classifier-free guidance scale (1 = conditional only)
     guidance_t_min: Optional[int] = None  # guide only the solver steps with diffusion timestep (0..1000) >= this
     guidance_t_max: Optional[int] = None  # ... and <= this (guidance in a limited interval)
-    solver: Optional[str] = None  # dpmsolver++ (deterministic ODE) | sde-dpmsolver++ (step noise from each sample's seed)
     bf16: Optional[bool] = None  # bfloat16 autocast of the network (GPUs; changes the bytes)
     channels_last: Optional[bool] = None  # channels-last memory format (GPUs)
     compile: Optional[bool] = None  # torch.compile the network once per actor (GPUs: slow first batch)

@@ -12,9 +12,9 @@ The options change how a trained generator samples, never its weights:
 * ``--particles on|off`` (``layout_gan``): the fixed rain/snow particle overlay (``aigc_synth.models.particles``),
   the renderer's own streaks and flakes drawn over the image. It has no weights, so a generator trained
   without it can sample with it (and the reverse);
-* ``--guidance`` [0, 20], ``--guidance-interval T_MIN T_MAX``, ``--steps`` and ``--solver`` (``layout_diffusion``): the
-  classifier-free guidance scale, the diffusion timesteps it is applied on, the DPM-Solver++ steps it samples
-  with by default and the solver's form, ODE or SDE (a job's ``job.sampling.*`` still overrides them).
+* ``--guidance`` [0, 20], ``--guidance-interval T_MIN T_MAX`` and ``--steps`` (``layout_diffusion``): the
+  classifier-free guidance scale, the diffusion timesteps it is applied on, and the DPM-Solver++ steps it samples
+  with by default (a job's ``job.sampling.*`` still overrides them).
 
 The options go into the checkpoint's ``model_config``; ``meta["sampling_options"]`` keeps them with
 the reason they were chosen (``meta["truncation"]`` too, for ψ, as before). Compare candidates first
@@ -29,7 +29,6 @@ from pathlib import Path
 
 from aigc_synth.io.checkpoint import load_checkpoint, save_checkpoint
 from aigc_synth.models.exported import load_generator
-from aigc_synth.models.layout_diffusion import SOLVERS
 
 
 def main() -> None:
@@ -42,14 +41,12 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=None, help="layout_diffusion: solver steps (>= 1)")
     p.add_argument("--guidance-interval", type=int, nargs=2, default=None, metavar=("T_MIN", "T_MAX"),
                    help="layout_diffusion: guide only the solver steps with diffusion timestep in [T_MIN, T_MAX] (0..1000)")
-    p.add_argument("--solver", choices=SOLVERS, default=None,
-                   help="layout_diffusion: DPM-Solver++ as an ODE (deterministic) or an SDE (step noise from each sample's seed)")
     p.add_argument("--why", default="", help="how the options were chosen (stored in meta)")
     a = p.parse_args()
     gan_options = a.psi is not None or a.particles is not None
-    solver_options = a.guidance is not None or a.steps is not None or a.guidance_interval is not None or a.solver is not None
+    solver_options = a.guidance is not None or a.steps is not None or a.guidance_interval is not None
     if not gan_options and not solver_options:
-        raise SystemExit("nothing to set: give --psi / --particles (layout_gan) or --guidance / --guidance-interval / --steps / --solver "
+        raise SystemExit("nothing to set: give --psi / --particles (layout_gan) or --guidance / --guidance-interval / --steps "
                          "(layout_diffusion)")
     if a.guidance is not None and not 0.0 <= a.guidance <= 20.0:
         raise SystemExit(f"--guidance must be in [0, 20], got {a.guidance}")
@@ -64,7 +61,7 @@ def main() -> None:
     gen = load_generator(a.source)  # validates the checkpoint
     if solver_options:
         if gen.family != "layout_diffusion" or gan_options:
-            raise SystemExit(f"{a.source}: --guidance / --steps / --solver are layout_diffusion options (this is {gen.family}; "
+            raise SystemExit(f"{a.source}: --guidance / --steps are layout_diffusion options (this is {gen.family}; "
                              "--psi / --particles are layout_gan's)")
         return _set_solver_options(a)
     if gen.family != "layout_gan":
@@ -81,11 +78,10 @@ def main() -> None:
 def _set_solver_options(a) -> None:
     interval = a.guidance_interval or (None, None)
     options = {k: v for k, v in (("guidance", a.guidance), ("sampling_steps", a.steps), ("guidance_t_min", interval[0]),
-                                 ("guidance_t_max", interval[1]), ("sampling_solver", a.solver)) if v is not None}
+                                 ("guidance_t_max", interval[1])) if v is not None}
     check = _write_copy(a, options)
     s = check.module.sampling
     print(f"{a.out}: guidance {s['guidance']:g} on timesteps {s['guidance_t_min']}..{s['guidance_t_max']}, steps {s['steps']}, "
-          f"solver {s['solver']}, "
           f"model_id {check.model_id[:12]}")
 
 

@@ -174,13 +174,11 @@ def test_sampling_options_script_sets_the_guidance_and_steps_of_a_diffusion_copy
     assert copy.meta["sampling_options"] == {"guidance": 1.5, "sampling_steps": 4, "why": "test"}
     for (k, v), w in zip(source.module.state_dict().items(), copy.module.state_dict().values()):
         assert torch.equal(v, w), k  # the weights are unchanged
-    run(str(diffusion_checkpoint), str(tmp_path / "sde.pt"), "--solver", "sde-dpmsolver++")
-    assert load_generator(tmp_path / "sde.pt").module.sampling["solver"] == "sde-dpmsolver++"
     run(str(diffusion_checkpoint), str(tmp_path / "interval.pt"), "--guidance-interval", "100", "800")
     assert load_generator(tmp_path / "interval.pt").module.sampling["guidance_t_min"] == 100
     assert load_generator(tmp_path / "interval.pt").module.sampling["guidance_t_max"] == 800
     for bad in (["--guidance", "25"], ["--steps", "0"], ["--psi", "0.7", "--guidance", "1.5"],  # out of range; GAN options
-                ["--guidance-interval", "800", "100"], ["--solver", "euler"]):
+                ["--guidance-interval", "800", "100"]):
         target = tmp_path / "bad.pt"
         with pytest.raises(SystemExit):
             run(str(diffusion_checkpoint), str(target), *bad)
@@ -212,36 +210,3 @@ def test_guidance_in_a_limited_interval_guides_only_the_steps_inside_it(diffusio
         with pytest.raises(ValueError, match=message):
             sample(**bad)
         assert gen.sampling == before  # a bad option sets nothing
-
-
-def test_the_sde_solver_draws_its_step_noise_from_each_samples_own_seed(diffusion_checkpoint, tmp_path):
-    """``solver=sde-dpmsolver++`` adds noise at every step, yet an image stays a pure function of its sample: the
-    same bytes alone or in any batch, whatever the global RNG did, through the job's sampler too."""
-    from dataclasses import asdict
-
-    from aigc_synth.jobs.spec import validate_job
-    from aigc_synth.sampling.image import ImageSampler
-
-    gen = load_generator(diffusion_checkpoint).module
-    z = torch.randn(3, gen.z_dim, generator=torch.Generator().manual_seed(0))
-    codes, layout = torch.tensor([[0, 1, 2], [3, 0, 1], [1, 1, 1]]), torch.zeros(3, 6, gen.resolution, gen.resolution)
-    gen.configure_sampling(solver="sde-dpmsolver++")
-    torch.manual_seed(1)
-    batch = gen(z, codes, layout)
-    torch.manual_seed(2)
-    alone = torch.cat([gen(z[i:i + 1], codes[i:i + 1], layout[i:i + 1]) for i in range(3)])
-    assert torch.allclose(batch, alone, atol=1e-5)  # the UNet's batched kernels round differently, the noise is the same
-    gen.configure_sampling(solver="dpmsolver++")
-    ode = gen(z, codes, layout)
-    assert (batch - ode).abs().mean() > 1e-3  # the step noise changes the image
-    with pytest.raises(ValueError, match="solver must be one of"):
-        gen.configure_sampling(solver="euler")
-    assert gen.sampling["solver"] == "dpmsolver++"
-    with pytest.raises(JobSpecError, match="solver must be one of"):
-        validate_job(_cfg(tmp_path / "bad", diffusion_checkpoint, "job.sampling.solver=euler"))
-    resolved = validate_job(_cfg(tmp_path / "sde", diffusion_checkpoint, "job.sampling.solver=sde-dpmsolver++"))
-    assert resolved.job_spec["sampling"] == {"solver": "sde-dpmsolver++"}
-    sampler = ImageSampler(asdict(resolved), diffusion_checkpoint.read_bytes())
-    together = sampler.sample(np.arange(4)).images
-    one_by_one = np.concatenate([sampler.sample(np.array([i])).images for i in range(4)])
-    assert np.array_equal(together, one_by_one)  # the job's bytes: fixed micro-batches, noise per sample

@@ -29,7 +29,6 @@ import numpy as np
 
 from aigc_synth.data.scene_render import draw_boxes
 from aigc_synth.errors import EvaluationError
-from aigc_synth.models.layout_diffusion import SOLVERS
 from aigc_synth.evaluation.evaluate import compute_metrics, score_images
 from aigc_synth.evaluation.image_statistics import BORDER_WIDTH, border_energy, group_variety, high_frequency_energy
 from aigc_synth.evaluation.layout import (
@@ -80,14 +79,11 @@ def parse_model_spec(spec: str) -> ModelSpec:
                 options["guidance"] = float(value)
             elif key in ("guidance_t_min", "guidance_t_max") and value.isdigit():
                 options[key] = int(value)
-            elif key == "solver" and value in SOLVERS:
-                options["solver"] = value
             else:
                 raise ValueError(opt)
     except ValueError:
         raise EvaluationError(f"model {spec!r}: NAME=PATH, options @psi=X with X in (0, 1] and @particles=on|off "
-                              "(layout_gan), @steps=N, @guidance=G, @guidance_t_min=T, @guidance_t_max=T and "
-                              f"@solver={'|'.join(SOLVERS)} (layout_diffusion)") from None
+                              "(layout_gan), @steps=N, @guidance=G, @guidance_t_min=T and @guidance_t_max=T (layout_diffusion)") from None
     return name, path, options
 
 
@@ -99,7 +95,7 @@ def load_generator_with_options(path: str, options: dict[str, Any] | None = None
 
     gen = load_generator(resolve_checkpoint_path(path))
     options = dict(options or {})
-    solver = {k: options.pop(k) for k in ("steps", "guidance", "guidance_t_min", "guidance_t_max", "solver") if k in options}
+    solver = {k: options.pop(k) for k in ("steps", "guidance", "guidance_t_min", "guidance_t_max") if k in options}
     if solver:
         if not hasattr(gen.module, "configure_sampling"):
             raise EvaluationError(f"{path}: family {gen.family} has no solver options ({sorted(solver)})")

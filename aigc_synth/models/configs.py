@@ -98,7 +98,6 @@ class LayoutDiffusionConfig(ImageModelConfig):
     # sample conditionally only (guidance in a limited interval, Kynkäänniemi et al. 2024)
     guidance_t_min: int = 0
     guidance_t_max: int = 1000
-    sampling_solver: str = "dpmsolver++"  # dpmsolver++ (ODE) | sde-dpmsolver++ (step noise from the sample's seed)
     lr_g: float = 2e-4
     beta1: float = 0.9
     beta2: float = 0.999

@@ -10,17 +10,16 @@ null class and the layout by zeros (flag 0) with probability ``condition_dropout
 two predictions are mixed with scale ``guidance`` (1 = conditional only, no second pass).
 
 Objective: v-prediction on a cosine (``squaredcos_cap_v2``) schedule of 1,000 steps. Sampling:
-DPM-Solver++ (second order, ``diffusers.DPMSolverMultistepScheduler``; ``solver`` = its ODE form or its SDE form,
-:data:`SOLVERS`): the image is a pure function of the initial noise (``z``, drawn from the sample's own seed by the
-job) and the conditions - the SDE form's step noise comes from a generator seeded by that ``z`` - and every tensor
-has a fixed shape per micro-batch, so rows never depend on their batch.
+DPM-Solver++ (second order, ``diffusers.DPMSolverMultistepScheduler``), deterministic: the image is a
+pure function of the initial noise (``z``, drawn from the sample's own seed by the job) and the
+conditions, and every tensor has a fixed shape per micro-batch, so rows never depend on their batch.
 
 ``guidance_t_min`` / ``guidance_t_max`` (diffusion timesteps, 0..1000; default the whole range) limit
 guidance to the solver steps inside that interval and sample the others conditionally only.
 
 ``forward(z, codes, layout)`` runs the whole sampler, so the job machinery, serving and evaluation
 call it exactly as they call a GAN generator (``z_dim`` = 3 × R × R). ``configure_sampling`` sets the
-options a job or request may change (``steps``, ``guidance``, its interval, ``solver``; on GPUs ``bf16`` autocast and
+options a job or request may change (``steps``, ``guidance``, its interval; on GPUs ``bf16`` autocast and
 ``channels_last``, ``compile``: off by default, for GPU nodes), each a part of the job's fingerprint.
 """
 
@@ -38,12 +37,8 @@ from aigc_synth.data.layout import LAYOUT_CHANNELS
 NUM_TRAIN_TIMESTEPS = 1000
 BETA_SCHEDULE = "squaredcos_cap_v2"
 #: What a job (``job.sampling``) or a served request may set, with the type each must have.
-SAMPLING_OPTIONS = {"steps": int, "guidance": float, "guidance_t_min": int, "guidance_t_max": int, "solver": str,
-                    "bf16": bool, "channels_last": bool, "compile": bool}
-#: DPM-Solver++ variants (``diffusers.DPMSolverMultistepScheduler``'s ``algorithm_type``), both second order: the
-#: deterministic ODE solver, and its SDE form, which adds fresh noise at every step - drawn from a generator
-#: seeded by the sample's own initial noise, so an image stays a pure function of its seed.
-SOLVERS = ("dpmsolver++", "sde-dpmsolver++")
+SAMPLING_OPTIONS = {"steps": int, "guidance": float, "guidance_t_min": int, "guidance_t_max": int, "bf16": bool,
+                    "channels_last": bool, "compile": bool}
 
 
 class LayoutDiffusion(nn.Module):
@@ -52,7 +47,7 @@ class LayoutDiffusion(nn.Module):
     def __init__(self, cardinalities: Sequence[int], resolution: int = 64, base_channels: int = 32,
                  channel_mult: Sequence[int] = (1, 2, 2, 4), layers_per_block: int = 1, sampling_steps: int = 16,
                  guidance: float = 2.0, factors: Any = None, layout_unknown_flags: bool = False,
-                 guidance_t_min: int = 0, guidance_t_max: int = NUM_TRAIN_TIMESTEPS, sampling_solver: str = "dpmsolver++"):
+                 guidance_t_min: int = 0, guidance_t_max: int = NUM_TRAIN_TIMESTEPS):
         from diffusers import UNet2DModel
 
         super().__init__()
@@ -69,9 +64,8 @@ class LayoutDiffusion(nn.Module):
                                 up_block_types=("UpBlock2D",) * len(channel_mult), num_class_embeds=self.num_conditions + 1,
                                 norm_num_groups=8)
         self.sampling = {"steps": int(sampling_steps), "guidance": float(guidance), "guidance_t_min": 0,
-                         "guidance_t_max": NUM_TRAIN_TIMESTEPS, "solver": "dpmsolver++", "bf16": False, "channels_last": False,
-                         "compile": False}
-        self.configure_sampling(guidance_t_min=int(guidance_t_min), guidance_t_max=int(guidance_t_max), solver=str(sampling_solver))
+                         "guidance_t_max": NUM_TRAIN_TIMESTEPS, "bf16": False, "channels_last": False, "compile": False}
+        self.configure_sampling(guidance_t_min=int(guidance_t_min), guidance_t_max=int(guidance_t_max))
         # the torch.compile'd UNet (the ``compile`` option), built at its first use; in a dict, so it is not
         # registered as a submodule (its weights are the UNet's, and state_dict keys must not change)
         self._compiled: dict[str, Any] = {}
@@ -130,8 +124,6 @@ class LayoutDiffusion(nn.Module):
                 raise ValueError(f"sampling option steps must be in 1..1000, got {value}")
             if name == "guidance" and not 0.0 <= value <= 20.0:
                 raise ValueError(f"sampling option guidance must be in [0, 20], got {value}")
-            if name == "solver" and value not in SOLVERS:
-                raise ValueError(f"sampling option solver must be one of {list(SOLVERS)}, got {value!r}")
             if name in ("guidance_t_min", "guidance_t_max") and not 0 <= value <= NUM_TRAIN_TIMESTEPS:
                 raise ValueError(f"sampling option {name} must be in 0..{NUM_TRAIN_TIMESTEPS}, got {value}")
             new[name] = value
@@ -147,10 +139,9 @@ class LayoutDiffusion(nn.Module):
         layout = with_unknown_flags(layout) if self.layout_unknown_flags else layout
         opts = self.sampling
         solver = DPMSolverMultistepScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS, beta_schedule=BETA_SCHEDULE,
-                                             prediction_type="v_prediction", algorithm_type=opts["solver"], solver_order=2)
+                                             prediction_type="v_prediction", algorithm_type="dpmsolver++", solver_order=2)
         solver.set_timesteps(opts["steps"], device=device)
         x = z.view(n, 3, self.resolution, self.resolution) * solver.init_noise_sigma
-        step_noise = _per_sample_noise(z, x.shape[1:]) if opts["solver"].startswith("sde") else None
         classes = self.condition_index(codes)
         # guidance only on the timesteps inside [guidance_t_min, guidance_t_max] (Kynkäänniemi et al. 2024,
         # "Applying guidance in a limited interval"); the same steps for every sample, so shapes stay fixed
@@ -172,24 +163,8 @@ class LayoutDiffusion(nn.Module):
                     v = v_uncond + opts["guidance"] * (v_cond - v_uncond)
                 else:
                     v = self._velocity(inp, t.expand(inp.shape[0]), classes, layout, given).float()
-            x = solver.step(v, t, x, variance_noise=None if step_noise is None else step_noise(device)).prev_sample
+            x = solver.step(v, t, x).prev_sample
         return x.clamp(-1, 1)
-
-
-def _per_sample_noise(z: torch.Tensor, shape: Sequence[int]):
-    """``draw(device)`` → (n, *shape) standard normal noise, row i from its own CPU generator seeded by the bytes of
-    ``z[i]`` (the sample's initial noise, itself drawn from the sample's seed): the SDE solver's step noise is then
-    a pure function of the sample, whatever the batch it is in or the device it runs on."""
-    import hashlib
-
-    rows = z.detach().float().cpu().contiguous().numpy()
-    generators = [torch.Generator().manual_seed(int.from_bytes(hashlib.sha256(row.tobytes()).digest()[:8], "little") >> 1)
-                  for row in rows]
-
-    def draw(device: torch.device) -> torch.Tensor:
-        return torch.stack([torch.randn(tuple(shape), generator=g) for g in generators]).to(device)
-
-    return draw
 
 
 class NoCritic(nn.Module):

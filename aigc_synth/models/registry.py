@@ -78,7 +78,7 @@ FAMILIES: dict[str, Family] = {
     "layout_diffusion": Family("layout_diffusion", LayoutDiffusionConfig, LayoutDiffusion, NoCritic,
                                generator_keys=("resolution", "base_channels", "channel_mult", "layers_per_block",
                                                "sampling_steps", "guidance", "guidance_t_min", "guidance_t_max",
-                                               "sampling_solver", "layout_unknown_flags"),
+                                               "layout_unknown_flags"),
                                critic_keys=(), arch_keys=("resolution", "base_channels", "channel_mult", "layers_per_block",
                                                           "layout_unknown_flags"),
                                objective="diffusion", joint_optimizer=True, inputs=("layout",),
