@@ -726,3 +726,36 @@ def test_evaluation_scenes_spread_takes_the_folder_at_even_steps(scenes, tmp_pat
     assert {s.num_lanes for s in spread} == {2, 3, 4} and {s.num_lanes for s in first} == {2}
     traffic = DEFAULT_SCHEMA.names.index("traffic")
     assert [DEFAULT_SCHEMA.values("traffic")[c] for c in spread_codes[:, traffic]] == [s.traffic for s in spread]
+
+
+def test_sample_grid_samples_every_row_in_one_call_with_the_same_images(layout_checkpoint, scenes, tmp_path, monkeypatch):
+    """The grid's generated tiles are the per-row samples (same scenes, codes and latent seeds), drawn in full
+    micro-batches: one padded call per row made a diffusion model's grid cost as much as a 450-image evaluation."""
+    from PIL import Image
+
+    import aigc_synth.sampling.sampler as sampler
+    from aigc_synth.evaluation.layout import evaluation_scenes, layout_images
+    from aigc_synth.evaluation.layout_table import sample_grid
+    from aigc_synth.seeds import LATENT_STREAM, derive_seeds
+
+    calls = []
+    real_generate = sampler.generate_images
+    monkeypatch.setattr(sampler, "generate_images", lambda *a, **k: calls.append(len(a[1])) or real_generate(*a, **k))
+    scene_dir = tmp_path / "scenes"
+    scene_dir.mkdir()
+    pq.write_table(scenes_to_table(scenes), scene_dir / "part-00000.parquet")
+    sample_grid(str(layout_checkpoint), str(tmp_path / "grid.png"), seed=3, columns=4, scale=1, scenes_dir=str(scene_dir))
+    rows = len(DEFAULT_SCHEMA.values("weather")) * len(DEFAULT_SCHEMA.values("time_of_day"))
+    assert calls == [rows * 4]  # one call (the sampler cuts it into full micro-batches), not one per row
+    grid = np.asarray(Image.open(tmp_path / "grid.png").convert("RGB"))
+    gen = load_generator(layout_checkpoint)
+    schema, traffic = gen.schema, gen.schema.values("traffic")
+    pairs = [(w, t) for w in schema.values("weather") for t in schema.values("time_of_day")]
+    codes = np.array([schema.encode({"weather": w, "time_of_day": t, "traffic": traffic[(k + 1) % 3]}) for k, (w, t) in enumerate(pairs)])
+    row_scenes, row_codes = evaluation_scenes(codes, 3 + 17, schema, str(scene_dir))
+    seeds = derive_seeds(3, np.arange(4), stream=LATENT_STREAM)
+    for k in (0, rows - 1):  # the first and last rows, each sampled alone as before
+        alone = layout_images(gen, [row_scenes[k]] * 4, np.repeat(row_codes[k][None], 4, 0), seeds)
+        r = gen.resolution
+        tiles = grid[k * r:(k + 1) * r, r:5 * r]  # column 0 is the real render
+        assert np.array_equal(tiles, np.concatenate(list(alone), 1)), k
