@@ -157,8 +157,9 @@ def table(result: dict) -> str:
         ratios = " | ".join("n/a" if r["features"][f]["ratio"] is None else f"{r['features'][f]['ratio']:.2f}" for f in FEATURES)
         rp, every = r["replay"], r.get("merges")
         merged = "n/a" if merge_completion(r) is None else f"{merge_completion(r):.3f}"
-        if every:
-            merged += f" ({every['merged_vehicles']} of {every['ramp_vehicles']}; 95 % {every['merge_completion_95'][0]:.3f}–{every['merge_completion_95'][1]:.3f})"
+        if every and every["merge_completion_95"]:  # None when the merge scenes held no ramp vehicle
+            low, high = every["merge_completion_95"]
+            merged += f" ({every['merged_vehicles']} of {every['ramp_vehicles']}; 95 % {low:.3f}–{high:.3f})"
         replay = (f"{rp['collision_share']:.4f} | {rp['hard_braking_share']:.4f} ({rp.get('hard_braking_vehicles', '?')}) | "
                   f"{rp['low_ttc_share']:.4f} | {merged}" if rp
                   else "n/a | n/a | n/a | n/a")

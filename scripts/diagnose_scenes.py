@@ -44,7 +44,7 @@ import uuid
 
 import numpy as np
 
-from aigc_synth.metrics.scenes import FEATURES, geometric_mean_mmd, replay_summary, scene_mmd, wilson_interval
+from aigc_synth.metrics.scenes import FEATURES, geometric_mean_of, replay_summary, scene_mmd, wilson_interval
 from aigc_synth.models.scene_families import load_scene_generator, resolve_scene_checkpoint
 from aigc_synth.scenes.dataset import read_scenes
 from aigc_synth.scenes.format import RAMP_LANE, Scene
@@ -227,13 +227,13 @@ def rank_checkpoints(args: argparse.Namespace) -> None:
         for seed in args.seeds:
             scenes = gen.sample([s.traffic for s in reference], [s.num_lanes for s in reference],
                                 attempt_seeds(seed, ids).tolist(), ids.tolist(), roads=[s.road.kind for s in reference])
-            means = geometric_mean_mmd(scenes, reference)  # the trainer's val_mmd, on this set
+            ours = {k: scene_mmd([s for s in scenes if s.road.kind == k], ref[k]) for k in kinds}
+            means = geometric_mean_of(ours)  # the trainer's val_mmd, on this set
             cells = []
             for k in kinds:
                 cell = f"{k} {means[k]:.2e}"
                 if floor:
-                    ours = scene_mmd([s for s in scenes if s.road.kind == k], ref[k])
-                    cell += f" [{max(ours[f]['mmd'] / floor_mmd[k][f]['mmd'] for f in FEATURES):.2f}]"
+                    cell += f" [{max(ours[k][f]['mmd'] / floor_mmd[k][f]['mmd'] for f in FEATURES):.2f}]"
                 cells.append(cell)
             print(f"{label or path} (step {step}) seed {seed}: all {means['all']:.3e}; " + "; ".join(cells), flush=True)
 

@@ -145,6 +145,8 @@ def test_bench_scenes_decides_merge_completion_on_every_merge_scene():
     assert result["merge_completion_sumo_spread"] == pytest.approx(0.03)
     table = module.table(result)
     assert "0.600 (600 of 1000; 95 % 0.570–0.630)" in table and "SUMO reference minus SUMO floor" in table
+    rows["scene_random"]["replay_merges"]["generated"].update(merge_completion=None, merge_completion_95=None, ramp_vehicles=0)
+    assert "| scene_random |" in module.table(module.bench_road(rows, "merge"))  # no ramp vehicle: no interval, no crash
     rows["scene_ar"]["replay_merges"]["generated"]["merge_completion"] = 0.65
     assert module.bench_road(rows, "merge")["checks"]["merge completion within 0.05 of SUMO"] is False
     for row in rows.values():  # an evaluation without replay_all_merges: the sample decides

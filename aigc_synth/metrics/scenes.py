@@ -213,10 +213,17 @@ def geometric_mean_mmd(generated: Sequence[Scene], real: Sequence[Scene]) -> dic
     (road kind, feature) of :func:`scene_mmd`. Dividing every MMD by a fixed floor shifts its logarithm by
     a constant, so this ranks generators as the geometric mean of MMD ÷ floor would, for any floor. NaN
     where no feature has a value."""
+    kinds = dict.fromkeys(sc.road.kind for sc in real)
+    return geometric_mean_of({kind: scene_mmd([sc for sc in generated if sc.road.kind == kind],
+                                              [sc for sc in real if sc.road.kind == kind]) for kind in kinds})
+
+
+def geometric_mean_of(mmds_by_kind: Mapping[str, Mapping[str, Mapping[str, float]]]) -> dict[str, float]:
+    """:func:`geometric_mean_mmd` from already computed :func:`scene_mmd` results, ``{kind: {feature: {"mmd": ...}}}``
+    (for a caller that also needs the per-feature values)."""
     out: dict[str, float] = {}
     logs: list[float] = []
-    for kind in dict.fromkeys(sc.road.kind for sc in real):
-        mmds = scene_mmd([sc for sc in generated if sc.road.kind == kind], [sc for sc in real if sc.road.kind == kind])
+    for kind, mmds in mmds_by_kind.items():
         kind_logs = [math.log(max(v["mmd"], 1e-12)) for v in mmds.values() if math.isfinite(v["mmd"])]
         logs += kind_logs
         out[kind] = math.exp(float(np.mean(kind_logs))) if kind_logs else math.nan
